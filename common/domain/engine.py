@@ -1,0 +1,600 @@
+"""The import engine: applies job items to a view of the catalog, with no I/O of its own.
+
+A `CatalogView` holds the documents an item needs (products, SKU index entries, identifier index
+entries), loads missing ones through a `Loader` port, and records every document it changes. The
+store commits those changes atomically with the chunk's progress; a dry run just drops them; unit
+tests drive it with an in-memory loader. Everything an item changes (product, SKU index, validation
+issues on it and on other holders of its SKUs, its audit event) is recorded together, so it commits
+together.
+
+Every id the engine makes is derived from (job, item index), so running the same item again after a
+lost commit produces the very same documents.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from common.domain import rules
+from common.models.product import CORE_FIELDS, ProductIn, ProductPatch
+
+_NS = uuid.UUID("6f1d3c2a-9b7e-4e55-8a1f-0c2d4b6e8f10")
+
+# Failure classes: each failed item opens a validation issue of this type (ERROR).
+IMPORT_REJECTED = "IMPORT_REJECTED"
+PRODUCT_NOT_FOUND = "PRODUCT_NOT_FOUND"
+IDENTIFIER_CONFLICT = "IDENTIFIER_CONFLICT"
+AMBIGUOUS_IDENTIFIER = "AMBIGUOUS_IDENTIFIER"
+
+CREATED, UPDATED, DELETED, FAILED = "created", "updated", "deleted", "failed"
+
+
+def derived_id(*parts: object) -> str:
+    return str(uuid.uuid5(_NS, ":".join(str(p) for p in parts)))
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Who is making the change, and under which job."""
+
+    job_id: str
+    job_type: str
+    org_id: str
+    tenant_id: str
+    actor_email: str
+    user_id: str
+    ip_address: str
+    now: datetime
+    quality_threshold: int = 60
+
+
+class Loader(Protocol):
+    """Reads the engine needs; each returns a dict with every asked key (None when absent)."""
+
+    def products(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
+
+    def skus(self, skus: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
+
+    def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
+
+    def open_issue_ids(self, product_id: str) -> list[str]: ...
+
+
+@dataclass
+class ItemError:
+    code: str
+    message: str
+    field: str | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+class ItemFailure(Exception):
+    """An item the engine refuses: recorded as a failed result and a validation issue."""
+
+    def __init__(self, issue_type: str, errors: list[ItemError], product_id: str | None = None):
+        super().__init__(errors[0].message if errors else issue_type)
+        self.issue_type = issue_type
+        self.errors = errors
+        self.product_id = product_id
+
+
+@dataclass
+class CatalogView:
+    loader: Loader
+    ctx: JobContext
+    products: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    skus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identifiers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What changed, by document.
+    dirty_products: set[str] = field(default_factory=set)
+    dirty_skus: set[str] = field(default_factory=set)
+    dirty_identifiers: set[str] = field(default_factory=set)
+    issue_writes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audits: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def prefetch(self, product_ids: Iterable[str] = (), skus: Iterable[str] = (), idents: Iterable[str] = ()) -> None:
+        """Load many documents in a few round trips instead of one per item."""
+        wanted = {p for p in product_ids if p not in self.products}
+        if wanted:
+            self.products.update(self.loader.products(wanted))
+        held = [s for p in wanted if (doc := self.products.get(p)) for s in rules.product_skus(doc)]
+        want_skus = {s for s in (*skus, *held) if s not in self.skus}
+        if want_skus:
+            for sku, doc in self.loader.skus(want_skus).items():
+                self.skus[sku] = doc or {"sku": sku, "holders": {}}
+        want_idents = {i for i in idents if i not in self.identifiers}
+        if want_idents:
+            for ident, doc in self.loader.identifiers(want_idents).items():
+                self.identifiers[ident] = doc or {"identifier": ident, "open": {}}
+
+    def product(self, product_id: str) -> dict[str, Any] | None:
+        if product_id not in self.products:
+            self.prefetch(product_ids=[product_id])
+        return self.products.get(product_id)
+
+    def sku_entry(self, sku: str) -> dict[str, Any]:
+        if sku not in self.skus:
+            self.prefetch(skus=[sku])
+        return self.skus[sku]
+
+    def identifier_entry(self, ident: str) -> dict[str, Any]:
+        if ident not in self.identifiers:
+            self.prefetch(idents=[ident])
+        return self.identifiers[ident]
+
+    def product_holders(self, sku: str) -> list[str]:
+        """Products whose own (product-level) SKU is `sku`."""
+        return sorted(pid for pid, h in self.sku_entry(sku)["holders"].items() if h.get("p"))
+
+    @staticmethod
+    def sku_total(entry: dict[str, Any]) -> int:
+        return sum(h.get("p", 0) + h.get("v", 0) for h in entry["holders"].values())
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def write_count(self) -> int:
+        return (
+            len(self.dirty_products)
+            + len(self.dirty_skus)
+            + len(self.dirty_identifiers)
+            + len(self.issue_writes)
+            + len(self.audits)
+        )
+
+    def open_issue(self, issue_id: str, doc: dict[str, Any]) -> None:
+        self.issue_writes[issue_id] = {
+            "id": issue_id,
+            "org_id": self.ctx.org_id,
+            "tenant_id": self.ctx.tenant_id,
+            "resolved": False,
+            "created_at": self.ctx.now,
+            "updated_at": self.ctx.now,
+            **doc,
+        }
+
+    def resolve_issue(self, issue_id: str) -> None:
+        pending = self.issue_writes.get(issue_id)
+        if pending is not None and "created_at" in pending:
+            pending.update(resolved=True, updated_at=self.ctx.now)
+        else:
+            self.issue_writes[issue_id] = {"resolved": True, "updated_at": self.ctx.now}
+
+    def update_issue(self, issue_id: str, changes: dict[str, Any]) -> None:
+        self.issue_writes.setdefault(issue_id, {}).update(changes, updated_at=self.ctx.now)
+
+    def audit(self, index: int, action: str, entity_type: str, entity_id: str, details: dict[str, Any]) -> None:
+        seq = sum(1 for a in self.audits if a["details"].get("item_index") == index)
+        self.audits.append(
+            {
+                "id": derived_id(self.ctx.job_id, index, "audit", seq),
+                "org_id": self.ctx.org_id,
+                "tenant_id": self.ctx.tenant_id,
+                "actor_email": self.ctx.actor_email,
+                "action": action,
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "details": {"job_id": self.ctx.job_id, "item_index": index, **details},
+                "ip_address": self.ctx.ip_address,
+                "created_at": self.ctx.now,
+            }
+        )
+
+    def clear_changes(self) -> None:
+        """Forget recorded changes after they were committed (the loaded state stays valid)."""
+        self.dirty_products.clear()
+        self.dirty_skus.clear()
+        self.dirty_identifiers.clear()
+        self.issue_writes.clear()
+        self.audits.clear()
+
+
+# -- issues on products ----------------------------------------------------------------------
+
+
+def _counts(open_issues: dict[str, dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(entry["severity"] for entry in open_issues.values())
+    return {"ERROR": counts.get("ERROR", 0), "WARNING": counts.get("WARNING", 0)}
+
+
+def _sync_findings(view: CatalogView, index: int, product: dict[str, Any], findings: list[rules.Finding]) -> list[str]:
+    """Open issues for new findings, resolve those whose cause is gone. Returns what changed."""
+    open_issues: dict[str, dict[str, Any]] = product.setdefault("open_issues", {})
+    wanted = {f.key: f for f in findings}
+    changes: list[str] = []
+    for key in [k for k in open_issues if k not in wanted]:
+        view.resolve_issue(open_issues.pop(key)["id"])
+        changes.append(f"resolved {key}")
+    for key, finding in wanted.items():
+        current = open_issues.get(key)
+        if current is None:
+            issue_id = derived_id(view.ctx.job_id, index, product["id"], key)
+            view.open_issue(
+                issue_id,
+                {
+                    "product_id": product["id"],
+                    "issue_type": finding.issue_type,
+                    "severity": finding.severity,
+                    "message": finding.message,
+                    "key": key,
+                    "job_id": None,
+                    "item_index": None,
+                    "identifier": None,
+                },
+            )
+            open_issues[key] = {"id": issue_id, "severity": finding.severity, "message": finding.message}
+            changes.append(f"opened {key}")
+        elif current.get("message") != finding.message:
+            view.update_issue(current["id"], {"message": finding.message})
+            current["message"] = finding.message
+    product["issue_counts"] = _counts(open_issues)
+    return changes
+
+
+def _toggle_duplicate(view: CatalogView, index: int, holder_id: str, sku: str, duplicated: bool) -> None:
+    """Open or resolve the DUPLICATE_SKU issue of another holder of `sku`."""
+    holder = view.product(holder_id)
+    if holder is None:
+        return
+    open_issues = holder.setdefault("open_issues", {})
+    finding = rules.duplicate_sku_finding(sku)
+    if duplicated and finding.key not in open_issues:
+        issue_id = derived_id(view.ctx.job_id, index, holder_id, finding.key)
+        view.open_issue(
+            issue_id,
+            {
+                "product_id": holder_id,
+                "issue_type": finding.issue_type,
+                "severity": finding.severity,
+                "message": finding.message,
+                "key": finding.key,
+                "job_id": None,
+                "item_index": None,
+                "identifier": None,
+            },
+        )
+        open_issues[finding.key] = {"id": issue_id, "severity": finding.severity, "message": finding.message}
+    elif not duplicated and finding.key in open_issues:
+        view.resolve_issue(open_issues.pop(finding.key)["id"])
+    else:
+        return
+    holder["issue_counts"] = _counts(open_issues)
+    view.dirty_products.add(holder_id)
+
+
+def _move_skus(view: CatalogView, index: int, product_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
+    """Update the SKU index for one product's change; returns its SKUs now held more than once."""
+    old_skus = rules.product_skus(old) if old else Counter()
+    new_skus = rules.product_skus(new) if new else Counter()
+    old_primary = old.get("sku") if old else None
+    new_primary = new.get("sku") if new else None
+    for sku in set(old_skus) | set(new_skus):
+        entry = view.sku_entry(sku)
+        before = CatalogView.sku_total(entry)
+        p = 1 if new_primary == sku else 0
+        v = new_skus[sku] - p
+        if old_skus[sku] == new_skus[sku] and (old_primary == sku) == (new_primary == sku):
+            continue
+        if new_skus[sku]:
+            entry["holders"][product_id] = {"p": p, "v": v}
+        else:
+            entry["holders"].pop(product_id, None)
+        view.dirty_skus.add(sku)
+        after = CatalogView.sku_total(entry)
+        if (before >= 2) != (after >= 2):
+            for other in entry["holders"]:
+                if other != product_id:
+                    _toggle_duplicate(view, index, other, sku, after >= 2)
+    if not new:
+        return set()
+    return {sku for sku in new_skus if CatalogView.sku_total(view.sku_entry(sku)) >= 2}
+
+
+def _resolve_failures(view: CatalogView, identifiers: Iterable[str | None]) -> None:
+    """A successful item clears earlier failures recorded under the same identifier."""
+    for ident in identifiers:
+        if not ident:
+            continue
+        entry = view.identifier_entry(ident)
+        if entry["open"]:
+            for issue_id in entry["open"]:
+                view.resolve_issue(issue_id)
+            entry["open"] = {}
+            view.dirty_identifiers.add(ident)
+
+
+# -- products ----------------------------------------------------------------------------------
+
+
+def _variants(product_id: str, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for i, variant in enumerate(variants):
+        key = variant.get("sku") or f"#{i}"
+        out.append(
+            {
+                "id": derived_id(product_id, "variant", key),
+                "sku": variant.get("sku"),
+                "gtin": variant.get("gtin"),
+                "attributes": variant.get("attributes") or {},
+            }
+        )
+    return out
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "…"
+    if isinstance(value, (dict, list)):
+        return "(changed)"
+    return value
+
+
+def save_product(
+    view: CatalogView,
+    index: int,
+    product_id: str,
+    new: dict[str, Any] | None,
+    *,
+    identifiers: Iterable[str | None] = (),
+    extra_details: dict[str, Any] | None = None,
+) -> str:
+    """Write one product's new state (None deletes it) with its index, issues and audit event."""
+    ctx = view.ctx
+    old = view.product(product_id)
+    if new is not None:
+        new = {**new, "id": product_id, "org_id": ctx.org_id, "tenant_id": ctx.tenant_id}
+        new["created_at"] = old["created_at"] if old else ctx.now
+        new["open_issues"] = dict(old.get("open_issues", {})) if old else {}
+        new["updated_at"] = old["updated_at"] if old else ctx.now
+        if old is not None and _same(old, new):
+            _resolve_failures(view, identifiers)
+            return UPDATED
+        new["updated_at"] = ctx.now
+        new["version"] = (old or {}).get("version", 0) + 1
+    duplicates = _move_skus(view, index, product_id, old, new)
+    view.products[product_id] = new
+    view.dirty_products.add(product_id)
+    details: dict[str, Any] = dict(extra_details or {})
+    if new is None:
+        assert old is not None
+        for entry in old.get("open_issues", {}).values():
+            view.resolve_issue(entry["id"])
+        for issue_id in view.loader.open_issue_ids(product_id):
+            view.resolve_issue(issue_id)
+        action, result = "product.deleted", DELETED
+        details["sku"] = old.get("sku")
+    else:
+        new["quality_score"] = rules.quality_score(new)
+        findings = rules.evaluate(new, duplicates, ctx.quality_threshold)
+        changed_issues = _sync_findings(view, index, new, findings)
+        if changed_issues:
+            details["issues"] = changed_issues
+        if old is None:
+            action, result = "product.created", CREATED
+            details["fields"] = sorted(k for k in CORE_FIELDS if new.get(k) not in (None, {}, []))
+        else:
+            action, result = "product.updated", UPDATED
+            details["changes"] = {
+                k: {"old": _short(old.get(k)), "new": _short(new.get(k))}
+                for k in _data_keys(old, new)
+                if old.get(k) != new.get(k)
+            }
+    view.audit(index, action, "product", product_id, details)
+    if old is not None and new is not None and old.get("variants") != new.get("variants"):
+        _audit_variants(view, index, old.get("variants") or [], new.get("variants") or [])
+    _resolve_failures(view, identifiers)
+    return result
+
+
+_INTERNAL = {"id", "org_id", "tenant_id", "created_at", "updated_at", "open_issues", "issue_counts", "version", "quality_score"}
+
+
+def _data_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted((set(old) | set(new)) - _INTERNAL)
+
+
+def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return all(old.get(k) == new.get(k) for k in _data_keys(old, new))
+
+
+def _audit_variants(view: CatalogView, index: int, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    before = {v["id"]: v for v in old}
+    after = {v["id"]: v for v in new}
+    for vid in sorted(set(before) | set(after)):
+        if vid not in before:
+            view.audit(index, "variant.created", "variant", vid, {"sku": after[vid].get("sku")})
+        elif vid not in after:
+            view.audit(index, "variant.deleted", "variant", vid, {"sku": before[vid].get("sku")})
+        elif before[vid] != after[vid]:
+            view.audit(index, "variant.updated", "variant", vid, {"sku": after[vid].get("sku")})
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def _validation_errors(exc: ValidationError) -> list[ItemError]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or None
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            out.append(ItemError("unknown_field", f"Unknown field '{loc}'.", loc))
+        elif kind == "missing":
+            out.append(ItemError("missing_field", f"Field '{loc}' is required.", loc))
+        else:
+            out.append(ItemError("invalid_value", f"Field '{loc}': {err['msg']}.", loc))
+    return out
+
+
+def record_failure(
+    view: CatalogView, index: int, identifier: str | None, failure: ItemFailure
+) -> dict[str, Any]:
+    """A failed item: its result, plus an ERROR validation issue a person can act on."""
+    issue_id = derived_id(view.ctx.job_id, index, "failure")
+    what = f"Item {index}" + (f" ('{identifier}')" if identifier else "")
+    reasons = " ".join(e.message for e in failure.errors[:5])
+    view.open_issue(
+        issue_id,
+        {
+            "product_id": failure.product_id,
+            "issue_type": failure.issue_type,
+            "severity": rules.ERROR,
+            "message": f"{what} of job {view.ctx.job_id} was not applied: {reasons}",
+            "key": failure.issue_type,
+            "job_id": view.ctx.job_id,
+            "item_index": index,
+            "identifier": identifier,
+        },
+    )
+    if identifier:
+        entry = view.identifier_entry(identifier)
+        entry["open"][issue_id] = True
+        view.dirty_identifiers.add(identifier)
+    return result(index, identifier, failure.product_id, FAILED, [e.dump() for e in failure.errors])
+
+
+def result(index: int, identifier: str | None, product_id: str | None, outcome: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"index": index, "identifier": identifier, "product_id": product_id, "result": outcome, "errors": errors or []}
+
+
+# -- the plain (Synq) payload ---------------------------------------------------------------
+
+
+def _str_field(raw: Any, name: str) -> str | None:
+    value = raw.get(name) if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def plain_identifier(job_type: str, raw: Any) -> str | None:
+    if job_type == "BULK_DELETE":
+        return raw if isinstance(raw, str) and raw else None
+    if job_type == "BULK_UPDATE":
+        return _str_field(raw, "id") or _str_field(raw, "sku")
+    return _str_field(raw, "sku")
+
+
+def plain_needs(job_type: str, items: Iterable[Any]) -> tuple[set[str], set[str], set[str]]:
+    """Which products, SKUs and identifiers a batch of plain items will read."""
+    ids, skus, idents = set(), set(), set()
+    for raw in items:
+        ident = plain_identifier(job_type, raw)
+        if ident:
+            idents.add(ident)
+        if job_type == "BULK_DELETE":
+            if ident and _safe_id(ident):
+                ids.add(ident)
+            continue
+        if sku := _str_field(raw, "sku"):
+            skus.add(sku)
+        if job_type == "BULK_UPDATE" and (pid := _str_field(raw, "id")) and _safe_id(pid):
+            ids.add(pid)
+        for variant in (raw.get("variants") if isinstance(raw, dict) else None) or []:
+            if isinstance(variant, dict) and (vsku := _str_field(variant, "sku")):
+                skus.add(vsku)
+    return ids, skus, idents
+
+
+def _safe_id(value: str) -> bool:
+    from common.http import is_safe_id
+
+    return is_safe_id(value)
+
+
+def _by_sku(view: CatalogView, sku: str) -> str | None:
+    holders = view.product_holders(sku)
+    if len(holders) > 1:
+        raise ItemFailure(
+            AMBIGUOUS_IDENTIFIER,
+            [ItemError("ambiguous_identifier", f"SKU '{sku}' names {len(holders)} products; use the product id.", "sku")],
+        )
+    return holders[0] if holders else None
+
+
+def _fields(model: ProductIn | ProductPatch, product_id: str) -> dict[str, Any]:
+    data = model.model_dump(exclude_unset=True, exclude={"id"})
+    if "variants" in data:
+        data["variants"] = _variants(product_id, data["variants"] or [])
+    return data
+
+
+def apply_plain_item(view: CatalogView, index: int, raw: Any) -> dict[str, Any]:
+    """Apply one item of a plain (Synq) payload; failures are recorded, never raised."""
+    job_type = view.ctx.job_type
+    identifier = plain_identifier(job_type, raw)
+    try:
+        if job_type == "BULK_IMPORT":
+            return _import(view, index, raw, identifier)
+        if job_type == "BULK_UPDATE":
+            return _update(view, index, raw, identifier)
+        return _delete(view, index, raw, identifier)
+    except ItemFailure as failure:
+        return record_failure(view, index, identifier, failure)
+
+
+def _import(view: CatalogView, index: int, raw: Any, identifier: str | None) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_item", "Each item must be a JSON object (a product).")])
+    try:
+        item = ProductIn.model_validate(raw)
+    except ValidationError as exc:
+        raise ItemFailure(IMPORT_REJECTED, _validation_errors(exc)) from None
+    product_id = _by_sku(view, item.sku) if item.sku else None
+    if product_id is None:
+        product_id = derived_id(view.ctx.job_id, index, "product")
+        current: dict[str, Any] = {}
+    else:
+        current = dict(view.product(product_id) or {})
+    new = {**current, **_fields(item, product_id)}
+    outcome = save_product(view, index, product_id, new, identifiers=[identifier])
+    return result(index, identifier, product_id, outcome)
+
+
+def _update(view: CatalogView, index: int, raw: Any, identifier: str | None) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_item", "Each item must be a JSON object with 'id' or 'sku'.")])
+    try:
+        patch = ProductPatch.model_validate(raw)
+    except ValidationError as exc:
+        raise ItemFailure(IMPORT_REJECTED, _validation_errors(exc)) from None
+    if "title" in patch.model_fields_set and patch.title is None:
+        raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_value", "Field 'title' cannot be cleared.", "title")])
+    if patch.id is not None:
+        product_id: str | None = patch.id if _safe_id(patch.id) else None
+        product = view.product(product_id) if product_id else None
+        missing = f"No product with id '{patch.id[:100]}' in this tenant."
+    elif patch.sku is not None:
+        product_id = _by_sku(view, patch.sku)
+        product = view.product(product_id) if product_id else None
+        missing = f"No product with SKU '{patch.sku}' in this tenant."
+    else:
+        raise ItemFailure(IMPORT_REJECTED, [ItemError("missing_field", "Give 'id' or 'sku' to name the product to update.", "id")])
+    if product is None or product_id is None:
+        raise ItemFailure(PRODUCT_NOT_FOUND, [ItemError("product_not_found", missing, "id" if patch.id else "sku")])
+    changes = _fields(patch, product_id)
+    if patch.id is not None and "sku" not in patch.model_fields_set:
+        changes.pop("sku", None)
+    elif patch.id is None:
+        changes.pop("sku", None)  # the SKU named the product; it is not a change
+    new = {**product, **changes}
+    outcome = save_product(view, index, product_id, new, identifiers=[identifier, product_id])
+    return result(index, identifier, product_id, outcome)
+
+
+def _delete(view: CatalogView, index: int, raw: Any, identifier: str | None) -> dict[str, Any]:
+    if not isinstance(raw, str) or not raw:
+        raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_item", "Each BULK_DELETE item must be a product id string.")])
+    product = view.product(raw) if _safe_id(raw) else None
+    if product is None:
+        raise ItemFailure(PRODUCT_NOT_FOUND, [ItemError("product_not_found", f"No product with id '{raw[:100]}' in this tenant.", "id")])
+    outcome = save_product(view, index, raw, None, identifiers=[identifier])
+    return result(index, identifier, raw, outcome)

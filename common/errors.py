@@ -1,0 +1,70 @@
+"""One error family: a stable code, an HTTP status, and whether a retry can succeed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SynqError(Exception):
+    code = "internal"
+    status = 500
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class BadRequest(SynqError):
+    code, status = "bad_request", 400
+
+
+class Unauthorized(SynqError):
+    code, status = "unauthorized", 401
+
+
+class Forbidden(SynqError):
+    code, status = "forbidden", 403
+
+
+class NotFound(SynqError):
+    code, status = "not_found", 404
+
+
+class MethodNotAllowed(SynqError):
+    code, status = "method_not_allowed", 405
+
+
+class Conflict(SynqError):
+    code, status = "conflict", 409
+
+
+class PayloadTooLarge(SynqError):
+    code, status = "payload_too_large", 413
+
+
+class UnsupportedMediaType(SynqError):
+    code, status = "unsupported_media_type", 415
+
+
+class Unprocessable(SynqError):
+    code, status = "invalid_value", 422
+
+
+class TooManyRequests(SynqError):
+    code, status = "rate_limited", 429
+
+
+class Transient(SynqError):
+    """A storage or network fault that a retry (Pub/Sub redelivery) can get past."""
+
+    code, status, retryable = "unavailable", 503, True

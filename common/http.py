@@ -1,0 +1,226 @@
+"""A small HTTP toolkit over the Flask request functions-framework hands us.
+
+Strict request parsing (content type, size, UTF-8, JSON without NaN or duplicate keys), a route table
+with path parameters, and one place that turns any `SynqError` into the JSON error body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+
+from common import errors
+from common.logging import get_logger
+
+log = get_logger("synq.http")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def is_safe_id(value: str) -> bool:
+    """True for an id usable as a Firestore path segment: no '/', not '.'/'..', not `__x__`."""
+    return bool(_SAFE_ID.match(value)) and not (value.startswith("__") and value.endswith("__"))
+
+
+@dataclass
+class Response:
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    # A streamed body (an iterable of bytes) with its content type, for downloads.
+    stream: Iterable[bytes] | None = None
+    content_type: str = "application/json"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    args: Mapping[str, str]
+    remote_addr: str
+    raw: flask.Request
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def client_ip(self) -> str:
+        forwarded = self.headers.get("X-Forwarded-For", "")
+        first = forwarded.split(",")[0].strip()
+        return first or self.remote_addr
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        return self.args.get(name, default)
+
+    def json(self, *, max_bytes: int, required: bool = True) -> Any:
+        """The body as JSON, parsed strictly; raises the matching 4xx for anything else."""
+        return parse_json_body(self.raw, max_bytes=max_bytes, required=required)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise errors.BadRequest(f"Duplicate key {key[:100]!r} in JSON object.", code="malformed_json")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise errors.BadRequest(f"{name} is not valid JSON.", code="malformed_json")
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as RFC 8259 has it: no NaN/Infinity, no duplicate keys, bounded nesting."""
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise errors.BadRequest("JSON is nested too deeply.", code="malformed_json") from exc
+    except json.JSONDecodeError as exc:
+        raise errors.BadRequest(
+            f"Request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
+            code="malformed_json",
+        ) from exc
+
+
+def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
+    declared = raw.content_length
+    if declared is not None and declared > max_bytes:
+        raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
+    data = raw.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
+    if declared is not None and len(data) < declared:
+        raise errors.BadRequest("Request body is shorter than its Content-Length.", code="truncated_body")
+    return data
+
+
+def parse_json_body(raw: flask.Request, *, max_bytes: int, required: bool = True) -> Any:
+    data = read_body(raw, max_bytes=max_bytes)
+    if not data.strip():
+        if required:
+            raise errors.BadRequest("Request body is required.", code="missing_body")
+        return None
+    mimetype = (raw.mimetype or "").lower()
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise errors.UnsupportedMediaType("Content-Type must be application/json.")
+    charset = (raw.mimetype_params.get("charset") or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise errors.UnsupportedMediaType("Only the UTF-8 charset is accepted.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise errors.BadRequest("Request body is not valid UTF-8.", code="malformed_json") from exc
+    return loads_strict(text)
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    template: str
+
+
+class Router:
+    """Maps (method, path) to a handler; `{name}` segments become `request.params`."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(self, method: str, template: str, handler: Handler) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template.rstrip("/"))
+        self.routes.append(Route(method, re.compile(f"^{regex}/?$"), handler, template))
+
+    def route(self, method: str, template: str) -> Callable[[Handler], Handler]:
+        def decorate(handler: Handler) -> Handler:
+            self.add(method, template, handler)
+            return handler
+
+        return decorate
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        allowed: list[str] = []
+        for route in self.routes:
+            match = route.pattern.match(path)
+            if match:
+                if route.method == method:
+                    return route.handler, match.groupdict()
+                allowed.append(route.method)
+        if allowed:
+            raise errors.MethodNotAllowed(
+                f"{method} is not allowed on {path}.", details={"allowed": sorted(set(allowed))}
+            )
+        raise errors.NotFound(f"No route for {path}.")
+
+    def handle(self, raw: flask.Request) -> flask.Response:
+        """Run the matching handler; every `SynqError` becomes its JSON error body."""
+        request = Request(
+            method=raw.method,
+            path=raw.path,
+            headers=raw.headers,
+            args=raw.args,
+            remote_addr=raw.remote_addr or "",
+            raw=raw,
+        )
+        try:
+            handler, params = self.resolve(raw.method, raw.path)
+            request.params = params
+            response = handler(request)
+        except errors.SynqError as exc:
+            if exc.status >= 500:
+                log.error("request failed", extra={"code": exc.code, "path": raw.path})
+            response = Response(exc.body(), exc.status)
+            if isinstance(exc, errors.MethodNotAllowed) and isinstance(exc.details, dict):
+                response.headers["Allow"] = ", ".join(exc.details["allowed"])
+            if isinstance(exc, errors.TooManyRequests) and isinstance(exc.details, dict):
+                response.headers["Retry-After"] = str(exc.details.get("retry_after", 1))
+        return to_flask(response)
+
+
+def to_flask(response: Response) -> flask.Response:
+    if response.stream is not None:
+        out = flask.Response(response.stream, status=response.status, content_type=response.content_type)
+    else:
+        out = flask.Response(
+            json.dumps(response.body, separators=(",", ":"), ensure_ascii=False),
+            status=response.status,
+            content_type="application/json",
+        )
+    for key, value in response.headers.items():
+        out.headers[key] = value
+    return out
+
+
+def query_int(request: Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.query(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise errors.BadRequest(f"Query parameter '{name}' must be an integer.", code="invalid_query") from exc
+    if not low <= value <= high:
+        raise errors.BadRequest(
+            f"Query parameter '{name}' must be between {low} and {high}.", code="invalid_query"
+        )
+    return value
+
+
+def query_bool(request: Request, name: str, default: bool = False) -> bool:
+    raw = request.query(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise errors.BadRequest(f"Query parameter '{name}' must be true or false.", code="invalid_query")

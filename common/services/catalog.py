@@ -1,0 +1,47 @@
+"""Reading the catalog: products, validation issues, the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common import errors
+from common.domain.rules import ERROR, WARNING
+from common.http import is_safe_id
+from common.models.issue import AuditEventPublic, IssuePublic
+from common.models.product import ProductPublic
+from common.store import catalog as store
+from common.store.paths import Scope
+
+ISSUE_FILTERS = ("severity", "issue_type", "product_id", "job_id")
+
+
+def product_public(doc: dict[str, Any]) -> dict[str, Any]:
+    return ProductPublic.model_validate(doc).dump()
+
+
+def get_product(scope: Scope, product_id: str) -> dict[str, Any]:
+    doc = store.get_product(scope, product_id) if is_safe_id(product_id) else None
+    if doc is None:
+        raise errors.NotFound("No product with that id in this tenant.")
+    return product_public(doc)
+
+
+def list_products(scope: Scope, *, sku: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    docs, next_cursor = store.list_products(scope, sku=sku, limit=limit, cursor=cursor)
+    return [product_public(d) for d in docs], next_cursor
+
+
+def list_issues(scope: Scope, filters: dict[str, str], *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    severity = filters.get("severity")
+    if severity is not None and severity not in (ERROR, WARNING):
+        raise errors.BadRequest("severity must be WARNING or ERROR.", code="invalid_query")
+    for name, value in filters.items():
+        if len(value) > 500:
+            raise errors.BadRequest(f"Filter '{name}' is too long.", code="invalid_query")
+    docs, next_cursor = store.list_issues(scope, filters=filters, limit=limit, cursor=cursor)
+    return [IssuePublic.model_validate(d).dump() for d in docs], next_cursor
+
+
+def list_audit(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    docs, next_cursor = store.list_audit(scope, limit=limit, cursor=cursor)
+    return [AuditEventPublic.model_validate(d).dump() for d in docs], next_cursor

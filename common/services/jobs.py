@@ -1,0 +1,304 @@
+"""Bulk jobs: create, read, and the pipeline steps that move them (dispatch, chunk, finish)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from common import errors
+from common.auth import Principal
+from common.config import get_settings
+from common.domain import engine
+from common.http import loads_strict
+from common.logging import get_logger
+from common.models.base import utcnow
+from common.models.job import ChunkMessage, JobMessage, JobPublic, JobStatus, JobSummary, JobType
+from common.store import blobs, catalog, queue
+from common.store import jobs as store
+from common.store.paths import Scope
+
+log = get_logger("synq.jobs")
+
+_REQUEST_FIELDS = {"job_type", "payload"}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def validate_request(body: Any) -> tuple[JobType, Any, list[str]]:
+    """Check a create request's shape; returns (job type, payload, each item as JSON text)."""
+    settings = get_settings()
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The request body must be a JSON object with job_type and payload.", code="invalid_body")
+    for name in ("job_type", "payload"):
+        if name not in body:
+            raise errors.BadRequest(f"Field '{name}' is required.", code="missing_field", details={"field": name})
+    unknown = sorted(set(body) - _REQUEST_FIELDS)
+    if unknown:
+        raise errors.Unprocessable(f"Unknown field '{unknown[0][:100]}'.", code="unknown_field", details={"field": unknown[0][:100]})
+    job_type = body["job_type"]
+    if not isinstance(job_type, str) or job_type not in JobType.__members__:
+        raise errors.Unprocessable(
+            "job_type must be one of BULK_IMPORT, BULK_UPDATE, BULK_DELETE.", code="invalid_job_type", details={"field": "job_type"}
+        )
+    payload = body["payload"]
+    if isinstance(payload, dict):
+        raise errors.Unprocessable(
+            "Object payloads (the ProductImportData envelope) are not accepted yet; send an array of items.",
+            code="unsupported_payload",
+            details={"field": "payload"},
+        )
+    if not isinstance(payload, list):
+        raise errors.Unprocessable("payload must be a JSON array of items.", code="invalid_payload", details={"field": "payload"})
+    if not payload:
+        raise errors.Unprocessable("payload must hold at least one item.", code="empty_payload", details={"field": "payload"})
+    if len(payload) > settings.max_items_per_job:
+        raise errors.PayloadTooLarge(f"A job holds at most {settings.max_items_per_job} items; split the payload.")
+    want, what = (str, "a product id string") if job_type == "BULK_DELETE" else (dict, "a product object")
+    texts = []
+    for index, item in enumerate(payload):
+        if not isinstance(item, want):
+            raise errors.Unprocessable(
+                f"payload[{index}] must be {what} for {job_type}.", code="invalid_payload", details={"field": f"payload[{index}]"}
+            )
+        text = _dumps(item)
+        if len(text.encode("utf-8")) > settings.max_item_bytes:
+            raise errors.PayloadTooLarge(f"payload[{index}] is larger than {settings.max_item_bytes} bytes.")
+        texts.append(text)
+    return JobType(job_type), payload, texts
+
+
+def create_job(principal: Principal, body: Any) -> dict[str, Any]:
+    """Store a PENDING job with its audit event, publish it, and return the public record."""
+    settings = get_settings()
+    job_type, _, texts = validate_request(body)
+    payload_json = "[" + ",".join(texts) + "]"
+    job_id = str(uuid.uuid4())
+    scope = principal.scope
+    now = utcnow()
+    job: dict[str, Any] = {
+        "id": job_id,
+        "org_id": scope.org_id,
+        "tenant_id": scope.tenant_id,
+        "job_type": job_type.value,
+        "status": JobStatus.PENDING.value,
+        "total_items": None,
+        "processed_items": None,
+        "failed_items": None,
+        "created_by": principal.user_id,
+        "actor_email": principal.email,
+        "ip_address": principal.ip_address,
+        "item_count": len(texts),
+        "payload_bytes": len(payload_json.encode("utf-8")),
+        "created_at": now,
+        "updated_at": now,
+        "touched_at": now,
+        "started_at": None,
+        "completed_at": None,
+    }
+    if job["payload_bytes"] <= settings.inline_payload_max_bytes:
+        job["payload_json"] = payload_json
+    else:
+        job["payload_object"] = f"payloads/{scope.org_id}/{scope.tenant_id}/{job_id}.json"
+        blobs.put_text(job["payload_object"], payload_json)
+    audit = {
+        "id": str(uuid.uuid4()),
+        "org_id": scope.org_id,
+        "tenant_id": scope.tenant_id,
+        "actor_email": principal.email,
+        "action": "bulk_job.created",
+        "entity_type": "bulk_job",
+        "entity_id": job_id,
+        "details": {"job_type": job_type.value, "items": len(texts)},
+        "ip_address": principal.ip_address,
+        "created_at": now,
+    }
+    store.create(scope, job, audit)
+    try:
+        queue.publish(settings.jobs_topic, [JobMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id)])
+    except errors.Transient:
+        # The job is stored; the reconciler republishes PENDING jobs whose message was lost.
+        log.warning("job publish failed; the reconciler will retry", extra={"job_id": job_id})
+    return public(job, payload_json)
+
+
+def payload_text(job: dict[str, Any]) -> str:
+    if "payload_json" in job:
+        return str(job["payload_json"])
+    return blobs.get_text(job["payload_object"])
+
+
+def public(job: dict[str, Any], payload_json: str | None = None) -> dict[str, Any]:
+    if payload_json is None:
+        payload_json = payload_text(job)
+    return JobPublic.model_validate({**job, "payload_json": payload_json}).dump()
+
+
+def summary(job: dict[str, Any]) -> dict[str, Any]:
+    return JobSummary.model_validate(job).dump()
+
+
+def get_job(scope: Scope, job_id: str) -> dict[str, Any]:
+    job = store.get(scope, job_id) if _is_uuid(job_id) else None
+    if job is None:
+        raise errors.NotFound("No bulk job with that id in this tenant.")
+    return job
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def list_jobs(scope: Scope, job_type: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    if job_type not in JobType.__members__:
+        raise errors.BadRequest("type must be one of BULK_IMPORT, BULK_UPDATE, BULK_DELETE.", code="invalid_query")
+    docs, next_cursor = store.list_page(scope, job_type, limit=limit, cursor=cursor)
+    return [summary(d) for d in docs], next_cursor
+
+
+def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool) -> tuple[list[dict[str, Any]], int | None]:
+    get_job(scope, job_id)
+    return store.results_page(
+        scope, job_id, start=start, limit=limit, failed_only=failed_only, chunk_size=get_settings().chunk_size
+    )
+
+
+# -- pipeline ---------------------------------------------------------------------------------
+
+
+def split_chunks(texts: list[str], size: int, max_bytes: int) -> Iterator[tuple[int, int, str, int]]:
+    """Group item texts into chunks of at most `size` items and about `max_bytes` bytes."""
+    n, first, group, group_bytes = 0, 0, [], 0
+    for index, text in enumerate(texts):
+        if group and (len(group) >= size or group_bytes + len(text) > max_bytes):
+            yield n, first, "[" + ",".join(group) + "]", len(group)
+            n, first, group, group_bytes = n + 1, index, [], 0
+        group.append(text)
+        group_bytes += len(text) + 1
+    if group:
+        yield n, first, "[" + ",".join(group) + "]", len(group)
+
+
+def dispatch(message: JobMessage) -> None:
+    """PENDING → PROCESSING: store the chunks, then publish one pointer message per chunk."""
+    settings = get_settings()
+    scope = Scope(message.org_id, message.tenant_id)
+    job = store.get(scope, message.job_id)
+    if job is None:
+        log.warning("dispatch: job not found; message acknowledged", extra={"job_id": message.job_id})
+        return
+    if job["status"] != JobStatus.PENDING:
+        log.info("dispatch: job already dispatched", extra={"job_id": message.job_id, "status": job["status"]})
+        return
+    items = loads_strict(payload_text(job))
+    texts = [_dumps(item) for item in items]
+    chunks = list(split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes))
+    del items, texts
+    store.create_chunks(scope, message.job_id, chunks)
+    if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=len(chunks)):
+        return
+    queue.publish(
+        settings.chunks_topic,
+        [ChunkMessage(job_id=message.job_id, org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=c[0]) for c in chunks],
+    )
+    log.info("dispatched", extra={"job_id": message.job_id, "chunks": len(chunks), "items": job["item_count"]})
+
+
+def _context(job: dict[str, Any]) -> engine.JobContext:
+    return engine.JobContext(
+        job_id=job["id"],
+        job_type=job["job_type"],
+        org_id=job["org_id"],
+        tenant_id=job["tenant_id"],
+        actor_email=job.get("actor_email", ""),
+        user_id=job.get("created_by") or "",
+        ip_address=job.get("ip_address", ""),
+        now=utcnow(),
+        quality_threshold=get_settings().quality_threshold,
+    )
+
+
+def process_chunk(message: ChunkMessage) -> None:
+    """Apply one chunk, step by step, then finish the job if this was the last chunk."""
+    scope = Scope(message.org_id, message.tenant_id)
+    job = store.get(scope, message.job_id)
+    if job is None:
+        log.warning("chunk: job not found; message acknowledged", extra={"job_id": message.job_id})
+        return
+    if job["status"] != JobStatus.PROCESSING:
+        log.info("chunk: job not processing; skipped", extra={"job_id": message.job_id, "status": job["status"]})
+        return
+    progress = store.chunk_progress(scope, message.job_id, message.chunk)
+    if progress is None:
+        log.warning("chunk: no such chunk; message acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
+        return
+    if not progress["done"]:
+        stored = store.chunk_items(scope, message.job_id, message.chunk)
+        if stored is None:
+            raise errors.Transient("chunk items are not readable yet")
+        items = loads_strict(stored["items_json"])
+        job_type = job["job_type"]
+        while not progress["done"]:
+            progress = catalog.apply_chunk_step(
+                scope,
+                message.job_id,
+                message.chunk,
+                items,
+                stored["first_index"],
+                lambda: _context(job),
+                engine.apply_plain_item,
+                lambda batch: engine.plain_needs(job_type, batch),
+            )
+    finish_if_done(scope, job)
+
+
+def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
+    audit = {
+        "id": engine.derived_id(job["id"], "finished"),
+        "org_id": scope.org_id,
+        "tenant_id": scope.tenant_id,
+        "actor_email": job.get("actor_email", ""),
+        "entity_type": "bulk_job",
+        "entity_id": job["id"],
+        "details": {"job_type": job["job_type"]},
+        "ip_address": job.get("ip_address", ""),
+    }
+    status = store.finish(scope, job["id"], audit)
+    if status:
+        log.info("job finished", extra={"job_id": job["id"], "status": status})
+    return status
+
+
+def reconcile() -> dict[str, int]:
+    """Republish what a lost message or a killed worker left behind; finish jobs whose last step was lost."""
+    settings = get_settings()
+    cutoff = utcnow() - timedelta(seconds=settings.stale_after_seconds)
+    counts = {"jobs_republished": 0, "chunks_republished": 0, "jobs_finished": 0}
+    for job in store.stale_pending(cutoff):
+        scope = Scope(job["org_id"], job["tenant_id"])
+        store.touch_job(scope, job["id"])
+        counts["jobs_republished"] += queue.publish(
+            settings.jobs_topic, [JobMessage(job_id=job["id"], org_id=job["org_id"], tenant_id=job["tenant_id"])]
+        )
+    chunk_messages = []
+    for chunk in store.stale_chunks(cutoff):
+        scope = Scope(chunk["org_id"], chunk["tenant_id"])
+        store.touch_chunk(scope, chunk["job_id"], chunk["n"])
+        chunk_messages.append(ChunkMessage(job_id=chunk["job_id"], org_id=chunk["org_id"], tenant_id=chunk["tenant_id"], chunk=chunk["n"]))
+    counts["chunks_republished"] = queue.publish(settings.chunks_topic, chunk_messages) if chunk_messages else 0
+    for job in store.stale_processing(cutoff):
+        scope = Scope(job["org_id"], job["tenant_id"])
+        store.touch_job(scope, job["id"])
+        if finish_if_done(scope, job):
+            counts["jobs_finished"] += 1
+    if any(counts.values()):
+        log.info("reconciled", extra=counts)
+    return counts

@@ -1,0 +1,20 @@
+"""Large payloads and export files in Cloud Storage."""
+
+from __future__ import annotations
+
+from google.cloud import storage
+
+from common.clients import storage_client
+from common.config import get_settings
+
+
+def bucket() -> storage.Bucket:
+    return storage_client().bucket(get_settings().bucket)
+
+
+def put_text(name: str, text: str, content_type: str = "application/json") -> None:
+    bucket().blob(name).upload_from_string(text.encode("utf-8"), content_type=content_type)
+
+
+def get_text(name: str) -> str:
+    return bucket().blob(name).download_as_bytes().decode("utf-8")

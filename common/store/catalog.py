@@ -1,0 +1,188 @@
+"""Firestore adapter for the catalog: products, the SKU and identifier indexes, issues, audit events.
+
+`apply_chunk_step` is where exactly-once lives: in one transaction it reads the chunk's progress,
+applies the next items through the engine, writes every change they make together with the new
+progress and the job's counters, and commits. A redelivered or concurrent run of the same chunk reads
+the advanced progress and applies nothing twice; a crash before the commit leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from google.cloud import firestore
+
+from common.clients import firestore_client
+from common.domain.engine import CatalogView, JobContext
+from common.models.base import utcnow
+from common.store import pages
+from common.store.paths import Scope, chunk_id, coll, index_key, job_ref
+
+# Firestore takes at most 500 writes in one commit; an item writes at most ~220 documents (50
+# variants), so a step stops taking items once it has this many and always stays under the limit.
+STEP_WRITES = 250
+
+
+class FirestoreLoader:
+    """The engine's `Loader` port over Firestore, reading inside a transaction when given one."""
+
+    def __init__(self, scope: Scope, transaction: firestore.Transaction | None = None) -> None:
+        self.scope = scope
+        self.tx = transaction
+        self.db = firestore_client()
+
+    def _get_all(self, name: str, keys: dict[str, str]) -> dict[str, dict[str, Any] | None]:
+        collection = coll(self.scope, name, self.db)
+        refs = {collection.document(doc_id): key for key, doc_id in keys.items()}
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
+        for snap in self.db.get_all(list(refs), transaction=self.tx):
+            if snap.exists:
+                found[refs[snap.reference]] = snap.to_dict()
+        return found
+
+    def products(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        return self._get_all("products", {i: i for i in ids})
+
+    def skus(self, skus: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        return self._get_all("sku_index", {s: index_key(s) for s in skus})
+
+    def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        return self._get_all("identifier_index", {i: index_key(i) for i in identifiers})
+
+    def open_issue_ids(self, product_id: str) -> list[str]:
+        query = (
+            coll(self.scope, "validation_issues", self.db)
+            .where(filter=firestore.FieldFilter("product_id", "==", product_id))
+            .where(filter=firestore.FieldFilter("resolved", "==", False))
+        )
+        snaps = query.get(transaction=self.tx) if self.tx else query.get()
+        return [s.id for s in snaps]
+
+
+def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:
+    """Queue every change the view recorded on a transaction or batch."""
+    db = firestore_client()
+    products = coll(scope, "products", db)
+    for pid in view.dirty_products:
+        doc = view.products.get(pid)
+        if doc is None:
+            writer.delete(products.document(pid))
+        else:
+            writer.set(products.document(pid), doc)
+    for sku in view.dirty_skus:
+        entry = view.skus[sku]
+        ref = coll(scope, "sku_index", db).document(index_key(sku))
+        writer.set(ref, entry) if entry["holders"] else writer.delete(ref)
+    for ident in view.dirty_identifiers:
+        entry = view.identifiers[ident]
+        ref = coll(scope, "identifier_index", db).document(index_key(ident))
+        writer.set(ref, entry) if entry["open"] else writer.delete(ref)
+    issues = coll(scope, "validation_issues", db)
+    for issue_id, data in view.issue_writes.items():
+        if "created_at" in data:
+            writer.set(issues.document(issue_id), data)
+        else:
+            writer.set(issues.document(issue_id), data, merge=True)
+    audit = coll(scope, "audit_events", db)
+    for event in view.audits:
+        writer.set(audit.document(event["id"]), event)
+
+
+ItemFn = Callable[[CatalogView, int, Any], dict[str, Any]]
+NeedsFn = Callable[[list[Any]], tuple[set[str], set[str], set[str]]]
+
+
+def apply_chunk_step(
+    scope: Scope,
+    job_id: str,
+    n: int,
+    items: list[Any],
+    first_index: int,
+    make_context: Callable[[], JobContext],
+    apply_item: ItemFn,
+    needs: NeedsFn,
+) -> dict[str, Any]:
+    """Apply the chunk's next items in one transaction; returns the chunk's progress after it."""
+    db = firestore_client()
+    progress_ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
+
+    @firestore.transactional
+    def step(tx: firestore.Transaction) -> dict[str, Any]:
+        progress = progress_ref.get(transaction=tx).to_dict()
+        if progress is None or progress["done"]:
+            return progress or {"done": True}
+        start = progress["applied"]
+        view = CatalogView(FirestoreLoader(scope, tx), make_context())
+        view.prefetch(*needs(items[start : start + 100]))
+        results: list[dict[str, Any]] = []
+        for offset, raw in enumerate(items[start:]):
+            if offset and offset % 100 == 0:
+                view.prefetch(*needs(items[start + offset : start + offset + 100]))
+            results.append(apply_item(view, first_index + start + offset, raw))
+            if view.write_count() >= STEP_WRITES:
+                break
+        write_view(tx, scope, view)
+        ok = sum(1 for r in results if r["result"] != "failed")
+        failed = len(results) - ok
+        applied = start + len(results)
+        done = applied >= len(items)
+        now = utcnow()
+        update = {
+            "applied": applied,
+            "results": progress["results"] + results,
+            "ok": progress["ok"] + ok,
+            "failed": progress["failed"] + failed,
+            "has_failures": progress["has_failures"] or failed > 0,
+            "done": done,
+            "updated_at": now,
+        }
+        tx.update(progress_ref, update)
+        job_changes: dict[str, Any] = {"updated_at": now}
+        if ok:
+            job_changes["processed_items"] = firestore.Increment(ok)
+        if failed:
+            job_changes["failed_items"] = firestore.Increment(failed)
+        if done:
+            job_changes["chunks_done"] = firestore.Increment(1)
+        tx.update(job_ref(scope, job_id), job_changes)
+        return {**progress, **update}
+
+    return step(db.transaction(max_attempts=20))  # type: ignore[no-any-return]
+
+
+def get_product(scope: Scope, product_id: str) -> dict[str, Any] | None:
+    snap = coll(scope, "products").document(product_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def list_products(scope: Scope, *, sku: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    products = coll(scope, "products")
+    query: firestore.Query = products
+    if sku is not None:
+        query = query.where(filter=firestore.FieldFilter("sku", "==", sku))
+    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+        "__name__", direction=firestore.Query.DESCENDING
+    )
+    return pages.page(query, products, limit=limit, cursor=cursor)
+
+
+def list_audit(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    events = coll(scope, "audit_events")
+    query = events.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+        "__name__", direction=firestore.Query.DESCENDING
+    )
+    return pages.page(query, events, limit=limit, cursor=cursor)
+
+
+def list_issues(
+    scope: Scope, *, filters: dict[str, str], limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    issues = coll(scope, "validation_issues")
+    query = issues.where(filter=firestore.FieldFilter("resolved", "==", False))
+    for name, value in filters.items():
+        query = query.where(filter=firestore.FieldFilter(name, "==", value))
+    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+        "__name__", direction=firestore.Query.DESCENDING
+    )
+    return pages.page(query, issues, limit=limit, cursor=cursor)

@@ -1,0 +1,223 @@
+"""Firestore adapter for bulk jobs and their chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from common.clients import firestore_client
+from common.models.base import utcnow
+from common.models.job import JobStatus
+from common.store import pages
+from common.store.paths import Scope, chunk_id, coll, job_ref
+
+
+def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any]) -> None:
+    """Store a new job and its audit event in one commit."""
+    batch = firestore_client().batch()
+    batch.create(job_ref(scope, job["id"]), job)
+    batch.create(coll(scope, "audit_events").document(audit["id"]), audit)
+    batch.commit()
+
+
+def get(scope: Scope, job_id: str) -> dict[str, Any] | None:
+    snap = job_ref(scope, job_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def list_page(scope: Scope, job_type: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    jobs = coll(scope, "bulk_jobs")
+    query = (
+        jobs.where(filter=firestore.FieldFilter("job_type", "==", job_type))
+        .order_by("created_at", direction=firestore.Query.DESCENDING)
+        .order_by("__name__", direction=firestore.Query.DESCENDING)
+    )
+    return pages.page(query, jobs, limit=limit, cursor=cursor)
+
+
+def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, str, int]]) -> None:
+    """Store each chunk's items and an empty progress record, unless a previous attempt already did.
+
+    `chunks`: (number, first item index, items as a JSON array, item count). Create-only, so a
+    duplicate dispatch can never reset a chunk a worker has already advanced.
+    """
+    db = firestore_client()
+    job = job_ref(scope, job_id)
+    now = utcnow()
+
+    def docs(n: int, first: int, items_json: str, count: int) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
+        return [
+            (job.collection("chunk_items").document(chunk_id(n)), {"n": n, "first_index": first, "count": count, "items_json": items_json}),
+            (
+                job.collection("chunks").document(chunk_id(n)),
+                {
+                    "n": n, "first_index": first, "count": count, "applied": 0, "results": [],
+                    "ok": 0, "failed": 0, "has_failures": False, "done": False,
+                    "job_id": job_id, "org_id": scope.org_id, "tenant_id": scope.tenant_id, "updated_at": now,
+                },
+            ),
+        ]
+
+    group: list[tuple[firestore.DocumentReference, dict[str, Any]]] = []
+    size = 0
+    for chunk in chunks:
+        pair = docs(*chunk)
+        pair_size = len(chunk[2]) + 1024
+        if group and (len(group) + 2 > 400 or size + pair_size > 8_000_000):
+            _create_all(db, group)
+            group, size = [], 0
+        group.extend(pair)
+        size += pair_size
+    if group:
+        _create_all(db, group)
+
+
+def _create_all(db: firestore.Client, docs: list[tuple[firestore.DocumentReference, dict[str, Any]]]) -> None:
+    batch = db.batch()
+    for ref, data in docs:
+        batch.create(ref, data)
+    try:
+        batch.commit()
+    except gexc.AlreadyExists:
+        for ref, data in docs:
+            try:
+                ref.create(data)
+            except gexc.AlreadyExists:
+                pass
+
+
+def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count: int) -> bool:
+    """PENDING → PROCESSING, once: False when the job was not PENDING (a redelivered message)."""
+    db = firestore_client()
+    ref = job_ref(scope, job_id)
+
+    @firestore.transactional
+    def move(tx: firestore.Transaction) -> bool:
+        snap = ref.get(transaction=tx)
+        if not snap.exists or snap.get("status") != JobStatus.PENDING:
+            return False
+        now = utcnow()
+        tx.update(
+            ref,
+            {
+                "status": JobStatus.PROCESSING.value,
+                "total_items": total_items,
+                "processed_items": 0,
+                "failed_items": 0,
+                "chunk_count": chunk_count,
+                "chunks_done": 0,
+                "started_at": now,
+                "updated_at": now,
+                "touched_at": now,
+            },
+        )
+        return True
+
+    return bool(move(db.transaction()))
+
+
+def chunk_items(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
+    snap = job_ref(scope, job_id).collection("chunk_items").document(chunk_id(n)).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def chunk_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
+    snap = job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | None:
+    """Set COMPLETED or FAILED once every chunk is done; returns the new status, or None."""
+    db = firestore_client()
+    ref = job_ref(scope, job_id)
+
+    @firestore.transactional
+    def close(tx: firestore.Transaction) -> str | None:
+        snap = ref.get(transaction=tx)
+        if not snap.exists:
+            return None
+        job = snap.to_dict()
+        if job["status"] != JobStatus.PROCESSING or job.get("chunks_done", 0) < job.get("chunk_count", 0):
+            return None
+        status = JobStatus.FAILED if job.get("failed_items") else JobStatus.COMPLETED
+        now = utcnow()
+        tx.update(ref, {"status": status.value, "completed_at": now, "updated_at": now, "touched_at": now})
+        if audit is not None:
+            event = {**audit, "action": f"bulk_job.{status.value.lower()}", "created_at": now}
+            event["details"] = {**audit.get("details", {}), "processed_items": job.get("processed_items"), "failed_items": job.get("failed_items")}
+            tx.set(coll(scope, "audit_events").document(event["id"]), event)
+        return status.value
+
+    return close(db.transaction())  # type: ignore[no-any-return]
+
+
+def results_page(
+    scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Per-item results from index `start`, in payload order; returns (results, next start).
+
+    A chunk holds at most `chunk_size` items, so the chunk holding `start` begins after
+    `start - chunk_size`; with `failed_only`, chunks without failures are not even read.
+    """
+    chunks = job_ref(scope, job_id).collection("chunks")
+    query = chunks.where(filter=firestore.FieldFilter("first_index", ">", start - chunk_size))
+    if failed_only:
+        query = query.where(filter=firestore.FieldFilter("has_failures", "==", True))
+    query = query.order_by("first_index")
+    out: list[dict[str, Any]] = []
+    for snap in query.stream():
+        chunk = snap.to_dict()
+        if chunk["first_index"] + chunk["count"] <= start:
+            continue
+        for item in chunk.get("results", []):
+            if item["index"] < start or (failed_only and item["result"] != "failed"):
+                continue
+            if len(out) == limit:
+                return out, item["index"]
+            out.append(item)
+    return out, None
+
+
+def stale_pending(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]:
+    query = (
+        firestore_client()
+        .collection_group("bulk_jobs")
+        .where(filter=firestore.FieldFilter("status", "==", JobStatus.PENDING.value))
+        .where(filter=firestore.FieldFilter("touched_at", "<", cutoff))
+        .limit(limit)
+    )
+    return [s.to_dict() for s in query.stream()]
+
+
+def stale_processing(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]:
+    query = (
+        firestore_client()
+        .collection_group("bulk_jobs")
+        .where(filter=firestore.FieldFilter("status", "==", JobStatus.PROCESSING.value))
+        .where(filter=firestore.FieldFilter("touched_at", "<", cutoff))
+        .limit(limit)
+    )
+    return [s.to_dict() for s in query.stream()]
+
+
+def stale_chunks(cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
+    query = (
+        firestore_client()
+        .collection_group("chunks")
+        .where(filter=firestore.FieldFilter("done", "==", False))
+        .where(filter=firestore.FieldFilter("updated_at", "<", cutoff))
+        .limit(limit)
+    )
+    return [s.to_dict() for s in query.stream()]
+
+
+def touch_job(scope: Scope, job_id: str) -> None:
+    job_ref(scope, job_id).update({"touched_at": utcnow()})
+
+
+def touch_chunk(scope: Scope, job_id: str, n: int) -> None:
+    job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).update({"updated_at": utcnow()})

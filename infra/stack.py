@@ -1,0 +1,322 @@
+"""The local stack: real emulators plus every function under functions-framework, wired as in the cloud.
+
+`make dev` runs `python -m infra.stack` (foreground until Ctrl-C); the test session starts the same
+`Stack` on free ports in a temporary directory, so a test run never collides with a running `make dev`.
+
+    Firestore emulator ─┐
+    Pub/Sub emulator ───┼── topics with push subscriptions ──▶ dispatch_job / process_chunk / reconcile
+    Storage emulator ───┤
+    Tasks emulator ─────┘   (its own virtualenv: it pins protobuf<5)
+    api (HTTP) on API_PORT (8080 by default)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Function targets of main.py: (name, kind, topic it is pushed from).
+HTTP_FUNCTIONS = ["api"]
+EVENT_FUNCTIONS = {
+    "dispatch_job": "jobs_topic",
+    "process_chunk": "chunks_topic",
+    "reconcile": "reconcile_topic",
+}
+TOPICS = {
+    "jobs_topic": "bulk-jobs",
+    "chunks_topic": "bulk-job-chunks",
+    "exports_topic": "exports",
+    "reconcile_topic": "reconcile-ticks",
+}
+# Longest a pushed handler may run before Pub/Sub redelivers while it still runs.
+ACK_DEADLINE_SECONDS = 300
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready within {timeout:.0f}s")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+@dataclass
+class Stack:
+    state_dir: Path
+    api_port: int = 8080
+    project: str = "synq-local"
+    seed_demo: bool = True
+    reconcile_every: float = 3.0
+    stale_after_seconds: float = 10.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable
+    tasks_python: str = str(ROOT / ".venv-tasks" / "bin" / "python")
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    demo: dict[str, str] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    # -- environment ---------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def client_env(self) -> dict[str, str]:
+        """What a process needs to talk to this stack's emulators as the functions do."""
+        return {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports['firestore']}",
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports['pubsub']}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports['storage']}",
+            "CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{self.ports['tasks']}",
+            "SYNQ_BUCKET": "synq-local",
+            "SYNQ_STALE_AFTER_SECONDS": str(self.stale_after_seconds),
+            "SYNQ_ALLOW_PRIVATE_WEBHOOKS": "true",
+            **self.extra_env,
+        }
+
+    def function_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNQ_", "FIRESTORE_", "PUBSUB_", "STORAGE_"))}
+        env.update(self.client_env())
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = self.state_dir / "logs" / f"{name}.log"
+        handle = open(log, "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env or self.function_env(), stdout=handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        handle.close()
+        self.procs[name] = proc
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def start_function(self, name: str) -> None:
+        port = self.ports[name]
+        functions_framework = str(Path(self.python).parent / "functions-framework")
+        proc = self._spawn(name, [functions_framework, "--target", name, "--source", str(ROOT / "main.py"), "--host", "127.0.0.1", "--port", str(port)])
+        wait_for(f"function {name}", lambda: port_open(port), 60, proc, self.log_path(name))
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+
+    def start(self) -> Stack:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        for name in ("firestore", "pubsub", "storage", "tasks", *HTTP_FUNCTIONS, *EVENT_FUNCTIONS):
+            self.ports.setdefault(name, free_port())
+        self.ports["api"] = self.api_port
+        if port_open(self.api_port):
+            raise RuntimeError(f"port {self.api_port} is taken; set API_PORT to another port")
+        try:
+            self._start_emulators()
+            self._wire()
+            for name in HTTP_FUNCTIONS:
+                self.start_function(name)
+            for name in EVENT_FUNCTIONS:
+                self.start_function(name)
+            wait_for("api", lambda: http_ok(f"{self.api_url}/healthz"), 30)
+            if self.seed_demo:
+                self._seed()
+            self._write_env()
+            threading.Thread(target=self._tick, name="reconcile-ticker", daemon=True).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_emulators(self) -> None:
+        p = self.ports
+        fs = self._spawn("firestore", ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{p['firestore']}"], os.environ.copy())
+        ps = self._spawn("pubsub", ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{p['pubsub']}", f"--project={self.project}"], os.environ.copy())
+        storage_cli = str(Path(self.python).parent / "gcp-storage-emulator")
+        st = self._spawn("storage", [storage_cli, "start", "--host", "127.0.0.1", "--port", str(p["storage"]), "--default-bucket", "synq-local", "--in-memory"], os.environ.copy())
+        tasks_cli = str(Path(self.tasks_python).parent / "gcloud-tasks-emulator")
+        queue = f"projects/{self.project}/locations/us-central1/queues/notifications"
+        tk = self._spawn("tasks", [tasks_cli, "start", "--port", str(p["tasks"]), "--default-queue", queue], os.environ.copy())
+        wait_for("firestore emulator", lambda: http_ok(f"http://127.0.0.1:{p['firestore']}/"), 60, fs, self.log_path("firestore"))
+        wait_for("pubsub emulator", lambda: port_open(p["pubsub"]), 60, ps, self.log_path("pubsub"))
+        wait_for("storage emulator", lambda: http_ok(f"http://127.0.0.1:{p['storage']}/storage/v1/b"), 60, st, self.log_path("storage"))
+        wait_for("tasks emulator", lambda: port_open(p["tasks"]), 60, tk, self.log_path("tasks"))
+
+    def _wire(self) -> None:
+        """Topics, and a push subscription from each event function's topic to its port."""
+        from google.cloud import pubsub_v1
+
+        saved = dict(os.environ)
+        os.environ.update(self.client_env())
+        try:
+            publisher = pubsub_v1.PublisherClient()
+            subscriber = pubsub_v1.SubscriberClient()
+            for topic in TOPICS.values():
+                publisher.create_topic(name=publisher.topic_path(self.project, topic))
+            for name, topic_key in EVENT_FUNCTIONS.items():
+                subscriber.create_subscription(
+                    request={
+                        "name": subscriber.subscription_path(self.project, f"{name}-push"),
+                        "topic": publisher.topic_path(self.project, TOPICS[topic_key]),
+                        "push_config": {"push_endpoint": f"http://127.0.0.1:{self.ports[name]}/"},
+                        "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
+                    }
+                )
+            subscriber.close()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def run_python(self, code: str) -> str:
+        """Run code against this stack's emulators in a fresh process; returns its stdout."""
+        out = subprocess.run([self.python, "-c", code], cwd=ROOT, env=self.function_env(), capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        return out.stdout
+
+    def mint_token(self, org_id: str, tenant_ids: list[str], email: str, role: str = "admin", expires_in: float | None = None) -> str:
+        code = (
+            "import json,sys; from datetime import timedelta; from common.models.base import utcnow; "
+            "from common.store.tokens import mint_token; "
+            f"exp = None if {expires_in!r} is None else utcnow() + timedelta(seconds={expires_in!r}); "
+            f"print(mint_token(user_id={str(uuid.uuid4())!r}, email={email!r}, org_id={org_id!r}, "
+            f"tenant_ids={tenant_ids!r}, role={role!r}, expires_at=exp))"
+        )
+        return self.run_python(code).strip().splitlines()[-1]
+
+    def _seed(self) -> None:
+        org, tenant = str(uuid.uuid4()), str(uuid.uuid4())
+        token = self.mint_token(org, [tenant], "demo@synq.local", "admin")
+        self.demo = {"DEMO_ORG_ID": org, "DEMO_TENANT_ID": tenant, "DEMO_TOKEN": token}
+
+    def env_lines(self) -> dict[str, str]:
+        env = {"API_URL": self.api_url, **self.client_env(), **self.demo}
+        if self.demo:
+            env |= {"SYNQ_API_URL": self.api_url, "SYNQ_TOKEN": self.demo["DEMO_TOKEN"], "SYNQ_ORG_ID": self.demo["DEMO_ORG_ID"], "SYNQ_TENANT_ID": self.demo["DEMO_TENANT_ID"]}
+        return env
+
+    def _write_env(self) -> None:
+        lines = [f"{k}={v}" for k, v in self.env_lines().items()]
+        (self.state_dir / "stack.env").write_text("\n".join(lines) + "\n")
+
+    def _tick(self) -> None:
+        """The local stand-in for Cloud Scheduler: publish a reconcile tick every few seconds."""
+        from google.cloud import pubsub_v1
+
+        publisher = None
+        while not self._stop.wait(self.reconcile_every):
+            try:
+                if publisher is None:
+                    os.environ.setdefault("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{self.ports['pubsub']}")
+                    publisher = pubsub_v1.PublisherClient()
+                topic = publisher.topic_path(self.project, TOPICS["reconcile_topic"])
+                publisher.publish(topic, b"{}").result(timeout=10)
+            except Exception:  # noqa: BLE001 - a missed tick is retried on the next one
+                publisher = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        for name in list(self.procs)[::-1]:
+            self.stop_process(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the Synq local stack until Ctrl-C.")
+    parser.add_argument("--state-dir", default=str(ROOT / ".dev"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8080")))
+    args = parser.parse_args()
+    state = Path(args.state_dir)
+    if (state / "logs").exists():
+        shutil.rmtree(state / "logs")
+    started = time.monotonic()
+    stack = Stack(state_dir=state, api_port=args.port)
+
+    def shutdown(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        stack.start()
+        demo = stack.demo
+        curl = (
+            f"curl -s {stack.api_url}/api/v1/pim/bulk-jobs?type=BULK_IMPORT -H 'Authorization: Bearer {demo['DEMO_TOKEN']}' "
+            f"-H 'X-Tenant-ID: {demo['DEMO_TENANT_ID']}' -H 'X-Org-ID: {demo['DEMO_ORG_ID']}'"
+        )
+        print(
+            f"ready in {time.monotonic() - started:.0f}s: API {stack.api_url} org={demo['DEMO_ORG_ID']} "
+            f"tenant={demo['DEMO_TENANT_ID']} token={demo['DEMO_TOKEN']} | try: {curl}",
+            flush=True,
+        )
+        print(f"environment written to {state / 'stack.env'} (source it for the CLI and tests); logs in {state / 'logs'}", flush=True)
+        print(json.dumps({"ports": stack.ports}), flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""`make token`: mint an API token against the running stack (reads .dev/stack.env)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_env(path: Path) -> None:
+    if not path.exists():
+        raise SystemExit(f"{path} not found: start the stack with `make dev` first")
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key and key.isupper():
+            os.environ[key] = value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Mint a Synq API token.")
+    parser.add_argument("--org", required=True)
+    parser.add_argument("--tenant", required=True, help="a tenant id, several separated by commas, or *")
+    parser.add_argument("--email", required=True)
+    parser.add_argument("--role", default="editor", choices=["viewer", "editor", "admin"])
+    parser.add_argument("--expires-in-days", type=float, default=None)
+    parser.add_argument("--env", default=str(ROOT / ".dev" / "stack.env"))
+    args = parser.parse_args()
+    load_env(Path(args.env))
+    from common.models.base import utcnow
+    from common.store.tokens import mint_token
+
+    expires = utcnow() + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+    print(
+        mint_token(
+            user_id=str(uuid.uuid4()), email=args.email, org_id=args.org,
+            tenant_ids=args.tenant.split(","), role=args.role, expires_at=expires,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
