@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from common import errors
 from common.auth import authenticate
 from common.config import get_settings
-from common.http import Request, Response, Router, query_bool, query_int
+from common.http import Request, Response, Router, query_int
 from common.services import catalog, jobs
 
 PREFIX = "/api/v1/pim"
@@ -69,7 +69,10 @@ def get_bulk_job_results(request: Request) -> Response:
             raise errors.BadRequest("The cursor is not valid.", code="invalid_cursor")
         start = int(cursor)
     items, next_start = jobs.results(
-        principal.scope, request.params["job_id"], start=start, limit=query_int(request, "limit", 100, low=1, high=1000),
+        principal.scope,
+        request.params["job_id"],
+        start=start,
+        limit=query_int(request, "limit", 100, low=1, high=1000),
         failed_only=status == "failed",
     )
     return paged(request, items, None if next_start is None else str(next_start))

@@ -17,9 +17,7 @@ def firestore_client() -> firestore.Client:
 @lru_cache(maxsize=1)
 def publisher() -> pubsub_v1.PublisherClient:
     # Publish at once: callers wait on each future, so batching only adds latency.
-    return pubsub_v1.PublisherClient(
-        batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.001, max_messages=1000)
-    )
+    return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.001, max_messages=1000))
 
 
 @lru_cache(maxsize=1)

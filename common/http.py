@@ -7,6 +7,7 @@ with path parameters, and one place that turns any `SynqError` into the JSON err
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 def is_safe_id(value: str) -> bool:
     """True for an id usable as a Firestore path segment: no '/', not '.'/'..', not `__x__`."""
-    return bool(_SAFE_ID.match(value)) and not (value.startswith("__") and value.endswith("__"))
+    return bool(_SAFE_ID.fullmatch(value)) and not (value.startswith("__") and value.endswith("__"))
 
 
 @dataclass
@@ -74,10 +75,23 @@ def _reject_constant(name: str) -> Any:
     raise errors.BadRequest(f"{name} is not valid JSON.", code="malformed_json")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise errors.BadRequest(f"Number {literal[:40]} is too large for a 64-bit float.", code="malformed_json")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def loads_strict(text: str) -> Any:
-    """JSON as RFC 8259 has it: no NaN/Infinity, no duplicate keys, bounded nesting."""
+    """JSON as RFC 8259 has it: no NaN/Infinity (nor numbers that overflow to it), no duplicate keys,
+    no lone surrogates (they cannot be stored as UTF-8), bounded nesting."""
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        value = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except RecursionError as exc:
         raise errors.BadRequest("JSON is nested too deeply.", code="malformed_json") from exc
     except json.JSONDecodeError as exc:
@@ -85,6 +99,15 @@ def loads_strict(text: str) -> Any:
             f"Request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
             code="malformed_json",
         ) from exc
+    except ValueError as exc:  # e.g. an integer literal past Python's 4300-digit conversion limit
+        raise errors.BadRequest("Request body holds a number that cannot be read.", code="malformed_json") from exc
+    if _SURROGATE_ESCAPE.search(text):
+        # Escaped surrogate pairs decode to one character; only a lone one survives and fails here.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise errors.BadRequest("JSON holds a lone UTF-16 surrogate escape.", code="malformed_json") from exc
+    return value
 
 
 def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
@@ -155,9 +178,7 @@ class Router:
                     return route.handler, match.groupdict()
                 allowed.append(route.method)
         if allowed:
-            raise errors.MethodNotAllowed(
-                f"{method} is not allowed on {path}.", details={"allowed": sorted(set(allowed))}
-            )
+            raise errors.MethodNotAllowed(f"{method} is not allowed on {path}.", details={"allowed": sorted(set(allowed))})
         raise errors.NotFound(f"No route for {path}.")
 
     def handle(self, raw: flask.Request) -> flask.Response:
@@ -208,9 +229,7 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
     except ValueError as exc:
         raise errors.BadRequest(f"Query parameter '{name}' must be an integer.", code="invalid_query") from exc
     if not low <= value <= high:
-        raise errors.BadRequest(
-            f"Query parameter '{name}' must be between {low} and {high}.", code="invalid_query"
-        )
+        raise errors.BadRequest(f"Query parameter '{name}' must be between {low} and {high}.", code="invalid_query")
     return value
 
 

@@ -133,8 +133,13 @@ class Stack:
         log = self.state_dir / "logs" / f"{name}.log"
         handle = open(log, "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env or self.function_env(), stdout=handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            argv,
+            cwd=ROOT,
+            env=env or self.function_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         handle.close()
         self.procs[name] = proc
@@ -146,7 +151,20 @@ class Stack:
     def start_function(self, name: str) -> None:
         port = self.ports[name]
         functions_framework = str(Path(self.python).parent / "functions-framework")
-        proc = self._spawn(name, [functions_framework, "--target", name, "--source", str(ROOT / "main.py"), "--host", "127.0.0.1", "--port", str(port)])
+        proc = self._spawn(
+            name,
+            [
+                functions_framework,
+                "--target",
+                name,
+                "--source",
+                str(ROOT / "main.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+        )
         wait_for(f"function {name}", lambda: port_open(port), 60, proc, self.log_path(name))
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
@@ -190,16 +208,48 @@ class Stack:
 
     def _start_emulators(self) -> None:
         p = self.ports
-        fs = self._spawn("firestore", ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{p['firestore']}"], os.environ.copy())
-        ps = self._spawn("pubsub", ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{p['pubsub']}", f"--project={self.project}"], os.environ.copy())
+        fs = self._spawn(
+            "firestore",
+            ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{p['firestore']}"],
+            os.environ.copy(),
+        )
+        ps = self._spawn(
+            "pubsub",
+            [
+                "gcloud",
+                "beta",
+                "emulators",
+                "pubsub",
+                "start",
+                f"--host-port=127.0.0.1:{p['pubsub']}",
+                f"--project={self.project}",
+            ],
+            os.environ.copy(),
+        )
         storage_cli = str(Path(self.python).parent / "gcp-storage-emulator")
-        st = self._spawn("storage", [storage_cli, "start", "--host", "127.0.0.1", "--port", str(p["storage"]), "--default-bucket", "synq-local", "--in-memory"], os.environ.copy())
+        st = self._spawn(
+            "storage",
+            [
+                storage_cli,
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p["storage"]),
+                "--default-bucket",
+                "synq-local",
+                "--in-memory",
+            ],
+            os.environ.copy(),
+        )
         tasks_cli = str(Path(self.tasks_python).parent / "gcloud-tasks-emulator")
         queue = f"projects/{self.project}/locations/us-central1/queues/notifications"
         tk = self._spawn("tasks", [tasks_cli, "start", "--port", str(p["tasks"]), "--default-queue", queue], os.environ.copy())
         wait_for("firestore emulator", lambda: http_ok(f"http://127.0.0.1:{p['firestore']}/"), 60, fs, self.log_path("firestore"))
         wait_for("pubsub emulator", lambda: port_open(p["pubsub"]), 60, ps, self.log_path("pubsub"))
-        wait_for("storage emulator", lambda: http_ok(f"http://127.0.0.1:{p['storage']}/storage/v1/b"), 60, st, self.log_path("storage"))
+        wait_for(
+            "storage emulator", lambda: http_ok(f"http://127.0.0.1:{p['storage']}/storage/v1/b"), 60, st, self.log_path("storage")
+        )
         wait_for("tasks emulator", lambda: port_open(p["tasks"]), 60, tk, self.log_path("tasks"))
 
     def _wire(self) -> None:
@@ -229,12 +279,16 @@ class Stack:
 
     def run_python(self, code: str) -> str:
         """Run code against this stack's emulators in a fresh process; returns its stdout."""
-        out = subprocess.run([self.python, "-c", code], cwd=ROOT, env=self.function_env(), capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [self.python, "-c", code], cwd=ROOT, env=self.function_env(), capture_output=True, text=True, timeout=120
+        )
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
         return out.stdout
 
-    def mint_token(self, org_id: str, tenant_ids: list[str], email: str, role: str = "admin", expires_in: float | None = None) -> str:
+    def mint_token(
+        self, org_id: str, tenant_ids: list[str], email: str, role: str = "admin", expires_in: float | None = None
+    ) -> str:
         code = (
             "import json,sys; from datetime import timedelta; from common.models.base import utcnow; "
             "from common.store.tokens import mint_token; "
@@ -252,7 +306,12 @@ class Stack:
     def env_lines(self) -> dict[str, str]:
         env = {"API_URL": self.api_url, **self.client_env(), **self.demo}
         if self.demo:
-            env |= {"SYNQ_API_URL": self.api_url, "SYNQ_TOKEN": self.demo["DEMO_TOKEN"], "SYNQ_ORG_ID": self.demo["DEMO_ORG_ID"], "SYNQ_TENANT_ID": self.demo["DEMO_TENANT_ID"]}
+            env |= {
+                "SYNQ_API_URL": self.api_url,
+                "SYNQ_TOKEN": self.demo["DEMO_TOKEN"],
+                "SYNQ_ORG_ID": self.demo["DEMO_ORG_ID"],
+                "SYNQ_TENANT_ID": self.demo["DEMO_TENANT_ID"],
+            }
         return env
 
     def _write_env(self) -> None:
@@ -307,7 +366,10 @@ def main() -> None:
             f"tenant={demo['DEMO_TENANT_ID']} token={demo['DEMO_TOKEN']} | try: {curl}",
             flush=True,
         )
-        print(f"environment written to {state / 'stack.env'} (source it for the CLI and tests); logs in {state / 'logs'}", flush=True)
+        print(
+            f"environment written to {state / 'stack.env'} (source it for the CLI and tests); logs in {state / 'logs'}",
+            flush=True,
+        )
         print(json.dumps({"ports": stack.ports}), flush=True)
         while True:
             time.sleep(3600)

@@ -36,8 +36,12 @@ def main() -> None:
     expires = utcnow() + timedelta(days=args.expires_in_days) if args.expires_in_days else None
     print(
         mint_token(
-            user_id=str(uuid.uuid4()), email=args.email, org_id=args.org,
-            tenant_ids=args.tenant.split(","), role=args.role, expires_at=expires,
+            user_id=str(uuid.uuid4()),
+            email=args.email,
+            org_id=args.org,
+            tenant_ids=args.tenant.split(","),
+            role=args.role,
+            expires_at=expires,
         )
     )
 

@@ -272,7 +272,9 @@ def _toggle_duplicate(view: CatalogView, index: int, holder_id: str, sku: str, d
     view.dirty_products.add(holder_id)
 
 
-def _move_skus(view: CatalogView, index: int, product_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
+def _move_skus(
+    view: CatalogView, index: int, product_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None
+) -> set[str]:
     """Update the SKU index for one product's change; returns its SKUs now held more than once."""
     old_skus = rules.product_skus(old) if old else Counter()
     new_skus = rules.product_skus(new) if new else Counter()
@@ -318,8 +320,11 @@ def _resolve_failures(view: CatalogView, identifiers: Iterable[str | None]) -> N
 
 def _variants(product_id: str, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
+    skus = Counter(v.get("sku") for v in variants)
     for i, variant in enumerate(variants):
-        key = variant.get("sku") or f"#{i}"
+        sku = variant.get("sku")
+        # A variant keeps its id across updates through its SKU; a repeated or missing SKU falls back to position.
+        key = sku if sku and skus[sku] == 1 else f"{sku or ''}#{i}"
         out.append(
             {
                 "id": derived_id(product_id, "variant", key),
@@ -425,7 +430,7 @@ def _audit_variants(view: CatalogView, index: int, old: list[dict[str, Any]], ne
 def _validation_errors(exc: ValidationError) -> list[ItemError]:
     out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or None
+        loc = ".".join(str(p) for p in err["loc"]) if err["loc"] else None
         kind = err["type"]
         if kind == "extra_forbidden":
             out.append(ItemError("unknown_field", f"Unknown field '{loc}'.", loc))
@@ -436,9 +441,7 @@ def _validation_errors(exc: ValidationError) -> list[ItemError]:
     return out
 
 
-def record_failure(
-    view: CatalogView, index: int, identifier: str | None, failure: ItemFailure
-) -> dict[str, Any]:
+def record_failure(view: CatalogView, index: int, identifier: str | None, failure: ItemFailure) -> dict[str, Any]:
     """A failed item: its result, plus an ERROR validation issue a person can act on."""
     issue_id = derived_id(view.ctx.job_id, index, "failure")
     what = f"Item {index}" + (f" ('{identifier}')" if identifier else "")
@@ -463,7 +466,9 @@ def record_failure(
     return result(index, identifier, failure.product_id, FAILED, [e.dump() for e in failure.errors])
 
 
-def result(index: int, identifier: str | None, product_id: str | None, outcome: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def result(
+    index: int, identifier: str | None, product_id: str | None, outcome: str, errors: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {"index": index, "identifier": identifier, "product_id": product_id, "result": outcome, "errors": errors or []}
 
 
@@ -551,6 +556,9 @@ def _import(view: CatalogView, index: int, raw: Any, identifier: str | None) -> 
     product_id = _by_sku(view, item.sku) if item.sku else None
     if product_id is None:
         product_id = derived_id(view.ctx.job_id, index, "product")
+        # Known absent without a read: had an earlier step created it, that step would have
+        # committed this item's progress with it, and the item would not run again.
+        view.products.setdefault(product_id, None)
         current: dict[str, Any] = {}
     else:
         current = dict(view.product(product_id) or {})
@@ -577,7 +585,9 @@ def _update(view: CatalogView, index: int, raw: Any, identifier: str | None) -> 
         product = view.product(product_id) if product_id else None
         missing = f"No product with SKU '{patch.sku}' in this tenant."
     else:
-        raise ItemFailure(IMPORT_REJECTED, [ItemError("missing_field", "Give 'id' or 'sku' to name the product to update.", "id")])
+        raise ItemFailure(
+            IMPORT_REJECTED, [ItemError("missing_field", "Give 'id' or 'sku' to name the product to update.", "id")]
+        )
     if product is None or product_id is None:
         raise ItemFailure(PRODUCT_NOT_FOUND, [ItemError("product_not_found", missing, "id" if patch.id else "sku")])
     changes = _fields(patch, product_id)
@@ -595,6 +605,8 @@ def _delete(view: CatalogView, index: int, raw: Any, identifier: str | None) -> 
         raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_item", "Each BULK_DELETE item must be a product id string.")])
     product = view.product(raw) if _safe_id(raw) else None
     if product is None:
-        raise ItemFailure(PRODUCT_NOT_FOUND, [ItemError("product_not_found", f"No product with id '{raw[:100]}' in this tenant.", "id")])
+        raise ItemFailure(
+            PRODUCT_NOT_FOUND, [ItemError("product_not_found", f"No product with id '{raw[:100]}' in this tenant.", "id")]
+        )
     outcome = save_product(view, index, raw, None, identifiers=[identifier])
     return result(index, identifier, raw, outcome)

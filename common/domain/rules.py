@@ -125,7 +125,7 @@ def evaluate(product: Mapping[str, Any], duplicate_skus: Iterable[str], threshol
         )
     score = quality_score(product)
     if score < threshold:
-        missing = [f for f in ("description", "category", "brand", "sku", "gtin") if not product.get(f)]
+        missing = [f for f in ("description", "category", "brand", "sku", "gtin") if not _text(product.get(f))]
         hint = f" Fill in: {', '.join(missing)}." if missing else ""
         findings.append(
             Finding(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints,
 
 from common.models.base import PublicModel, Timestamp
 
-Title = Annotated[StrictStr, StringConstraints(min_length=1, max_length=500)]
+Title = Annotated[StrictStr, StringConstraints(min_length=1, max_length=500, pattern=r"\S")]
 Sku = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
 Gtin = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
 Text = Annotated[StrictStr, StringConstraints(max_length=20_000)]

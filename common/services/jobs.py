@@ -39,11 +39,15 @@ def validate_request(body: Any) -> tuple[JobType, Any, list[str]]:
             raise errors.BadRequest(f"Field '{name}' is required.", code="missing_field", details={"field": name})
     unknown = sorted(set(body) - _REQUEST_FIELDS)
     if unknown:
-        raise errors.Unprocessable(f"Unknown field '{unknown[0][:100]}'.", code="unknown_field", details={"field": unknown[0][:100]})
+        raise errors.Unprocessable(
+            f"Unknown field '{unknown[0][:100]}'.", code="unknown_field", details={"field": unknown[0][:100]}
+        )
     job_type = body["job_type"]
     if not isinstance(job_type, str) or job_type not in JobType.__members__:
         raise errors.Unprocessable(
-            "job_type must be one of BULK_IMPORT, BULK_UPDATE, BULK_DELETE.", code="invalid_job_type", details={"field": "job_type"}
+            "job_type must be one of BULK_IMPORT, BULK_UPDATE, BULK_DELETE.",
+            code="invalid_job_type",
+            details={"field": "job_type"},
         )
     payload = body["payload"]
     if isinstance(payload, dict):
@@ -178,11 +182,12 @@ def split_chunks(texts: list[str], size: int, max_bytes: int) -> Iterator[tuple[
     """Group item texts into chunks of at most `size` items and about `max_bytes` bytes."""
     n, first, group, group_bytes = 0, 0, [], 0
     for index, text in enumerate(texts):
-        if group and (len(group) >= size or group_bytes + len(text) > max_bytes):
+        text_bytes = len(text.encode("utf-8"))
+        if group and (len(group) >= size or group_bytes + text_bytes > max_bytes):
             yield n, first, "[" + ",".join(group) + "]", len(group)
             n, first, group, group_bytes = n + 1, index, [], 0
         group.append(text)
-        group_bytes += len(text) + 1
+        group_bytes += text_bytes + 1
     if group:
         yield n, first, "[" + ",".join(group) + "]", len(group)
 
@@ -228,6 +233,7 @@ def _context(job: dict[str, Any]) -> engine.JobContext:
 
 def process_chunk(message: ChunkMessage) -> None:
     """Apply one chunk, step by step, then finish the job if this was the last chunk."""
+    settings = get_settings()
     scope = Scope(message.org_id, message.tenant_id)
     job = store.get(scope, message.job_id)
     if job is None:
@@ -241,6 +247,11 @@ def process_chunk(message: ChunkMessage) -> None:
         log.warning("chunk: no such chunk; message acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
         return
     if not progress["done"]:
+        owner = str(uuid.uuid4())
+        claim = store.claim_chunk(scope, message.job_id, message.chunk, owner, settings.stale_after_seconds)
+        if claim == "busy":
+            log.info("chunk: another worker holds it; acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
+            return
         stored = store.chunk_items(scope, message.job_id, message.chunk)
         if stored is None:
             raise errors.Transient("chunk items are not readable yet")
@@ -256,7 +267,10 @@ def process_chunk(message: ChunkMessage) -> None:
                 lambda: _context(job),
                 engine.apply_plain_item,
                 lambda batch: engine.plain_needs(job_type, batch),
+                settings.stale_after_seconds,
             )
+            store.count_progress(scope, message.job_id, message.chunk)
+    store.count_progress(scope, message.job_id, message.chunk)
     finish_if_done(scope, job)
 
 
@@ -292,11 +306,15 @@ def reconcile() -> dict[str, int]:
     for chunk in store.stale_chunks(cutoff):
         scope = Scope(chunk["org_id"], chunk["tenant_id"])
         store.touch_chunk(scope, chunk["job_id"], chunk["n"])
-        chunk_messages.append(ChunkMessage(job_id=chunk["job_id"], org_id=chunk["org_id"], tenant_id=chunk["tenant_id"], chunk=chunk["n"]))
+        chunk_messages.append(
+            ChunkMessage(job_id=chunk["job_id"], org_id=chunk["org_id"], tenant_id=chunk["tenant_id"], chunk=chunk["n"])
+        )
     counts["chunks_republished"] = queue.publish(settings.chunks_topic, chunk_messages) if chunk_messages else 0
     for job in store.stale_processing(cutoff):
         scope = Scope(job["org_id"], job["tenant_id"])
         store.touch_job(scope, job["id"])
+        for n in store.uncounted_chunks(scope, job["id"]):
+            store.count_progress(scope, job["id"], n)
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
     if any(counts.values()):

@@ -9,10 +9,13 @@ the advanced progress and applies nothing twice; a crash before the commit leave
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from common import errors
 from common.clients import firestore_client
 from common.domain.engine import CatalogView, JobContext
 from common.models.base import utcnow
@@ -102,8 +105,13 @@ def apply_chunk_step(
     make_context: Callable[[], JobContext],
     apply_item: ItemFn,
     needs: NeedsFn,
+    lease_seconds: float = 60.0,
 ) -> dict[str, Any]:
-    """Apply the chunk's next items in one transaction; returns the chunk's progress after it."""
+    """Apply the chunk's next items in one transaction; returns the chunk's progress after it.
+
+    The job's counters are not written here: every chunk writing the one job document inside its
+    transaction makes parallel chunks abort each other. `jobs.count_progress` moves the counts over.
+    """
     db = firestore_client()
     progress_ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
 
@@ -136,19 +144,16 @@ def apply_chunk_step(
             "has_failures": progress["has_failures"] or failed > 0,
             "done": done,
             "updated_at": now,
+            "lease_until": now + timedelta(seconds=lease_seconds),
         }
         tx.update(progress_ref, update)
-        job_changes: dict[str, Any] = {"updated_at": now}
-        if ok:
-            job_changes["processed_items"] = firestore.Increment(ok)
-        if failed:
-            job_changes["failed_items"] = firestore.Increment(failed)
-        if done:
-            job_changes["chunks_done"] = firestore.Increment(1)
-        tx.update(job_ref(scope, job_id), job_changes)
         return {**progress, **update}
 
-    return step(db.transaction(max_attempts=20))  # type: ignore[no-any-return]
+    try:
+        return step(db.transaction(max_attempts=10))  # type: ignore[no-any-return]
+    except (ValueError, gexc.Aborted) as exc:
+        # The client gives up on a transaction that kept losing to others: let Pub/Sub redeliver.
+        raise errors.Transient("chunk step kept conflicting; retry later") from exc
 
 
 def get_product(scope: Scope, product_id: str) -> dict[str, Any] | None:

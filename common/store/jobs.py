@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -51,13 +52,29 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
 
     def docs(n: int, first: int, items_json: str, count: int) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
         return [
-            (job.collection("chunk_items").document(chunk_id(n)), {"n": n, "first_index": first, "count": count, "items_json": items_json}),
+            (
+                job.collection("chunk_items").document(chunk_id(n)),
+                {"n": n, "first_index": first, "count": count, "items_json": items_json},
+            ),
             (
                 job.collection("chunks").document(chunk_id(n)),
                 {
-                    "n": n, "first_index": first, "count": count, "applied": 0, "results": [],
-                    "ok": 0, "failed": 0, "has_failures": False, "done": False,
-                    "job_id": job_id, "org_id": scope.org_id, "tenant_id": scope.tenant_id, "updated_at": now,
+                    "n": n,
+                    "first_index": first,
+                    "count": count,
+                    "applied": 0,
+                    "results": [],
+                    "ok": 0,
+                    "failed": 0,
+                    "has_failures": False,
+                    "done": False,
+                    "counted_ok": 0,
+                    "counted_failed": 0,
+                    "counted_done": False,
+                    "job_id": job_id,
+                    "org_id": scope.org_id,
+                    "tenant_id": scope.tenant_id,
+                    "updated_at": now,
                 },
             ),
         ]
@@ -66,7 +83,7 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
     size = 0
     for chunk in chunks:
         pair = docs(*chunk)
-        pair_size = len(chunk[2]) + 1024
+        pair_size = len(chunk[2].encode("utf-8")) + 1024
         if group and (len(group) + 2 > 400 or size + pair_size > 8_000_000):
             _create_all(db, group)
             group, size = [], 0
@@ -84,10 +101,8 @@ def _create_all(db: firestore.Client, docs: list[tuple[firestore.DocumentReferen
         batch.commit()
     except gexc.AlreadyExists:
         for ref, data in docs:
-            try:
+            with contextlib.suppress(gexc.AlreadyExists):
                 ref.create(data)
-            except gexc.AlreadyExists:
-                pass
 
 
 def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count: int) -> bool:
@@ -120,6 +135,31 @@ def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count
     return bool(move(db.transaction()))
 
 
+def claim_chunk(scope: Scope, job_id: str, n: int, owner: str, lease_seconds: float) -> str:
+    """Take the chunk for `owner` for a while: "run", "done", or "busy" (another live worker has it).
+
+    The lease only spares a duplicate delivery the wait on the first worker's locks; exactly-once
+    comes from the step transaction, so an expired lease taken over early is still safe.
+    """
+    db = firestore_client()
+    ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
+
+    @firestore.transactional
+    def claim(tx: firestore.Transaction) -> str:
+        snap = ref.get(transaction=tx)
+        if not snap.exists or snap.get("done"):
+            return "done"
+        progress = snap.to_dict()
+        now = utcnow()
+        lease_until = progress.get("lease_until")
+        if progress.get("lease_owner") not in (None, owner) and lease_until is not None and lease_until > now:
+            return "busy"
+        tx.update(ref, {"lease_owner": owner, "lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now})
+        return "run"
+
+    return str(claim(db.transaction()))
+
+
 def chunk_items(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     snap = job_ref(scope, job_id).collection("chunk_items").document(chunk_id(n)).get()
     return snap.to_dict() if snap.exists else None
@@ -128,6 +168,58 @@ def chunk_items(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
 def chunk_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     snap = job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).get()
     return snap.to_dict() if snap.exists else None
+
+
+def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
+    """Add what the chunk applied since it was last counted to the job's counters, exactly once.
+
+    The chunk's `counted_*` fields and the job's `Increment`s commit in one batch, guarded by the
+    chunk document's update time: of two workers counting the same progress, one wins, the other
+    re-reads and finds nothing left to count. A crash between a chunk step and its count leaves a
+    gap the next delivery (or the reconciler) counts.
+    """
+    db = firestore_client()
+    progress_ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
+    while True:
+        snap = progress_ref.get()
+        if not snap.exists:
+            return None
+        p = snap.to_dict()
+        ok, failed = p["ok"] - p["counted_ok"], p["failed"] - p["counted_failed"]
+        done = p["done"] and not p["counted_done"]
+        if not (ok or failed or done):
+            return p
+        now = utcnow()
+        batch = db.batch()
+        batch.update(
+            progress_ref,
+            {"counted_ok": p["ok"], "counted_failed": p["failed"], "counted_done": p["done"]},
+            option=db.write_option(last_update_time=snap.update_time),
+        )
+        changes: dict[str, Any] = {"updated_at": now, "touched_at": now}
+        if ok:
+            changes["processed_items"] = firestore.Increment(ok)
+        if failed:
+            changes["failed_items"] = firestore.Increment(failed)
+        if done:
+            changes["chunks_done"] = firestore.Increment(1)
+        batch.update(job_ref(scope, job_id), changes)
+        try:
+            batch.commit()
+        except (gexc.FailedPrecondition, gexc.Aborted):
+            continue
+        return {**p, "counted_ok": p["ok"], "counted_failed": p["failed"], "counted_done": p["done"]}
+
+
+def uncounted_chunks(scope: Scope, job_id: str) -> list[int]:
+    """Chunks finished but not yet counted into the job (a worker died in between)."""
+    query = (
+        job_ref(scope, job_id)
+        .collection("chunks")
+        .where(filter=firestore.FieldFilter("done", "==", True))
+        .where(filter=firestore.FieldFilter("counted_done", "==", False))
+    )
+    return [int(s.get("n")) for s in query.stream()]
 
 
 def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | None:
@@ -148,7 +240,11 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
         tx.update(ref, {"status": status.value, "completed_at": now, "updated_at": now, "touched_at": now})
         if audit is not None:
             event = {**audit, "action": f"bulk_job.{status.value.lower()}", "created_at": now}
-            event["details"] = {**audit.get("details", {}), "processed_items": job.get("processed_items"), "failed_items": job.get("failed_items")}
+            event["details"] = {
+                **audit.get("details", {}),
+                "processed_items": job.get("processed_items"),
+                "failed_items": job.get("failed_items"),
+            }
             tx.set(coll(scope, "audit_events").document(event["id"]), event)
         return status.value
 

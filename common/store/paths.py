@@ -1,15 +1,15 @@
 """Where things live in Firestore. Tenants are isolated by path, never by a filter.
 
-    api_tokens/{sha256(token)}
-    orgs/{org}/tenants/{tenant}                         tenant settings
-        bulk_jobs/{job}                                 the job record
-            chunk_items/{n}                             a chunk's items (immutable, written by dispatch)
-            chunks/{n}                                  a chunk's progress and per-item results
-        products/{product}
-        sku_index/{key(sku)}                            who holds a SKU: one read per SKU
-        identifier_index/{key(identifier)}              open failure issues by item identifier
-        validation_issues/{issue}
-        audit_events/{event}
+api_tokens/{sha256(token)}
+orgs/{org}/tenants/{tenant}                         tenant settings
+    bulk_jobs/{job}                                 the job record
+        chunk_items/{n}                             a chunk's items (immutable, written by dispatch)
+        chunks/{n}                                  a chunk's progress and per-item results
+    products/{product}
+    sku_index/{key(sku)}                            who holds a SKU: one read per SKU
+    identifier_index/{key(identifier)}              open failure issues by item identifier
+    validation_issues/{issue}
+    audit_events/{event}
 """
 
 from __future__ import annotations

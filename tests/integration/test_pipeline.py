@@ -1,0 +1,212 @@
+"""The bulk-job pipeline against the real emulators: lifecycle, counts, results, audit, redelivery, crashes."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+from common.config import get_settings
+from common.services import catalog, jobs
+from common.store import jobs as job_store
+from tests.integration.conftest import Pipeline
+
+
+def products(n: int, prefix: str = "P") -> list[dict[str, Any]]:
+    return [
+        {"title": f"{prefix} product {i}", "sku": f"{prefix}-{i}", "description": "A long enough description of this product.",
+         "category": "Shirts", "brand": "HarbourLine"}
+        for i in range(n)
+    ]
+
+
+def all_audit(pipeline: Pipeline) -> list[dict[str, Any]]:
+    events, cursor = [], None
+    while True:
+        page, cursor = catalog.list_audit(pipeline.scope, limit=200, cursor=cursor)
+        events += page
+        if not cursor:
+            return events
+
+
+def all_products(pipeline: Pipeline) -> list[dict[str, Any]]:
+    items, cursor = [], None
+    while True:
+        page, cursor = catalog.list_products(pipeline.scope, sku=None, limit=200, cursor=cursor)
+        items += page
+        if not cursor:
+            return items
+
+
+def test_import_lifecycle_counts_results_and_audit(pipeline: Pipeline) -> None:
+    job = pipeline.create("BULK_IMPORT", products(3))
+    assert pipeline.job(job["id"])["status"] == "PENDING"
+    chunks = pipeline.dispatch_all()
+    started = pipeline.job(job["id"])
+    assert started["status"] == "PROCESSING" and started["total_items"] == 3 and started["processed_items"] == 0
+    for message in chunks:
+        jobs.process_chunk(message)
+    done = pipeline.job(job["id"])
+    assert done["status"] == "COMPLETED" and done["processed_items"] == 3 and done["failed_items"] == 0
+    assert done["updated_at"] >= started["updated_at"]
+    results = pipeline.results(job["id"])
+    assert [(r["index"], r["result"], r["identifier"]) for r in results] == [(i, "created", f"P-{i}") for i in range(3)]
+    events = all_audit(pipeline)
+    created = [e for e in events if e["action"] == "product.created"]
+    assert len(created) == 3
+    assert {e["entity_id"] for e in created} == {r["product_id"] for r in results}
+    assert all(e["actor_email"] == "pipeline@example.com" and e["details"]["job_id"] == job["id"] for e in created)
+    assert all(e["ip_address"] == "203.0.113.42" for e in created)
+    assert {"bulk_job.created", "bulk_job.completed"} <= {e["action"] for e in events}
+
+
+def test_seed_example_50_items_47_processed_is_failed(pipeline: Pipeline) -> None:
+    payload = products(50)
+    for bad in (7, 23, 41):
+        payload[bad] = {"title": "", "sku": f"P-{bad}"} if bad != 41 else {"sku": "no-title", "colour": "red"}
+    job = pipeline.run("BULK_IMPORT", payload)
+    assert (job["status"], job["total_items"], job["processed_items"], job["failed_items"]) == ("FAILED", 50, 47, 3)
+    failed = pipeline.results(job["id"], failed_only=True)
+    assert [r["index"] for r in failed] == [7, 23, 41]
+    assert {e["code"] for e in failed[2]["errors"]} == {"missing_field", "unknown_field"}
+    assert any(e["field"] == "colour" for e in failed[2]["errors"])
+
+
+def test_update_by_id_and_sku_partial_and_clearing(pipeline: Pipeline) -> None:
+    created = pipeline.run("BULK_IMPORT", products(2))
+    ids = [r["product_id"] for r in pipeline.results(created["id"])]
+    job = pipeline.run(
+        "BULK_UPDATE",
+        [
+            {"id": ids[0], "title": "Renamed", "brand": None},
+            {"sku": "P-1", "category": "Knitwear"},
+            {"id": str(uuid.uuid4()), "title": "ghost"},
+            {"sku": "missing-sku", "title": "ghost"},
+        ],
+    )
+    assert (job["status"], job["processed_items"], job["failed_items"]) == ("FAILED", 2, 2)
+    first = catalog.get_product(pipeline.scope, ids[0])
+    assert first["title"] == "Renamed" and first["brand"] is None and first["category"] == "Shirts"
+    second = catalog.get_product(pipeline.scope, ids[1])
+    assert second["category"] == "Knitwear" and second["title"] == "P product 1"
+    results = pipeline.results(job["id"])
+    assert [r["result"] for r in results] == ["updated", "updated", "failed", "failed"]
+    assert results[2]["errors"][0]["code"] == "product_not_found"
+    updated = [e for e in all_audit(pipeline) if e["action"] == "product.updated"]
+    assert len(updated) == 2
+    assert updated[0]["details"]["changes"]
+
+
+def test_delete_removes_products_and_their_open_issues(pipeline: Pipeline) -> None:
+    created = pipeline.run("BULK_IMPORT", [{"title": "No description", "sku": "D-1"}, {"title": "Keep", "sku": "D-2"}])
+    ids = [r["product_id"] for r in pipeline.results(created["id"])]
+    issues, _ = catalog.list_issues(pipeline.scope, {"product_id": ids[0]}, limit=50, cursor=None)
+    assert issues, "the undescribed product should have open issues"
+    job = pipeline.run("BULK_DELETE", [ids[0], str(uuid.uuid4()), "../etc"])
+    assert (job["status"], job["processed_items"], job["failed_items"]) == ("FAILED", 1, 2)
+    assert [p["id"] for p in all_products(pipeline)] == [ids[1]]
+    issues, _ = catalog.list_issues(pipeline.scope, {"product_id": ids[0]}, limit=50, cursor=None)
+    assert issues == []
+    # The SKU is free again: importing it creates a new product, not an update of the deleted one.
+    again = pipeline.run("BULK_IMPORT", [{"title": "Reborn", "sku": "D-1"}])
+    assert pipeline.results(again["id"])[0]["result"] == "created"
+    assert any(e["action"] == "product.deleted" and e["entity_id"] == ids[0] for e in all_audit(pipeline))
+
+
+def test_every_chunk_delivered_twice_out_of_order_applies_each_item_once(pipeline: Pipeline) -> None:
+    n = 1000
+    job = pipeline.create("BULK_IMPORT", products(n, "T"))
+    chunks = pipeline.dispatch_all()
+    assert len(chunks) == n // get_settings().chunk_size
+    deliveries = chunks * 2 + random.sample(chunks, 2)
+    random.shuffle(deliveries)
+    threads = [threading.Thread(target=jobs.process_chunk, args=(m,)) for m in deliveries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # A redelivered dispatch changes nothing either.
+    jobs.dispatch(jobs.JobMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id))
+    assert pipeline.pull("chunks") == []
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["total_items"], done["processed_items"], done["failed_items"]) == ("COMPLETED", n, n, 0)
+    results = pipeline.results(job["id"])
+    assert [r["index"] for r in results] == list(range(n))
+    assert len(all_products(pipeline)) == n
+    events = all_audit(pipeline)
+    assert sum(e["action"] == "product.created" for e in events) == n
+    assert sum(e["action"] == "bulk_job.completed" for e in events) == 1
+
+
+def test_message_for_a_missing_job_is_acknowledged(pipeline: Pipeline) -> None:
+    ghost = str(uuid.uuid4())
+    jobs.dispatch(jobs.JobMessage(job_id=ghost, org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id))
+    jobs.process_chunk(jobs.ChunkMessage(job_id=ghost, org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id, chunk=0))
+
+
+CRASHING_WORKER = """
+import os, signal, sys
+from common.models.job import ChunkMessage
+from common.services import jobs
+from common.store import catalog
+real = catalog.apply_chunk_step
+def step_then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # the process dies right after its first commit
+catalog.apply_chunk_step = step_then_die
+jobs.process_chunk(ChunkMessage.model_validate_json(sys.argv[1]))
+"""
+
+
+def test_worker_killed_mid_chunk_finishes_once_after_the_reconciler(pipeline: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+    n = 200
+    job = pipeline.create("BULK_IMPORT", products(n, "K"))
+    [chunk] = pipeline.dispatch_all()
+    settings = get_settings()
+    env = stack.function_env() | {
+        "SYNQ_CHUNKS_TOPIC": settings.chunks_topic,
+        "SYNQ_JOBS_TOPIC": settings.jobs_topic,
+        "SYNQ_STALE_AFTER_SECONDS": str(settings.stale_after_seconds),  # its lease lapses as fast as we reconcile
+    }
+    proc = subprocess.run([sys.executable, "-c", CRASHING_WORKER, chunk.model_dump_json()], env=env, cwd=stack.function_env()["PYTHONPATH"], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert pipeline.job(job["id"])["status"] == "PROCESSING"
+    # It died after committing its first step and before counting it into the job.
+    progress = job_store.chunk_progress(pipeline.scope, job["id"], 0)
+    assert progress is not None and not progress["done"] and 0 < progress["applied"] < n
+    assert progress["counted_ok"] == 0
+    # The reconciler republishes the chunk once it is stale; whoever delivers it finishes the job.
+    deadline = time.monotonic() + 60
+    while pipeline.job(job["id"])["status"] == "PROCESSING":
+        assert time.monotonic() < deadline, "the reconciler never finished the job"
+        jobs.reconcile()
+        for message in pipeline.pull("chunks"):
+            jobs.process_chunk(jobs.ChunkMessage.model_validate_json(message))
+        time.sleep(0.5)
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", n, 0)
+    assert len(all_products(pipeline)) == n
+    assert sum(e["action"] == "product.created" for e in all_audit(pipeline)) == n
+    assert [r["index"] for r in pipeline.results(job["id"])] == list(range(n))
+
+
+def test_reconciler_republishes_a_job_whose_message_was_lost(pipeline: Pipeline) -> None:
+    job = pipeline.create("BULK_IMPORT", products(2, "L"))
+    assert pipeline.pull("jobs")  # the message is lost: nobody dispatches it
+    deadline = time.monotonic() + 30
+    republished: list[bytes] = []
+    while not republished:
+        assert time.monotonic() < deadline
+        jobs.reconcile()
+        republished = pipeline.pull("jobs")
+        time.sleep(0.5)
+    for data in republished:
+        jobs.dispatch(jobs.JobMessage.model_validate_json(data))
+    for data in pipeline.pull("chunks"):
+        jobs.process_chunk(jobs.ChunkMessage.model_validate_json(data))
+    assert pipeline.job(job["id"])["status"] == "COMPLETED"
