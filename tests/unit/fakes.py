@@ -1,0 +1,212 @@
+"""In-memory stand-ins for the store, so the pure engine can be driven without Firestore.
+
+`MemoryCatalog` holds one tenant's committed documents; `MemoryLoader` is the engine's `Loader` port
+over it; `commit` writes a `CatalogView`'s recorded changes back exactly the way
+`common.store.catalog.write_view` queues them on a Firestore transaction:
+
+* dirty products: the view's document is set (whole-document overwrite), or deleted when it is None;
+* dirty SKU index entries: set when they still have holders, deleted otherwise;
+* dirty identifier index entries: set when they still have open failures, deleted otherwise;
+* issue writes: set (overwrite) when they carry `created_at`, else `set(..., merge=True)`, which
+  merges the given fields into the stored document (creating it when absent);
+* audit events: set by id.
+
+Reads and commits deep-copy, as Firestore does: what a view holds is never the stored object.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from common.domain import rules
+from common.domain.engine import CatalogView, JobContext, apply_plain_item
+
+NOW = datetime(2024, 11, 15, 14, 0, tzinfo=UTC)
+ORG = "org-1"
+TENANT = "tenant-1"
+ACTOR = "alice@example.com"
+
+
+@dataclass
+class MemoryCatalog:
+    """One tenant's committed documents, keyed like the Loader port keys them."""
+
+    products: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identifiers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    issues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audits: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def open_issues(self, product_id: str | None = None, issue_type: str | None = None) -> list[dict[str, Any]]:
+        """Unresolved issues, as `GET /validation` lists them, optionally for one product / type."""
+        return [
+            doc
+            for doc in self.issues.values()
+            if doc.get("resolved") is False
+            and (product_id is None or doc.get("product_id") == product_id)
+            and (issue_type is None or doc.get("issue_type") == issue_type)
+        ]
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(
+            {
+                "products": self.products,
+                "skus": self.skus,
+                "identifiers": self.identifiers,
+                "issues": self.issues,
+                "audits": self.audits,
+            }
+        )
+
+
+class MemoryLoader:
+    """The engine's `Loader` port over a `MemoryCatalog`; counts its calls."""
+
+    def __init__(self, catalog: MemoryCatalog) -> None:
+        self.catalog = catalog
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def _get(self, name: str, source: dict[str, dict[str, Any]], keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        keys = tuple(keys)
+        self.calls.append((name, keys))
+        return {k: copy.deepcopy(source[k]) if k in source else None for k in keys}
+
+    def products(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        return self._get("products", self.catalog.products, ids)
+
+    def skus(self, skus: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        return self._get("skus", self.catalog.skus, skus)
+
+    def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        return self._get("identifiers", self.catalog.identifiers, identifiers)
+
+    def open_issue_ids(self, product_id: str) -> list[str]:
+        self.calls.append(("open_issue_ids", (product_id,)))
+        return [issue_id for issue_id, doc in self.catalog.issues.items() if doc.get("product_id") == product_id and doc.get("resolved") is False]
+
+
+def _merge(target: dict[str, Any], data: dict[str, Any]) -> None:
+    """Firestore `set(data, merge=True)`: given fields replace, nested maps merge."""
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def commit(catalog: MemoryCatalog, view: CatalogView) -> None:
+    """Apply every change the view recorded, as `write_view` does, then forget them."""
+    for pid in view.dirty_products:
+        doc = view.products.get(pid)
+        if doc is None:
+            catalog.products.pop(pid, None)
+        else:
+            catalog.products[pid] = copy.deepcopy(doc)
+    for sku in view.dirty_skus:
+        entry = view.skus[sku]
+        if entry["holders"]:
+            catalog.skus[sku] = copy.deepcopy(entry)
+        else:
+            catalog.skus.pop(sku, None)
+    for ident in view.dirty_identifiers:
+        entry = view.identifiers[ident]
+        if entry["open"]:
+            catalog.identifiers[ident] = copy.deepcopy(entry)
+        else:
+            catalog.identifiers.pop(ident, None)
+    for issue_id, data in view.issue_writes.items():
+        if "created_at" in data:
+            catalog.issues[issue_id] = copy.deepcopy(data)
+        else:
+            _merge(catalog.issues.setdefault(issue_id, {}), data)
+    for event in view.audits:
+        catalog.audits[event["id"]] = copy.deepcopy(event)
+    view.clear_changes()
+
+
+def make_context(
+    job_type: str = "BULK_IMPORT",
+    job_id: str = "job-1",
+    *,
+    now: datetime = NOW,
+    quality_threshold: int = 60,
+) -> JobContext:
+    return JobContext(
+        job_id=job_id,
+        job_type=job_type,
+        org_id=ORG,
+        tenant_id=TENANT,
+        actor_email=ACTOR,
+        user_id="user-1",
+        ip_address="203.0.113.42",
+        now=now,
+        quality_threshold=quality_threshold,
+    )
+
+
+def new_view(catalog: MemoryCatalog, job_type: str = "BULK_IMPORT", job_id: str = "job-1", **kwargs: Any) -> CatalogView:
+    return CatalogView(MemoryLoader(catalog), make_context(job_type, job_id, **kwargs))
+
+
+def run_job(
+    catalog: MemoryCatalog,
+    job_type: str,
+    items: list[Any],
+    job_id: str = "job-1",
+    *,
+    first_index: int = 0,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Apply items in one view (like one chunk step), commit, and return the per-item results."""
+    view = new_view(catalog, job_type, job_id, **kwargs)
+    results = [apply_plain_item(view, first_index + i, raw) for i, raw in enumerate(items)]
+    commit(catalog, view)
+    return results
+
+
+def run_one(catalog: MemoryCatalog, job_type: str, item: Any, job_id: str = "job-1", **kwargs: Any) -> dict[str, Any]:
+    return run_job(catalog, job_type, [item], job_id, **kwargs)[0]
+
+
+def assert_consistent(catalog: MemoryCatalog) -> None:
+    """The invariants the engine keeps between committed states of one tenant.
+
+    * the SKU index is exactly what the products hold (product-level `p`, variant-level `v`);
+    * each product's `open_issues` mirrors the unresolved issue documents about it, and its
+      `issue_counts` counts them by severity;
+    * a product has a DUPLICATE_SKU issue exactly for its SKUs held twice or more in the tenant;
+    * no unresolved issue points at a deleted product, and every stored issue is a whole document;
+    * the identifier index lists exactly the unresolved failure issues that carry an identifier.
+    """
+    expected_index: dict[str, dict[str, dict[str, int]]] = {}
+    for pid, product in catalog.products.items():
+        for sku, count in rules.product_skus(product).items():
+            primary = 1 if product.get("sku") == sku else 0
+            expected_index.setdefault(sku, {})[pid] = {"p": primary, "v": count - primary}
+    assert {sku: entry["holders"] for sku, entry in catalog.skus.items()} == expected_index
+    assert all(entry["sku"] == sku for sku, entry in catalog.skus.items())
+    totals = {sku: sum(h["p"] + h["v"] for h in holders.values()) for sku, holders in expected_index.items()}
+
+    for pid, product in catalog.products.items():
+        mirrored = {key: entry["id"] for key, entry in product.get("open_issues", {}).items()}
+        stored = {doc["key"]: doc["id"] for doc in catalog.open_issues(product_id=pid)}
+        assert mirrored == stored, pid
+        duplicated = {f"DUPLICATE_SKU:{sku}" for sku in rules.product_skus(product) if totals[sku] >= 2}
+        assert {k for k in mirrored if k.startswith("DUPLICATE_SKU:")} == duplicated, pid
+        severities = Counter(entry["severity"] for entry in product.get("open_issues", {}).values())
+        assert product["issue_counts"] == {"ERROR": severities["ERROR"], "WARNING": severities["WARNING"]}
+        assert product["quality_score"] == rules.quality_score(product)
+
+    for doc in catalog.issues.values():
+        assert {"id", "created_at", "updated_at", "resolved", "issue_type", "severity", "message"} <= set(doc), doc
+        if doc["resolved"] is False and doc.get("product_id") is not None:
+            assert doc["product_id"] in catalog.products, doc
+
+    indexed = {(ident, issue_id) for ident, entry in catalog.identifiers.items() for issue_id in entry["open"]}
+    open_failures = {(doc["identifier"], doc["id"]) for doc in catalog.open_issues() if doc.get("job_id") and doc.get("identifier")}
+    assert indexed == open_failures

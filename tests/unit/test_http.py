@@ -1,0 +1,282 @@
+"""Strict JSON parsing, request bodies, safe ids and the route table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import flask
+import pytest
+
+from common import errors
+from common.http import Request, Response, Router, is_safe_id, loads_strict, parse_json_body
+
+app = flask.Flask(__name__)
+
+
+# -- loads_strict ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "b": [1, 2.5, "x", true, false, null], "c": {"d": "é"}}',
+        "[]",
+        "{}",
+        '"just a string"',
+        "0",
+        "-1.5e10",
+        "null",
+        '  {"spaced": true}  ',
+        '{"emoji": "\\ud83d\\ude00", "nul": "\\u0000"}',
+        '{"a": {"a": 1}, "b": {"a": 2}}',  # the same key in different objects
+        "[" * 100 + "]" * 100,
+    ],
+)
+def test_accepts_normal_json(text: str) -> None:
+    assert loads_strict(text) == json.loads(text)
+
+
+def test_keeps_key_order_and_types() -> None:
+    assert list(loads_strict('{"z": 1, "a": 2}')) == ["z", "a"]
+    assert loads_strict("[9007199254740993]") == [9007199254740993]
+
+
+def _reject(text: str) -> errors.BadRequest:
+    with pytest.raises(errors.BadRequest) as info:
+        loads_strict(text)
+    assert info.value.status == 400
+    assert info.value.code == "malformed_json"
+    return info.value
+
+
+@pytest.mark.parametrize("text", ["NaN", "[NaN]", '{"a": NaN}', "Infinity", "-Infinity", '{"a": [1, -Infinity]}'])
+def test_rejects_nan_and_infinity(text: str) -> None:
+    assert "is not valid JSON" in _reject(text).message
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": 1, "a": 2}', '{"a": 1, "a": 1}', '[{"x": {"k": 1, "k": 2}}]', '{"sku": "A", "title": "T", "sku": "B"}'],
+)
+def test_rejects_duplicate_keys(text: str) -> None:
+    assert _reject(text).message.startswith("Duplicate key ")
+
+
+def test_duplicate_key_message_is_bounded() -> None:
+    key = "k" * 5000
+    message = _reject(json.dumps({key: 1})[:-1] + f', "{key}": 2}}').message
+    assert len(message) < 200
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 10_000 + "]" * 10_000, '{"a":' * 10_000 + "1" + "}" * 10_000, "[" * 100_000, '[{"a":' * 5_000 + "1" + "}]" * 5_000],
+    ids=["arrays", "objects", "unclosed", "mixed"],
+)
+def test_rejects_pathological_nesting(text: str) -> None:
+    _reject(text)
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1,]", "{'a': 1}", '{"a" 1}', "tru", "01", '"\\x"', "[1] [2]", "\x00"])
+def test_rejects_malformed_json(text: str) -> None:
+    assert _reject(text).message.startswith("Request body is not valid JSON: ")
+
+
+def test_error_names_the_position() -> None:
+    assert _reject('{\n  "a"}').message.endswith("Expecting ':' delimiter at line 2 column 6.")
+
+
+@pytest.mark.parametrize("digits", [4301, 100_000])
+def test_rejects_overlong_integer_literals_as_bad_request(digits: int) -> None:
+    _reject('{"n": ' + "9" * digits + "}")
+
+
+@pytest.mark.parametrize("text", ["1e999", "[-1e999]", '{"w": 1' + "0" * 400 + ".0}"])
+def test_rejects_numbers_that_overflow_to_infinity(text: str) -> None:
+    _reject(text)
+
+
+# -- parse_json_body --------------------------------------------------------------------------------
+
+
+def _parse(body: bytes | str, content_type: str | None = "application/json", max_bytes: int = 1000, **kw: Any) -> Any:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    with app.test_request_context("/x", method="POST", data=body, headers=headers):
+        return parse_json_body(flask.request, max_bytes=max_bytes, **kw)
+
+
+def test_parses_a_json_body() -> None:
+    assert _parse('{"a": [1]}') == {"a": [1]}
+    assert _parse('{"a": 1}', "application/merge-patch+json") == {"a": 1}
+    assert _parse('{"a": 1}', "application/json; charset=UTF-8") == {"a": 1}
+    assert _parse(b"{}", "APPLICATION/JSON") == {}
+
+
+def test_body_size_limit_is_inclusive() -> None:
+    body = '{"a": "' + "x" * 91 + '"}'
+    assert len(body) == 100
+    assert _parse(body, max_bytes=100) == {"a": "x" * 91}
+    with pytest.raises(errors.PayloadTooLarge) as info:
+        _parse(body, max_bytes=99)
+    assert info.value.status == 413
+
+
+@pytest.mark.parametrize("body", [b"", b"   \n"])
+def test_empty_body(body: bytes) -> None:
+    with pytest.raises(errors.BadRequest) as info:
+        _parse(body)
+    assert info.value.code == "missing_body"
+    assert _parse(body, required=False) is None
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/jsonp"])
+def test_wrong_content_type(content_type: str | None) -> None:
+    with pytest.raises(errors.UnsupportedMediaType) as info:
+        _parse("{}", content_type)
+    assert info.value.status == 415
+
+
+def test_non_utf8_charset_is_refused() -> None:
+    with pytest.raises(errors.UnsupportedMediaType):
+        _parse("{}", "application/json; charset=latin-1")
+
+
+def test_invalid_utf8_is_a_bad_request() -> None:
+    with pytest.raises(errors.BadRequest) as info:
+        _parse(b'{"a": "\xff"}')
+    assert info.value.code == "malformed_json"
+
+
+def test_body_json_is_strict() -> None:
+    with pytest.raises(errors.BadRequest):
+        _parse('{"a": 1, "a": 2}')
+
+
+# -- is_safe_id -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["a", "0", "c1d2e3f4-0001-5a6b-7c8d-9e0f1a2b3c4d", "a.b", "a:b", "a_b", "A" * 128, "x__"])
+def test_safe_ids(value: str) -> None:
+    assert is_safe_id(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *["", ".", "..", "../x", "a/b", "/a", "_", "__x", "__x__", "A" * 129, "-a", ".a", "a b", "é", "a\x00", "\na"],
+        pytest.param(
+            "a\n",
+        ),
+    ],
+)
+def test_unsafe_ids(value: str) -> None:
+    assert not is_safe_id(value)
+
+
+# -- Router -------------------------------------------------------------------------------------------
+
+
+def _handler(name: str) -> Any:
+    def handle(request: Request) -> Response:
+        return Response({"handler": name, "params": request.params})
+
+    handle.__name__ = name
+    return handle
+
+
+@pytest.fixture
+def router() -> Router:
+    r = Router()
+    r.add("GET", "/api/v1/pim/bulk-jobs", _handler("list"))
+    r.add("POST", "/api/v1/pim/bulk-jobs", _handler("create"))
+    r.add("GET", "/api/v1/pim/bulk-jobs/{job_id}", _handler("get"))
+    r.add("GET", "/api/v1/pim/bulk-jobs/{job_id}/results", _handler("results"))
+    r.add("DELETE", "/api/v1/pim/bulk-jobs/{job_id}", _handler("delete"))
+
+    @r.route("GET", "/healthz")
+    def health(request: Request) -> Response:
+        return Response({"status": "ok"})
+
+    return r
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "name", "params"),
+    [
+        ("GET", "/api/v1/pim/bulk-jobs", "list", {}),
+        ("GET", "/api/v1/pim/bulk-jobs/", "list", {}),
+        ("POST", "/api/v1/pim/bulk-jobs", "create", {}),
+        ("GET", "/api/v1/pim/bulk-jobs/j-1", "get", {"job_id": "j-1"}),
+        ("DELETE", "/api/v1/pim/bulk-jobs/j-1", "delete", {"job_id": "j-1"}),
+        ("GET", "/api/v1/pim/bulk-jobs/j-1/results", "results", {"job_id": "j-1"}),
+        ("GET", "/api/v1/pim/bulk-jobs/j-1/results/", "results", {"job_id": "j-1"}),
+        ("GET", "/healthz", "health", {}),
+    ],
+)
+def test_resolve_matches(router: Router, method: str, path: str, name: str, params: dict[str, str]) -> None:
+    handler, got = router.resolve(method, path)
+    assert handler.__name__ == name
+    assert got == params
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/api/v1/pim", "/api/v1/pim/bulk-jobs/a/b", "/api/v1/pim/bulk-jobs//results", "/api/v1/pim/bulk-jobsx", "/healthz/x"],
+)
+def test_unknown_paths_are_404(router: Router, path: str) -> None:
+    with pytest.raises(errors.NotFound) as info:
+        router.resolve("GET", path)
+    assert info.value.status == 404
+
+
+def test_a_known_path_with_another_method_is_405_listing_the_allowed(router: Router) -> None:
+    with pytest.raises(errors.MethodNotAllowed) as info:
+        router.resolve("PATCH", "/api/v1/pim/bulk-jobs/j-1")
+    assert info.value.status == 405
+    assert info.value.details == {"allowed": ["DELETE", "GET"]}
+    with pytest.raises(errors.MethodNotAllowed) as info:
+        router.resolve("DELETE", "/api/v1/pim/bulk-jobs")
+    assert info.value.details == {"allowed": ["GET", "POST"]}
+
+
+def test_unknown_method_on_unknown_path_is_404(router: Router) -> None:
+    with pytest.raises(errors.NotFound):
+        router.resolve("PATCH", "/nowhere")
+
+
+@pytest.fixture
+def call(router: Router) -> Callable[[str, str], flask.Response]:
+    def run(method: str, path: str) -> flask.Response:
+        with app.test_request_context(path, method=method):
+            return router.handle(flask.request)
+
+    return run
+
+
+def test_handle_sets_the_allow_header_on_405(call: Any) -> None:
+    response = call("PUT", "/api/v1/pim/bulk-jobs")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+    assert response.get_json() == {
+        "error": {
+            "code": "method_not_allowed",
+            "message": "PUT is not allowed on /api/v1/pim/bulk-jobs.",
+            "details": {"allowed": ["GET", "POST"]},
+        }
+    }
+
+
+def test_handle_404_has_no_allow_header(call: Any) -> None:
+    response = call("GET", "/nope")
+    assert response.status_code == 404
+    assert "Allow" not in response.headers
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_handle_runs_the_handler_with_path_params(call: Any) -> None:
+    response = call("GET", "/api/v1/pim/bulk-jobs/abc/results")
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    assert response.get_json() == {"handler": "results", "params": {"job_id": "abc"}}

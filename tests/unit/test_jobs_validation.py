@@ -1,0 +1,263 @@
+"""Create-request validation and chunking of bulk jobs (no storage involved)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common import errors
+from common.config import Settings
+from common.http import loads_strict
+from common.models.job import JobType
+from common.services.jobs import split_chunks, validate_request
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SettingsEnv = Callable[..., Settings]
+
+
+@pytest.fixture(autouse=True)
+def _defaults(settings_env: SettingsEnv) -> Settings:
+    return settings_env(max_items_per_job=200_000, max_item_bytes=256 * 1024)
+
+
+def reject(body: Any, kind: type[errors.SynqError], status: int, code: str, field: str | None = None) -> errors.SynqError:
+    with pytest.raises(kind) as info:
+        validate_request(body)
+    assert info.value.status == status
+    assert info.value.code == code
+    if field is not None:
+        assert info.value.details == {"field": field}
+    return info.value
+
+
+# -- validate_request -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["bulk_import", "bulk_update", "bulk_delete"])
+def test_sample_payloads_are_accepted(name: str) -> None:
+    body = loads_strict((DATA / f"{name}.json").read_text())
+    job_type, payload, texts = validate_request(body)
+    assert job_type == JobType(body["job_type"])
+    assert payload == body["payload"]
+    assert [json.loads(t) for t in texts] == payload
+
+
+def test_item_texts_are_compact_utf8_json() -> None:
+    _, _, texts = validate_request({"job_type": "BULK_IMPORT", "payload": [{"title": "Pull é", "attributes": {"a": [1, 2]}}]})
+    assert texts == ['{"title":"Pull é","attributes":{"a":[1,2]}}']
+
+
+@pytest.mark.parametrize("body", [[], [{"job_type": "BULK_IMPORT"}], "x", 5, None, True])
+def test_body_must_be_an_object(body: Any) -> None:
+    reject(body, errors.BadRequest, 400, "invalid_body")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"payload": [{"title": "T"}]}, "job_type"),
+        ({"job_type": "BULK_IMPORT"}, "payload"),
+        ({}, "job_type"),
+        ({"payload": [], "extra": 1}, "job_type"),  # missing beats unknown
+    ],
+)
+def test_missing_fields_are_400(body: dict[str, Any], field: str) -> None:
+    error = reject(body, errors.BadRequest, 400, "missing_field", field)
+    assert error.message == f"Field '{field}' is required."
+
+
+def test_null_fields_are_present_but_invalid() -> None:
+    reject({"job_type": None, "payload": [{}]}, errors.Unprocessable, 422, "invalid_job_type", "job_type")
+    reject({"job_type": "BULK_IMPORT", "payload": None}, errors.Unprocessable, 422, "invalid_payload", "payload")
+
+
+@pytest.mark.parametrize("extra", ["dry_run", "Job_Type", "", "x" * 300])
+def test_unknown_top_level_field_is_422(extra: str) -> None:
+    body = {"job_type": "BULK_IMPORT", "payload": [{"title": "T"}], extra: True}
+    error = reject(body, errors.Unprocessable, 422, "unknown_field", extra[:100])
+    assert error.message == f"Unknown field '{extra[:100]}'."
+
+
+@pytest.mark.parametrize("job_type", ["bulk_import", "BULK_EXPORT", "", " BULK_IMPORT", 5, ["BULK_IMPORT"], "__class__", "name"])
+def test_unknown_job_type_is_422(job_type: Any) -> None:
+    reject({"job_type": job_type, "payload": [{"title": "T"}]}, errors.Unprocessable, 422, "invalid_job_type", "job_type")
+
+
+@pytest.mark.parametrize("job_type", ["BULK_IMPORT", "BULK_UPDATE", "BULK_DELETE"])
+def test_object_payload_is_422(job_type: str) -> None:
+    body = {"job_type": job_type, "payload": {"products": [{"title": "T"}]}}
+    reject(body, errors.Unprocessable, 422, "unsupported_payload", "payload")
+
+
+@pytest.mark.parametrize("payload", ["[]", 5, 1.5, True, None, "product"])
+def test_payload_that_is_not_an_array_is_422(payload: Any) -> None:
+    reject({"job_type": "BULK_IMPORT", "payload": payload}, errors.Unprocessable, 422, "invalid_payload", "payload")
+
+
+@pytest.mark.parametrize("job_type", ["BULK_IMPORT", "BULK_UPDATE", "BULK_DELETE"])
+def test_empty_payload_is_422(job_type: str) -> None:
+    reject({"job_type": job_type, "payload": []}, errors.Unprocessable, 422, "empty_payload", "payload")
+
+
+@pytest.mark.parametrize("bad", [5, None, {"id": "p-1"}, ["p-1"], True])
+def test_delete_items_must_be_strings(bad: Any) -> None:
+    body = {"job_type": "BULK_DELETE", "payload": ["p-1", bad]}
+    error = reject(body, errors.Unprocessable, 422, "invalid_payload", "payload[1]")
+    assert error.message == "payload[1] must be a product id string for BULK_DELETE."
+
+
+@pytest.mark.parametrize("job_type", ["BULK_IMPORT", "BULK_UPDATE"])
+@pytest.mark.parametrize("bad", ["p-1", 5, None, [{"title": "T"}]])
+def test_import_and_update_items_must_be_objects(job_type: str, bad: Any) -> None:
+    body = {"job_type": job_type, "payload": [{"title": "T"}, {"title": "U"}, bad]}
+    error = reject(body, errors.Unprocessable, 422, "invalid_payload", "payload[2]")
+    assert error.message == f"payload[2] must be a product object for {job_type}."
+
+
+def test_item_contents_are_not_validated_here() -> None:
+    # Field checks happen per item in the worker, so one bad item cannot sink the whole job.
+    _, _, texts = validate_request({"job_type": "BULK_IMPORT", "payload": [{"colour": "red"}, {}]})
+    assert texts == ['{"colour":"red"}', "{}"]
+
+
+def test_item_larger_than_max_item_bytes_is_413(settings_env: SettingsEnv) -> None:
+    settings_env(max_item_bytes=1000)
+    overhead = len('{"title":""}')
+    fits = {"title": "x" * (1000 - overhead)}
+    assert len(validate_request({"job_type": "BULK_IMPORT", "payload": [fits]})[2][0]) == 1000
+    too_big = {"title": "x" * (1001 - overhead)}
+    with pytest.raises(errors.PayloadTooLarge) as info:
+        validate_request({"job_type": "BULK_IMPORT", "payload": [fits, too_big]})
+    assert info.value.status == 413
+    assert info.value.message == "payload[1] is larger than 1000 bytes."
+
+
+def test_item_size_counts_utf8_bytes(settings_env: SettingsEnv) -> None:
+    settings_env(max_item_bytes=100)
+    item = {"title": "é" * 45}  # 57 characters, 102 bytes
+    with pytest.raises(errors.PayloadTooLarge):
+        validate_request({"job_type": "BULK_IMPORT", "payload": [item]})
+
+
+def test_default_item_limit_is_256_kib() -> None:
+    big = {"title": "T", "description": "d" * (256 * 1024)}
+    with pytest.raises(errors.PayloadTooLarge):
+        validate_request({"job_type": "BULK_IMPORT", "payload": [big]})
+
+
+def test_too_many_items_is_413(settings_env: SettingsEnv) -> None:
+    settings_env(max_items_per_job=3)
+    assert len(validate_request({"job_type": "BULK_DELETE", "payload": ["a", "b", "c"]})[2]) == 3
+    with pytest.raises(errors.PayloadTooLarge) as info:
+        validate_request({"job_type": "BULK_DELETE", "payload": ["a", "b", "c", "d"]})
+    assert info.value.status == 413
+
+
+def _accepts_then_round_trips(text: str) -> None:
+    """What the API accepts must come back through the worker's own parser (dispatch runs
+    `loads_strict` over the stored payload_json) and be encodable as UTF-8 for Firestore."""
+    try:
+        _, _, texts = validate_request(loads_strict(text))
+    except errors.SynqError as exc:
+        assert 400 <= exc.status < 500
+        return
+    payload_json = "[" + ",".join(texts) + "]"
+    payload_json.encode("utf-8")
+    loads_strict(payload_json)
+
+
+def test_accepted_payloads_round_trip() -> None:
+    _accepts_then_round_trips('{"job_type": "BULK_IMPORT", "payload": [{"title": "T", "attributes": {"w": 1.5e300}}]}')
+    _accepts_then_round_trips('{"job_type": "BULK_IMPORT", "payload": [{"title": "\\ud83d\\ude00"}]}')
+
+
+def test_lone_surrogate_is_a_client_error() -> None:
+    _accepts_then_round_trips('{"job_type": "BULK_IMPORT", "payload": [{"title": "\\ud800"}]}')
+
+
+def test_overflowing_number_is_refused_or_round_trips() -> None:
+    _accepts_then_round_trips('{"job_type": "BULK_IMPORT", "payload": [{"title": "T", "attributes": {"w": 1e999}}]}')
+
+
+# -- split_chunks -----------------------------------------------------------------------------------
+
+
+def check_chunks(texts: list[str], size: int, max_bytes: int) -> list[tuple[int, int, str, int]]:
+    """Every invariant a chunking must keep; returns the chunks."""
+    chunks = list(split_chunks(texts, size, max_bytes))
+    assert [c[0] for c in chunks] == list(range(len(chunks)))
+    expected_first = 0
+    items: list[Any] = []
+    for _n, first, items_json, count in chunks:
+        assert first == expected_first
+        expected_first += count
+        parsed = json.loads(items_json)
+        assert len(parsed) == count
+        assert 1 <= count <= size
+        items.extend(parsed)
+        if count > 1:
+            assert len(items_json) <= max_bytes + 2
+    assert expected_first == len(texts)
+    assert items == [json.loads(t) for t in texts]
+    # Greedy: a chunk is closed only when the next item would not fit (by count or by size).
+    for (_, _first, items_json, count), following in itertools.pairwise(chunks):
+        next_text = texts[following[1]]
+        assert count == size or (len(items_json) - 1) + len(next_text) > max_bytes
+    return chunks
+
+
+def test_no_items_no_chunks() -> None:
+    assert list(split_chunks([], 10, 100)) == []
+
+
+def test_chunks_respect_the_item_count() -> None:
+    texts = [json.dumps(i) for i in range(10)]
+    chunks = check_chunks(texts, 3, 10_000)
+    assert [(n, first, count) for n, first, _, count in chunks] == [(0, 0, 3), (1, 3, 3), (2, 6, 3), (3, 9, 1)]
+    assert chunks[0][2] == "[0,1,2]"
+
+
+def test_chunks_respect_the_byte_budget() -> None:
+    texts = ['"' + "x" * 8 + '"'] * 10  # 10 characters each, 11 with the separator
+    chunks = check_chunks(texts, 100, 35)
+    assert [c[3] for c in chunks] == [3, 3, 3, 1]
+    assert all(len(c[2]) <= 35 for c in chunks)
+
+
+def test_an_item_larger_than_the_budget_gets_its_own_chunk() -> None:
+    texts = ['"a"', '"' + "b" * 100 + '"', '"c"']
+    chunks = check_chunks(texts, 10, 20)
+    assert [(c[1], c[3]) for c in chunks] == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_one_item_per_chunk() -> None:
+    assert [c[3] for c in check_chunks(['"a"', '"b"'], 1, 1000)] == [1, 1]
+
+
+json_texts = st.lists(
+    st.recursive(
+        st.one_of(st.integers(-1000, 1000), st.text(alphabet="abc xyz", max_size=30), st.booleans(), st.none()),
+        lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text("kq", max_size=3), c, max_size=3)),
+        max_leaves=8,
+    ).map(lambda v: json.dumps(v, separators=(",", ":"))),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=json_texts, size=st.integers(1, 12), max_bytes=st.integers(1, 300))
+def test_chunking_property(texts: list[str], size: int, max_bytes: int) -> None:
+    check_chunks(texts, size, max_bytes)
+
+
+def test_chunk_budget_counts_utf8_bytes() -> None:
+    texts = [json.dumps({"title": "é" * 100}, ensure_ascii=False)] * 10  # 112 characters, 212 bytes each
+    chunks = list(split_chunks(texts, 100, 500))
+    assert all(len(c[2].encode("utf-8")) <= 500 + 2 for c in chunks if c[3] > 1)
