@@ -81,9 +81,7 @@ def get_bulk_job_results(request: Request) -> Response:
 @router.route("GET", f"{PREFIX}/products")
 def list_products(request: Request) -> Response:
     principal = authenticate(request)
-    items, next_cursor = catalog.list_products(
-        principal.scope, sku=request.query("sku"), limit=_limit(request), cursor=request.query("cursor")
-    )
+    items, next_cursor = catalog.list_products(principal.scope, sku=request.query("sku"), limit=_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
 
 

@@ -48,6 +48,10 @@ class Conflict(SynqError):
     code, status = "conflict", 409
 
 
+class Gone(SynqError):
+    code, status = "gone", 410
+
+
 class PayloadTooLarge(SynqError):
     code, status = "payload_too_large", 413
 

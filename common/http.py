@@ -89,9 +89,7 @@ def loads_strict(text: str) -> Any:
     """JSON as RFC 8259 has it: no NaN/Infinity (nor numbers that overflow to it), no duplicate keys,
     no lone surrogates (they cannot be stored as UTF-8), bounded nesting."""
     try:
-        value = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float
-        )
+        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as exc:
         raise errors.BadRequest("JSON is nested too deeply.", code="malformed_json") from exc
     except json.JSONDecodeError as exc:
@@ -186,7 +184,7 @@ class Router:
         request = Request(
             method=raw.method,
             path=raw.path,
-            headers=raw.headers,
+            headers=raw.headers,  # type: ignore[arg-type]
             args=raw.args,
             remote_addr=raw.remote_addr or "",
             raw=raw,

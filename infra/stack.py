@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -131,7 +132,7 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = self.state_dir / "logs" / f"{name}.log"
-        handle = open(log, "ab")  # noqa: SIM115 - the child owns it
+        handle = open(log, "ab")  # noqa: SIM115 - the child process owns it
         proc = subprocess.Popen(
             argv,
             cwd=ROOT,
@@ -175,10 +176,8 @@ class Stack:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=10)
 
     def start(self) -> Stack:
@@ -247,9 +246,7 @@ class Stack:
         tk = self._spawn("tasks", [tasks_cli, "start", "--port", str(p["tasks"]), "--default-queue", queue], os.environ.copy())
         wait_for("firestore emulator", lambda: http_ok(f"http://127.0.0.1:{p['firestore']}/"), 60, fs, self.log_path("firestore"))
         wait_for("pubsub emulator", lambda: port_open(p["pubsub"]), 60, ps, self.log_path("pubsub"))
-        wait_for(
-            "storage emulator", lambda: http_ok(f"http://127.0.0.1:{p['storage']}/storage/v1/b"), 60, st, self.log_path("storage")
-        )
+        wait_for("storage emulator", lambda: http_ok(f"http://127.0.0.1:{p['storage']}/storage/v1/b"), 60, st, self.log_path("storage"))
         wait_for("tasks emulator", lambda: port_open(p["tasks"]), 60, tk, self.log_path("tasks"))
 
     def _wire(self) -> None:
@@ -279,16 +276,12 @@ class Stack:
 
     def run_python(self, code: str) -> str:
         """Run code against this stack's emulators in a fresh process; returns its stdout."""
-        out = subprocess.run(
-            [self.python, "-c", code], cwd=ROOT, env=self.function_env(), capture_output=True, text=True, timeout=120
-        )
+        out = subprocess.run([self.python, "-c", code], cwd=ROOT, env=self.function_env(), capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
         return out.stdout
 
-    def mint_token(
-        self, org_id: str, tenant_ids: list[str], email: str, role: str = "admin", expires_in: float | None = None
-    ) -> str:
+    def mint_token(self, org_id: str, tenant_ids: list[str], email: str, role: str = "admin", expires_in: float | None = None) -> str:
         code = (
             "import json,sys; from datetime import timedelta; from common.models.base import utcnow; "
             "from common.store.tokens import mint_token; "
@@ -330,7 +323,7 @@ class Stack:
                     publisher = pubsub_v1.PublisherClient()
                 topic = publisher.topic_path(self.project, TOPICS["reconcile_topic"])
                 publisher.publish(topic, b"{}").result(timeout=10)
-            except Exception:  # noqa: BLE001 - a missed tick is retried on the next one
+            except Exception:  # a missed tick is retried on the next one
                 publisher = None
 
     def stop(self) -> None:

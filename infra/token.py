@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -12,8 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_env(path: Path) -> None:
+    """Point at the local stack when its env file exists; otherwise use the environment as it is
+    (with GOOGLE_CLOUD_PROJECT set and no *_EMULATOR_HOST, that is the real Firestore)."""
     if not path.exists():
-        raise SystemExit(f"{path} not found: start the stack with `make dev` first")
+        print(f"{path} not found: using the environment as it is", file=sys.stderr)
+        return
     for line in path.read_text().splitlines():
         key, _, value = line.partition("=")
         if key and key.isupper():

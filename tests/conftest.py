@@ -119,7 +119,9 @@ class Tenant:
                 return items
 
 
-def mint(org_id: str, tenant_ids: list[str], *, role: str = "admin", email: str | None = None, expires_in: float | None = None) -> tuple[str, str, str]:
+def mint(
+    org_id: str, tenant_ids: list[str], *, role: str = "admin", email: str | None = None, expires_in: float | None = None
+) -> tuple[str, str, str]:
     """(token, email, user id) for a new token, minted in-process against the test emulators."""
     from datetime import timedelta
 

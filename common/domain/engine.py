@@ -64,7 +64,9 @@ class Loader(Protocol):
 
     def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
 
-    def open_issue_ids(self, product_id: str) -> list[str]: ...
+    def open_issues(self, product_id: str) -> list[dict[str, Any]]:
+        """Unresolved issues pointing at the product: their `id` and `identifier`."""
+        ...
 
 
 @dataclass
@@ -144,13 +146,7 @@ class CatalogView:
     # -- writes ------------------------------------------------------------------------------
 
     def write_count(self) -> int:
-        return (
-            len(self.dirty_products)
-            + len(self.dirty_skus)
-            + len(self.dirty_identifiers)
-            + len(self.issue_writes)
-            + len(self.audits)
-        )
+        return len(self.dirty_products) + len(self.dirty_skus) + len(self.dirty_identifiers) + len(self.issue_writes) + len(self.audits)
 
     def open_issue(self, issue_id: str, doc: dict[str, Any]) -> None:
         self.issue_writes[issue_id] = {
@@ -272,9 +268,7 @@ def _toggle_duplicate(view: CatalogView, index: int, holder_id: str, sku: str, d
     view.dirty_products.add(holder_id)
 
 
-def _move_skus(
-    view: CatalogView, index: int, product_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None
-) -> set[str]:
+def _move_skus(view: CatalogView, index: int, product_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
     """Update the SKU index for one product's change; returns its SKUs now held more than once."""
     old_skus = rules.product_skus(old) if old else Counter()
     new_skus = rules.product_skus(new) if new else Counter()
@@ -374,8 +368,13 @@ def save_product(
         assert old is not None
         for entry in old.get("open_issues", {}).values():
             view.resolve_issue(entry["id"])
-        for issue_id in view.loader.open_issue_ids(product_id):
-            view.resolve_issue(issue_id)
+        # Failure issues of items that matched this product go with it, out of the identifier index too.
+        for issue in view.loader.open_issues(product_id):
+            view.resolve_issue(issue["id"])
+            if issue.get("identifier"):
+                entry = view.identifier_entry(issue["identifier"])
+                if entry["open"].pop(issue["id"], None):
+                    view.dirty_identifiers.add(issue["identifier"])
         action, result = "product.deleted", DELETED
         details["sku"] = old.get("sku")
     else:
@@ -389,11 +388,7 @@ def save_product(
             details["fields"] = sorted(k for k in CORE_FIELDS if new.get(k) not in (None, {}, []))
         else:
             action, result = "product.updated", UPDATED
-            details["changes"] = {
-                k: {"old": _short(old.get(k)), "new": _short(new.get(k))}
-                for k in _data_keys(old, new)
-                if old.get(k) != new.get(k)
-            }
+            details["changes"] = {k: {"old": _short(old.get(k)), "new": _short(new.get(k))} for k in _data_keys(old, new) if old.get(k) != new.get(k)}
     view.audit(index, action, "product", product_id, details)
     if old is not None and new is not None and old.get("variants") != new.get("variants"):
         _audit_variants(view, index, old.get("variants") or [], new.get("variants") or [])
@@ -466,9 +461,7 @@ def record_failure(view: CatalogView, index: int, identifier: str | None, failur
     return result(index, identifier, failure.product_id, FAILED, [e.dump() for e in failure.errors])
 
 
-def result(
-    index: int, identifier: str | None, product_id: str | None, outcome: str, errors: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def result(index: int, identifier: str | None, product_id: str | None, outcome: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"index": index, "identifier": identifier, "product_id": product_id, "result": outcome, "errors": errors or []}
 
 
@@ -549,11 +542,12 @@ def apply_plain_item(view: CatalogView, index: int, raw: Any) -> dict[str, Any]:
 def _import(view: CatalogView, index: int, raw: Any, identifier: str | None) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_item", "Each item must be a JSON object (a product).")])
+    sku = _str_field(raw, "sku")
+    product_id = _by_sku(view, sku) if sku else None
     try:
         item = ProductIn.model_validate(raw)
     except ValidationError as exc:
-        raise ItemFailure(IMPORT_REJECTED, _validation_errors(exc)) from None
-    product_id = _by_sku(view, item.sku) if item.sku else None
+        raise ItemFailure(IMPORT_REJECTED, _validation_errors(exc), product_id) from None
     if product_id is None:
         product_id = derived_id(view.ctx.job_id, index, "product")
         # Known absent without a read: had an earlier step created it, that step would have
@@ -567,35 +561,35 @@ def _import(view: CatalogView, index: int, raw: Any, identifier: str | None) -> 
     return result(index, identifier, product_id, outcome)
 
 
+def _find_for_update(view: CatalogView, raw: dict[str, Any]) -> tuple[str | None, str]:
+    """The product an update item names (by `id`, else `sku`), and what to say when there is none."""
+    pid, sku = raw.get("id"), raw.get("sku")
+    if isinstance(pid, str):
+        found = pid if _safe_id(pid) and view.product(pid) is not None else None
+        return found, f"No product with id '{pid[:100]}' in this tenant."
+    if pid is None and isinstance(sku, str) and sku:
+        return _by_sku(view, sku), f"No product with SKU '{sku[:128]}' in this tenant."
+    return None, ""
+
+
 def _update(view: CatalogView, index: int, raw: Any, identifier: str | None) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_item", "Each item must be a JSON object with 'id' or 'sku'.")])
+    product_id, missing = _find_for_update(view, raw)
     try:
         patch = ProductPatch.model_validate(raw)
     except ValidationError as exc:
-        raise ItemFailure(IMPORT_REJECTED, _validation_errors(exc)) from None
-    if "title" in patch.model_fields_set and patch.title is None:
-        raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_value", "Field 'title' cannot be cleared.", "title")])
-    if patch.id is not None:
-        product_id: str | None = patch.id if _safe_id(patch.id) else None
-        product = view.product(product_id) if product_id else None
-        missing = f"No product with id '{patch.id[:100]}' in this tenant."
-    elif patch.sku is not None:
-        product_id = _by_sku(view, patch.sku)
-        product = view.product(product_id) if product_id else None
-        missing = f"No product with SKU '{patch.sku}' in this tenant."
-    else:
-        raise ItemFailure(
-            IMPORT_REJECTED, [ItemError("missing_field", "Give 'id' or 'sku' to name the product to update.", "id")]
-        )
-    if product is None or product_id is None:
+        raise ItemFailure(IMPORT_REJECTED, _validation_errors(exc), product_id) from None
+    if patch.id is None and patch.sku is None:
+        raise ItemFailure(IMPORT_REJECTED, [ItemError("missing_field", "Give 'id' or 'sku' to name the product to update.", "id")])
+    if product_id is None:
         raise ItemFailure(PRODUCT_NOT_FOUND, [ItemError("product_not_found", missing, "id" if patch.id else "sku")])
+    if "title" in patch.model_fields_set and patch.title is None:
+        raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_value", "Field 'title' cannot be cleared.", "title")], product_id)
     changes = _fields(patch, product_id)
-    if patch.id is not None and "sku" not in patch.model_fields_set:
-        changes.pop("sku", None)
-    elif patch.id is None:
+    if patch.id is None:
         changes.pop("sku", None)  # the SKU named the product; it is not a change
-    new = {**product, **changes}
+    new = {**(view.product(product_id) or {}), **changes}
     outcome = save_product(view, index, product_id, new, identifiers=[identifier, product_id])
     return result(index, identifier, product_id, outcome)
 
@@ -605,8 +599,6 @@ def _delete(view: CatalogView, index: int, raw: Any, identifier: str | None) -> 
         raise ItemFailure(IMPORT_REJECTED, [ItemError("invalid_item", "Each BULK_DELETE item must be a product id string.")])
     product = view.product(raw) if _safe_id(raw) else None
     if product is None:
-        raise ItemFailure(
-            PRODUCT_NOT_FOUND, [ItemError("product_not_found", f"No product with id '{raw[:100]}' in this tenant.", "id")]
-        )
+        raise ItemFailure(PRODUCT_NOT_FOUND, [ItemError("product_not_found", f"No product with id '{raw[:100]}' in this tenant.", "id")])
     outcome = save_product(view, index, raw, None, identifiers=[identifier])
     return result(index, identifier, raw, outcome)

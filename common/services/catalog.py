@@ -31,9 +31,7 @@ def list_products(scope: Scope, *, sku: str | None, limit: int, cursor: str | No
     return [product_public(d) for d in docs], next_cursor
 
 
-def list_issues(
-    scope: Scope, filters: dict[str, str], *, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+def list_issues(scope: Scope, filters: dict[str, str], *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     severity = filters.get("severity")
     if severity is not None and severity not in (ERROR, WARNING):
         raise errors.BadRequest("severity must be WARNING or ERROR.", code="invalid_query")

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
+
 from common import errors
 from common.auth import Principal
 from common.config import get_settings
@@ -39,9 +41,7 @@ def validate_request(body: Any) -> tuple[JobType, Any, list[str]]:
             raise errors.BadRequest(f"Field '{name}' is required.", code="missing_field", details={"field": name})
     unknown = sorted(set(body) - _REQUEST_FIELDS)
     if unknown:
-        raise errors.Unprocessable(
-            f"Unknown field '{unknown[0][:100]}'.", code="unknown_field", details={"field": unknown[0][:100]}
-        )
+        raise errors.Unprocessable(f"Unknown field '{unknown[0][:100]}'.", code="unknown_field", details={"field": unknown[0][:100]})
     job_type = body["job_type"]
     if not isinstance(job_type, str) or job_type not in JobType.__members__:
         raise errors.Unprocessable(
@@ -133,7 +133,10 @@ def create_job(principal: Principal, body: Any) -> dict[str, Any]:
 def payload_text(job: dict[str, Any]) -> str:
     if "payload_json" in job:
         return str(job["payload_json"])
-    return blobs.get_text(job["payload_object"])
+    try:
+        return blobs.get_text(job["payload_object"])
+    except gexc.NotFound as exc:
+        raise errors.Gone("The payload of this job is past its retention and was deleted.", code="payload_expired") from exc
 
 
 def public(job: dict[str, Any], payload_json: str | None = None) -> dict[str, Any]:
@@ -170,9 +173,7 @@ def list_jobs(scope: Scope, job_type: str, *, limit: int, cursor: str | None) ->
 
 def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool) -> tuple[list[dict[str, Any]], int | None]:
     get_job(scope, job_id)
-    return store.results_page(
-        scope, job_id, start=start, limit=limit, failed_only=failed_only, chunk_size=get_settings().chunk_size
-    )
+    return store.results_page(scope, job_id, start=start, limit=limit, failed_only=failed_only, chunk_size=get_settings().chunk_size)
 
 
 # -- pipeline ---------------------------------------------------------------------------------
@@ -180,7 +181,8 @@ def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: b
 
 def split_chunks(texts: list[str], size: int, max_bytes: int) -> Iterator[tuple[int, int, str, int]]:
     """Group item texts into chunks of at most `size` items and about `max_bytes` bytes."""
-    n, first, group, group_bytes = 0, 0, [], 0
+    n, first, group_bytes = 0, 0, 0
+    group: list[str] = []
     for index, text in enumerate(texts):
         text_bytes = len(text.encode("utf-8"))
         if group and (len(group) >= size or group_bytes + text_bytes > max_bytes):
@@ -306,9 +308,7 @@ def reconcile() -> dict[str, int]:
     for chunk in store.stale_chunks(cutoff):
         scope = Scope(chunk["org_id"], chunk["tenant_id"])
         store.touch_chunk(scope, chunk["job_id"], chunk["n"])
-        chunk_messages.append(
-            ChunkMessage(job_id=chunk["job_id"], org_id=chunk["org_id"], tenant_id=chunk["tenant_id"], chunk=chunk["n"])
-        )
+        chunk_messages.append(ChunkMessage(job_id=chunk["job_id"], org_id=chunk["org_id"], tenant_id=chunk["tenant_id"], chunk=chunk["n"]))
     counts["chunks_republished"] = queue.publish(settings.chunks_topic, chunk_messages) if chunk_messages else 0
     for job in store.stale_processing(cutoff):
         scope = Scope(job["org_id"], job["tenant_id"])

@@ -53,14 +53,14 @@ class FirestoreLoader:
     def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         return self._get_all("identifier_index", {i: index_key(i) for i in identifiers})
 
-    def open_issue_ids(self, product_id: str) -> list[str]:
+    def open_issues(self, product_id: str) -> list[dict[str, Any]]:
         query = (
             coll(self.scope, "validation_issues", self.db)
             .where(filter=firestore.FieldFilter("product_id", "==", product_id))
             .where(filter=firestore.FieldFilter("resolved", "==", False))
         )
         snaps = query.get(transaction=self.tx) if self.tx else query.get()
-        return [s.id for s in snaps]
+        return [{"id": s.id, "identifier": s.get("identifier")} for s in snaps]
 
 
 def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:
@@ -163,31 +163,23 @@ def get_product(scope: Scope, product_id: str) -> dict[str, Any] | None:
 
 def list_products(scope: Scope, *, sku: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     products = coll(scope, "products")
-    query: firestore.Query = products
+    query: Any = products
     if sku is not None:
         query = query.where(filter=firestore.FieldFilter("sku", "==", sku))
-    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
-        "__name__", direction=firestore.Query.DESCENDING
-    )
+    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by("__name__", direction=firestore.Query.DESCENDING)
     return pages.page(query, products, limit=limit, cursor=cursor)
 
 
 def list_audit(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     events = coll(scope, "audit_events")
-    query = events.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
-        "__name__", direction=firestore.Query.DESCENDING
-    )
+    query = events.order_by("created_at", direction=firestore.Query.DESCENDING).order_by("__name__", direction=firestore.Query.DESCENDING)
     return pages.page(query, events, limit=limit, cursor=cursor)
 
 
-def list_issues(
-    scope: Scope, *, filters: dict[str, str], limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+def list_issues(scope: Scope, *, filters: dict[str, str], limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     issues = coll(scope, "validation_issues")
     query = issues.where(filter=firestore.FieldFilter("resolved", "==", False))
     for name, value in filters.items():
         query = query.where(filter=firestore.FieldFilter(name, "==", value))
-    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
-        "__name__", direction=firestore.Query.DESCENDING
-    )
+    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by("__name__", direction=firestore.Query.DESCENDING)
     return pages.page(query, issues, limit=limit, cursor=cursor)

@@ -14,7 +14,7 @@ from common.clients import firestore_client
 from common.models.base import utcnow
 from common.models.job import JobStatus
 from common.store import pages
-from common.store.paths import Scope, chunk_id, coll, job_ref
+from common.store.paths import Scope, chunk_id, coll, data, job_ref
 
 
 def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any]) -> None:
@@ -95,14 +95,14 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
 
 def _create_all(db: firestore.Client, docs: list[tuple[firestore.DocumentReference, dict[str, Any]]]) -> None:
     batch = db.batch()
-    for ref, data in docs:
-        batch.create(ref, data)
+    for ref, fields in docs:
+        batch.create(ref, fields)
     try:
         batch.commit()
     except gexc.AlreadyExists:
-        for ref, data in docs:
+        for ref, fields in docs:
             with contextlib.suppress(gexc.AlreadyExists):
-                ref.create(data)
+                ref.create(fields)
 
 
 def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count: int) -> bool:
@@ -149,7 +149,7 @@ def claim_chunk(scope: Scope, job_id: str, n: int, owner: str, lease_seconds: fl
         snap = ref.get(transaction=tx)
         if not snap.exists or snap.get("done"):
             return "done"
-        progress = snap.to_dict()
+        progress = data(snap)
         now = utcnow()
         lease_until = progress.get("lease_until")
         if progress.get("lease_owner") not in (None, owner) and lease_until is not None and lease_until > now:
@@ -184,7 +184,7 @@ def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
         snap = progress_ref.get()
         if not snap.exists:
             return None
-        p = snap.to_dict()
+        p = data(snap)
         ok, failed = p["ok"] - p["counted_ok"], p["failed"] - p["counted_failed"]
         done = p["done"] and not p["counted_done"]
         if not (ok or failed or done):
@@ -232,7 +232,7 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
         snap = ref.get(transaction=tx)
         if not snap.exists:
             return None
-        job = snap.to_dict()
+        job = data(snap)
         if job["status"] != JobStatus.PROCESSING or job.get("chunks_done", 0) < job.get("chunk_count", 0):
             return None
         status = JobStatus.FAILED if job.get("failed_items") else JobStatus.COMPLETED
@@ -251,9 +251,7 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
     return close(db.transaction())  # type: ignore[no-any-return]
 
 
-def results_page(
-    scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int
-) -> tuple[list[dict[str, Any]], int | None]:
+def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int) -> tuple[list[dict[str, Any]], int | None]:
     """Per-item results from index `start`, in payload order; returns (results, next start).
 
     A chunk holds at most `chunk_size` items, so the chunk holding `start` begins after
@@ -266,7 +264,7 @@ def results_page(
     query = query.order_by("first_index")
     out: list[dict[str, Any]] = []
     for snap in query.stream():
-        chunk = snap.to_dict()
+        chunk = data(snap)
         if chunk["first_index"] + chunk["count"] <= start:
             continue
         for item in chunk.get("results", []):
@@ -286,7 +284,7 @@ def stale_pending(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]:
         .where(filter=firestore.FieldFilter("touched_at", "<", cutoff))
         .limit(limit)
     )
-    return [s.to_dict() for s in query.stream()]
+    return [data(s) for s in query.stream()]
 
 
 def stale_processing(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]:
@@ -297,7 +295,7 @@ def stale_processing(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]
         .where(filter=firestore.FieldFilter("touched_at", "<", cutoff))
         .limit(limit)
     )
-    return [s.to_dict() for s in query.stream()]
+    return [data(s) for s in query.stream()]
 
 
 def stale_chunks(cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
@@ -308,7 +306,7 @@ def stale_chunks(cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
         .where(filter=firestore.FieldFilter("updated_at", "<", cutoff))
         .limit(limit)
     )
-    return [s.to_dict() for s in query.stream()]
+    return [data(s) for s in query.stream()]
 
 
 def touch_job(scope: Scope, job_id: str) -> None:

@@ -40,6 +40,6 @@ def page(
             raise errors.BadRequest("The cursor is not valid.", code="invalid_cursor")
         query = query.start_after(snap)
     snaps = list(query.limit(limit + 1).stream())
-    docs = [s.to_dict() | {"id": s.id} for s in snaps[:limit]]
+    docs = [(s.to_dict() or {}) | {"id": s.id} for s in snaps[:limit]]
     next_cursor = encode_cursor(snaps[limit - 1].id) if len(snaps) > limit else None
     return docs, next_cursor

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from google.cloud import firestore
 
@@ -28,6 +29,11 @@ class Scope:
 
     org_id: str
     tenant_id: str
+
+
+def data(snap: firestore.DocumentSnapshot) -> dict[str, Any]:
+    """The fields of a snapshot known to exist (query results, checked `.exists`)."""
+    return snap.to_dict() or {}
 
 
 def tenant_ref(scope: Scope, client: firestore.Client | None = None) -> firestore.DocumentReference:

@@ -42,8 +42,10 @@ class Pipeline:
                 with warnings.catch_warnings():
                     # return_immediately is deprecated for production pulls; a test wants exactly it.
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    response = subscriber.pull(request={"subscription": self.subscriptions[topic_key], "max_messages": 1000, "return_immediately": True},
-                    timeout=10,)
+                    response = subscriber.pull(
+                        request={"subscription": self.subscriptions[topic_key], "max_messages": 1000, "return_immediately": True},
+                        timeout=10,
+                    )
                 if not response.received_messages:
                     return out
                 out += [m.message.data for m in response.received_messages]

@@ -19,8 +19,13 @@ from tests.integration.conftest import Pipeline
 
 def products(n: int, prefix: str = "P") -> list[dict[str, Any]]:
     return [
-        {"title": f"{prefix} product {i}", "sku": f"{prefix}-{i}", "description": "A long enough description of this product.",
-         "category": "Shirts", "brand": "HarbourLine"}
+        {
+            "title": f"{prefix} product {i}",
+            "sku": f"{prefix}-{i}",
+            "description": "A long enough description of this product.",
+            "category": "Shirts",
+            "brand": "HarbourLine",
+        }
         for i in range(n)
     ]
 
@@ -173,7 +178,9 @@ def test_worker_killed_mid_chunk_finishes_once_after_the_reconciler(pipeline: Pi
         "SYNQ_JOBS_TOPIC": settings.jobs_topic,
         "SYNQ_STALE_AFTER_SECONDS": str(settings.stale_after_seconds),  # its lease lapses as fast as we reconcile
     }
-    proc = subprocess.run([sys.executable, "-c", CRASHING_WORKER, chunk.model_dump_json()], env=env, cwd=stack.function_env()["PYTHONPATH"], timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_WORKER, chunk.model_dump_json()], env=env, cwd=stack.function_env()["PYTHONPATH"], timeout=60
+    )
     assert proc.returncode == -signal.SIGKILL
     assert pipeline.job(job["id"])["status"] == "PROCESSING"
     # It died after committing its first step and before counting it into the job.

@@ -903,7 +903,7 @@ def test_prefetch_loads_in_batches(catalog: MemoryCatalog) -> None:
     view.loader.calls.clear()
     for i, pid in enumerate(ids):
         assert apply_plain_item(view, i, pid)["result"] == "deleted"
-    assert {name for name, _ in view.loader.calls} == {"open_issue_ids"}
+    assert {name for name, _ in view.loader.calls} == {"open_issues"}
 
 
 # -- the sample payloads ------------------------------------------------------------------------------
