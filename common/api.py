@@ -9,7 +9,7 @@ from common import errors
 from common.auth import authenticate
 from common.config import get_settings
 from common.http import Request, Response, Router, query_int
-from common.services import catalog, jobs
+from common.services import catalog, exports, jobs, notifications
 
 PREFIX = "/api/v1/pim"
 router = Router()
@@ -105,3 +105,56 @@ def list_audit_events(request: Request) -> Response:
     limit = query_int(request, "limit", 100, low=1, high=200)
     items, next_cursor = catalog.list_audit(principal.scope, limit=limit, cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
+
+
+@router.route("POST", f"{PREFIX}/export")
+def request_export(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(exports.request_export(principal), status=202)
+
+
+@router.route("GET", f"{PREFIX}/exports/{{export_id}}")
+def get_export(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(exports.get_export(principal.scope, request.params["export_id"]))
+
+
+@router.route("GET", f"{PREFIX}/exports/{{export_id}}/download")
+def download_export(request: Request) -> Response:
+    """With a token as usual, or with the signed link a notification carries (no token needed)."""
+    export_id = request.params["export_id"]
+    scope = exports.signed_scope(dict(request.args), export_id)
+    if scope is None:
+        scope = authenticate(request).scope
+    return Response(None, stream=exports.download(scope, export_id), content_type="application/x-ndjson")
+
+
+@router.route("GET", f"{PREFIX}/notification-settings")
+def get_notification_settings(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(notifications.get_notification_settings(principal.scope))
+
+
+@router.route("PUT", f"{PREFIX}/notification-settings")
+def put_notification_settings(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(notifications.put_notification_settings(principal, request.json(max_bytes=64 * 1024)))
+
+
+@router.route("POST", f"{PREFIX}/notification-settings/rotate-secret")
+def rotate_signing_secret(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(notifications.rotate_secret(principal))
+
+
+@router.route("GET", f"{PREFIX}/notification-deliveries")
+def list_notification_deliveries(request: Request) -> Response:
+    principal = authenticate(request)
+    items, next_cursor = notifications.list_deliveries(principal.scope, limit=_limit(request), cursor=request.query("cursor"))
+    return paged(request, items, next_cursor)
+
+
+@router.route("POST", f"{PREFIX}/notification-deliveries/{{delivery_id}}/redeliver")
+def redeliver_notification(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(notifications.redeliver(principal, request.params["delivery_id"]))

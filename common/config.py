@@ -42,6 +42,30 @@ class Settings(BaseSettings):
 
     # Webhooks to private or loopback addresses are refused unless this is set (local stack, tests).
     allow_private_webhooks: bool = False
+    webhook_timeout_seconds: float = 10.0
+    # Where Cloud Tasks reaches deliver_notification, the OIDC identity it uses, and the queue's
+    # backoff (mirrored from infra/deploy.py, to tell callers when the next retry is due).
+    tasks_location: str = "us-central1"
+    tasks_service_account: str = ""
+    tasks_min_backoff_seconds: float = 10.0
+    tasks_max_backoff_seconds: float = 3600.0
+
+    # Export files: read page by page, written through a resumable (streaming) upload.
+    export_page_size: int = 500
+    export_upload_chunk_bytes: int = 4 * 1024 * 1024
+    excluded_ids_listed: int = 1000
+    # download_url in notifications: the API's download route with an HMAC-signed expiry, so a
+    # webhook receiver needs no API token. The key comes from Secret Manager in the cloud.
+    public_api_url: str = "http://127.0.0.1:8080"
+    download_signing_key: str = ""
+    download_url_ttl_seconds: int = 7 * 24 * 3600
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_tls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_sender: str = "Synq <no-reply@synq.local>"
 
 
 @lru_cache(maxsize=1)

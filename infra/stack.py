@@ -32,10 +32,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 # Function targets of main.py: (name, kind, topic it is pushed from).
-HTTP_FUNCTIONS = ["api"]
+HTTP_FUNCTIONS = ["api", "deliver_notification"]
 EVENT_FUNCTIONS = {
     "dispatch_job": "jobs_topic",
     "process_chunk": "chunks_topic",
+    "run_export": "exports_topic",
     "reconcile": "reconcile_topic",
 }
 TOPICS = {
@@ -100,6 +101,12 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     demo: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+    # Signs download links within this stack only; production takes it from Secret Manager.
+    signing_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.state_dir / "mail"
 
     # -- environment ---------------------------------------------------------------------------
 
@@ -118,6 +125,11 @@ class Stack:
             "SYNQ_BUCKET": "synq-local",
             "SYNQ_STALE_AFTER_SECONDS": str(self.stale_after_seconds),
             "SYNQ_ALLOW_PRIVATE_WEBHOOKS": "true",
+            "SYNQ_DELIVER_URL": f"http://127.0.0.1:{self.ports['deliver_notification']}/",
+            "SYNQ_PUBLIC_API_URL": self.api_url,
+            "SYNQ_DOWNLOAD_SIGNING_KEY": self.signing_key,
+            "SYNQ_SMTP_HOST": "127.0.0.1",
+            "SYNQ_SMTP_PORT": str(self.ports["smtp"]),
             **self.extra_env,
         }
 
@@ -183,7 +195,7 @@ class Stack:
     def start(self) -> Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
-        for name in ("firestore", "pubsub", "storage", "tasks", *HTTP_FUNCTIONS, *EVENT_FUNCTIONS):
+        for name in ("firestore", "pubsub", "storage", "tasks", "smtp", *HTTP_FUNCTIONS, *EVENT_FUNCTIONS):
             self.ports.setdefault(name, free_port())
         self.ports["api"] = self.api_port
         if port_open(self.api_port):
@@ -243,11 +255,13 @@ class Stack:
         )
         tasks_cli = str(Path(self.tasks_python).parent / "gcloud-tasks-emulator")
         queue = f"projects/{self.project}/locations/us-central1/queues/notifications"
+        sm = self._spawn("smtp", [self.python, "-m", "infra.smtp_sink", "--port", str(p["smtp"]), "--dir", str(self.mail_dir)])
         tk = self._spawn("tasks", [tasks_cli, "start", "--port", str(p["tasks"]), "--default-queue", queue], os.environ.copy())
         wait_for("firestore emulator", lambda: http_ok(f"http://127.0.0.1:{p['firestore']}/"), 60, fs, self.log_path("firestore"))
         wait_for("pubsub emulator", lambda: port_open(p["pubsub"]), 60, ps, self.log_path("pubsub"))
         wait_for("storage emulator", lambda: http_ok(f"http://127.0.0.1:{p['storage']}/storage/v1/b"), 60, st, self.log_path("storage"))
         wait_for("tasks emulator", lambda: port_open(p["tasks"]), 60, tk, self.log_path("tasks"))
+        wait_for("smtp sink", lambda: port_open(p["smtp"]), 30, sm, self.log_path("smtp"))
 
     def _wire(self) -> None:
         """Topics, and a push subscription from each event function's topic to its port."""

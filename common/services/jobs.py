@@ -317,6 +317,9 @@ def reconcile() -> dict[str, int]:
             store.count_progress(scope, job["id"], n)
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
+    from common.services import exports
+
+    counts["exports_republished"] = exports.reconcile(cutoff)
     if any(counts.values()):
         log.info("reconciled", extra=counts)
     return counts

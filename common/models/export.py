@@ -1,0 +1,86 @@
+"""Exports, notification settings and notification deliveries."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
+
+from common.models.base import OptionalTimestamp, PublicModel, Record, Timestamp
+
+
+class ExportStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class ExportMessage(Record):
+    export_id: str
+    org_id: str
+    tenant_id: str
+
+
+class ExportPublic(PublicModel):
+    id: str
+    org_id: str
+    tenant_id: str
+    status: ExportStatus
+    object: str | None = None
+    format: str = "jsonl"
+    product_count: int | None = None
+    excluded_count: int | None = None
+    excluded_product_ids: list[str] = Field(default_factory=list)
+    error: str | None = None
+    created_by: str | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: OptionalTimestamp = None
+    completed_at: OptionalTimestamp = None
+
+
+Email = Annotated[StrictStr, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Url = Annotated[StrictStr, StringConstraints(max_length=2048)]
+
+
+class NotificationSettingsIn(BaseModel):
+    """PUT /notification-settings: how this tenant hears that an export is ready."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["webhook", "email"]
+    webhook_url: Url | None = None
+    email: Email | None = None
+
+
+class NotificationSettingsPublic(PublicModel):
+    channel: str | None = None
+    webhook_url: str | None = None
+    email: str | None = None
+    has_signing_secret: bool = False
+    updated_at: OptionalTimestamp = None
+
+
+class DeliveryTask(Record):
+    """The Cloud Tasks body for deliver_notification: a pointer to the delivery record."""
+
+    org_id: str
+    tenant_id: str
+    event_id: str
+
+
+class DeliveryPublic(PublicModel):
+    id: str
+    event_id: str
+    type: str
+    channel: str
+    export_id: str | None = None
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
+    delivered_at: OptionalTimestamp = None
+    next_retry_at: OptionalTimestamp = None
+    created_at: Timestamp
+    updated_at: Timestamp

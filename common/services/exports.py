@@ -1,0 +1,216 @@
+"""Catalog exports: queue, stream the tenant's exportable products into one object, notify."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from google.api_core import exceptions as gexc
+
+from common import errors
+from common.auth import Principal
+from common.config import get_settings
+from common.domain import webhooks
+from common.domain.engine import derived_id
+from common.logging import get_logger
+from common.models.base import rfc3339, utcnow
+from common.models.export import ExportMessage, ExportPublic, ExportStatus
+from common.models.product import ProductPublic
+from common.services import notifications
+from common.store import blobs, queue
+from common.store import exports as store
+from common.store.paths import Scope
+
+log = get_logger("synq.exports")
+
+QUEUED_MESSAGE = "Export job queued. You will be notified when the file is ready in Cloud Storage."
+RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.BadGateway)
+
+
+def object_name(scope: Scope, export_id: str) -> str:
+    return f"exports/{scope.org_id}/{scope.tenant_id}/{export_id}.jsonl"
+
+
+def request_export(principal: Principal) -> dict[str, Any]:
+    """Record a QUEUED export and publish it; the answer is the seed's 202 body plus `export_id`."""
+    scope = principal.scope
+    export_id = str(uuid.uuid4())
+    now = utcnow()
+    export: dict[str, Any] = {
+        "id": export_id,
+        "org_id": scope.org_id,
+        "tenant_id": scope.tenant_id,
+        "status": ExportStatus.QUEUED.value,
+        "object": object_name(scope, export_id),
+        "format": "jsonl",
+        "product_count": None,
+        "excluded_count": None,
+        "excluded_product_ids": [],
+        "created_by": principal.user_id,
+        "actor_email": principal.email,
+        "ip_address": principal.ip_address,
+        "created_at": now,
+        "updated_at": now,
+    }
+    audit = _audit(scope, export, "export.created", {}, event_id=str(uuid.uuid4()))
+    store.create_export(scope, export, audit)
+    try:
+        queue.publish(get_settings().exports_topic, [ExportMessage(export_id=export_id, org_id=scope.org_id, tenant_id=scope.tenant_id)])
+    except errors.Transient:
+        log.warning("export publish failed; the reconciler will retry", extra={"export_id": export_id})
+    return {"status": "success", "message": QUEUED_MESSAGE, "export_id": export_id}
+
+
+def _audit(scope: Scope, export: dict[str, Any], action: str, details: dict[str, Any], event_id: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "org_id": scope.org_id,
+        "tenant_id": scope.tenant_id,
+        "actor_email": export.get("actor_email", ""),
+        "action": action,
+        "entity_type": "export",
+        "entity_id": export["id"],
+        "details": details,
+        "ip_address": export.get("ip_address", ""),
+        "created_at": utcnow(),
+    }
+
+
+def get_export(scope: Scope, export_id: str) -> dict[str, Any]:
+    export = store.get_export(scope, export_id) if _is_uuid(export_id) else None
+    if export is None:
+        raise errors.NotFound("No export with that id in this tenant.")
+    return ExportPublic.model_validate(export).dump()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def download_url(scope: Scope, export_id: str) -> str:
+    """A link the webhook receiver can fetch without a token: the download route, HMAC-signed."""
+    settings = get_settings()
+    path = f"{settings.public_api_url.rstrip('/')}/api/v1/pim/exports/{export_id}/download"
+    if not settings.download_signing_key:
+        return path
+    expires = int(time.time()) + settings.download_url_ttl_seconds
+    signature = webhooks.download_signature(settings.download_signing_key, scope.org_id, scope.tenant_id, export_id, expires)
+    query = {"org_id": scope.org_id, "tenant_id": scope.tenant_id, "expires": expires, "signature": signature}
+    return f"{path}?{urlencode(query)}"
+
+
+def signed_scope(args: dict[str, str], export_id: str) -> Scope | None:
+    """The scope a signed download link grants, or None when the link is absent or not valid."""
+    key = get_settings().download_signing_key
+    signature = args.get("signature")
+    if not key or not signature:
+        return None
+    try:
+        expires = int(args.get("expires", ""))
+    except ValueError:
+        return None
+    org_id, tenant_id = args.get("org_id", ""), args.get("tenant_id", "")
+    if not webhooks.download_signature_ok(key, org_id, tenant_id, export_id, expires, signature, time.time()):
+        return None
+    return Scope(org_id, tenant_id)
+
+
+def download(scope: Scope, export_id: str) -> Iterator[bytes]:
+    export = store.get_export(scope, export_id) if _is_uuid(export_id) else None
+    if export is None:
+        raise errors.NotFound("No export with that id in this tenant.")
+    if export["status"] != ExportStatus.COMPLETED:
+        raise errors.Conflict(f"The export is {export['status']}; its file is not ready.", code="export_not_ready")
+    reader = blobs.bucket().blob(export["object"]).open("rb", chunk_size=1024 * 1024)
+
+    def chunks() -> Iterator[bytes]:
+        with reader:
+            while block := reader.read(1024 * 1024):
+                yield block
+
+    return chunks()
+
+
+def run_export(message: ExportMessage) -> None:
+    """Write the file once, then record it and queue its notification; safe to redeliver."""
+    settings = get_settings()
+    scope = Scope(message.org_id, message.tenant_id)
+    export = store.claim_export(scope, message.export_id, settings.stale_after_seconds)
+    if export is None:
+        current = store.get_export(scope, message.export_id)
+        if current is None:
+            log.warning("export not found; message acknowledged", extra={"export_id": message.export_id})
+        elif current["status"] in (ExportStatus.COMPLETED, ExportStatus.FAILED):
+            # Its notification may have been lost between the commit and the enqueue.
+            notifications.enqueue(scope, derived_id(message.export_id, "notification"))
+        return
+    try:
+        counts = write_file(scope, export)
+    except RETRYABLE as exc:
+        raise errors.Transient("export storage was unavailable") from exc
+    except Exception as exc:
+        log.exception("export failed", extra={"export_id": export["id"]})
+        _finish(scope, export, {"status": ExportStatus.FAILED.value, "error": type(exc).__name__}, "export.failed")
+        return
+    _finish(scope, export, {"status": ExportStatus.COMPLETED.value, **counts}, "export.completed")
+
+
+def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
+    """Stream every exportable product into the object, one JSON line each; products with an open
+    ERROR issue are left out and counted. Memory holds one page and one upload chunk."""
+    settings = get_settings()
+    count, excluded = 0, 0
+    excluded_ids: list[str] = []
+    blob = blobs.bucket().blob(export["object"])
+    with blob.open("wb", content_type="application/x-ndjson", chunk_size=settings.export_upload_chunk_bytes) as out:
+        for seen, product in enumerate(store.iter_products(scope, settings.export_page_size), start=1):
+            if (product.get("issue_counts") or {}).get("ERROR"):
+                excluded += 1
+                if len(excluded_ids) < settings.excluded_ids_listed:
+                    excluded_ids.append(product["id"])
+            else:
+                out.write(ProductPublic.model_validate(product).model_dump_json().encode() + b"\n")
+                count += 1
+            if seen % 10_000 == 0:
+                store.renew_lease(scope, export["id"], settings.stale_after_seconds)
+    return {"product_count": count, "excluded_count": excluded, "excluded_product_ids": excluded_ids}
+
+
+def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event_type: str) -> None:
+    now = utcnow()
+    changes = {**changes, "completed_at": now, "updated_at": now}
+    final = {**export, **changes}
+    data = {
+        "export_id": export["id"],
+        "status": final["status"],
+        "object": final["object"] if final["status"] == ExportStatus.COMPLETED else None,
+        "download_url": download_url(scope, export["id"]) if final["status"] == ExportStatus.COMPLETED else None,
+        "product_count": final.get("product_count"),
+        "excluded_count": final.get("excluded_count"),
+        "created_at": rfc3339(export["created_at"]),
+        "completed_at": rfc3339(now),
+    }
+    delivery = notifications.new_delivery(scope, derived_id(export["id"], "notification"), event_type, data, export["id"])
+    audit = _audit(scope, export, event_type, {k: data[k] for k in ("product_count", "excluded_count")}, derived_id(export["id"], "finished"))
+    store.finish_export(scope, export["id"], changes, delivery, audit)
+    notifications.enqueue(scope, delivery["id"])
+    log.info("export finished", extra={"export_id": export["id"], "status": final["status"], "products": final.get("product_count")})
+
+
+def reconcile(cutoff: Any) -> int:
+    """Republish exports a lost message or a killed worker left QUEUED or RUNNING."""
+    republished = 0
+    for export in store.stale_exports(cutoff):
+        scope = Scope(export["org_id"], export["tenant_id"])
+        store.touch_export(scope, export["id"])
+        republished += queue.publish(
+            get_settings().exports_topic, [ExportMessage(export_id=export["id"], org_id=scope.org_id, tenant_id=scope.tenant_id)]
+        )
+    return republished

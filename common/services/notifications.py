@@ -1,0 +1,259 @@
+"""Telling a tenant an export is ready: settings, signed webhooks, email, delivery records."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import uuid
+from datetime import timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import requests
+from pydantic import ValidationError
+
+from common import errors
+from common.auth import Principal
+from common.config import get_settings
+from common.domain import webhooks
+from common.domain.engine import derived_id
+from common.logging import get_logger
+from common.models.base import utcnow
+from common.models.export import DeliveryPublic, DeliveryTask, NotificationSettingsIn, NotificationSettingsPublic
+from common.store import exports as store
+from common.store import tasks
+from common.store.paths import Scope
+
+log = get_logger("synq.notifications")
+
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
+def _resolve(host: str) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
+
+
+def _check_url(url: str) -> None:
+    problem = webhooks.webhook_url_problem(url, allow_private=get_settings().allow_private_webhooks, resolve=_resolve)
+    if problem:
+        raise errors.Unprocessable(f"webhook_url {problem}.", code="invalid_webhook_url", details={"field": "webhook_url"})
+
+
+def get_notification_settings(scope: Scope) -> dict[str, Any]:
+    doc = store.get_settings_doc(scope)
+    return NotificationSettingsPublic.model_validate({**doc, "has_signing_secret": bool(doc.get("secret"))}).dump()
+
+
+def _settings_audit(principal: Principal, action: str, details: dict[str, Any]) -> dict[str, Any]:
+    scope = principal.scope
+    return {
+        "id": str(uuid.uuid4()),
+        "org_id": scope.org_id,
+        "tenant_id": scope.tenant_id,
+        "actor_email": principal.email,
+        "action": action,
+        "entity_type": "notification_settings",
+        "entity_id": scope.tenant_id,
+        "details": details,
+        "ip_address": principal.ip_address,
+        "created_at": utcnow(),
+    }
+
+
+def put_notification_settings(principal: Principal, body: Any) -> dict[str, Any]:
+    """Set the channel. A new webhook URL gets a new signing secret, returned this once."""
+    principal.require("admin")
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The body must be a JSON object.", code="invalid_body")
+    try:
+        wanted = NotificationSettingsIn.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise errors.Unprocessable(f"Field '{field}': {first['msg']}.", code="invalid_value", details={"field": field}) from None
+    if wanted.channel == "webhook" and not wanted.webhook_url:
+        raise errors.Unprocessable("channel webhook needs webhook_url.", code="missing_field", details={"field": "webhook_url"})
+    if wanted.channel == "email" and not wanted.email:
+        raise errors.Unprocessable("channel email needs email.", code="missing_field", details={"field": "email"})
+    if wanted.webhook_url:
+        _check_url(wanted.webhook_url)
+    current = store.get_settings_doc(principal.scope)
+    now = utcnow()
+    doc = {**current, **wanted.model_dump(), "updated_at": now}
+    issued = None
+    if wanted.webhook_url and (wanted.webhook_url != current.get("webhook_url") or not current.get("secret")):
+        issued = webhooks.new_secret()
+        doc.update(secret=issued, previous_secret=None, previous_expires_at=None)
+    store.put_settings_doc(principal.scope, doc, _settings_audit(principal, "notification_settings.updated", {"channel": wanted.channel}))
+    out = get_notification_settings(principal.scope)
+    if issued:
+        out["signing_secret"] = issued
+    return out
+
+
+def rotate_secret(principal: Principal) -> dict[str, Any]:
+    """A new signing secret; the old one keeps signing alongside it for 24 h."""
+    principal.require("admin")
+    current = store.get_settings_doc(principal.scope)
+    if not current.get("secret"):
+        raise errors.Conflict("No webhook is configured; set one with PUT /notification-settings.", code="no_webhook")
+    issued = webhooks.new_secret()
+    now = utcnow()
+    doc = {**current, "secret": issued, "previous_secret": current["secret"], "previous_expires_at": now + ROTATION_OVERLAP, "updated_at": now}
+    store.put_settings_doc(principal.scope, doc, _settings_audit(principal, "notification_settings.secret_rotated", {}))
+    return {"signing_secret": issued, "previous_secret_expires_at": doc["previous_expires_at"].isoformat().replace("+00:00", "Z")}
+
+
+def live_secrets(doc: dict[str, Any]) -> list[str]:
+    live = [doc["secret"]] if doc.get("secret") else []
+    if doc.get("previous_secret") and doc.get("previous_expires_at") and doc["previous_expires_at"] > utcnow():
+        live.append(doc["previous_secret"])
+    return live
+
+
+def new_delivery(scope: Scope, delivery_id: str, event_type: str, data: dict[str, Any], export_id: str) -> dict[str, Any]:
+    """The delivery record for one event; its body is fixed here, so every attempt sends the same bytes."""
+    channel = store.get_settings_doc(scope).get("channel") or "none"
+    now = utcnow()
+    return {
+        "id": delivery_id,
+        "event_id": f"msg_{derived_id(delivery_id, 'event').replace('-', '')}",
+        "type": event_type,
+        "channel": channel,
+        "export_id": export_id,
+        "body": webhooks.event_body(event_type, data),
+        "attempts": 0,
+        "redeliveries": 0,
+        "last_status_code": None,
+        "last_error": None if channel != "none" else "No notification channel is configured for this tenant.",
+        "delivered_at": None,
+        "next_retry_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def enqueue(scope: Scope, delivery_id: str, series: int = 0) -> None:
+    delivery = store.get_delivery(scope, delivery_id)
+    if delivery is None or delivery["channel"] == "none":
+        return
+    name = f"{delivery['event_id']}-{series}"
+    tasks.enqueue_delivery(DeliveryTask(org_id=scope.org_id, tenant_id=scope.tenant_id, event_id=delivery_id), name)
+
+
+def deliver(task: DeliveryTask) -> bool:
+    """One attempt. True when delivered (or nothing is left to do); False makes the queue retry."""
+    scope = Scope(task.org_id, task.tenant_id)
+    delivery = store.get_delivery(scope, task.event_id)
+    if delivery is None:
+        log.warning("delivery not found; task dropped", extra={"delivery_id": task.event_id})
+        return True
+    if delivery.get("delivered_at") is not None:
+        return True
+    settings_doc = store.get_settings_doc(scope)
+    channel = settings_doc.get("channel") or delivery["channel"]
+    status_code: int | None = None
+    try:
+        if channel == "webhook":
+            status_code = _post_webhook(settings_doc, delivery)
+            ok, error = 200 <= status_code < 300, None if 200 <= status_code < 300 else f"receiver answered {status_code}"
+        elif channel == "email":
+            _send_email(settings_doc, delivery)
+            ok, error = True, None
+        else:
+            ok, error = False, "No notification channel is configured for this tenant."
+    except (requests.RequestException, OSError, smtplib.SMTPException, errors.SynqError) as exc:
+        ok, error = False, _describe(exc)
+    attempts = int(delivery.get("attempts", 0)) + 1
+    now = utcnow()
+    settings = get_settings()
+    backoff = min(settings.tasks_min_backoff_seconds * 2 ** (attempts - 1), settings.tasks_max_backoff_seconds)
+    store.update_delivery(
+        scope,
+        delivery["id"],
+        {
+            "attempts": attempts,
+            "channel": channel,
+            "last_status_code": status_code,
+            "last_error": error,
+            "delivered_at": now if ok else None,
+            "next_retry_at": None if ok else now + timedelta(seconds=backoff),
+            "updated_at": now,
+        },
+    )
+    log.info(
+        "notification attempt", extra={"delivery_id": delivery["id"], "channel": channel, "ok": ok, "attempt": attempts, "status_code": status_code}
+    )
+    return ok
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "the receiver did not answer in time"
+    if isinstance(exc, errors.SynqError):
+        return exc.message
+    return f"{type(exc).__name__}: delivery failed"
+
+
+def _post_webhook(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> int:
+    url = settings_doc.get("webhook_url") or ""
+    _check_url(url)  # again at send time: DNS may have changed since the URL was set
+    headers = webhooks.signed_headers(delivery["event_id"], utcnow(), delivery["body"], live_secrets(settings_doc))
+    response = requests.post(
+        url, data=delivery["body"].encode(), headers=headers, timeout=get_settings().webhook_timeout_seconds, allow_redirects=False
+    )
+    return int(response.status_code)
+
+
+def _send_email(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> None:
+    import json
+
+    settings = get_settings()
+    event = json.loads(delivery["body"])
+    data = event["data"]
+    message = EmailMessage()
+    message["From"] = settings.smtp_sender
+    message["To"] = settings_doc["email"]
+    message["Message-ID"] = f"<{delivery['event_id']}@synq>"
+    if event["type"] == "export.completed":
+        message["Subject"] = f"Synq export {data['export_id']} is ready: {data['product_count']} products"
+        text = (
+            f"Your catalog export {data['export_id']} is ready.\n\n"
+            f"Products exported: {data['product_count']}\n"
+            f"Products left out because of unresolved ERROR issues: {data['excluded_count']}\n"
+            f"File: {data['object']}\n"
+            f"Download: {data['download_url']}\n"
+        )
+    else:
+        message["Subject"] = f"Synq export {data['export_id']} failed"
+        text = f"Your catalog export {data['export_id']} failed. Request a new one with POST /api/v1/pim/export.\n"
+    message.set_content(text)
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.webhook_timeout_seconds) as smtp:
+        if settings.smtp_tls:
+            smtp.starttls()
+        if settings.smtp_username:
+            smtp.login(settings.smtp_username, settings.smtp_password)
+        smtp.send_message(message)
+
+
+def list_deliveries(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    docs, next_cursor = store.list_deliveries(scope, limit=limit, cursor=cursor)
+    return [DeliveryPublic.model_validate(d).dump() for d in docs], next_cursor
+
+
+def redeliver(principal: Principal, delivery_id: str) -> dict[str, Any]:
+    """Send an event again (same webhook-id, so a receiver that already has it can tell)."""
+    scope = principal.scope
+    delivery = store.get_delivery(scope, delivery_id) if len(delivery_id) <= 64 else None
+    if delivery is None:
+        raise errors.NotFound("No notification delivery with that id in this tenant.")
+    if not store.get_settings_doc(scope).get("channel"):
+        raise errors.Conflict("No notification channel is configured for this tenant.", code="no_channel")
+    series = int(delivery.get("redeliveries", 0)) + 1
+    store.update_delivery(
+        scope,
+        delivery_id,
+        {"delivered_at": None, "redeliveries": series, "channel": store.get_settings_doc(scope)["channel"], "updated_at": utcnow()},
+    )
+    enqueue(scope, delivery_id, series)
+    return DeliveryPublic.model_validate({**delivery, "delivered_at": None}).dump()

@@ -1,0 +1,128 @@
+"""Firestore adapter for exports, tenant notification settings and notification deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from google.cloud import firestore
+
+from common.clients import firestore_client
+from common.models.base import utcnow
+from common.models.export import ExportStatus
+from common.store import pages
+from common.store.paths import Scope, coll, data, tenant_ref
+
+
+def create_export(scope: Scope, export: dict[str, Any], audit: dict[str, Any]) -> None:
+    batch = firestore_client().batch()
+    batch.create(coll(scope, "exports").document(export["id"]), export)
+    batch.create(coll(scope, "audit_events").document(audit["id"]), audit)
+    batch.commit()
+
+
+def get_export(scope: Scope, export_id: str) -> dict[str, Any] | None:
+    snap = coll(scope, "exports").document(export_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def claim_export(scope: Scope, export_id: str, lease_seconds: float) -> dict[str, Any] | None:
+    """QUEUED (or RUNNING with a lapsed lease, its worker died) → RUNNING; None when not ours to run."""
+    db = firestore_client()
+    ref = coll(scope, "exports").document(export_id)
+
+    @firestore.transactional
+    def claim(tx: firestore.Transaction) -> dict[str, Any] | None:
+        snap = ref.get(transaction=tx)
+        if not snap.exists:
+            return None
+        export = data(snap)
+        now = utcnow()
+        lapsed = export["status"] == ExportStatus.RUNNING and export.get("lease_until") and export["lease_until"] < now
+        if export["status"] != ExportStatus.QUEUED and not lapsed:
+            return None
+        changes = {"status": ExportStatus.RUNNING.value, "started_at": now, "updated_at": now, "lease_until": now + timedelta(seconds=lease_seconds)}
+        tx.update(ref, changes)
+        return {**export, **changes}
+
+    return claim(db.transaction())  # type: ignore[no-any-return]
+
+
+def renew_lease(scope: Scope, export_id: str, lease_seconds: float) -> None:
+    coll(scope, "exports").document(export_id).update({"lease_until": utcnow() + timedelta(seconds=lease_seconds)})
+
+
+def finish_export(scope: Scope, export_id: str, changes: dict[str, Any], delivery: dict[str, Any] | None, audit: dict[str, Any]) -> None:
+    """The export's final state, its delivery record and its audit event, in one commit."""
+    db = firestore_client()
+    batch = db.batch()
+    batch.update(coll(scope, "exports").document(export_id), changes)
+    if delivery is not None:
+        batch.set(coll(scope, "notification_deliveries").document(delivery["id"]), delivery)
+    batch.set(coll(scope, "audit_events").document(audit["id"]), audit)
+    batch.commit()
+
+
+def stale_exports(cutoff: Any, limit: int = 100) -> list[dict[str, Any]]:
+    query = (
+        firestore_client()
+        .collection_group("exports")
+        .where(filter=firestore.FieldFilter("status", "in", [ExportStatus.QUEUED.value, ExportStatus.RUNNING.value]))
+        .where(filter=firestore.FieldFilter("updated_at", "<", cutoff))
+        .limit(limit)
+    )
+    return [data(s) for s in query.stream()]
+
+
+def touch_export(scope: Scope, export_id: str) -> None:
+    coll(scope, "exports").document(export_id).update({"updated_at": utcnow()})
+
+
+def iter_products(scope: Scope, page_size: int) -> Iterator[dict[str, Any]]:
+    """Every product of the tenant, one page in memory at a time, in a stable (document id) order."""
+    products = coll(scope, "products")
+    last = None
+    while True:
+        query = products.order_by("__name__").limit(page_size)
+        if last is not None:
+            query = query.start_after(last)
+        snaps = list(query.stream())
+        for snap in snaps:
+            yield data(snap)
+        if len(snaps) < page_size:
+            return
+        last = snaps[-1]
+
+
+# -- notification settings -------------------------------------------------------------------
+
+
+def get_settings_doc(scope: Scope) -> dict[str, Any]:
+    snap = tenant_ref(scope).get()
+    return (snap.to_dict() or {}).get("notifications", {}) if snap.exists else {}
+
+
+def put_settings_doc(scope: Scope, settings: dict[str, Any], audit: dict[str, Any]) -> None:
+    batch = firestore_client().batch()
+    batch.set(tenant_ref(scope), {"notifications": settings}, merge=True)
+    batch.set(coll(scope, "audit_events").document(audit["id"]), audit)
+    batch.commit()
+
+
+# -- deliveries ---------------------------------------------------------------------------------
+
+
+def get_delivery(scope: Scope, delivery_id: str) -> dict[str, Any] | None:
+    snap = coll(scope, "notification_deliveries").document(delivery_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def update_delivery(scope: Scope, delivery_id: str, changes: dict[str, Any]) -> None:
+    coll(scope, "notification_deliveries").document(delivery_id).update(changes)
+
+
+def list_deliveries(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    deliveries = coll(scope, "notification_deliveries")
+    query = deliveries.order_by("created_at", direction=firestore.Query.DESCENDING).order_by("__name__", direction=firestore.Query.DESCENDING)
+    return pages.page(query, deliveries, limit=limit, cursor=cursor)

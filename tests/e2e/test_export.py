@@ -1,0 +1,209 @@
+"""Catalog export over HTTP on the running stack: file contents, signed webhooks, retries, email."""
+
+from __future__ import annotations
+
+import email
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+from standardwebhooks import Webhook
+
+from tests.conftest import Tenant
+
+GOOD = {"description": "A long enough description of this product for shoppers.", "category": "Shirts", "brand": "HarbourLine"}
+SETTINGS = "/api/v1/pim/notification-settings"
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint on loopback that fails its first `fail_first` calls."""
+
+    fail_first: int = 0
+    delay: float = 0.0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/synq"
+
+    def wait_for(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.calls) < count:
+            assert time.monotonic() < deadline, f"only {len(self.calls)} webhook calls arrived"
+            time.sleep(0.1)
+        return self.calls
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.calls.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()})
+            time.sleep(state.delay)
+            status = 500 if len(state.calls) <= state.fail_first else 204
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    state.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=state.server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    state.server.shutdown()
+
+
+def import_catalog(tenant: Tenant) -> dict[str, str]:
+    job = tenant.create_job(
+        "BULK_IMPORT",
+        [
+            {"title": "Exported one", "sku": "E-1", **GOOD},
+            {"title": "Exported two", "sku": "E-2", **GOOD},
+            {"title": "Blocked", "sku": "E-3", "variants": [{"sku": "E-1"}], **GOOD},  # E-1 and E-3: DUPLICATE_SKU
+            {"title": "Warnings only", "sku": "E-4"},
+        ],
+    )
+    assert tenant.wait_job(job["id"])["status"] == "COMPLETED"
+    results = tenant.get(f"/api/v1/pim/bulk-jobs/{job['id']}/results").json()
+    return {r["identifier"]: r["product_id"] for r in results}
+
+
+def set_webhook(tenant: Tenant, url: str) -> str:
+    response = tenant.request("PUT", SETTINGS, json={"channel": "webhook", "webhook_url": url})
+    assert response.status_code == 200, response.text
+    secret = response.json()["signing_secret"]
+    assert secret.startswith("whsec_")
+    return str(secret)
+
+
+def export(tenant: Tenant) -> str:
+    response = tenant.post("/api/v1/pim/export")
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "success"
+    assert body["message"] == "Export job queued. You will be notified when the file is ready in Cloud Storage."
+    return str(body["export_id"])
+
+
+def wait_export(tenant: Tenant, export_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        record = tenant.get(f"/api/v1/pim/exports/{export_id}").json()
+        if record["status"] in ("COMPLETED", "FAILED"):
+            return dict(record)
+        assert time.monotonic() < deadline, record
+        time.sleep(0.2)
+
+
+def test_signed_webhook_and_download_hold_exactly_the_exportable_products(tenant: Tenant, receiver: Receiver) -> None:
+    ids = import_catalog(tenant)
+    secret = set_webhook(tenant, receiver.url)
+    export_id = export(tenant)
+    [call] = receiver.wait_for(1)
+    event = Webhook(secret).verify(call["body"], call["headers"])  # raises if the signature is wrong
+    assert event["type"] == "export.completed"
+    data = event["data"]
+    assert data["export_id"] == export_id and data["status"] == "COMPLETED"
+    assert data["product_count"] == 2 and data["excluded_count"] == 2
+    assert data["object"] == f"exports/{tenant.org_id}/{tenant.tenant_id}/{export_id}.jsonl"
+    # The receiver downloads with the signed link alone: no token, no tenant headers.
+    download = requests.get(data["download_url"], timeout=30)
+    assert download.status_code == 200
+    lines = [json.loads(line) for line in download.text.splitlines()]
+    assert sorted(p["sku"] for p in lines) == ["E-2", "E-4"]  # warnings do not block, errors do
+    assert lines[0] == tenant.get(f"/api/v1/pim/products/{lines[0]['id']}").json()
+    record = wait_export(tenant, export_id)
+    assert sorted(record["excluded_product_ids"]) == sorted([ids["E-1"], ids["E-3"]]) and record["product_count"] == 2
+    # A tampered link is refused.
+    assert requests.get(data["download_url"].replace("signature=", "signature=0"), timeout=30).status_code == 401
+
+
+def test_failing_receiver_gets_the_same_webhook_id_until_it_accepts(tenant: Tenant, receiver: Receiver) -> None:
+    receiver.fail_first = 2
+    import_catalog(tenant)
+    secret = set_webhook(tenant, receiver.url)
+    export(tenant)
+    calls = receiver.wait_for(3)
+    time.sleep(1)
+    assert len(receiver.calls) == 3, "a delivered notification must not be sent again"
+    assert len({c["headers"]["webhook-id"] for c in calls}) == 1
+    for call in calls:
+        Webhook(secret).verify(call["body"], call["headers"])
+    [delivery] = tenant.get("/api/v1/pim/notification-deliveries").json()
+    assert delivery["attempts"] == 3 and delivery["delivered_at"] and delivery["last_status_code"] == 204
+    assert delivery["event_id"] == calls[0]["headers"]["webhook-id"]
+
+
+def test_rotated_secret_signs_alongside_the_old_one_and_redeliver_sends_again(tenant: Tenant, receiver: Receiver) -> None:
+    old = set_webhook(tenant, receiver.url)
+    rotated = tenant.post(f"{SETTINGS}/rotate-secret")
+    assert rotated.status_code == 200
+    new = rotated.json()["signing_secret"]
+    assert new != old
+    export(tenant)
+    [call] = receiver.wait_for(1)
+    Webhook(old).verify(call["body"], call["headers"])
+    Webhook(new).verify(call["body"], call["headers"])
+    [delivery] = tenant.get("/api/v1/pim/notification-deliveries").json()
+    again = tenant.post(f"/api/v1/pim/notification-deliveries/{delivery['id']}/redeliver")
+    assert again.status_code == 200
+    calls = receiver.wait_for(2)
+    assert calls[1]["headers"]["webhook-id"] == calls[0]["headers"]["webhook-id"]
+
+
+def test_email_channel_leaves_an_eml(tenant: Tenant, stack) -> None:  # type: ignore[no-untyped-def]
+    import_catalog(tenant)
+    address = f"ops-{tenant.tenant_id[:8]}@example.com"
+    response = tenant.request("PUT", SETTINGS, json={"channel": "email", "email": address})
+    assert response.status_code == 200 and "signing_secret" not in response.json()
+    export_id = export(tenant)
+    deadline = time.monotonic() + 60
+    while True:
+        mails = [email.message_from_bytes(p.read_bytes()) for p in stack.mail_dir.glob("*.eml")]
+        mine = [m for m in mails if m["To"] == address]
+        if mine:
+            break
+        assert time.monotonic() < deadline, "no email arrived"
+        time.sleep(0.2)
+    [message] = mine
+    assert export_id in message["Subject"]
+    text = message.get_payload(decode=True).decode()
+    assert "Products exported: 2" in text and f"/exports/{export_id}/download" in text
+
+
+def test_notification_settings_validation_and_roles(tenant: Tenant, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    assert tenant.get(SETTINGS).json()["channel"] is None
+    bad = [
+        {"channel": "pigeon"},
+        {"channel": "webhook"},
+        {"channel": "webhook", "webhook_url": "ftp://example.com/x"},
+        {"channel": "email", "email": "not-an-address"},
+        {"channel": "webhook", "webhook_url": "https://example.com/x", "extra": 1},
+    ]
+    for body in bad:
+        response = tenant.request("PUT", SETTINGS, json=body)
+        assert response.status_code == 422, (body, response.text)
+    assert tenant.get(SETTINGS).json()["channel"] is None
+    editor = make_tenant(role="editor")
+    refused = editor.request("PUT", SETTINGS, json={"channel": "email", "email": "a@example.com"})
+    assert refused.status_code == 403
+    assert tenant.post(f"{SETTINGS}/rotate-secret").status_code == 409
+
+
+def test_export_unknown_and_not_ready(tenant: Tenant) -> None:
+    assert tenant.get("/api/v1/pim/exports/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert tenant.get("/api/v1/pim/exports/00000000-0000-0000-0000-000000000000/download").status_code == 404
+    assert tenant.get("/api/v1/pim/exports/x/download", headers={"Accept": "*/*"}).status_code == 401
