@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -47,6 +48,18 @@ TOPICS = {
 }
 # Longest a pushed handler may run before Pub/Sub redelivers while it still runs.
 ACK_DEADLINE_SECONDS = 300
+
+
+try:  # resolved here, in the parent: the child may only make the C call between fork and exec
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGTERM this child when the launcher dies, however it dies (Linux only)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -153,6 +166,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         handle.close()
         self.procs[name] = proc
@@ -383,6 +397,9 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the cleanup short and leave emulators running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         print("stopped", flush=True)
 
