@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from common import errors
 from common.auth import authenticate
 from common.config import get_settings
-from common.http import Request, Response, Router, query_int
+from common.http import Request, Response, Router, query_bool, query_int
 from common.services import catalog, exports, jobs, notifications
 
 PREFIX = "/api/v1/pim"
@@ -53,7 +53,9 @@ def list_bulk_jobs(request: Request) -> Response:
 @router.route("GET", f"{PREFIX}/bulk-jobs/{{job_id}}")
 def get_bulk_job(request: Request) -> Response:
     principal = authenticate(request)
-    return Response(jobs.public(jobs.get_job(principal.scope, request.params["job_id"])))
+    # `include_payload=false` makes status polling cheap: a payload may be 32 MB.
+    include = query_bool(request, "include_payload", True)
+    return Response(jobs.public(jobs.get_job(principal.scope, request.params["job_id"]), include_payload=include))
 
 
 @router.route("GET", f"{PREFIX}/bulk-jobs/{{job_id}}/results")

@@ -297,7 +297,7 @@ def tasks_max_attempts() -> int:
 
 def lifecycle_rules(cfg: Config) -> str:
     """Exports are downloadable for `export_days`. Large job payloads back `payload_json` of their job,
-    so they are kept as long as the job unless `payload_days` is set (then GET answers 410 for them)."""
+    so they are kept as long as the job unless `payload_days` is set (then GET shows those jobs with payload_json null)."""
     rules = [{"action": {"type": "Delete"}, "condition": {"age": cfg.export_days, "matchesPrefix": ["exports/"]}}]
     if cfg.payload_days:
         rules.append({"action": {"type": "Delete"}, "condition": {"age": cfg.payload_days, "matchesPrefix": ["payloads/"]}})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 from pydantic import Field
 
@@ -45,9 +44,10 @@ class JobSummary(PublicModel):
 
 
 class JobPublic(JobSummary):
-    """One job with its payload, as create and get return it."""
+    """One job with its payload, as create and get return it (`payload_json` is null only when a
+    deployment's retention deleted a large payload, or the caller asked for the job without it)."""
 
-    payload_json: str
+    payload_json: str | None
 
 
 class JobMessage(Record):
@@ -80,7 +80,3 @@ class ItemResult(PublicModel):
     result: str
     errors: list[ItemError] = Field(default_factory=list)
 
-
-def job_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    """A stored job document as the public models read it."""
-    return doc

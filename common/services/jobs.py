@@ -139,9 +139,13 @@ def payload_text(job: dict[str, Any]) -> str:
         raise errors.Gone("The payload of this job is past its retention and was deleted.", code="payload_expired") from exc
 
 
-def public(job: dict[str, Any], payload_json: str | None = None) -> dict[str, Any]:
-    if payload_json is None:
-        payload_json = payload_text(job)
+def public(job: dict[str, Any], payload_json: str | None = None, *, include_payload: bool = True) -> dict[str, Any]:
+    """The job as create and get return it; a payload past its retention reads as null, the job stays readable."""
+    if payload_json is None and include_payload:
+        try:
+            payload_json = payload_text(job)
+        except errors.Gone:
+            payload_json = None
     return JobPublic.model_validate({**job, "payload_json": payload_json}).dump()
 
 

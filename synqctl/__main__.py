@@ -1,0 +1,5 @@
+"""`python -m synqctl …`"""
+
+from synqctl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,597 @@
+"""The synqctl commands: arguments, input files, tables and progress, exit codes.
+
+Exit codes: 0 done (job or export COMPLETED), 1 the job or export FAILED, 2 usage, configuration,
+input-file or HTTP error (or --timeout reached), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from synqctl import __version__
+from synqctl.client import MAX_PAGE, ApiError, Client, Config, ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+JOB_TYPES = ("BULK_IMPORT", "BULK_UPDATE", "BULK_DELETE")
+TERMINAL = ("COMPLETED", "FAILED")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+
+class UsageError(Exception):
+    """Something the caller can fix in the command line or the input file (exit 2)."""
+
+
+# -- input files ----------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:100]!r}")
+        result[key] = value
+    return result
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as the API accepts it: no NaN/Infinity, no duplicate keys (the API would refuse the whole job)."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+
+
+def _why(exc: ValueError) -> str:
+    return f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+
+
+def parse_json_lines(text: str, name: str) -> tuple[list[Any], list[str]]:
+    """(items, where each came from) for JSON Lines text; blank lines are skipped, a bad one names its line."""
+    items: list[Any] = []
+    places: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(loads_strict(line))
+        except ValueError as exc:
+            raise UsageError(f"{name}:{number}: not valid JSON: {_why(exc)}; nothing was sent.") from None
+        places.append(f"{name}:{number}")
+    return items, places
+
+
+def parse_json_array(text: str, name: str) -> tuple[list[Any], list[str]]:
+    """(items, where each came from) for a file holding one JSON array."""
+    try:
+        value = loads_strict(text)
+    except ValueError as exc:
+        line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UsageError(f"{name}{line}: not valid JSON: {_why(exc)}; nothing was sent.") from None
+    if not isinstance(value, list):
+        raise UsageError(f"{name}: must hold a JSON array of items (or use a .jsonl file, one item a line).")
+    return value, [f"{name}: item {i}" for i in range(len(value))]
+
+
+def check_items(items: list[Any], places: list[str], job_type: str) -> None:
+    """Refuse, before sending, an item of the wrong kind: the API would refuse the whole job, naming only its index."""
+    want, what = (str, "a product id string") if job_type == "BULK_DELETE" else (dict, "a JSON object (a product)")
+    for item, place in zip(items, places, strict=True):
+        if not isinstance(item, want):
+            raise UsageError(f"{place}: each {job_type} item must be {what}; nothing was sent.")
+
+
+def read_items(path: Path, job_type: str) -> list[Any]:
+    """The payload in a JSON array file or a JSON Lines file (by suffix; other names are sniffed)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    lines = path.suffix.lower() in JSONL_SUFFIXES or (path.suffix.lower() != ".json" and not text.lstrip().startswith("["))
+    items, places = parse_json_lines(text, str(path)) if lines else parse_json_array(text, str(path))
+    if not items:
+        raise UsageError(f"{path} holds no items.")
+    check_items(items, places, job_type)
+    return items
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: a header, how to read the cell from a row, alignment and a width cap."""
+
+    header: str
+    get: Callable[[dict[str, Any]], Any]
+    right: bool = False
+    max_width: int | None = None
+
+
+def field(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda row: row.get(name)
+
+
+def cell(value: Any, max_width: int | None = None) -> str:
+    """A value as one table cell: no control characters (titles come from anyone's import), '-' for none."""
+    if value is None or value == "":
+        text = "-"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = str(value)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    if max_width is not None and len(text) > max_width:
+        text = text[: max_width - 1] + "…"
+    return text
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """Rows as aligned text under a header line."""
+    cells = [[cell(col.get(row), col.max_width) for col in columns] for row in rows]
+    widths = [max([len(col.header)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if col.right else v.ljust(w) for v, w, col in zip(values, widths, columns, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line([c.header for c in columns]), *(line(r) for r in cells)])
+
+
+def emit_json(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def emit_rows(rows: Sequence[dict[str, Any]], columns: Sequence[Column], as_json: bool, what: str) -> None:
+    """A table (or the raw JSON array) on stdout; an empty result says so on stderr."""
+    if as_json:
+        emit_json(list(rows), sys.stdout)
+        return
+    print(table(rows, columns))
+    if not rows:
+        print(f"(no {what})", file=sys.stderr)
+
+
+def emit_fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    """`key: value` lines with the values aligned."""
+    width = max(len(k) for k, _ in pairs)
+    for key, value in pairs:
+        print(f"{key + ':':<{width + 1}} {cell(value)}")
+
+
+def parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def duration(job: dict[str, Any], fallback: float | None = None) -> str | None:
+    """completed_at − created_at as `12.3s` / `4m05s`, else the locally measured fallback."""
+    start, end = parse_time(job.get("created_at")), parse_time(job.get("completed_at"))
+    seconds = (end - start).total_seconds() if start and end else fallback
+    if seconds is None:
+        return None
+    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def counts(job: dict[str, Any]) -> tuple[int, int | None, int]:
+    """(items done so far — processed or failed, total items or None before dispatch, failed items)."""
+    failed = job.get("failed_items") or 0
+    return (job.get("processed_items") or 0) + failed, job.get("total_items"), failed
+
+
+class Progress:
+    """Job progress on stderr: one bar redrawn in place on a terminal, otherwise a line now and then."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO, *, tty: bool, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream, self.tty, self.every, self.clock = stream, tty, every, clock
+        self._last_text, self._last_status, self._last_at, self._drawn = "", "", 0.0, 0
+
+    @classmethod
+    def render(cls, job: dict[str, Any]) -> str:
+        done, total, failed = counts(job)
+        if not total:
+            return f"[{'-' * cls.WIDTH}] {job.get('status', '?')}"
+        filled = min(cls.WIDTH, done * cls.WIDTH // total)
+        text = f"[{'#' * filled}{'-' * (cls.WIDTH - filled)}] {done * 100 // total}% {done}/{total}"
+        return text + (f" ({failed} failed)" if failed else "")
+
+    def update(self, job: dict[str, Any]) -> None:
+        text, status = self.render(job), str(job.get("status"))
+        if self.tty:
+            self.stream.write("\r" + text.ljust(self._drawn))
+            self._drawn = len(text)
+        elif status != self._last_status or (text != self._last_text and self.clock() - self._last_at >= self.every):
+            self.stream.write(f"{status} {text}\n" if counts(job)[1] else f"{status}\n")
+            self._last_text, self._last_status, self._last_at = text, status, self.clock()
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the in-place bar with a newline (once)."""
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = 0
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def poll(
+    fetch: Callable[[], dict[str, Any]], *, interval: float, timeout: float | None, what: str, on_update: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Fetch every `interval` seconds until the status is COMPLETED or FAILED."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        record = fetch()
+        on_update(record)
+        if record.get("status") in TERMINAL:
+            return record
+        if deadline is not None and time.monotonic() >= deadline:
+            raise UsageError(f"timed out after {timeout:g}s: {what} is still {record.get('status')}; it keeps running on the server.")
+        time.sleep(interval)
+
+
+def fetch_job(client: Client, job_id: str) -> dict[str, Any]:
+    """The job without its payload."""
+    job = client.get_job(job_id)
+    job.pop("payload_json", None)
+    return job
+
+
+def write_errors(client: Client, job_id: str, path: Path) -> int:
+    """Every failed item's result as JSON Lines in `path` (written whole, then renamed into place)."""
+    part = path.with_name(path.name + ".part")
+    written = 0
+    try:
+        with part.open("w", encoding="utf-8") as out:
+            for result in client.failed_results(job_id):
+                out.write(json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
+                written += 1
+        part.replace(path)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {exc}") from None
+    return written
+
+
+def cmd_import(args: argparse.Namespace, client: Client) -> int:
+    """Create a bulk job from a file; with --wait, follow it to the end and save the failed items."""
+    if args.errors_out and not args.wait:
+        raise UsageError("--errors-out only applies with --wait.")
+    items = read_items(Path(args.file), args.type)
+    started = time.monotonic()
+    job_id = str(client.create_job(args.type, items)["id"])
+    del items
+    print(job_id, flush=True)
+    if not args.wait:
+        return EXIT_OK
+    progress = Progress(sys.stderr, tty=sys.stderr.isatty())
+    try:
+        job = poll(
+            lambda: fetch_job(client, job_id), interval=args.interval, timeout=args.wait_timeout, what=f"job {job_id}", on_update=progress.update
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"interrupted; job {job_id} keeps running (see: python -m synqctl job {job_id})", file=sys.stderr)
+        raise
+    finally:
+        progress.close()
+    done, total, failed = counts(job)
+    lines = [("status", job["status"]), ("items", f"{total} total, {done - failed} processed, {failed} failed")]
+    lines.append(("duration", duration(job, time.monotonic() - started)))
+    if failed:
+        path = Path(args.errors_out or f"{job_id}.errors.jsonl")
+        lines.append(("errors", f"{path} ({write_errors(client, job_id, path)} items)"))
+    emit_fields(lines)
+    return EXIT_OK if job["status"] == "COMPLETED" else EXIT_FAILED
+
+
+JOB_COLUMNS = (
+    Column("ID", field("id")),
+    Column("TYPE", field("job_type")),
+    Column("STATUS", field("status")),
+    Column("TOTAL", field("total_items"), right=True),
+    Column("PROCESSED", field("processed_items"), right=True),
+    Column("FAILED", field("failed_items"), right=True),
+    Column("CREATED", field("created_at")),
+)
+
+
+def cmd_jobs(args: argparse.Namespace, client: Client) -> int:
+    """Recent bulk jobs, newest first; without --type, of every type (the API alone defaults to BULK_UPDATE)."""
+    types = [args.type] if args.type else list(JOB_TYPES)
+    jobs = [job for t in types for job in client.list_jobs(t, limit=args.limit or None, page_size=args.page_size)]
+    jobs.sort(key=lambda j: str(j.get("created_at", "")), reverse=True)
+    emit_rows(jobs[: args.limit or None], JOB_COLUMNS, args.json, "jobs")
+    return EXIT_OK
+
+
+RESULT_COLUMNS = (
+    Column("INDEX", field("index"), right=True),
+    Column("IDENTIFIER", field("identifier"), max_width=40),
+    Column("PRODUCT_ID", field("product_id")),
+    Column("CODES", lambda r: ",".join(sorted({e.get("code", "?") for e in r.get("errors") or []}))),
+    Column("MESSAGE", lambda r: " ".join(e.get("message", "") for e in r.get("errors") or []), max_width=100),
+)
+
+
+def cmd_job(args: argparse.Namespace, client: Client) -> int:
+    """One job's record; with --failed, its failed items instead."""
+    if args.failed:
+        emit_rows(list(client.failed_results(args.job_id)), RESULT_COLUMNS, args.json, "failed items")
+        return EXIT_OK
+    job = client.get_job(args.job_id)
+    if args.json:
+        emit_json(job, sys.stdout)
+        return EXIT_OK
+    done, total, failed = counts(job)
+    emit_fields(
+        [
+            ("id", job.get("id")),
+            ("type", job.get("job_type")),
+            ("status", job.get("status")),
+            ("progress", Progress.render(job)),
+            ("items", f"{total if total is not None else '?'} total, {done - failed} processed, {failed} failed"),
+            ("created_by", job.get("created_by")),
+            ("created_at", job.get("created_at")),
+            ("started_at", job.get("started_at")),
+            ("completed_at", job.get("completed_at")),
+            ("duration", duration(job)),
+        ]
+    )
+    return EXIT_OK
+
+
+def cmd_issues(args: argparse.Namespace, client: Client) -> int:
+    """Open validation issues, filtered like GET /validation."""
+    filters = {"job_id": args.job_id, "severity": args.severity, "issue_type": args.issue_type, "product_id": args.product_id}
+    issues = client.list_issues(filters, limit=args.limit or None, page_size=args.page_size)
+    columns = [
+        Column("SEVERITY", field("severity")),
+        Column("ISSUE_TYPE", field("issue_type")),
+        Column("PRODUCT_ID", field("product_id")),
+        *([] if args.job_id else [Column("JOB_ID", field("job_id"))]),
+        Column("ITEM", field("item_index"), right=True),
+        Column("MESSAGE", field("message"), max_width=100),
+    ]
+    emit_rows(issues, columns, args.json, "open issues")
+    return EXIT_OK
+
+
+AUDIT_COLUMNS = (
+    Column("CREATED", field("created_at")),
+    Column("ACTOR", field("actor_email"), max_width=40),
+    Column("ACTION", field("action")),
+    Column("ENTITY_TYPE", field("entity_type")),
+    Column("ENTITY_ID", field("entity_id")),
+    Column("DETAILS", field("details"), max_width=60),
+)
+
+
+def cmd_audit(args: argparse.Namespace, client: Client) -> int:
+    """Recent audit events, newest first."""
+    emit_rows(client.list_audit(limit=args.limit or None, page_size=args.page_size), AUDIT_COLUMNS, args.json, "audit events")
+    return EXIT_OK
+
+
+PRODUCT_COLUMNS = (
+    Column("ID", field("id")),
+    Column("SKU", field("sku"), max_width=30),
+    Column("TITLE", field("title"), max_width=50),
+    Column("CATEGORY", field("category"), max_width=24),
+    Column("BRAND", field("brand"), max_width=24),
+    Column("SCORE", field("quality_score"), right=True),
+    Column("ERRORS", lambda p: (p.get("issue_counts") or {}).get("ERROR"), right=True),
+    Column("WARNINGS", lambda p: (p.get("issue_counts") or {}).get("WARNING"), right=True),
+    Column("UPDATED", field("updated_at")),
+)
+
+
+def cmd_products(args: argparse.Namespace, client: Client) -> int:
+    """Products in the catalog, or the one with --sku."""
+    emit_rows(client.list_products(sku=args.sku, limit=args.limit or None, page_size=args.page_size), PRODUCT_COLUMNS, args.json, "products")
+    return EXIT_OK
+
+
+def status_changes(label: str) -> Callable[[dict[str, Any]], None]:
+    """A poll callback that prints `LABEL: STATUS` on stderr whenever the status changes."""
+    last: dict[str, Any] = {}
+
+    def report(record: dict[str, Any]) -> None:
+        if "status" not in last or record.get("status") != last["status"]:
+            last["status"] = record.get("status")
+            print(f"{label}: {last['status']}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def save_export(client: Client, export_id: str, path: Path) -> int:
+    """Download the export file to `path` (written whole, then renamed into place); returns its size."""
+    part = path.with_name(path.name + ".part")
+    try:
+        with part.open("wb") as out:
+            size = client.download_export(export_id, out)
+        part.replace(path)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {exc}") from None
+    except ApiError:
+        part.unlink(missing_ok=True)
+        raise
+    return size
+
+
+def cmd_export(args: argparse.Namespace, client: Client) -> int:
+    """Queue a catalog export; with --wait (or --out), follow it and report the object and counts."""
+    export_id = client.create_export().get("export_id")
+    if not export_id:
+        raise ApiError(202, "invalid_response", "POST /export answered without an export_id, so the export cannot be followed.")
+    print(export_id, flush=True)
+    if not (args.wait or args.out):
+        return EXIT_OK
+    export = poll(
+        lambda: client.get_export(export_id),
+        interval=args.interval,
+        timeout=args.wait_timeout,
+        what=f"export {export_id}",
+        on_update=status_changes(f"export {export_id}"),
+    )
+    completed = export.get("status") == "COMPLETED"
+    saved = save_export(client, export_id, Path(args.out)) if completed and args.out else None
+    if args.json:
+        emit_json(export, sys.stdout)
+    else:
+        lines = [
+            ("status", export.get("status")),
+            ("object", export.get("object")),
+            ("products", export.get("product_count")),
+            ("excluded", export.get("excluded_count")),
+            ("duration", duration(export)),
+        ]
+        lines += [("error", export.get("error"))] if not completed else []
+        lines += [("file", f"{args.out} ({saved} bytes)")] if saved is not None else []
+        emit_fields(lines)
+    return EXIT_OK if completed else EXIT_FAILED
+
+
+# -- parser and entry point -----------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _page_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_PAGE}")
+    return value
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    """Flags valid before or after the command; SUPPRESS keeps a subcommand from erasing the top-level value."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection (default: the SYNQ_* environment variables)")
+    group.add_argument("--api-url", metavar="URL", default=argparse.SUPPRESS, help="API base URL (SYNQ_API_URL)")
+    group.add_argument(
+        "--token", metavar="TOKEN", default=argparse.SUPPRESS, help="API token (SYNQ_TOKEN); prefer the variable, flags show up in `ps`"
+    )
+    group.add_argument("--tenant-id", metavar="ID", default=argparse.SUPPRESS, help="tenant id (SYNQ_TENANT_ID)")
+    group.add_argument("--org-id", metavar="ID", default=argparse.SUPPRESS, help="organization id (SYNQ_ORG_ID)")
+    group.add_argument(
+        "--http-timeout", metavar="SECONDS", type=_positive_float, default=argparse.SUPPRESS, help="seconds per HTTP request (default 60)"
+    )
+    return parent
+
+
+def _list_options(default_limit: int) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--limit", metavar="N", type=_count, default=default_limit, help=f"at most N rows, 0 for all (default {default_limit})")
+    parent.add_argument("--page-size", metavar="N", type=_page_size, default=MAX_PAGE, help=f"items per request (default {MAX_PAGE})")
+    parent.add_argument("--json", action="store_true", help="print the raw JSON array instead of a table")
+    return parent
+
+
+def _wait_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--wait", action="store_true", help="poll until COMPLETED or FAILED")
+    parent.add_argument("--interval", metavar="SECONDS", type=_positive_float, default=1.0, help="seconds between polls (default 1)")
+    parent.add_argument(
+        "--timeout", dest="wait_timeout", metavar="SECONDS", type=_positive_float, default=None, help="give up waiting after N seconds (exit 2)"
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    conn = _connection_options()
+    parser = argparse.ArgumentParser(
+        prog="python -m synqctl", description="Command-line client for the Synq PIM bulk operations API.", parents=[conn]
+    )
+    parser.add_argument("--version", action="version", version=f"synqctl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("import", parents=[conn, _wait_options()], help="create a bulk job from a .json array or .jsonl file")
+    p.add_argument("file", metavar="FILE", help="a JSON array (.json) or JSON Lines (.jsonl, one item a line)")
+    p.add_argument("--type", required=True, choices=JOB_TYPES, help="the job type")
+    p.add_argument("--errors-out", metavar="FILE", help="with --wait: where failed items go (default JOBID.errors.jsonl)")
+    p.set_defaults(run=cmd_import)
+
+    p = sub.add_parser("jobs", parents=[conn, _list_options(20)], help="list recent bulk jobs")
+    p.add_argument("--type", choices=JOB_TYPES, help="only this job type (default: all types)")
+    p.set_defaults(run=cmd_jobs)
+
+    p = sub.add_parser("job", parents=[conn], help="show one bulk job")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--failed", action="store_true", help="list the job's failed items instead")
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    p.set_defaults(run=cmd_job)
+
+    p = sub.add_parser("issues", parents=[conn, _list_options(100)], help="list open validation issues")
+    p.add_argument("--job-id", help="only issues raised by this job")
+    p.add_argument("--severity", type=str.upper, choices=("WARNING", "ERROR"), help="only this severity")
+    p.add_argument("--issue-type", help="only this type, e.g. MISSING_DESCRIPTION")
+    p.add_argument("--product-id", help="only issues of this product")
+    p.set_defaults(run=cmd_issues)
+
+    p = sub.add_parser("audit", parents=[conn, _list_options(100)], help="list recent audit events")
+    p.set_defaults(run=cmd_audit)
+
+    p = sub.add_parser("products", parents=[conn, _list_options(50)], help="list products")
+    p.add_argument("--sku", help="only the product with this SKU")
+    p.set_defaults(run=cmd_products)
+
+    p = sub.add_parser("export", parents=[conn, _wait_options()], help="queue a catalog export")
+    p.add_argument("--out", metavar="FILE", help="wait, then download the export file here")
+    p.add_argument("--json", action="store_true", help="with --wait: print the export record as JSON")
+    p.set_defaults(run=cmd_export)
+    return parser
+
+
+def _client(args: argparse.Namespace) -> Client:
+    overrides = {name: getattr(args, name, None) for name in ("api_url", "token", "tenant_id", "org_id")}
+    return Client(Config.load(overrides), timeout=getattr(args, "http_timeout", 60.0))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every expected failure becomes `error: …` on stderr and an exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args, _client(args)))
+    except (ConfigError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except ApiError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout went away (`… | head`): say nothing more, and keep Python's exit-time flush quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    return EXIT_USAGE

@@ -1,0 +1,282 @@
+"""A small HTTP client for the Synq PIM API on the standard library alone.
+
+It adds the three auth headers, speaks JSON, turns `{"error": {"code", "message"}}` answers into
+`ApiError`, retries 429/503 after the server's Retry-After (a bounded number of times), and follows
+`X-Next-Cursor` through list endpoints.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import platform
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import Message
+from typing import IO, Any
+
+from synqctl import __version__
+
+PREFIX = "/api/v1/pim"
+ENV_VARS = {"api_url": "SYNQ_API_URL", "token": "SYNQ_TOKEN", "tenant_id": "SYNQ_TENANT_ID", "org_id": "SYNQ_ORG_ID"}
+RETRY_STATUSES = frozenset({429, 503})
+MAX_PAGE = 200  # the list endpoints' largest `limit`
+MAX_RESULTS_PAGE = 1000  # the results endpoint's largest `limit`
+Params = Mapping[str, str | int | None]
+
+
+class ConfigError(Exception):
+    """The connection settings are missing or unusable."""
+
+
+class ApiError(Exception):
+    """An error answer from the API (or no answer at all: status 0), with its stable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where the API is and who is calling; the token never appears in repr()."""
+
+    api_url: str
+    token: str = field(repr=False)
+    tenant_id: str
+    org_id: str
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Config:
+        """Flags first, then SYNQ_* environment variables; raises ConfigError naming what is missing."""
+        env = os.environ if environ is None else environ
+        values = {name: (overrides.get(name) or env.get(var) or "").strip() for name, var in ENV_VARS.items()}
+        missing = [ENV_VARS[name] for name, value in values.items() if not value]
+        if missing:
+            raise ConfigError(
+                f"missing configuration: {', '.join(missing)}. Set the environment variable(s) "
+                "(for the local stack: set -a; . .dev/stack.env; set +a) or pass --api-url/--token/--tenant-id/--org-id."
+            )
+        url = values["api_url"].rstrip("/")
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"SYNQ_API_URL must be an http(s) URL, not {url[:100]!r}.")
+        return cls(api_url=url, token=values["token"], tenant_id=values["tenant_id"], org_id=values["org_id"])
+
+
+@dataclass
+class Response:
+    """A successful answer: status, headers, and the decoded JSON body (None when empty)."""
+
+    status: int
+    headers: Message
+    body: Any
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib would resend the Authorization header to wherever a redirect points; refuse instead."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def retry_delay(retry_after: str | None, attempt: int, cap: float) -> float:
+    """Seconds to wait before the next attempt: Retry-After (seconds or an HTTP date), else 1, 2, 4 … s."""
+    if retry_after:
+        value = retry_after.strip()
+        if value.isdigit():
+            return min(float(value), cap)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+            return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), cap)
+    return min(2.0 ** (attempt - 1), cap)
+
+
+def error_from(status: int, raw: bytes, reason: str) -> ApiError:
+    """The API's `{"error": {"code", "message"}}`, or a generic `http_<status>` for anything else."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("code"):
+        return ApiError(status, str(error["code"]), str(error.get("message") or ""))
+    text = raw.decode("utf-8", "replace").strip()[:200]
+    return ApiError(status, f"http_{status}", text or reason or "the request failed")
+
+
+class Client:
+    """One API, one tenant: JSON requests with retries, and cursor paging."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        timeout: float = 60.0,
+        max_attempts: int = 5,
+        max_wait: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.max_wait = max_wait
+        self._sleep = sleep
+        self._opener = urllib.request.build_opener(_NoRedirects)
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _headers(self, *, auth: bool = True, json_body: bool = False, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": f"synqctl/{__version__} Python/{platform.python_version()}"}
+        if auth:
+            headers |= {
+                "Authorization": f"Bearer {self.config.token}",
+                "X-Tenant-ID": self.config.tenant_id,
+                "X-Org-ID": self.config.org_id,
+            }
+        if json_body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def url(self, path: str, params: Params | None = None) -> str:
+        """The absolute URL of an API path (under /api/v1/pim) with its non-empty query parameters."""
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None and v != ""}
+        return f"{self.config.api_url}{PREFIX}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    def _redact(self, error: ApiError) -> ApiError:
+        if self.config.token and self.config.token in error.message:
+            return ApiError(error.status, error.code, error.message.replace(self.config.token, "***"))
+        return error
+
+    def _open(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, Message, IO[bytes]]:
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            response = self._opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            origin = urllib.parse.urlsplit(url)._replace(path="", query="").geturl()
+            raise ApiError(0, "connection_failed", f"cannot reach {origin}: {reason}") from None
+        return response.status, response.headers, response
+
+    def _exchange(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, Message, IO[bytes]]:
+        """Send, retrying 429/503 up to `max_attempts` times; the caller reads and closes the body."""
+        attempt = 1
+        while True:
+            status, response_headers, body = self._open(method, url, data, headers)
+            if status not in RETRY_STATUSES or attempt >= self.max_attempts:
+                return status, response_headers, body
+            body.close()
+            self._sleep(retry_delay(response_headers.get("Retry-After"), attempt, self.max_wait))
+            attempt += 1
+
+    def request(self, method: str, path: str, *, params: Params | None = None, body: Any = None) -> Response:
+        """One JSON call; raises ApiError for any status of 300 or more."""
+        data = None if body is None else json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        status, headers, stream = self._exchange(method, self.url(path, params), data, self._headers(json_body=data is not None))
+        try:
+            raw = stream.read()
+        finally:
+            stream.close()
+        if 300 <= status < 400:
+            target = headers.get("Location") or "elsewhere"
+            raise ApiError(status, "unexpected_redirect", f"the API redirected to {target[:200]}; not followed with the token (check SYNQ_API_URL).")
+        if status >= 400:
+            raise self._redact(error_from(status, raw, str(getattr(stream, "reason", ""))))
+        try:
+            decoded = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            raise ApiError(status, "invalid_response", f"{method} {path} answered {status} with a body that is not JSON.") from None
+        return Response(status, headers, decoded)
+
+    def pages(self, path: str, params: Params | None = None, *, limit: int | None = None, page_size: int = MAX_PAGE) -> Iterator[Any]:
+        """Every item of a list endpoint, following X-Next-Cursor, stopping after `limit` items."""
+        cursor: str | None = None
+        seen = 0
+        while limit is None or seen < limit:
+            size = page_size if limit is None else min(page_size, limit - seen)
+            response = self.request("GET", path, params={**(params or {}), "limit": size, "cursor": cursor})
+            if not isinstance(response.body, list):
+                raise ApiError(response.status, "invalid_response", f"GET {path} did not answer with a JSON array.")
+            for item in response.body[: None if limit is None else limit - seen]:
+                yield item
+                seen += 1
+            next_cursor = response.headers.get("X-Next-Cursor")
+            if not next_cursor or not response.body or next_cursor == cursor:
+                return
+            cursor = next_cursor
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    def create_job(self, job_type: str, payload: list[Any]) -> dict[str, Any]:
+        """POST /bulk-jobs: the new PENDING job."""
+        return dict(self.request("POST", "/bulk-jobs", body={"job_type": job_type, "payload": payload}).body)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """GET /bulk-jobs/{id} without its payload (which may be 32 MB): cheap enough to poll."""
+        return dict(self.request("GET", f"/bulk-jobs/{_segment(job_id)}", params={"include_payload": "false"}).body)
+
+    def list_jobs(self, job_type: str, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
+        """GET /bulk-jobs?type=…, newest first."""
+        return list(self.pages("/bulk-jobs", {"type": job_type}, limit=limit, page_size=page_size))
+
+    def failed_results(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """Every failed item's result (GET /bulk-jobs/{id}/results?status=failed), in payload order."""
+        return self.pages(f"/bulk-jobs/{_segment(job_id)}/results", {"status": "failed"}, page_size=MAX_RESULTS_PAGE)
+
+    def list_products(self, *, sku: str | None, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
+        """GET /products[?sku=…]."""
+        return list(self.pages("/products", {"sku": sku}, limit=limit, page_size=page_size))
+
+    def list_issues(self, filters: Params, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
+        """GET /validation with any of job_id, severity, issue_type, product_id."""
+        return list(self.pages("/validation", filters, limit=limit, page_size=page_size))
+
+    def list_audit(self, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
+        """GET /audit, newest first."""
+        return list(self.pages("/audit", limit=limit, page_size=page_size))
+
+    def create_export(self) -> dict[str, Any]:
+        """POST /export: `{"status", "message", "export_id"}`."""
+        body = self.request("POST", "/export").body
+        return dict(body) if isinstance(body, dict) else {}
+
+    def get_export(self, export_id: str) -> dict[str, Any]:
+        """GET /exports/{id}."""
+        return dict(self.request("GET", f"/exports/{_segment(export_id)}").body)
+
+    def download_export(self, export_id: str, out: IO[bytes]) -> int:
+        """Stream GET /exports/{id}/download into `out`; a redirect (a signed URL) is followed without our headers."""
+        url = self.url(f"/exports/{_segment(export_id)}/download")
+        status, headers, stream = self._exchange("GET", url, None, self._headers(accept="*/*"))
+        location = headers.get("Location")
+        if status in (301, 302, 303, 307, 308) and location:
+            stream.close()
+            status, headers, stream = self._exchange("GET", urllib.parse.urljoin(url, location), None, self._headers(auth=False, accept="*/*"))
+        try:
+            if status >= 300:
+                raise self._redact(error_from(status, stream.read(), ""))
+            before = out.tell() if out.seekable() else 0
+            shutil.copyfileobj(stream, out)
+            return (out.tell() - before) if out.seekable() else 0
+        finally:
+            stream.close()
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment, so `../x` or `a/b` cannot reach another route."""
+    return urllib.parse.quote(value, safe="")
