@@ -160,3 +160,7 @@ def list_notification_deliveries(request: Request) -> Response:
 def redeliver_notification(request: Request) -> Response:
     principal = authenticate(request)
     return Response(notifications.redeliver(principal, request.params["delivery_id"]))
+
+
+# Routes defined in other modules register on the same router when this module is imported.
+from common import api_import as _api_import  # noqa: E402,F401

@@ -68,6 +68,12 @@ class Loader(Protocol):
         """Unresolved issues pointing at the product: their `id` and `identifier`."""
         ...
 
+    def values(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Value index entries (see `value_key`): who holds an identifier attribute's value."""
+        ...
+
+    def taxonomy_nodes(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
+
 
 @dataclass
 class ItemError:
@@ -102,6 +108,10 @@ class CatalogView:
     dirty_identifiers: set[str] = field(default_factory=set)
     issue_writes: dict[str, dict[str, Any]] = field(default_factory=dict)
     audits: list[dict[str, Any]] = field(default_factory=list)
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dirty_values: set[str] = field(default_factory=set)
+    # Other documents merged as they are, keyed by (collection, id): the asset registry.
+    extra_writes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -119,6 +129,17 @@ class CatalogView:
         if want_idents:
             for ident, doc in self.loader.identifiers(want_idents).items():
                 self.identifiers[ident] = doc or {"identifier": ident, "open": {}}
+
+    def prefetch_values(self, keys: Iterable[str]) -> None:
+        wanted = {k for k in keys if k not in self.values}
+        if wanted:
+            for k, doc in self.loader.values(wanted).items():
+                attr, _, value = k.partition("\n")
+                self.values[k] = doc or {"key": attr, "value": value, "holders": {}}
+
+    def value_entry(self, key: str) -> dict[str, Any]:
+        self.prefetch_values([key])
+        return self.values[key]
 
     def product(self, product_id: str) -> dict[str, Any] | None:
         if product_id not in self.products:
@@ -146,7 +167,15 @@ class CatalogView:
     # -- writes ------------------------------------------------------------------------------
 
     def write_count(self) -> int:
-        return len(self.dirty_products) + len(self.dirty_skus) + len(self.dirty_identifiers) + len(self.issue_writes) + len(self.audits)
+        return (
+            len(self.dirty_products)
+            + len(self.dirty_skus)
+            + len(self.dirty_identifiers)
+            + len(self.issue_writes)
+            + len(self.audits)
+            + len(self.dirty_values)
+            + len(self.extra_writes)
+        )
 
     def open_issue(self, issue_id: str, doc: dict[str, Any]) -> None:
         self.issue_writes[issue_id] = {
@@ -193,6 +222,8 @@ class CatalogView:
         self.dirty_identifiers.clear()
         self.issue_writes.clear()
         self.audits.clear()
+        self.dirty_values.clear()
+        self.extra_writes.clear()
 
 
 # -- issues on products ----------------------------------------------------------------------
@@ -296,6 +327,35 @@ def _move_skus(view: CatalogView, index: int, product_id: str, old: dict[str, An
     return {sku for sku in new_skus if CatalogView.sku_total(view.sku_entry(sku)) >= 2}
 
 
+def value_key(attribute: str, value: str) -> str:
+    """The value index key of an identifier attribute's value (`gtin`, or a vocabulary attribute)."""
+    return f"{attribute}\n{value}"
+
+
+def indexed_values(product: dict[str, Any] | None) -> set[str]:
+    """The value index keys a product holds: its GTIN and its identifier attributes' values."""
+    if not product:
+        return set()
+    keys = {value_key("gtin", product["gtin"])} if product.get("gtin") else set()
+    keys |= {value_key(attr, value) for attr, value in (product.get("identifier_values") or {}).items() if value}
+    return keys
+
+
+def _move_values(view: CatalogView, product_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+    before, after = indexed_values(old), indexed_values(new)
+    for key in before ^ after:
+        entry = view.value_entry(key)
+        if key in after:
+            entry["holders"][product_id] = True
+        else:
+            entry["holders"].pop(product_id, None)
+        view.dirty_values.add(key)
+
+
+def holders_of(view: CatalogView, key: str) -> list[str]:
+    return sorted(view.value_entry(key)["holders"])
+
+
 def _resolve_failures(view: CatalogView, identifiers: Iterable[str | None]) -> None:
     """A successful item clears earlier failures recorded under the same identifier."""
     for ident in identifiers:
@@ -361,6 +421,7 @@ def save_product(
         new["updated_at"] = ctx.now
         new["version"] = (old or {}).get("version", 0) + 1
     duplicates = _move_skus(view, index, product_id, old, new)
+    _move_values(view, product_id, old, new)
     view.products[product_id] = new
     view.dirty_products.add(product_id)
     details: dict[str, Any] = dict(extra_details or {})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, field_validator, model_validator
 
-from common.models.base import PublicModel, Timestamp
+from common.models.base import PublicModel, Timestamp, rfc3339
 
 Title = Annotated[StrictStr, StringConstraints(min_length=1, max_length=500, pattern=r"\S")]
 Sku = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
@@ -102,7 +102,7 @@ class ProductPublic(PublicModel):
     id: str
     org_id: str
     tenant_id: str
-    title: str
+    title: str | None
     sku: str | None = None
     description: str | None = None
     category: str | None = None
@@ -112,5 +112,34 @@ class ProductPublic(PublicModel):
     variants: list[Variant] = Field(default_factory=list)
     quality_score: int = 0
     issue_counts: dict[str, int] = Field(default_factory=lambda: {"ERROR": 0, "WARNING": 0})
+    # From ProductImportData imports (empty for products that never had them):
+    # values[attribute][recipient or "*"] = {"by_locale": {locale: value}, "explicit_null", "source_party"}
+    values: dict[str, Any] = Field(default_factory=dict)
+    # assets[attribute][recipient or "*"][locale] = {"asset_id", "name", "url", "source_url", "format"}
+    assets: dict[str, Any] = Field(default_factory=dict)
+    taxonomy_nodes: list[str] = Field(default_factory=list)
+    parents: list[dict[str, Any]] = Field(default_factory=list)
+    package_type: str | None = None
+    lifecycle: dict[str, Any] = Field(default_factory=dict)
+    archived: bool = False
+    recipients_to_link: list[str] = Field(default_factory=list)
+    recipients_requirement_sets: Any = None
+    catalog_items: list[dict[str, Any]] = Field(default_factory=list)
+    workflow_id: str | None = None
+    source_parties: list[Any] = Field(default_factory=list)
+    multi_values: list[Any] = Field(default_factory=list)
+    container_values: list[Any] = Field(default_factory=list)
+    complex_values: list[Any] = Field(default_factory=list)
+    nutritional_information_module: dict[str, Any] | None = None
     created_at: Timestamp
     updated_at: Timestamp
+
+    @model_validator(mode="before")
+    @classmethod
+    def _system_created_date(cls, data: Any) -> Any:
+        """LifeCycle.CreatedDate is the system's: the product's creation time."""
+        if isinstance(data, dict) and data.get("created_at") is not None:
+            lifecycle = dict(data.get("lifecycle") or {})
+            lifecycle["created_date"] = rfc3339(data["created_at"])
+            data = {**data, "lifecycle": lifecycle}
+        return data

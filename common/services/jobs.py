@@ -13,11 +13,13 @@ from google.api_core import exceptions as gexc
 from common import errors
 from common.auth import Principal
 from common.config import get_settings
-from common.domain import engine
+from common.domain import engine, syndigo
 from common.http import loads_strict
 from common.logging import get_logger
 from common.models.base import utcnow
-from common.models.job import ChunkMessage, JobMessage, JobPublic, JobStatus, JobSummary, JobType
+from common.models.job import ChunkMessage, ItemResult, JobMessage, JobPublic, JobStatus, JobSummary, JobType
+from common.models.syndigo import ImportRequest
+from common.services import product_import
 from common.store import blobs, catalog, queue
 from common.store import jobs as store
 from common.store.paths import Scope
@@ -31,8 +33,9 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def validate_request(body: Any) -> tuple[JobType, Any, list[str]]:
-    """Check a create request's shape; returns (job type, payload, each item as JSON text)."""
+def validate_request(body: Any) -> tuple[JobType, Any, list[str], ImportRequest | None]:
+    """Check a create request's shape; returns (job type, payload, each item as JSON text, and the
+    ProductImportData envelope when the payload is one)."""
     settings = get_settings()
     if not isinstance(body, dict):
         raise errors.BadRequest("The request body must be a JSON object with job_type and payload.", code="invalid_body")
@@ -50,22 +53,23 @@ def validate_request(body: Any) -> tuple[JobType, Any, list[str]]:
             details={"field": "job_type"},
         )
     payload = body["payload"]
+    envelope = None
+    items = payload
     if isinstance(payload, dict):
-        raise errors.Unprocessable(
-            "Object payloads (the ProductImportData envelope) are not accepted yet; send an array of items.",
-            code="unsupported_payload",
-            details={"field": "payload"},
-        )
-    if not isinstance(payload, list):
+        if job_type == "BULK_DELETE":
+            raise errors.Unprocessable("BULK_DELETE takes an array of product ids.", code="invalid_payload", details={"field": "payload"})
+        envelope = product_import.parse_request(payload)
+        items = envelope.ProductImportData.ProductsToImport
+    elif not isinstance(payload, list):
         raise errors.Unprocessable("payload must be a JSON array of items.", code="invalid_payload", details={"field": "payload"})
-    if not payload:
+    if not items:
         raise errors.Unprocessable("payload must hold at least one item.", code="empty_payload", details={"field": "payload"})
-    if len(payload) > settings.max_items_per_job:
+    if len(items) > settings.max_items_per_job:
         raise errors.PayloadTooLarge(f"A job holds at most {settings.max_items_per_job} items; split the payload.")
     want, what = (str, "a product id string") if job_type == "BULK_DELETE" else (dict, "a product object")
     texts = []
-    for index, item in enumerate(payload):
-        if not isinstance(item, want):
+    for index, item in enumerate(items):
+        if envelope is None and not isinstance(item, want):
             raise errors.Unprocessable(
                 f"payload[{index}] must be {what} for {job_type}.", code="invalid_payload", details={"field": f"payload[{index}]"}
             )
@@ -73,16 +77,27 @@ def validate_request(body: Any) -> tuple[JobType, Any, list[str]]:
         if len(text.encode("utf-8")) > settings.max_item_bytes:
             raise errors.PayloadTooLarge(f"payload[{index}] is larger than {settings.max_item_bytes} bytes.")
         texts.append(text)
-    return JobType(job_type), payload, texts
+    return JobType(job_type), payload, texts, envelope
 
 
 def create_job(principal: Principal, body: Any) -> dict[str, Any]:
     """Store a PENDING job with its audit event, publish it, and return the public record."""
     settings = get_settings()
-    job_type, _, texts = validate_request(body)
-    payload_json = "[" + ",".join(texts) + "]"
+    job_type, payload, texts, envelope = validate_request(body)
+    payload_json = "[" + ",".join(texts) + "]" if envelope is None else _dumps(payload)
     job_id = str(uuid.uuid4())
     scope = principal.scope
+    import_options = None
+    if envelope is not None:
+        vocabulary = product_import.load_vocabulary(scope, envelope.vocabularyId)
+        import_options = {
+            "vocabulary_id": vocabulary["id"],
+            "identifier_property": envelope.ProductImportData.ProductIdentifierProperty,
+            "error_mode": envelope.ErrorMode.value,
+            "what_if": envelope.whatIf,
+            "include_missing": envelope.shouldIncludeMissingVocabularyAttributes,
+            "archived": envelope.ProductImportData.Archived,
+        }
     now = utcnow()
     job: dict[str, Any] = {
         "id": job_id,
@@ -104,6 +119,9 @@ def create_job(principal: Principal, body: Any) -> dict[str, Any]:
         "started_at": None,
         "completed_at": None,
     }
+    if import_options is not None:
+        job["payload_kind"] = "ProductImportData"
+        job["import_options"] = import_options
     if job["payload_bytes"] <= settings.inline_payload_max_bytes:
         job["payload_json"] = payload_json
     else:
@@ -176,8 +194,24 @@ def list_jobs(scope: Scope, job_type: str, *, limit: int, cursor: str | None) ->
 
 
 def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool) -> tuple[list[dict[str, Any]], int | None]:
-    get_job(scope, job_id)
-    return store.results_page(scope, job_id, start=start, limit=limit, failed_only=failed_only, chunk_size=get_settings().chunk_size)
+    job = get_job(scope, job_id)
+    committed = job.get("committed", True)
+    items, next_start = store.results_page(
+        scope, job_id, start=start, limit=limit, failed_only=failed_only and committed, chunk_size=get_settings().chunk_size
+    )
+    if not committed:
+        # ErrorMode Fail: nothing was committed, so every item failed; the good ones say why.
+        items = [_not_committed(i) for i in items]
+    if job.get("payload_kind") == "ProductImportData":
+        items = [{**i, **product_import.vendor_result(i)} for i in items]
+    return [ItemResult.model_validate(i).dump() | {k: v for k, v in i.items() if k[0].isupper()} for i in items], next_start
+
+
+def _not_committed(item: dict[str, Any]) -> dict[str, Any]:
+    if item["result"] == "failed":
+        return item
+    error = {"code": "not_committed", "field": None, "message": "Not committed: another item failed and ErrorMode is Fail."}
+    return {**item, "result": "failed", "errors": [error]}
 
 
 # -- pipeline ---------------------------------------------------------------------------------
@@ -210,11 +244,16 @@ def dispatch(message: JobMessage) -> None:
         log.info("dispatch: job already dispatched", extra={"job_id": message.job_id, "status": job["status"]})
         return
     items = loads_strict(payload_text(job))
+    if job.get("payload_kind") == "ProductImportData":
+        items = items["ProductImportData"]["ProductsToImport"]
     texts = [_dumps(item) for item in items]
     chunks = list(split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes))
     del items, texts
-    store.create_chunks(scope, message.job_id, chunks)
-    if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=len(chunks)):
+    options = job.get("import_options") or {}
+    # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
+    phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
+    store.create_chunks(scope, message.job_id, chunks, phase)
+    if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=len(chunks), phase=phase):
         return
     queue.publish(
         settings.chunks_topic,
@@ -237,6 +276,36 @@ def _context(job: dict[str, Any]) -> engine.JobContext:
     )
 
 
+def _item_functions(scope: Scope, job: dict[str, Any]) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
+    """How this job's items are applied, and what a step commits (see catalog.ALL/FAILURES/NOTHING)."""
+    options = job.get("import_options")
+    if options is None:
+        job_type = job["job_type"]
+        return (
+            engine.apply_plain_item,
+            lambda view, batch: view.prefetch(*engine.plain_needs(job_type, batch)),
+            catalog.ALL,
+        )
+    vocabulary = product_import.load_vocabulary(scope, options["vocabulary_id"])
+    request = product_import.parse_request(
+        {
+            "ProductImportData": {
+                "ProductsToImport": [{}],
+                "ProductIdentifierProperty": options["identifier_property"],
+                "Archived": options["archived"],
+            }
+        },
+        include_missing=options["include_missing"],
+    )
+    import_options = product_import.options_for(request, vocabulary)
+    mode = catalog.NOTHING if options["what_if"] else catalog.FAILURES if job.get("phase") == "validate" else catalog.ALL
+    return (
+        lambda view, index, raw: syndigo.apply_syndigo_item(view, index, raw, import_options),
+        product_import.prefetcher(import_options),
+        mode,
+    )
+
+
 def process_chunk(message: ChunkMessage) -> None:
     """Apply one chunk, step by step, then finish the job if this was the last chunk."""
     settings = get_settings()
@@ -252,6 +321,10 @@ def process_chunk(message: ChunkMessage) -> None:
     if progress is None:
         log.warning("chunk: no such chunk; message acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
         return
+    phase = job.get("phase", "commit")
+    if progress.get("phase", "commit") != phase:
+        # The job moved from validating to committing (ErrorMode Fail): this chunk starts over, once.
+        progress = store.reset_chunk(scope, message.job_id, message.chunk, phase)
     if not progress["done"]:
         owner = str(uuid.uuid4())
         claim = store.claim_chunk(scope, message.job_id, message.chunk, owner, settings.stale_after_seconds)
@@ -262,7 +335,7 @@ def process_chunk(message: ChunkMessage) -> None:
         if stored is None:
             raise errors.Transient("chunk items are not readable yet")
         items = loads_strict(stored["items_json"])
-        job_type = job["job_type"]
+        apply_item, prefetch, mode = _item_functions(scope, job)
         while not progress["done"]:
             progress = catalog.apply_chunk_step(
                 scope,
@@ -271,9 +344,10 @@ def process_chunk(message: ChunkMessage) -> None:
                 items,
                 stored["first_index"],
                 lambda: _context(job),
-                engine.apply_plain_item,
-                lambda batch: engine.plain_needs(job_type, batch),
+                apply_item,
+                prefetch,
                 settings.stale_after_seconds,
+                mode,
             )
             store.count_progress(scope, message.job_id, message.chunk)
     store.count_progress(scope, message.job_id, message.chunk)
@@ -292,6 +366,15 @@ def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
         "ip_address": job.get("ip_address", ""),
     }
     status = store.finish(scope, job["id"], audit)
+    if status == "commit":
+        # Every chunk validated without a failure: now every chunk commits.
+        chunks = job.get("chunk_count") or store.get(scope, job["id"]).get("chunk_count", 0)  # type: ignore[union-attr]
+        queue.publish(
+            get_settings().chunks_topic,
+            [ChunkMessage(job_id=job["id"], org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n) for n in range(chunks)],
+        )
+        log.info("job validated; committing", extra={"job_id": job["id"]})
+        return None
     if status:
         log.info("job finished", extra={"job_id": job["id"], "status": status})
     return status
@@ -321,7 +404,7 @@ def reconcile() -> dict[str, int]:
             store.count_progress(scope, job["id"], n)
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
-    from common.services import exports
+    from common.services import exports  # exports imports this module's siblings; import late
 
     counts["exports_republished"] = exports.reconcile(cutoff)
     if any(counts.values()):

@@ -18,6 +18,7 @@ from google.cloud import firestore
 from common import errors
 from common.clients import firestore_client
 from common.domain.engine import CatalogView, JobContext
+from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
 from common.store.paths import Scope, chunk_id, coll, index_key, job_ref
@@ -52,6 +53,14 @@ class FirestoreLoader:
 
     def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         return self._get_all("identifier_index", {i: index_key(i) for i in identifiers})
+
+    def values(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        return self._get_all("value_index", {k: index_key(k) for k in keys})
+
+    def taxonomy_nodes(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        ids = list(ids)
+        found = self._get_all("taxonomy_nodes", {i: i for i in ids if is_safe_id(i)})
+        return {i: found.get(i) for i in ids}
 
     def open_issues(self, product_id: str) -> list[dict[str, Any]]:
         query = (
@@ -90,10 +99,50 @@ def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scop
     audit = coll(scope, "audit_events", db)
     for event in view.audits:
         writer.set(audit.document(event["id"]), event)
+    for key in view.dirty_values:
+        entry = view.values[key]
+        ref = coll(scope, "value_index", db).document(index_key(key))
+        writer.set(ref, entry) if entry["holders"] else writer.delete(ref)
+    for (collection, doc_id), fields in view.extra_writes.items():
+        writer.set(coll(scope, collection, db).document(doc_id), fields, merge=True)
 
 
 ItemFn = Callable[[CatalogView, int, Any], dict[str, Any]]
-NeedsFn = Callable[[list[Any]], tuple[set[str], set[str], set[str]]]
+# Loads, in a few round trips, what a batch of items will read (products, SKUs, identifiers, values).
+PrefetchFn = Callable[[CatalogView, list[Any]], None]
+
+# What a step commits: everything; only the failures' issues (ErrorMode Fail's validation pass); nothing (whatIf).
+ALL, FAILURES, NOTHING = "all", "failures", "nothing"
+
+
+def run_items(view: CatalogView, items: list[Any], start: int, first_index: int, apply_item: ItemFn, prefetch: PrefetchFn) -> list[dict[str, Any]]:
+    """Apply items from `start` until the view holds a step's worth of writes; returns their results."""
+    results: list[dict[str, Any]] = []
+    for offset, raw in enumerate(items[start:]):
+        if offset % 100 == 0:
+            prefetch(view, items[start + offset : start + offset + 100])
+        results.append(apply_item(view, first_index + start + offset, raw))
+        if view.write_count() >= STEP_WRITES:
+            break
+    return results
+
+
+def write_failures(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:
+    """Only the failed items' issues and their identifier index entries (merged, never cleared)."""
+    db = firestore_client()
+    for issue_id, fields in view.issue_writes.items():
+        if fields.get("job_id") and "created_at" in fields:
+            writer.set(coll(scope, "validation_issues", db).document(issue_id), fields)
+            if fields.get("identifier"):
+                ref = coll(scope, "identifier_index", db).document(index_key(fields["identifier"]))
+                writer.set(ref, {"identifier": fields["identifier"], "open": {issue_id: True}}, merge=True)
+
+
+def commit_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView, mode: str) -> None:
+    if mode == ALL:
+        write_view(writer, scope, view)
+    elif mode == FAILURES:
+        write_failures(writer, scope, view)
 
 
 def apply_chunk_step(
@@ -104,8 +153,9 @@ def apply_chunk_step(
     first_index: int,
     make_context: Callable[[], JobContext],
     apply_item: ItemFn,
-    needs: NeedsFn,
+    prefetch: PrefetchFn,
     lease_seconds: float = 60.0,
+    mode: str = ALL,
 ) -> dict[str, Any]:
     """Apply the chunk's next items in one transaction; returns the chunk's progress after it.
 
@@ -122,15 +172,8 @@ def apply_chunk_step(
             return progress or {"done": True}
         start = progress["applied"]
         view = CatalogView(FirestoreLoader(scope, tx), make_context())
-        view.prefetch(*needs(items[start : start + 100]))
-        results: list[dict[str, Any]] = []
-        for offset, raw in enumerate(items[start:]):
-            if offset and offset % 100 == 0:
-                view.prefetch(*needs(items[start + offset : start + offset + 100]))
-            results.append(apply_item(view, first_index + start + offset, raw))
-            if view.write_count() >= STEP_WRITES:
-                break
-        write_view(tx, scope, view)
+        results = run_items(view, items, start, first_index, apply_item, prefetch)
+        commit_view(tx, scope, view, mode)
         ok = sum(1 for r in results if r["result"] != "failed")
         failed = len(results) - ok
         applied = start + len(results)
@@ -154,6 +197,28 @@ def apply_chunk_step(
     except (ValueError, gexc.Aborted) as exc:
         # The client gives up on a transaction that kept losing to others: let Pub/Sub redeliver.
         raise errors.Transient("chunk step kept conflicting; retry later") from exc
+
+
+def apply_items(
+    scope: Scope, items: list[Any], make_context: Callable[[], JobContext], apply_item: ItemFn, prefetch: PrefetchFn, mode: str
+) -> list[dict[str, Any]]:
+    """Apply items outside a job (the synchronous import): step by step, one transaction each."""
+    db = firestore_client()
+    results: list[dict[str, Any]] = []
+    while len(results) < len(items):
+
+        @firestore.transactional
+        def step(tx: firestore.Transaction, start: int = len(results)) -> list[dict[str, Any]]:
+            view = CatalogView(FirestoreLoader(scope, tx), make_context())
+            done = run_items(view, items, start, 0, apply_item, prefetch)
+            commit_view(tx, scope, view, mode)
+            return done
+
+        try:
+            results += step(db.transaction(max_attempts=10))
+        except (ValueError, gexc.Aborted) as exc:
+            raise errors.Transient("the import kept conflicting with other writes; send it again") from exc
+    return results
 
 
 def get_product(scope: Scope, product_id: str) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ def list_page(scope: Scope, job_type: str, *, limit: int, cursor: str | None) ->
     return pages.page(query, jobs, limit=limit, cursor=cursor)
 
 
-def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, str, int]]) -> None:
+def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, str, int]], phase: str = "commit") -> None:
     """Store each chunk's items and an empty progress record, unless a previous attempt already did.
 
     `chunks`: (number, first item index, items as a JSON array, item count). Create-only, so a
@@ -68,6 +68,7 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
                     "failed": 0,
                     "has_failures": False,
                     "done": False,
+                    "phase": phase,
                     "counted_ok": 0,
                     "counted_failed": 0,
                     "counted_done": False,
@@ -105,7 +106,7 @@ def _create_all(db: firestore.Client, docs: list[tuple[firestore.DocumentReferen
                 ref.create(fields)
 
 
-def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count: int) -> bool:
+def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count: int, phase: str = "commit") -> bool:
     """PENDING → PROCESSING, once: False when the job was not PENDING (a redelivered message)."""
     db = firestore_client()
     ref = job_ref(scope, job_id)
@@ -128,6 +129,7 @@ def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count
                 "started_at": now,
                 "updated_at": now,
                 "touched_at": now,
+                "phase": phase,
             },
         )
         return True
@@ -168,6 +170,36 @@ def chunk_items(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
 def chunk_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     snap = job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).get()
     return snap.to_dict() if snap.exists else None
+
+
+def reset_chunk(scope: Scope, job_id: str, n: int, phase: str) -> dict[str, Any]:
+    """Start a chunk over in a new phase, once: a concurrent reset finds it already in that phase."""
+    db = firestore_client()
+    ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
+
+    @firestore.transactional
+    def reset(tx: firestore.Transaction) -> dict[str, Any]:
+        progress = data(ref.get(transaction=tx))
+        if progress.get("phase", "commit") == phase:
+            return progress
+        fresh = {
+            "phase": phase,
+            "applied": 0,
+            "results": [],
+            "ok": 0,
+            "failed": 0,
+            "has_failures": False,
+            "done": False,
+            "counted_ok": 0,
+            "counted_failed": 0,
+            "counted_done": False,
+            "lease_owner": None,
+            "updated_at": utcnow(),
+        }
+        tx.update(ref, fresh)
+        return {**progress, **fresh}
+
+    return reset(db.transaction())  # type: ignore[no-any-return]
 
 
 def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
@@ -235,9 +267,29 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
         job = data(snap)
         if job["status"] != JobStatus.PROCESSING or job.get("chunks_done", 0) < job.get("chunk_count", 0):
             return None
-        status = JobStatus.FAILED if job.get("failed_items") else JobStatus.COMPLETED
         now = utcnow()
-        tx.update(ref, {"status": status.value, "completed_at": now, "updated_at": now, "touched_at": now})
+        if job.get("phase") == "validate":
+            if not job.get("failed_items"):
+                # All validated: start the commit pass (chunks reset themselves when they see it).
+                tx.update(ref, {"phase": "commit", "processed_items": 0, "failed_items": 0, "chunks_done": 0, "updated_at": now, "touched_at": now})
+                return "commit"
+            # ErrorMode Fail: one failure and nothing is committed; every item is reported as failed.
+            tx.update(
+                ref,
+                {
+                    "status": JobStatus.FAILED.value,
+                    "committed": False,
+                    "processed_items": 0,
+                    "failed_items": job.get("total_items"),
+                    "completed_at": now,
+                    "updated_at": now,
+                    "touched_at": now,
+                },
+            )
+            status = JobStatus.FAILED
+        else:
+            status = JobStatus.FAILED if job.get("failed_items") else JobStatus.COMPLETED
+            tx.update(ref, {"status": status.value, "completed_at": now, "updated_at": now, "touched_at": now})
         if audit is not None:
             event = {**audit, "action": f"bulk_job.{status.value.lower()}", "created_at": now}
             event["details"] = {

@@ -48,7 +48,7 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.calls.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()})
             time.sleep(state.delay)

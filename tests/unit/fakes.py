@@ -41,6 +41,9 @@ class MemoryCatalog:
     identifiers: dict[str, dict[str, Any]] = field(default_factory=dict)
     issues: dict[str, dict[str, Any]] = field(default_factory=dict)
     audits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    taxonomy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def open_issues(self, product_id: str | None = None, issue_type: str | None = None) -> list[dict[str, Any]]:
         """Unresolved issues, as `GET /validation` lists them, optionally for one product / type."""
@@ -84,6 +87,16 @@ class MemoryLoader:
 
     def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         return self._get("identifiers", self.catalog.identifiers, identifiers)
+
+    def values(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        keys = list(keys)
+        self.calls.append(("values", tuple(sorted(keys))))
+        return {k: copy.deepcopy(self.catalog.values.get(k)) for k in keys}
+
+    def taxonomy_nodes(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        ids = list(ids)
+        self.calls.append(("taxonomy_nodes", tuple(sorted(ids))))
+        return {i: copy.deepcopy(self.catalog.taxonomy.get(i)) for i in ids}
 
     def open_issues(self, product_id: str) -> list[dict[str, Any]]:
         self.calls.append(("open_issues", (product_id,)))
@@ -130,6 +143,14 @@ def commit(catalog: MemoryCatalog, view: CatalogView) -> None:
             _merge(catalog.issues.setdefault(issue_id, {}), data)
     for event in view.audits:
         catalog.audits[event["id"]] = copy.deepcopy(event)
+    for key in view.dirty_values:
+        entry = view.values[key]
+        if entry["holders"]:
+            catalog.values[key] = copy.deepcopy(entry)
+        else:
+            catalog.values.pop(key, None)
+    for ref, fields in view.extra_writes.items():
+        _merge(catalog.extra.setdefault(ref, {}), copy.deepcopy(fields))
     view.clear_changes()
 
 

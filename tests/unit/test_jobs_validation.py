@@ -43,14 +43,15 @@ def reject(body: Any, kind: type[errors.SynqError], status: int, code: str, fiel
 @pytest.mark.parametrize("name", ["bulk_import", "bulk_update", "bulk_delete"])
 def test_sample_payloads_are_accepted(name: str) -> None:
     body = loads_strict((DATA / f"{name}.json").read_text())
-    job_type, payload, texts = validate_request(body)
+    job_type, payload, texts, envelope = validate_request(body)
+    assert envelope is None
     assert job_type == JobType(body["job_type"])
     assert payload == body["payload"]
     assert [json.loads(t) for t in texts] == payload
 
 
 def test_item_texts_are_compact_utf8_json() -> None:
-    _, _, texts = validate_request({"job_type": "BULK_IMPORT", "payload": [{"title": "Pull é", "attributes": {"a": [1, 2]}}]})
+    _, _, texts, _ = validate_request({"job_type": "BULK_IMPORT", "payload": [{"title": "Pull é", "attributes": {"a": [1, 2]}}]})
     assert texts == ['{"title":"Pull é","attributes":{"a":[1,2]}}']
 
 
@@ -91,9 +92,19 @@ def test_unknown_job_type_is_422(job_type: Any) -> None:
 
 
 @pytest.mark.parametrize("job_type", ["BULK_IMPORT", "BULK_UPDATE", "BULK_DELETE"])
-def test_object_payload_is_422(job_type: str) -> None:
+def test_object_payload_that_is_not_the_envelope_is_422(job_type: str) -> None:
     body = {"job_type": job_type, "payload": {"products": [{"title": "T"}]}}
-    reject(body, errors.Unprocessable, 422, "unsupported_payload", "payload")
+    with pytest.raises(errors.Unprocessable) as caught:
+        validate_request(body)
+    assert caught.value.status == 422
+
+
+def test_the_envelope_is_accepted_and_its_products_are_the_items() -> None:
+    products = [{"ImportMode": "Create", "ProductIdentifierValue": "1"}, {"anything": "checked per item"}]
+    envelope = {"ProductImportData": {"ProductsToImport": products, "ProductIdentifierProperty": "GTIN"}, "ErrorMode": "Ignore"}
+    job_type, payload, texts, parsed = validate_request({"job_type": "BULK_IMPORT", "payload": envelope})
+    assert job_type == "BULK_IMPORT" and payload == envelope and len(texts) == 2
+    assert parsed is not None and parsed.ErrorMode == "Ignore" and parsed.whatIf is False
 
 
 @pytest.mark.parametrize("payload", ["[]", 5, 1.5, True, None, "product"])
@@ -123,7 +134,7 @@ def test_import_and_update_items_must_be_objects(job_type: str, bad: Any) -> Non
 
 def test_item_contents_are_not_validated_here() -> None:
     # Field checks happen per item in the worker, so one bad item cannot sink the whole job.
-    _, _, texts = validate_request({"job_type": "BULK_IMPORT", "payload": [{"colour": "red"}, {}]})
+    _, _, texts, _ = validate_request({"job_type": "BULK_IMPORT", "payload": [{"colour": "red"}, {}]})
     assert texts == ['{"colour":"red"}', "{}"]
 
 
@@ -164,7 +175,7 @@ def _accepts_then_round_trips(text: str) -> None:
     """What the API accepts must come back through the worker's own parser (dispatch runs
     `loads_strict` over the stored payload_json) and be encodable as UTF-8 for Firestore."""
     try:
-        _, _, texts = validate_request(loads_strict(text))
+        _, _, texts, _ = validate_request(loads_strict(text))
     except errors.SynqError as exc:
         assert 400 <= exc.status < 500
         return

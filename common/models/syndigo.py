@@ -1,0 +1,207 @@
+"""The ProductImportData payload (the established PIM vendor's import format), field for field.
+
+Names keep the vendor's PascalCase so a migrating caller's feed validates unchanged. Each product
+is validated on its own, so one bad product is an item failure, not a rejected request.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints, field_validator
+
+from common.models.base import PublicModel
+from common.models.product import check_storable
+
+Short = Annotated[StrictStr, StringConstraints(max_length=500)]
+
+
+class ImportModeValue(StrEnum):
+    CreateOrUpdate = "CreateOrUpdate"
+    Create = "Create"
+    Update = "Update"
+    ExportOnly = "ExportOnly"
+
+
+class ErrorModeValue(StrEnum):
+    Fail = "Fail"
+    Ignore = "Ignore"
+
+
+PACKAGE_TYPES = ("Load", "MixedModule", "Pallet", "Display", "Pack", "Case", "BaseUnit")
+ASSET_FORMATS = ("jpeg", "png", "jpg", "gif", "mp4", "mov", "pdf")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AttributeValue(_Strict):
+    """One entry of `Values`: an attribute's value per locale, general or for one recipient."""
+
+    Name: Short = Field(min_length=1)
+    ValuesByLocale: dict[str, Any] = Field(default_factory=dict)
+    SourceParty: StrictStr | None = ""
+    Recipient: StrictStr | None = ""
+    Delete: StrictBool = False
+    IsExplicitNullValue: StrictBool = False
+
+    @field_validator("ValuesByLocale")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_storable(value)
+        return value
+
+
+class AssetLocaleValue(_Strict):
+    Name: StrictStr | None = None
+    Url: Annotated[StrictStr, StringConstraints(min_length=1, max_length=4096)] | None = None
+    URL: Annotated[StrictStr, StringConstraints(min_length=1, max_length=4096)] | None = None
+    SourceUrl: Annotated[StrictStr, StringConstraints(min_length=1, max_length=4096)] | None = None
+    Format: StrictStr | None = None
+    SourceParty: StrictStr | None = ""
+    Recipient: StrictStr | None = ""
+
+    @field_validator("Format")
+    @classmethod
+    def _format(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in ASSET_FORMATS:
+            raise ValueError(f"must be one of {', '.join(ASSET_FORMATS)}")
+        return value.lower() if value else value
+
+
+class AssetValue(_Strict):
+    Name: Short = Field(min_length=1)
+    ValuesByLocale: dict[str, AssetLocaleValue] = Field(default_factory=dict)
+    SourceParty: StrictStr | None = ""
+    Recipient: StrictStr | None = ""
+    Delete: StrictBool
+    IsExplicitNullValue: StrictBool
+
+
+class ParentDetails(_Strict):
+    ProductIdentifier: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    Quantity: int = Field(gt=0)
+
+
+class LifeCycleDate(_Strict):
+    Value: StrictStr | None = None
+    Delete: StrictBool = False
+
+
+class LifeCycleIn(_Strict):
+    CreatedDate: LifeCycleDate | None = None
+    DiscontinueDate: LifeCycleDate | None = None
+    DeleteDate: LifeCycleDate | None = None
+
+
+class CatalogItem(_Strict):
+    Party: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    TargetMarket: Annotated[StrictStr, StringConstraints(pattern=r"^\d{3}$")]
+
+
+class ProductToImport(_Strict):
+    ImportMode: ImportModeValue
+    ProductIdentifierPropertyOverride: StrictStr | None = None
+    ProductReferencePropertyOverride: StrictStr | None = None
+    ProductIdentifierValue: Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]
+    SourceParties: list[StrictStr] = Field(default_factory=list)
+    TaxonomyNodes: list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]] = Field(default_factory=list)
+    CatalogItems: list[CatalogItem] = Field(default_factory=list)
+    PackageType: Literal["Load", "MixedModule", "Pallet", "Display", "Pack", "Case", "BaseUnit"] | None = None
+    ImmediateParentDetails: ParentDetails | list[ParentDetails] | dict[str, Any] | None = None
+    RecipientsToLink: list[StrictStr] = Field(default_factory=list)
+    WorkflowId: StrictStr | None = None
+    RecipientsRequirementSets: dict[str, Any] | list[Any] | None = None
+    Values: list[AttributeValue] = Field(default_factory=list)
+    MultiValues: list[Any] = Field(default_factory=list)
+    AssetValues: list[AssetValue] = Field(default_factory=list)
+    ContainerValues: list[Any] = Field(default_factory=list)
+    ComplexValues: list[Any] = Field(default_factory=list)
+    NutritionalInformationModule: dict[str, Any] | None = None
+    LifeCycle: LifeCycleIn | None = None
+    Archived: StrictBool = False
+    IsExplicitNullValue: StrictBool = False
+
+    @field_validator("MultiValues", "ContainerValues", "ComplexValues", "NutritionalInformationModule", "RecipientsRequirementSets")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        check_storable(value)
+        return value
+
+    def parents(self) -> list[ParentDetails]:
+        details = self.ImmediateParentDetails
+        if isinstance(details, ParentDetails):
+            return [details]
+        if isinstance(details, list):
+            return details
+        if details:  # a non-empty object that is not {ProductIdentifier, Quantity}
+            return [ParentDetails.model_validate(details)]
+        return []
+
+
+class ProductImportDataIn(_Strict):
+    """The envelope. `ProductsToImport` stays raw here: each product is validated as its own item."""
+
+    ProductsToImport: list[Any] = Field(min_length=1)
+    ProductIdentifierProperty: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    ProductReferenceProperty: StrictStr | None = ""
+    Archived: StrictBool = False
+
+
+class ImportRequest(_Strict):
+    ProductImportData: ProductImportDataIn
+    ErrorMode: ErrorModeValue = ErrorModeValue.Fail
+    # Allowed inside a bulk job's payload (there are no query parameters there).
+    whatIf: StrictBool = False
+    vocabularyId: StrictStr | None = None
+    shouldIncludeMissingVocabularyAttributes: StrictBool | None = None
+
+
+class ImportError_(PublicModel):
+    Code: str
+    Field: str | None = None
+    Message: str
+
+
+class ImportResult(PublicModel):
+    Result: str
+    IdentifierValue: str | None = None
+    MatchedId: str | None = None
+    Errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+# -- vocabulary and taxonomy ------------------------------------------------------------------
+
+CORE_TARGETS = ("title", "description", "brand", "category", "sku", "gtin")
+
+
+class VocabularyAttribute(_Strict):
+    name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]
+    maps_to: Literal["title", "description", "brand", "category", "sku", "gtin"] | None = None
+    type: Literal["text", "number", "boolean", "date", "asset"] = "text"
+    multi_value: StrictBool = False
+    locale_aware: StrictBool = True
+    # An identifier attribute can name products in ProductIdentifierProperty (sku and gtin always can).
+    identifier: StrictBool = False
+
+
+class VocabularyIn(_Strict):
+    name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]
+    default: StrictBool = False
+    default_locale: Annotated[StrictStr, StringConstraints(min_length=2, max_length=35)] = "en-US"
+    attributes: list[VocabularyAttribute] = Field(default_factory=list, max_length=2000)
+
+    @field_validator("attributes")
+    @classmethod
+    def _unique(cls, value: list[VocabularyAttribute]) -> list[VocabularyAttribute]:
+        names = [a.name.casefold() for a in value]
+        if len(names) != len(set(names)):
+            raise ValueError("attribute names must be unique")
+        return value
+
+
+class TaxonomyNodeIn(_Strict):
+    name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]
+    parent_id: StrictStr | None = None

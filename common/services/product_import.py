@@ -1,0 +1,260 @@
+"""ProductImportData imports: the synchronous route, the vocabulary and taxonomy it relies on,
+and the options a bulk job carries when its payload is that envelope."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from common import errors
+from common.auth import Principal
+from common.config import get_settings
+from common.domain import syndigo
+from common.domain.engine import CatalogView, JobContext, derived_id
+from common.http import is_safe_id
+from common.models.base import rfc3339, utcnow
+from common.models.syndigo import ErrorModeValue, ImportRequest, TaxonomyNodeIn, VocabularyIn
+from common.store import catalog
+from common.store import vocab as store
+from common.store.paths import Scope
+
+SYNC_LIMIT = 1000
+
+
+def _first_error(exc: ValidationError) -> errors.SynqError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    code = "unknown_field" if first["type"] == "extra_forbidden" else "missing_field" if first["type"] == "missing" else "invalid_value"
+    return errors.Unprocessable(f"Field '{where}': {first['msg']}.", code=code, details={"field": where})
+
+
+def _audit(principal: Principal, action: str, entity_type: str, entity_id: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "org_id": principal.scope.org_id,
+        "tenant_id": principal.scope.tenant_id,
+        "actor_email": principal.email,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "details": details,
+        "ip_address": principal.ip_address,
+        "created_at": utcnow(),
+    }
+
+
+# -- vocabularies and taxonomy ------------------------------------------------------------------
+
+
+def _vocabulary_public(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": doc["id"],
+        "name": doc["name"],
+        "default": doc["default"],
+        "default_locale": doc.get("default_locale", "en-US"),
+        "attributes": doc["attributes"],
+        "created_at": rfc3339(doc["created_at"]),
+        "updated_at": rfc3339(doc["updated_at"]),
+    }
+
+
+def save_vocabulary(principal: Principal, body: Any, vocabulary_id: str | None = None) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The body must be a JSON object.", code="invalid_body")
+    try:
+        wanted = VocabularyIn.model_validate(body)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    current = store.get_vocabulary(principal.scope, vocabulary_id) if vocabulary_id else None
+    if vocabulary_id and current is None:
+        raise errors.NotFound("No vocabulary with that id in this tenant.")
+    vocabulary_id = vocabulary_id or str(uuid.uuid4())
+    now = utcnow()
+    attributes = [{**a.model_dump(), "id": derived_id(vocabulary_id, "attribute", a.name.casefold())} for a in wanted.attributes]
+    if not current and not store.list_vocabularies(principal.scope):
+        wanted.default = True  # a tenant's first vocabulary is its default
+    doc = {
+        "id": vocabulary_id,
+        **wanted.model_dump(exclude={"attributes"}),
+        "attributes": attributes,
+        "created_at": current["created_at"] if current else now,
+        "updated_at": now,
+    }
+    action = "vocabulary.updated" if current else "vocabulary.created"
+    store.put_vocabulary(principal.scope, doc, _audit(principal, action, "vocabulary", vocabulary_id, {"name": doc["name"]}))
+    return _vocabulary_public(doc)
+
+
+def get_vocabulary(scope: Scope, vocabulary_id: str) -> dict[str, Any]:
+    doc = store.get_vocabulary(scope, vocabulary_id) if is_safe_id(vocabulary_id) else None
+    if doc is None:
+        raise errors.NotFound("No vocabulary with that id in this tenant.")
+    return _vocabulary_public(doc)
+
+
+def list_vocabularies(scope: Scope) -> list[dict[str, Any]]:
+    return [_vocabulary_public(d) for d in store.list_vocabularies(scope)]
+
+
+def create_taxonomy_node(principal: Principal, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The body must be a JSON object.", code="invalid_body")
+    try:
+        wanted = TaxonomyNodeIn.model_validate(body)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    if wanted.parent_id and (not is_safe_id(wanted.parent_id) or store.get_taxonomy_node(principal.scope, wanted.parent_id) is None):
+        raise errors.Unprocessable("parent_id names no taxonomy node of this tenant.", code="parent_not_found", details={"field": "parent_id"})
+    node: dict[str, Any] = {"id": str(uuid.uuid4()), "name": wanted.name, "parent_id": wanted.parent_id, "created_at": utcnow()}
+    store.create_taxonomy_node(principal.scope, node, _audit(principal, "taxonomy_node.created", "taxonomy_node", node["id"], {"name": wanted.name}))
+    return {**node, "created_at": rfc3339(node["created_at"])}
+
+
+def list_taxonomy_nodes(scope: Scope) -> list[dict[str, Any]]:
+    return [{**n, "created_at": rfc3339(n["created_at"])} for n in store.list_taxonomy_nodes(scope)]
+
+
+# -- imports ------------------------------------------------------------------------------------
+
+
+def parse_request(body: Any, *, what_if: bool | None = None, include_missing: bool | None = None, vocabulary_id: str | None = None) -> ImportRequest:
+    """The envelope, checked whole (its products are checked one by one as items)."""
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The body must be a JSON object with ProductImportData.", code="invalid_body")
+    try:
+        request = ImportRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    updates: dict[str, Any] = {}
+    if what_if is not None:
+        updates["whatIf"] = what_if or request.whatIf
+    if include_missing is not None:
+        updates["shouldIncludeMissingVocabularyAttributes"] = include_missing
+    if vocabulary_id:
+        updates["vocabularyId"] = vocabulary_id
+    return request.model_copy(update=updates)
+
+
+def load_vocabulary(scope: Scope, vocabulary_id: str | None) -> dict[str, Any]:
+    """The vocabulary named, or the tenant's default; importing needs one (as the vendor warns)."""
+    if vocabulary_id:
+        doc = store.get_vocabulary(scope, vocabulary_id) if is_safe_id(vocabulary_id) else None
+        if doc is None:
+            raise errors.Unprocessable(
+                "vocabularyId names no vocabulary of this tenant.", code="vocabulary_not_found", details={"field": "vocabularyId"}
+            )
+        return doc
+    doc = store.default_vocabulary(scope)
+    if doc is None:
+        raise errors.Unprocessable(
+            "Importing products needs a vocabulary: create one with POST /api/v1/pim/vocabularies first.", code="no_vocabulary"
+        )
+    return doc
+
+
+def options_for(request: ImportRequest, vocabulary: dict[str, Any], verbose: bool = False) -> syndigo.ImportOptions:
+    include = request.shouldIncludeMissingVocabularyAttributes
+    if include is None:
+        include = bool(vocabulary.get("include_missing_attributes", False))
+    return syndigo.ImportOptions(
+        vocabulary=syndigo.Vocabulary.from_doc(vocabulary),
+        identifier_property=request.ProductImportData.ProductIdentifierProperty,
+        include_missing=include,
+        archived=request.ProductImportData.Archived,
+        verbose=verbose,
+    )
+
+
+def prefetcher(options: syndigo.ImportOptions):  # type: ignore[no-untyped-def]
+    def prefetch(view: CatalogView, batch: list[Any]) -> None:
+        view.prefetch(*syndigo.syndigo_needs(batch, options))
+        view.prefetch_values(syndigo.value_keys(batch, options))
+
+    return prefetch
+
+
+def vendor_result(item: dict[str, Any], *, committed: bool = True) -> dict[str, Any]:
+    """A per-item result in the vendor's shape (Result, IdentifierValue, MatchedId, Errors)."""
+    ok = item["result"] != "failed"
+    errs = [{"Code": e["code"], "Field": e.get("field"), "Message": e["message"]} for e in item.get("errors", [])]
+    if ok and not committed:
+        ok = False
+        errs = [{"Code": "not_committed", "Field": None, "Message": "Not committed: another product failed and ErrorMode is Fail."}]
+    out: dict[str, Any] = {
+        "Result": "Success" if ok else "Failure",
+        "IdentifierValue": item.get("identifier"),
+        "MatchedId": item.get("product_id"),
+        "Errors": errs,
+    }
+    if "changes" in item:
+        out["Changes"] = item["changes"]
+        out["ValidationIssues"] = item.get("issues", [])
+    return out
+
+
+def overall(results: list[dict[str, Any]], error_mode: ErrorModeValue) -> str:
+    failed = sum(r["result"] == "failed" for r in results)
+    if not failed:
+        return "Success"
+    if error_mode == ErrorModeValue.Ignore and failed < len(results):
+        return "PartialSuccess"
+    return "Failure"
+
+
+def import_products(
+    principal: Principal, body: Any, *, verbose: bool, what_if: bool, include_missing: bool | None, vocabulary_id: str | None
+) -> dict[str, Any]:
+    """POST /product-import: the vendor's request and response, applied with the bulk engine."""
+    request = parse_request(body, what_if=what_if, include_missing=include_missing, vocabulary_id=vocabulary_id)
+    products = request.ProductImportData.ProductsToImport
+    if len(products) > SYNC_LIMIT:
+        raise errors.PayloadTooLarge(
+            f"At most {SYNC_LIMIT} products per request; send larger imports as the payload of a BULK_IMPORT job (POST /api/v1/pim/bulk-jobs)."
+        )
+    scope = principal.scope
+    vocabulary = load_vocabulary(scope, request.vocabularyId)
+    options = options_for(request, vocabulary, verbose)
+    import_id = str(uuid.uuid4())
+
+    def context() -> JobContext:
+        return JobContext(
+            job_id=import_id,
+            job_type="PRODUCT_IMPORT",
+            org_id=scope.org_id,
+            tenant_id=scope.tenant_id,
+            actor_email=principal.email,
+            user_id=principal.user_id,
+            ip_address=principal.ip_address,
+            now=utcnow(),
+            quality_threshold=get_settings().quality_threshold,
+        )
+
+    def apply(view: CatalogView, index: int, raw: Any) -> dict[str, Any]:
+        return syndigo.apply_syndigo_item(view, index, raw, options)
+
+    prefetch = prefetcher(options)
+    committed = True
+    if request.whatIf:
+        results = catalog.apply_items(scope, products, context, apply, prefetch, catalog.NOTHING)
+        committed = False
+    elif request.ErrorMode == ErrorModeValue.Fail:
+        # All or nothing: a dry run first; only when every product passes is anything written.
+        results = catalog.apply_items(scope, products, context, apply, prefetch, catalog.FAILURES)
+        if any(r["result"] == "failed" for r in results):
+            committed = False
+        else:
+            results = catalog.apply_items(scope, products, context, apply, prefetch, catalog.ALL)
+    else:
+        results = catalog.apply_items(scope, products, context, apply, prefetch, catalog.ALL)
+    outcome = overall(results, request.ErrorMode)
+    return {
+        "VerboseResponse": verbose,
+        "OverallResult": outcome,
+        "WhatIf": request.whatIf,
+        "Errors": []
+        if outcome != "Failure" or request.whatIf
+        else [{"Code": "import_failed", "Message": "No product was committed." if not committed else "Every product failed."}],
+        "ResultsByActionType": {"ProductImportData": [vendor_result(r, committed=committed or request.whatIf) for r in results]},
+    }

@@ -1,0 +1,60 @@
+"""Firestore adapter for a tenant's vocabularies (attribute definitions) and taxonomy nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.cloud import firestore
+
+from common.clients import firestore_client
+from common.store.paths import Scope, coll, data
+
+
+def list_vocabularies(scope: Scope) -> list[dict[str, Any]]:
+    return [data(s) for s in coll(scope, "vocabularies").order_by("created_at").stream()]
+
+
+def get_vocabulary(scope: Scope, vocabulary_id: str) -> dict[str, Any] | None:
+    snap = coll(scope, "vocabularies").document(vocabulary_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def default_vocabulary(scope: Scope) -> dict[str, Any] | None:
+    query = coll(scope, "vocabularies").where(filter=firestore.FieldFilter("default", "==", True)).limit(1)
+    found = [data(s) for s in query.stream()]
+    return found[0] if found else None
+
+
+def put_vocabulary(scope: Scope, vocabulary: dict[str, Any], audit: dict[str, Any]) -> None:
+    """Store a vocabulary; when it is the default, the previous default stops being one (same commit)."""
+    db = firestore_client()
+    vocabularies = coll(scope, "vocabularies", db)
+
+    @firestore.transactional
+    def put(tx: firestore.Transaction) -> None:
+        others = []
+        if vocabulary.get("default"):
+            query = vocabularies.where(filter=firestore.FieldFilter("default", "==", True))
+            others = [s.reference for s in query.get(transaction=tx) if s.id != vocabulary["id"]]
+        for ref in others:
+            tx.update(ref, {"default": False})
+        tx.set(vocabularies.document(vocabulary["id"]), vocabulary)
+        tx.set(coll(scope, "audit_events", db).document(audit["id"]), audit)
+
+    put(db.transaction())
+
+
+def create_taxonomy_node(scope: Scope, node: dict[str, Any], audit: dict[str, Any]) -> None:
+    batch = firestore_client().batch()
+    batch.create(coll(scope, "taxonomy_nodes").document(node["id"]), node)
+    batch.set(coll(scope, "audit_events").document(audit["id"]), audit)
+    batch.commit()
+
+
+def get_taxonomy_node(scope: Scope, node_id: str) -> dict[str, Any] | None:
+    snap = coll(scope, "taxonomy_nodes").document(node_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def list_taxonomy_nodes(scope: Scope) -> list[dict[str, Any]]:
+    return [data(s) for s in coll(scope, "taxonomy_nodes").order_by("created_at").limit(5000).stream()]

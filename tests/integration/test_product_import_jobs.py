@@ -1,0 +1,97 @@
+"""ProductImportData as a bulk job's payload: ErrorMode Fail across chunks, whatIf, per-item results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common import errors
+from common.services import catalog, jobs, product_import
+from tests.integration.conftest import Pipeline
+
+VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
+
+
+def product(gtin: str, **extra: Any) -> dict[str, Any]:
+    return {"ImportMode": "CreateOrUpdate", "ProductIdentifierValue": gtin, "Values": [{"Name": "Product Name", "ValuesByLocale": {"en-US": f"P {gtin}"}}], **extra}
+
+
+def envelope(products: list[dict[str, Any]], error_mode: str, **extra: Any) -> dict[str, Any]:
+    return {"ProductImportData": {"ProductsToImport": products, "ProductIdentifierProperty": "GTIN"}, "ErrorMode": error_mode, **extra}
+
+
+def drive(pipeline: Pipeline, job_id: str) -> dict[str, Any]:
+    """Deliver chunk messages until the job ends (ErrorMode Fail publishes a second, commit round)."""
+    for _ in range(5):
+        messages = pipeline.dispatch_all()
+        if not messages:
+            break
+        for message in messages:
+            jobs.process_chunk(message)
+    return pipeline.job(job_id)
+
+
+def count_products(pipeline: Pipeline) -> int:
+    total, cursor = 0, None
+    while True:
+        page, cursor = catalog.list_products(pipeline.scope, sku=None, limit=200, cursor=cursor)
+        total += len(page)
+        if not cursor:
+            return total
+
+
+@pytest.fixture
+def with_vocabulary(pipeline: Pipeline) -> Pipeline:
+    product_import.save_vocabulary(pipeline.principal, VOCABULARY)
+    return pipeline
+
+
+def test_error_mode_fail_across_chunks_commits_nothing_and_reports_every_item(with_vocabulary: Pipeline) -> None:
+    pipeline = with_vocabulary
+    products = [product(f"{i:014d}") for i in range(450)]
+    products[420] = product("00000000000420", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
+    job = pipeline.create("BULK_IMPORT", envelope(products, "Fail"))
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["total_items"], done["processed_items"], done["failed_items"]) == ("FAILED", 450, 0, 450)
+    assert count_products(pipeline) == 0
+    results = pipeline.results(job["id"])
+    assert len(results) == 450 and all(r["result"] == "failed" and r["Result"] == "Failure" for r in results)
+    assert results[420]["errors"][0]["code"] == "unknown_attribute"
+    assert results[0]["errors"][0]["code"] == "not_committed"
+    # Only the item that failed opens an issue, not the good items the job refused to commit.
+    issues, _ = catalog.list_issues(pipeline.scope, {"job_id": job["id"]}, limit=50, cursor=None)
+    assert [(i["item_index"], i["identifier"]) for i in issues] == [(420, "00000000000420")]
+
+
+def test_error_mode_fail_commits_everything_when_every_chunk_validates(with_vocabulary: Pipeline) -> None:
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(450)], "Fail"))
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 450, 0)
+    assert count_products(pipeline) == 450
+    results = pipeline.results(job["id"])
+    assert [r["result"] for r in results] == ["created"] * 450 and results[0]["MatchedId"] == results[0]["product_id"]
+
+
+def test_what_if_job_runs_everything_and_commits_nothing(with_vocabulary: Pipeline) -> None:
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product("00000000000017"), {"ImportMode": "Update", "ProductIdentifierValue": "1"}], "Ignore", whatIf=True))
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 1, 1)
+    assert count_products(pipeline) == 0
+    issues, _ = catalog.list_issues(pipeline.scope, {}, limit=50, cursor=None)
+    assert issues == []
+    assert [r["Result"] for r in pipeline.results(job["id"])] == ["Success", "Failure"]
+
+
+def test_envelope_jobs_need_a_vocabulary_and_a_valid_envelope(pipeline: Pipeline) -> None:
+    with pytest.raises(errors.Unprocessable, match="vocabulary"):
+        pipeline.create("BULK_IMPORT", envelope([product("00000000000017")], "Fail"))
+    product_import.save_vocabulary(pipeline.principal, VOCABULARY)
+    with pytest.raises(errors.Unprocessable):
+        pipeline.create("BULK_IMPORT", {"ProductImportData": {"ProductsToImport": []}, "ErrorMode": "Fail"})
+    with pytest.raises(errors.Unprocessable):
+        pipeline.create("BULK_IMPORT", envelope([product("1")], "Sometimes"))
+    with pytest.raises(errors.Unprocessable):
+        pipeline.create("BULK_DELETE", envelope([product("1")], "Fail"))
