@@ -33,9 +33,9 @@ unit: install
 	$(PY) -m pytest tests/unit
 
 lint: install
-	$(PY) -m ruff check common functions infra tests main.py
-	$(PY) -m ruff format --check common functions infra main.py
-	$(PY) -m mypy common functions
+	$(PY) -m ruff check common functions infra synqctl tests main.py
+	$(PY) -m ruff format --check common functions infra synqctl main.py
+	$(PY) -m mypy common functions synqctl
 
 bench: install
 	$(PY) -m pytest tests/perf -m perf -s -p no:cacheprovider

@@ -164,3 +164,4 @@ def redeliver_notification(request: Request) -> Response:
 
 # Routes defined in other modules register on the same router when this module is imported.
 from common import api_import as _api_import  # noqa: E402,F401
+from common import api_lifecycle as _api_lifecycle  # noqa: E402,F401

@@ -67,3 +67,19 @@ def authenticate(request: Request) -> Principal:
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         principal.require("editor")
     return principal
+
+
+def audit_by(principal: Principal, action: str, entity_type: str, entity_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An audit event for something the caller did."""
+    from common.models.audit import audit_event
+
+    return audit_event(
+        org_id=principal.scope.org_id,
+        tenant_id=principal.scope.tenant_id,
+        actor_email=principal.email,
+        ip_address=principal.ip_address,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        details=details,
+    )

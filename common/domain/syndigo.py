@@ -14,6 +14,7 @@ Stored shape, beside the core fields (title, sku, description, brand, category, 
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from common.domain.engine import (
     save_product,
     value_key,
 )
+from common.http import is_safe_id
 from common.models.syndigo import AssetValue, AttributeValue, ImportModeValue, ProductToImport
 
 GENERAL = "*"
@@ -153,7 +155,7 @@ def syndigo_needs(items: Iterable[Any], options: ImportOptions) -> tuple[set[str
             continue
         if ident.kind == "sku":
             skus.add(value)
-        elif ident.kind == "id":
+        elif ident.kind == "id" and is_safe_id(value):
             ids.add(value)
     return ids, skus, idents
 
@@ -178,8 +180,6 @@ def _override(raw: Any) -> str | None:
 
 def find_product(view: CatalogView, ident: Identifier, value: str) -> str | None:
     if ident.kind == "id":
-        from common.http import is_safe_id
-
         return value if is_safe_id(value) and view.product(value) is not None else None
     holders = view.product_holders(value) if ident.kind == "sku" else holders_of(view, value_key(ident.attribute, value))
     if len(holders) > 1:
@@ -231,7 +231,32 @@ def _is_date(text: str) -> bool:
     return True
 
 
+def _key_problem(value: str) -> str | None:
+    """Why a payload string cannot be a stored map key (Firestore: non-empty, not __x__, bounded)."""
+    if not value.strip():
+        return "is empty"
+    if value.startswith("__") and value.endswith("__"):
+        return "is reserved"
+    if len(value.encode()) > 256:
+        return "is longer than 256 bytes"
+    return None
+
+
+def _scope_of(recipient: str | None, errors: list[ItemError], where: str) -> str | None:
+    if not recipient:
+        return GENERAL
+    problem = _key_problem(recipient)
+    if problem:
+        errors.append(ItemError("invalid_value", f"Recipient {problem}.", f"{where}.Recipient"))
+        return None
+    return recipient
+
+
 def _attribute(options: ImportOptions, name: str, want_asset: bool, errors: list[ItemError], where: str) -> Attribute | None:
+    problem = _key_problem(name)
+    if problem:
+        errors.append(ItemError("invalid_value", f"Attribute name {problem}.", f"{where}.Name"))
+        return None
     attr = options.vocabulary.find(name)
     if attr is None:
         if options.include_missing:
@@ -262,7 +287,9 @@ def _apply_values(values: dict[str, Any], entries: list[AttributeValue], options
         if problems:
             errors.append(ItemError("invalid_value", problems[0] + ".", where))
             continue
-        scope = entry.Recipient or GENERAL
+        scope = _scope_of(entry.Recipient, errors, where)
+        if scope is None:
+            continue
         scopes = values.setdefault(attr.name, {})
         if entry.Delete:
             current = scopes.get(scope)
@@ -282,13 +309,25 @@ def _apply_values(values: dict[str, Any], entries: list[AttributeValue], options
             values.pop(attr.name, None)
 
 
-def _apply_assets(view: CatalogView, assets: dict[str, Any], entries: list[AssetValue], options: ImportOptions, errors: list[ItemError]) -> None:
+def _apply_assets(
+    view: CatalogView,
+    assets: dict[str, Any],
+    entries: list[AssetValue],
+    options: ImportOptions,
+    errors: list[ItemError],
+    registry: dict[str, dict[str, Any]],
+) -> None:
     for n, entry in enumerate(entries):
         where = f"AssetValues[{n}]"
         attr = _attribute(options, entry.Name, True, errors, where)
         if attr is None:
             continue
-        scope = entry.Recipient or GENERAL
+        scope = _scope_of(entry.Recipient, errors, where)
+        bad_locales = [loc for loc in entry.ValuesByLocale if not _LOCALE.match(loc)]
+        if scope is None or bad_locales:
+            if bad_locales:
+                errors.append(ItemError("invalid_locale", f"'{bad_locales[0][:20]}' is not a locale like en-US.", where))
+            continue
         scopes = assets.setdefault(attr.name, {})
         if entry.Delete:
             if entry.ValuesByLocale and scope in scopes:
@@ -309,7 +348,7 @@ def _apply_assets(view: CatalogView, assets: dict[str, Any], entries: list[Asset
                 asset_id = derived_id(view.ctx.org_id, view.ctx.tenant_id, "asset", source)
                 record = {"asset_id": asset_id, "name": asset.Name, "url": url or source, "source_url": source, "format": asset.Format}
                 scopes.setdefault(scope, {})[loc] = record
-                view.extra_writes[("assets", asset_id)] = {**record, "org_id": view.ctx.org_id, "tenant_id": view.ctx.tenant_id}
+                registry[asset_id] = {**record, "org_id": view.ctx.org_id, "tenant_id": view.ctx.tenant_id}
         if not scopes:
             assets.pop(attr.name, None)
 
@@ -393,18 +432,22 @@ def _apply(view: CatalogView, index: int, raw: Any, options: ImportOptions, iden
         view.products.setdefault(product_id, None)
     old = view.product(product_id) or {}
     new: dict[str, Any] = {k: v for k, v in old.items()}
-    new["values"] = {a: {s: dict(v) for s, v in scopes.items()} for a, scopes in (old.get("values") or {}).items()}
-    new["assets"] = {a: {s: dict(v) for s, v in scopes.items()} for a, scopes in (old.get("assets") or {}).items()}
+    # Deep copies: the loaded product stays as committed even when this item fails half-way.
+    new["values"] = copy.deepcopy(old.get("values") or {})
+    new["assets"] = copy.deepcopy(old.get("assets") or {})
+    if creating and ident.kind == "value" and ident.attribute != "gtin" and ident.attribute not in new["values"]:
+        # The identifier is a value of its attribute: stored as one, it stays indexed through later updates.
+        locale = options.vocabulary.default_locale
+        new["values"][ident.attribute] = {GENERAL: {"by_locale": {locale: value}, "explicit_null": False, "source_party": ""}}
     _apply_values(new["values"], item.Values, options, errors)
-    _apply_assets(view, new["assets"], item.AssetValues, options, errors)
+    asset_records: dict[str, dict[str, Any]] = {}
+    _apply_assets(view, new["assets"], item.AssetValues, options, errors, asset_records)
     _core_from_values(new, options)
     if creating and ident.kind == "sku" and not new.get("sku"):
         new["sku"] = value
     if creating and ident.kind == "value" and ident.attribute == "gtin" and not new.get("gtin"):
         new["gtin"] = value
     new["identifier_values"] = _identifier_values(new, options)
-    if creating and ident.kind == "value" and ident.attribute != "gtin":
-        new["identifier_values"].setdefault(ident.attribute, value)
 
     missing_nodes = [n for n, doc in view.loader.taxonomy_nodes(item.TaxonomyNodes).items() if doc is None] if item.TaxonomyNodes else []
     if missing_nodes:
@@ -440,6 +483,8 @@ def _apply(view: CatalogView, index: int, raw: Any, options: ImportOptions, iden
         # CreatedDate is the system's: an exported payload sent back carries it, and it is ignored.
     if errors:
         raise ItemFailure(IMPORT_REJECTED, errors, None if creating else product_id)
+    for asset_id, record in asset_records.items():
+        view.extra_writes[("assets", asset_id)] = record
 
     new.update(
         {

@@ -10,7 +10,7 @@ import ipaddress
 import json
 import secrets
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +35,7 @@ def signed_headers(event_id: str, timestamp: datetime, body: str, signing_secret
     During a rotation both the new and the previous secret sign, so a receiver verifying with
     either one accepts the message.
     """
+    timestamp = timestamp.astimezone(UTC)  # the library signs the UTC reading of the time
     signatures = [Webhook(secret).sign(event_id, timestamp, body) for secret in signing_secrets]
     return {
         "webhook-id": event_id,
@@ -52,6 +53,7 @@ def webhook_url_problem(url: str, *, allow_private: bool, resolve: Resolver) -> 
     refused (server-side request forgery) unless the deployment allows them."""
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
         return "is not a valid URL"
     if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -64,11 +66,12 @@ def webhook_url_problem(url: str, *, allow_private: bool, resolve: Resolver) -> 
         return "must use https"
     try:
         addresses = resolve(parts.hostname)
-    except OSError:
+    except (OSError, UnicodeError, ValueError):
         return "has a host name that does not resolve"
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+        # Only globally routable addresses: this also refuses carrier-grade NAT (100.64/10) and the like.
+        if not ip.is_global or ip.is_multicast:
             return "points at a private, loopback or link-local address"
     return None
 
@@ -79,6 +82,6 @@ def download_signature(key: str, org_id: str, tenant_id: str, export_id: str, ex
 
 
 def download_signature_ok(key: str, org_id: str, tenant_id: str, export_id: str, expires: int, signature: str, now: float) -> bool:
-    if expires < now:
+    if expires < now or not signature.isascii():
         return False
     return hmac.compare_digest(download_signature(key, org_id, tenant_id, export_id, expires), signature)

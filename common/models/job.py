@@ -20,9 +20,10 @@ class JobStatus(StrEnum):
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
-TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED}
+TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
 
 
 class JobSummary(PublicModel):
@@ -41,6 +42,9 @@ class JobSummary(PublicModel):
     updated_at: Timestamp
     started_at: OptionalTimestamp = None
     completed_at: OptionalTimestamp = None
+    # The job this one retries the failed items of, and the job that retried this one.
+    retry_of: str | None = None
+    retried_by: str | None = None
 
 
 class JobPublic(JobSummary):

@@ -15,7 +15,9 @@ from common.auth import Principal
 from common.config import get_settings
 from common.domain import webhooks
 from common.domain.engine import derived_id
+from common.http import is_uuid
 from common.logging import get_logger
+from common.models.audit import audit_event
 from common.models.base import rfc3339, utcnow
 from common.models.export import ExportMessage, ExportPublic, ExportStatus
 from common.models.product import ProductPublic
@@ -65,33 +67,24 @@ def request_export(principal: Principal) -> dict[str, Any]:
 
 
 def _audit(scope: Scope, export: dict[str, Any], action: str, details: dict[str, Any], event_id: str) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "org_id": scope.org_id,
-        "tenant_id": scope.tenant_id,
-        "actor_email": export.get("actor_email", ""),
-        "action": action,
-        "entity_type": "export",
-        "entity_id": export["id"],
-        "details": details,
-        "ip_address": export.get("ip_address", ""),
-        "created_at": utcnow(),
-    }
+    return audit_event(
+        org_id=scope.org_id,
+        tenant_id=scope.tenant_id,
+        actor_email=export.get("actor_email", ""),
+        ip_address=export.get("ip_address", ""),
+        action=action,
+        entity_type="export",
+        entity_id=export["id"],
+        details=details,
+        event_id=event_id,
+    )
 
 
 def get_export(scope: Scope, export_id: str) -> dict[str, Any]:
-    export = store.get_export(scope, export_id) if _is_uuid(export_id) else None
+    export = store.get_export(scope, export_id) if is_uuid(export_id) else None
     if export is None:
         raise errors.NotFound("No export with that id in this tenant.")
     return ExportPublic.model_validate(export).dump()
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def download_url(scope: Scope, export_id: str) -> str:
@@ -123,7 +116,7 @@ def signed_scope(args: dict[str, str], export_id: str) -> Scope | None:
 
 
 def download(scope: Scope, export_id: str) -> Iterator[bytes]:
-    export = store.get_export(scope, export_id) if _is_uuid(export_id) else None
+    export = store.get_export(scope, export_id) if is_uuid(export_id) else None
     if export is None:
         raise errors.NotFound("No export with that id in this tenant.")
     if export["status"] != ExportStatus.COMPLETED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -11,11 +12,12 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from common import errors
-from common.auth import Principal
+from common.auth import Principal, audit_by
 from common.config import get_settings
 from common.domain import engine, syndigo
-from common.http import loads_strict
+from common.http import is_uuid, loads_strict
 from common.logging import get_logger
+from common.models.audit import audit_event
 from common.models.base import utcnow
 from common.models.job import ChunkMessage, ItemResult, JobMessage, JobPublic, JobStatus, JobSummary, JobType
 from common.models.syndigo import ImportRequest
@@ -26,7 +28,7 @@ from common.store.paths import Scope
 
 log = get_logger("synq.jobs")
 
-_REQUEST_FIELDS = {"job_type", "payload"}
+_REQUEST_FIELDS = {"job_type", "payload", "item_count", "payload_sha256"}
 
 
 def _dumps(value: Any) -> str:
@@ -80,11 +82,43 @@ def validate_request(body: Any) -> tuple[JobType, Any, list[str], ImportRequest 
     return JobType(job_type), payload, texts, envelope
 
 
-def create_job(principal: Principal, body: Any) -> dict[str, Any]:
+def check_integrity(body: dict[str, Any], item_count: int, payload_json: str) -> None:
+    """Optional `item_count` and `payload_sha256` catch a truncated or altered upload before it runs.
+
+    The digest is the SHA-256 (hex) of the payload as compact JSON, keys in the order sent and
+    non-ASCII characters unescaped: `JSON.stringify(payload)` in JavaScript,
+    `json.dumps(payload, separators=(",", ":"), ensure_ascii=False)` in Python; it is also exactly
+    the `payload_json` the API returns.
+    """
+    expected_count = body.get("item_count")
+    if expected_count is not None:
+        if not isinstance(expected_count, int) or isinstance(expected_count, bool) or expected_count < 0:
+            raise errors.Unprocessable("item_count must be a non-negative integer.", code="invalid_value", details={"field": "item_count"})
+        if expected_count != item_count:
+            raise errors.Unprocessable(
+                f"item_count is {expected_count} but the payload holds {item_count} items: the upload may be truncated.",
+                code="item_count_mismatch",
+                details={"field": "item_count"},
+            )
+    digest = body.get("payload_sha256")
+    if digest is not None:
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+            raise errors.Unprocessable("payload_sha256 must be 64 hex digits.", code="invalid_value", details={"field": "payload_sha256"})
+        actual = hashlib.sha256(payload_json.encode("utf-8")).hexdigest()
+        if actual != digest.lower():
+            raise errors.Unprocessable(
+                f"payload_sha256 does not match the payload received (its SHA-256 is {actual}).",
+                code="payload_sha256_mismatch",
+                details={"field": "payload_sha256"},
+            )
+
+
+def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) -> dict[str, Any]:
     """Store a PENDING job with its audit event, publish it, and return the public record."""
     settings = get_settings()
     job_type, payload, texts, envelope = validate_request(body)
     payload_json = "[" + ",".join(texts) + "]" if envelope is None else _dumps(payload)
+    check_integrity(body, len(texts), payload_json)
     job_id = str(uuid.uuid4())
     scope = principal.scope
     import_options = None
@@ -119,6 +153,8 @@ def create_job(principal: Principal, body: Any) -> dict[str, Any]:
         "started_at": None,
         "completed_at": None,
     }
+    if retry_of is not None:
+        job["retry_of"] = retry_of
     if import_options is not None:
         job["payload_kind"] = "ProductImportData"
         job["import_options"] = import_options
@@ -127,18 +163,7 @@ def create_job(principal: Principal, body: Any) -> dict[str, Any]:
     else:
         job["payload_object"] = f"payloads/{scope.org_id}/{scope.tenant_id}/{job_id}.json"
         blobs.put_text(job["payload_object"], payload_json)
-    audit = {
-        "id": str(uuid.uuid4()),
-        "org_id": scope.org_id,
-        "tenant_id": scope.tenant_id,
-        "actor_email": principal.email,
-        "action": "bulk_job.created",
-        "entity_type": "bulk_job",
-        "entity_id": job_id,
-        "details": {"job_type": job_type.value, "items": len(texts)},
-        "ip_address": principal.ip_address,
-        "created_at": now,
-    }
+    audit = audit_by(principal, "bulk_job.created", "bulk_job", job_id, {"job_type": job_type.value, "items": len(texts)})
     store.create(scope, job, audit)
     try:
         queue.publish(settings.jobs_topic, [JobMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id)])
@@ -172,18 +197,10 @@ def summary(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_job(scope: Scope, job_id: str) -> dict[str, Any]:
-    job = store.get(scope, job_id) if _is_uuid(job_id) else None
+    job = store.get(scope, job_id) if is_uuid(job_id) else None
     if job is None:
         raise errors.NotFound("No bulk job with that id in this tenant.")
     return job
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def list_jobs(scope: Scope, job_type: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -212,6 +229,51 @@ def _not_committed(item: dict[str, Any]) -> dict[str, Any]:
         return item
     error = {"code": "not_committed", "field": None, "message": "Not committed: another item failed and ErrorMode is Fail."}
     return {**item, "result": "failed", "errors": [error]}
+
+
+def cancel_job(principal: Principal, job_id: str) -> dict[str, Any]:
+    """Stop a PENDING or PROCESSING job: chunks not started are skipped, a chunk in flight finishes
+    the step it is in. `processed_items` then says how many items were applied before the stop."""
+    job = get_job(principal.scope, job_id)
+    cancelled = store.cancel(principal.scope, job_id, audit_by(principal, "bulk_job.cancelled", "bulk_job", job_id, {"status_before": job["status"]}))
+    if cancelled is None:
+        raise errors.Conflict(
+            f"The job is {get_job(principal.scope, job_id)['status']}; only PENDING or PROCESSING jobs can be cancelled.", code="job_not_active"
+        )
+    log.info("job cancelled", extra={"job_id": job_id})
+    return public(cancelled, include_payload=False)
+
+
+def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
+    """A new job of the same type from only the failed items of a FAILED job, optionally corrected.
+
+    Body (optional): `{"corrections": {"<index>": <item>}}` replaces failed items by payload index.
+    """
+    scope = principal.scope
+    job = get_job(scope, job_id)
+    if job["status"] != JobStatus.FAILED:
+        raise errors.Conflict(f"The job is {job['status']}; only FAILED jobs can be retried.", code="job_not_failed")
+    if job.get("retried_by"):
+        raise errors.Conflict(
+            f"The job was already retried by {job['retried_by']}.", code="already_retried", details={"retried_by": job["retried_by"]}
+        )
+    corrections = (body or {}).get("corrections", {}) if isinstance(body, dict) else None
+    if corrections is None or not isinstance(corrections, dict) or set(body or {}) - {"corrections"}:
+        raise errors.Unprocessable('The body may only hold corrections: {"<index>": item}.', code="invalid_body")
+    failed = {r["index"] for r in results(scope, job_id, start=0, limit=10**7, failed_only=True)[0]}
+    for key in corrections:
+        if not key.isdigit() or int(key) not in failed:
+            raise errors.Unprocessable(f"corrections['{key[:20]}'] names no failed item of the job.", code="invalid_correction")
+    original = loads_strict(payload_text(job))
+    items = original["ProductImportData"]["ProductsToImport"] if job.get("payload_kind") == "ProductImportData" else original
+    retried = [corrections.get(str(i), items[i]) for i in sorted(failed)]
+    if job.get("payload_kind") == "ProductImportData":
+        payload: Any = {**original, "ProductImportData": {**original["ProductImportData"], "ProductsToImport": retried}}
+    else:
+        payload = retried
+    new = create_job(principal, {"job_type": job["job_type"], "payload": payload}, retry_of=job_id)
+    store.link_retry(scope, job_id, new["id"])
+    return new
 
 
 # -- pipeline ---------------------------------------------------------------------------------
@@ -316,6 +378,8 @@ def process_chunk(message: ChunkMessage) -> None:
         return
     if job["status"] != JobStatus.PROCESSING:
         log.info("chunk: job not processing; skipped", extra={"job_id": message.job_id, "status": job["status"]})
+        if job["status"] == JobStatus.CANCELLED:
+            store.skip_chunk(scope, message.job_id, message.chunk)
         return
     progress = store.chunk_progress(scope, message.job_id, message.chunk)
     if progress is None:
@@ -350,21 +414,26 @@ def process_chunk(message: ChunkMessage) -> None:
                 mode,
             )
             store.count_progress(scope, message.job_id, message.chunk)
+            if not progress["done"] and (store.get(scope, message.job_id) or {}).get("status") == JobStatus.CANCELLED:
+                log.info("chunk: job cancelled; stopped between steps", extra={"job_id": message.job_id, "chunk": message.chunk})
+                store.skip_chunk(scope, message.job_id, message.chunk)
+                return
     store.count_progress(scope, message.job_id, message.chunk)
     finish_if_done(scope, job)
 
 
 def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
-    audit = {
-        "id": engine.derived_id(job["id"], "finished"),
-        "org_id": scope.org_id,
-        "tenant_id": scope.tenant_id,
-        "actor_email": job.get("actor_email", ""),
-        "entity_type": "bulk_job",
-        "entity_id": job["id"],
-        "details": {"job_type": job["job_type"]},
-        "ip_address": job.get("ip_address", ""),
-    }
+    audit = audit_event(
+        org_id=scope.org_id,
+        tenant_id=scope.tenant_id,
+        actor_email=job.get("actor_email", ""),
+        ip_address=job.get("ip_address", ""),
+        action="bulk_job.finished",  # store.finish names it after the final status
+        entity_type="bulk_job",
+        entity_id=job["id"],
+        details={"job_type": job["job_type"]},
+        event_id=engine.derived_id(job["id"], "finished"),
+    )
     status = store.finish(scope, job["id"], audit)
     if status == "commit":
         # Every chunk validated without a failure: now every chunk commits.
@@ -402,6 +471,13 @@ def reconcile() -> dict[str, int]:
         store.touch_job(scope, job["id"])
         for n in store.uncounted_chunks(scope, job["id"]):
             store.count_progress(scope, job["id"], n)
+        if job.get("phase") == "commit" and (job.get("import_options") or {}).get("error_mode") == "Fail":
+            # The commit round's messages may have been lost: chunks still in the validate phase wait for one.
+            late = [
+                ChunkMessage(job_id=job["id"], org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n)
+                for n in store.chunks_in_phase(scope, job["id"], "validate")
+            ]
+            counts["chunks_republished"] += queue.publish(settings.chunks_topic, late) if late else 0
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
     from common.services import exports  # exports imports this module's siblings; import late

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import uuid
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -13,7 +12,7 @@ import requests
 from pydantic import ValidationError
 
 from common import errors
-from common.auth import Principal
+from common.auth import Principal, audit_by
 from common.config import get_settings
 from common.domain import webhooks
 from common.domain.engine import derived_id
@@ -44,22 +43,6 @@ def get_notification_settings(scope: Scope) -> dict[str, Any]:
     return NotificationSettingsPublic.model_validate({**doc, "has_signing_secret": bool(doc.get("secret"))}).dump()
 
 
-def _settings_audit(principal: Principal, action: str, details: dict[str, Any]) -> dict[str, Any]:
-    scope = principal.scope
-    return {
-        "id": str(uuid.uuid4()),
-        "org_id": scope.org_id,
-        "tenant_id": scope.tenant_id,
-        "actor_email": principal.email,
-        "action": action,
-        "entity_type": "notification_settings",
-        "entity_id": scope.tenant_id,
-        "details": details,
-        "ip_address": principal.ip_address,
-        "created_at": utcnow(),
-    }
-
-
 def put_notification_settings(principal: Principal, body: Any) -> dict[str, Any]:
     """Set the channel. A new webhook URL gets a new signing secret, returned this once."""
     principal.require("admin")
@@ -84,7 +67,11 @@ def put_notification_settings(principal: Principal, body: Any) -> dict[str, Any]
     if wanted.webhook_url and (wanted.webhook_url != current.get("webhook_url") or not current.get("secret")):
         issued = webhooks.new_secret()
         doc.update(secret=issued, previous_secret=None, previous_expires_at=None)
-    store.put_settings_doc(principal.scope, doc, _settings_audit(principal, "notification_settings.updated", {"channel": wanted.channel}))
+    store.put_settings_doc(
+        principal.scope,
+        doc,
+        audit_by(principal, "notification_settings.updated", "notification_settings", principal.scope.tenant_id, {"channel": wanted.channel}),
+    )
     out = get_notification_settings(principal.scope)
     if issued:
         out["signing_secret"] = issued
@@ -100,7 +87,9 @@ def rotate_secret(principal: Principal) -> dict[str, Any]:
     issued = webhooks.new_secret()
     now = utcnow()
     doc = {**current, "secret": issued, "previous_secret": current["secret"], "previous_expires_at": now + ROTATION_OVERLAP, "updated_at": now}
-    store.put_settings_doc(principal.scope, doc, _settings_audit(principal, "notification_settings.secret_rotated", {}))
+    store.put_settings_doc(
+        principal.scope, doc, audit_by(principal, "notification_settings.secret_rotated", "notification_settings", principal.scope.tenant_id)
+    )
     return {"signing_secret": issued, "previous_secret_expires_at": doc["previous_expires_at"].isoformat().replace("+00:00", "Z")}
 
 

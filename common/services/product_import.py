@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from common import errors
-from common.auth import Principal
+from common.auth import Principal, audit_by
 from common.config import get_settings
 from common.domain import syndigo
 from common.domain.engine import CatalogView, JobContext, derived_id
@@ -28,21 +28,6 @@ def _first_error(exc: ValidationError) -> errors.SynqError:
     where = ".".join(str(p) for p in first["loc"])
     code = "unknown_field" if first["type"] == "extra_forbidden" else "missing_field" if first["type"] == "missing" else "invalid_value"
     return errors.Unprocessable(f"Field '{where}': {first['msg']}.", code=code, details={"field": where})
-
-
-def _audit(principal: Principal, action: str, entity_type: str, entity_id: str, details: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "org_id": principal.scope.org_id,
-        "tenant_id": principal.scope.tenant_id,
-        "actor_email": principal.email,
-        "action": action,
-        "entity_type": entity_type,
-        "entity_id": entity_id,
-        "details": details,
-        "ip_address": principal.ip_address,
-        "created_at": utcnow(),
-    }
 
 
 # -- vocabularies and taxonomy ------------------------------------------------------------------
@@ -83,7 +68,7 @@ def save_vocabulary(principal: Principal, body: Any, vocabulary_id: str | None =
         "updated_at": now,
     }
     action = "vocabulary.updated" if current else "vocabulary.created"
-    store.put_vocabulary(principal.scope, doc, _audit(principal, action, "vocabulary", vocabulary_id, {"name": doc["name"]}))
+    store.put_vocabulary(principal.scope, doc, audit_by(principal, action, "vocabulary", vocabulary_id, {"name": doc["name"]}))
     return _vocabulary_public(doc)
 
 
@@ -108,7 +93,9 @@ def create_taxonomy_node(principal: Principal, body: Any) -> dict[str, Any]:
     if wanted.parent_id and (not is_safe_id(wanted.parent_id) or store.get_taxonomy_node(principal.scope, wanted.parent_id) is None):
         raise errors.Unprocessable("parent_id names no taxonomy node of this tenant.", code="parent_not_found", details={"field": "parent_id"})
     node: dict[str, Any] = {"id": str(uuid.uuid4()), "name": wanted.name, "parent_id": wanted.parent_id, "created_at": utcnow()}
-    store.create_taxonomy_node(principal.scope, node, _audit(principal, "taxonomy_node.created", "taxonomy_node", node["id"], {"name": wanted.name}))
+    store.create_taxonomy_node(
+        principal.scope, node, audit_by(principal, "taxonomy_node.created", "taxonomy_node", node["id"], {"name": wanted.name})
+    )
     return {**node, "created_at": rfc3339(node["created_at"])}
 
 

@@ -25,6 +25,34 @@ def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any]) -> None:
     batch.commit()
 
 
+def cancel(scope: Scope, job_id: str, audit: dict[str, Any]) -> dict[str, Any] | None:
+    """PENDING or PROCESSING → CANCELLED; returns the job as cancelled, or None if it had ended."""
+    db = firestore_client()
+    ref = job_ref(scope, job_id)
+
+    @firestore.transactional
+    def stop(tx: firestore.Transaction) -> dict[str, Any] | None:
+        job = data(ref.get(transaction=tx))
+        if job["status"] not in (JobStatus.PENDING, JobStatus.PROCESSING):
+            return None
+        now = utcnow()
+        changes = {"status": JobStatus.CANCELLED.value, "completed_at": now, "updated_at": now, "touched_at": now}
+        tx.update(ref, changes)
+        tx.set(coll(scope, "audit_events").document(audit["id"]), {**audit, "created_at": now})
+        return {**job, **changes}
+
+    return stop(db.transaction())  # type: ignore[no-any-return]
+
+
+def link_retry(scope: Scope, job_id: str, retry_id: str) -> None:
+    job_ref(scope, job_id).update({"retried_by": retry_id})
+
+
+def skip_chunk(scope: Scope, job_id: str, n: int) -> None:
+    """Mark a chunk of an ended (cancelled) job done, so the reconciler stops republishing it."""
+    job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).update({"done": True, "skipped": True, "updated_at": utcnow()})
+
+
 def get(scope: Scope, job_id: str) -> dict[str, Any] | None:
     snap = job_ref(scope, job_id).get()
     return snap.to_dict() if snap.exists else None
@@ -241,6 +269,11 @@ def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
         except (gexc.FailedPrecondition, gexc.Aborted):
             continue
         return {**p, "counted_ok": p["ok"], "counted_failed": p["failed"], "counted_done": p["done"]}
+
+
+def chunks_in_phase(scope: Scope, job_id: str, phase: str) -> list[int]:
+    query = job_ref(scope, job_id).collection("chunks").where(filter=firestore.FieldFilter("phase", "==", phase))
+    return [int(s.get("n")) for s in query.stream()]
 
 
 def uncounted_chunks(scope: Scope, job_id: str) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from google.cloud import pubsub_v1
 from common.auth import Principal
 from common.config import get_settings
 from common.models.job import ChunkMessage, JobMessage
-from common.services import jobs
+from common.services import catalog, jobs
 from common.store.paths import Scope
 
 
@@ -70,9 +70,26 @@ class Pipeline:
     def job(self, job_id: str) -> dict[str, Any]:
         return jobs.public(jobs.get_job(self.scope, job_id))
 
+    def products(self) -> list[dict[str, Any]]:
+        """Every product of the tenant, through the API's own paging."""
+        return _all_pages(lambda cursor: catalog.list_products(self.scope, sku=None, limit=200, cursor=cursor))
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        return _all_pages(lambda cursor: catalog.list_audit(self.scope, limit=200, cursor=cursor))
+
     def results(self, job_id: str, failed_only: bool = False) -> list[dict[str, Any]]:
         items, _ = jobs.results(self.scope, job_id, start=0, limit=1_000_000, failed_only=failed_only)
         return items
+
+
+def _all_pages(fetch: Callable[[str | None], tuple[list[dict[str, Any]], str | None]]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page, cursor = fetch(cursor)
+        items += page
+        if not cursor:
+            return items
 
 
 @pytest.fixture

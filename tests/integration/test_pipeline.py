@@ -30,24 +30,6 @@ def products(n: int, prefix: str = "P") -> list[dict[str, Any]]:
     ]
 
 
-def all_audit(pipeline: Pipeline) -> list[dict[str, Any]]:
-    events, cursor = [], None
-    while True:
-        page, cursor = catalog.list_audit(pipeline.scope, limit=200, cursor=cursor)
-        events += page
-        if not cursor:
-            return events
-
-
-def all_products(pipeline: Pipeline) -> list[dict[str, Any]]:
-    items, cursor = [], None
-    while True:
-        page, cursor = catalog.list_products(pipeline.scope, sku=None, limit=200, cursor=cursor)
-        items += page
-        if not cursor:
-            return items
-
-
 def test_import_lifecycle_counts_results_and_audit(pipeline: Pipeline) -> None:
     job = pipeline.create("BULK_IMPORT", products(3))
     assert pipeline.job(job["id"])["status"] == "PENDING"
@@ -61,7 +43,7 @@ def test_import_lifecycle_counts_results_and_audit(pipeline: Pipeline) -> None:
     assert done["updated_at"] >= started["updated_at"]
     results = pipeline.results(job["id"])
     assert [(r["index"], r["result"], r["identifier"]) for r in results] == [(i, "created", f"P-{i}") for i in range(3)]
-    events = all_audit(pipeline)
+    events = pipeline.audit_events()
     created = [e for e in events if e["action"] == "product.created"]
     assert len(created) == 3
     assert {e["entity_id"] for e in created} == {r["product_id"] for r in results}
@@ -102,7 +84,7 @@ def test_update_by_id_and_sku_partial_and_clearing(pipeline: Pipeline) -> None:
     results = pipeline.results(job["id"])
     assert [r["result"] for r in results] == ["updated", "updated", "failed", "failed"]
     assert results[2]["errors"][0]["code"] == "product_not_found"
-    updated = [e for e in all_audit(pipeline) if e["action"] == "product.updated"]
+    updated = [e for e in pipeline.audit_events() if e["action"] == "product.updated"]
     assert len(updated) == 2
     assert updated[0]["details"]["changes"]
 
@@ -114,13 +96,13 @@ def test_delete_removes_products_and_their_open_issues(pipeline: Pipeline) -> No
     assert issues, "the undescribed product should have open issues"
     job = pipeline.run("BULK_DELETE", [ids[0], str(uuid.uuid4()), "../etc"])
     assert (job["status"], job["processed_items"], job["failed_items"]) == ("FAILED", 1, 2)
-    assert [p["id"] for p in all_products(pipeline)] == [ids[1]]
+    assert [p["id"] for p in pipeline.products()] == [ids[1]]
     issues, _ = catalog.list_issues(pipeline.scope, {"product_id": ids[0]}, limit=50, cursor=None)
     assert issues == []
     # The SKU is free again: importing it creates a new product, not an update of the deleted one.
     again = pipeline.run("BULK_IMPORT", [{"title": "Reborn", "sku": "D-1"}])
     assert pipeline.results(again["id"])[0]["result"] == "created"
-    assert any(e["action"] == "product.deleted" and e["entity_id"] == ids[0] for e in all_audit(pipeline))
+    assert any(e["action"] == "product.deleted" and e["entity_id"] == ids[0] for e in pipeline.audit_events())
 
 
 def test_every_chunk_delivered_twice_out_of_order_applies_each_item_once(pipeline: Pipeline) -> None:
@@ -142,8 +124,8 @@ def test_every_chunk_delivered_twice_out_of_order_applies_each_item_once(pipelin
     assert (done["status"], done["total_items"], done["processed_items"], done["failed_items"]) == ("COMPLETED", n, n, 0)
     results = pipeline.results(job["id"])
     assert [r["index"] for r in results] == list(range(n))
-    assert len(all_products(pipeline)) == n
-    events = all_audit(pipeline)
+    assert len(pipeline.products()) == n
+    events = pipeline.audit_events()
     assert sum(e["action"] == "product.created" for e in events) == n
     assert sum(e["action"] == "bulk_job.completed" for e in events) == 1
 
@@ -197,8 +179,8 @@ def test_worker_killed_mid_chunk_finishes_once_after_the_reconciler(pipeline: Pi
         time.sleep(0.5)
     done = pipeline.job(job["id"])
     assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", n, 0)
-    assert len(all_products(pipeline)) == n
-    assert sum(e["action"] == "product.created" for e in all_audit(pipeline)) == n
+    assert len(pipeline.products()) == n
+    assert sum(e["action"] == "product.created" for e in pipeline.audit_events()) == n
     assert [r["index"] for r in pipeline.results(job["id"])] == list(range(n))
 
 

@@ -14,7 +14,12 @@ VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_t
 
 
 def product(gtin: str, **extra: Any) -> dict[str, Any]:
-    return {"ImportMode": "CreateOrUpdate", "ProductIdentifierValue": gtin, "Values": [{"Name": "Product Name", "ValuesByLocale": {"en-US": f"P {gtin}"}}], **extra}
+    return {
+        "ImportMode": "CreateOrUpdate",
+        "ProductIdentifierValue": gtin,
+        "Values": [{"Name": "Product Name", "ValuesByLocale": {"en-US": f"P {gtin}"}}],
+        **extra,
+    }
 
 
 def envelope(products: list[dict[str, Any]], error_mode: str, **extra: Any) -> dict[str, Any]:
@@ -32,15 +37,6 @@ def drive(pipeline: Pipeline, job_id: str) -> dict[str, Any]:
     return pipeline.job(job_id)
 
 
-def count_products(pipeline: Pipeline) -> int:
-    total, cursor = 0, None
-    while True:
-        page, cursor = catalog.list_products(pipeline.scope, sku=None, limit=200, cursor=cursor)
-        total += len(page)
-        if not cursor:
-            return total
-
-
 @pytest.fixture
 def with_vocabulary(pipeline: Pipeline) -> Pipeline:
     product_import.save_vocabulary(pipeline.principal, VOCABULARY)
@@ -54,7 +50,7 @@ def test_error_mode_fail_across_chunks_commits_nothing_and_reports_every_item(wi
     job = pipeline.create("BULK_IMPORT", envelope(products, "Fail"))
     done = drive(pipeline, job["id"])
     assert (done["status"], done["total_items"], done["processed_items"], done["failed_items"]) == ("FAILED", 450, 0, 450)
-    assert count_products(pipeline) == 0
+    assert len(pipeline.products()) == 0
     results = pipeline.results(job["id"])
     assert len(results) == 450 and all(r["result"] == "failed" and r["Result"] == "Failure" for r in results)
     assert results[420]["errors"][0]["code"] == "unknown_attribute"
@@ -69,17 +65,19 @@ def test_error_mode_fail_commits_everything_when_every_chunk_validates(with_voca
     job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(450)], "Fail"))
     done = drive(pipeline, job["id"])
     assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 450, 0)
-    assert count_products(pipeline) == 450
+    assert len(pipeline.products()) == 450
     results = pipeline.results(job["id"])
     assert [r["result"] for r in results] == ["created"] * 450 and results[0]["MatchedId"] == results[0]["product_id"]
 
 
 def test_what_if_job_runs_everything_and_commits_nothing(with_vocabulary: Pipeline) -> None:
     pipeline = with_vocabulary
-    job = pipeline.create("BULK_IMPORT", envelope([product("00000000000017"), {"ImportMode": "Update", "ProductIdentifierValue": "1"}], "Ignore", whatIf=True))
+    job = pipeline.create(
+        "BULK_IMPORT", envelope([product("00000000000017"), {"ImportMode": "Update", "ProductIdentifierValue": "1"}], "Ignore", whatIf=True)
+    )
     done = drive(pipeline, job["id"])
     assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 1, 1)
-    assert count_products(pipeline) == 0
+    assert len(pipeline.products()) == 0
     issues, _ = catalog.list_issues(pipeline.scope, {}, limit=50, cursor=None)
     assert issues == []
     assert [r["Result"] for r in pipeline.results(job["id"])] == ["Success", "Failure"]
@@ -95,3 +93,23 @@ def test_envelope_jobs_need_a_vocabulary_and_a_valid_envelope(pipeline: Pipeline
         pipeline.create("BULK_IMPORT", envelope([product("1")], "Sometimes"))
     with pytest.raises(errors.Unprocessable):
         pipeline.create("BULK_DELETE", envelope([product("1")], "Fail"))
+
+
+def test_lost_commit_round_is_republished_by_the_reconciler(with_vocabulary: Pipeline) -> None:
+    import time
+
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(250)], "Fail"))
+    for message in pipeline.dispatch_all():
+        jobs.process_chunk(message)
+    assert pipeline.job(job["id"])["status"] == "PROCESSING"
+    assert len(pipeline.pull("chunks")) == 2  # the commit round's messages, lost
+    deadline = time.monotonic() + 30
+    while pipeline.job(job["id"])["status"] == "PROCESSING":
+        assert time.monotonic() < deadline, "the commit round was never republished"
+        jobs.reconcile()
+        for data in pipeline.pull("chunks"):
+            jobs.process_chunk(jobs.ChunkMessage.model_validate_json(data))
+        time.sleep(0.5)
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"]) == ("COMPLETED", 250) and len(pipeline.products()) == 250

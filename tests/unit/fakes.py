@@ -237,3 +237,29 @@ def assert_consistent(catalog: MemoryCatalog) -> None:
     indexed = {(ident, issue_id) for ident, entry in catalog.identifiers.items() for issue_id in entry["open"]}
     open_failures = {(doc["identifier"], doc["id"]) for doc in catalog.open_issues() if doc.get("job_id") and doc.get("identifier")}
     assert indexed == open_failures
+
+
+def run_syndigo(
+    catalog: MemoryCatalog, items: list[Any], options: Any, job_id: str = "job-1", *, first_index: int = 0, **kwargs: Any
+) -> list[dict[str, Any]]:
+    """Apply ProductsToImport entries (`common.domain.syndigo`) in one view, commit, return the results."""
+    from common.domain.syndigo import apply_syndigo_item
+
+    view = new_view(catalog, "BULK_IMPORT", job_id, **kwargs)
+    results = [apply_syndigo_item(view, first_index + i, raw, options) for i, raw in enumerate(items)]
+    commit(catalog, view)
+    return results
+
+
+def assert_value_index(catalog: MemoryCatalog) -> None:
+    """The value index (GTINs and identifier attributes' values) is exactly what the products hold."""
+    from common.domain.engine import indexed_values
+
+    expected: dict[str, dict[str, bool]] = {}
+    for pid, product in catalog.products.items():
+        for key in indexed_values(product):
+            expected.setdefault(key, {})[pid] = True
+    assert {key: entry["holders"] for key, entry in catalog.values.items()} == expected
+    for key, entry in catalog.values.items():
+        attr, _, value = key.partition("\n")
+        assert (entry["key"], entry["value"]) == (attr, value), key
