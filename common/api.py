@@ -5,14 +5,38 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from common import errors
+from common import errors, openapi
 from common.auth import authenticate
 from common.config import get_settings
-from common.http import Request, Response, Router, query_bool, query_int
+from common.http import QueryParam, Request, Response, Router, query_bool, query_int
+from common.idempotency import Idempotency
+from common.models.api import Health, OpenAPIDocument
+from common.models.export import (
+    DeliveryPublic,
+    ExportPublic,
+    ExportQueued,
+    NotificationSettingsIn,
+    NotificationSettingsPublic,
+    NotificationSettingsUpdated,
+    SigningSecretRotated,
+)
+from common.models.issue import AuditEventPublic, IssuePublic
+from common.models.job import ItemResult, JobCreate, JobPublic, JobSummary, JobType
+from common.models.product import ProductPublic
+from common.ratelimit import RateLimiter
 from common.services import catalog, exports, jobs, notifications
 
 PREFIX = "/api/v1/pim"
 router = Router()
+# Outermost first: a request over its token's budget is refused before any idempotency work.
+router.use(RateLimiter())
+router.use(Idempotency())
+
+CURSOR = QueryParam("cursor", "The `X-Next-Cursor` of the previous page.", {"type": "string"})
+
+
+def limit_param(default: int = 50, high: int = 200) -> QueryParam:
+    return QueryParam("limit", "Items per page.", {"type": "integer", "minimum": 1, "maximum": high, "default": default})
 
 
 def paged(request: Request, items: list[dict[str, Any]], next_cursor: str | None, **params: Any) -> Response:
@@ -30,19 +54,39 @@ def _limit(request: Request) -> int:
     return query_int(request, "limit", 50, low=1, high=200)
 
 
-@router.route("GET", "/healthz")
+@router.route("GET", "/healthz", summary="Liveness check", response_model=Health, public=True, tags=("meta",))
 def health(request: Request) -> Response:
     return Response({"status": "ok"})
 
 
-@router.route("POST", f"{PREFIX}/bulk-jobs")
+@router.route(
+    "POST",
+    f"{PREFIX}/bulk-jobs",
+    summary="Create a bulk job",
+    description="Stores the job as PENDING and returns it at once; the job runs asynchronously.",
+    request_model=JobCreate,
+    response_model=JobPublic,
+    tags=("bulk jobs",),
+)
 def create_bulk_job(request: Request) -> Response:
     principal = authenticate(request)
     body = request.json(max_bytes=get_settings().max_body_bytes)
     return Response(jobs.create_job(principal, body))
 
 
-@router.route("GET", f"{PREFIX}/bulk-jobs")
+@router.route(
+    "GET",
+    f"{PREFIX}/bulk-jobs",
+    summary="List bulk jobs of one type, newest first",
+    response_model=JobSummary,
+    list_response=True,
+    query=(
+        QueryParam("type", "The job type (BULK_UPDATE when omitted).", {"type": "string", "enum": [t.value for t in JobType]}),
+        limit_param(),
+        CURSOR,
+    ),
+    tags=("bulk jobs",),
+)
 def list_bulk_jobs(request: Request) -> Response:
     principal = authenticate(request)
     job_type = request.query("type") or "BULK_UPDATE"
@@ -50,7 +94,14 @@ def list_bulk_jobs(request: Request) -> Response:
     return paged(request, items, next_cursor)
 
 
-@router.route("GET", f"{PREFIX}/bulk-jobs/{{job_id}}")
+@router.route(
+    "GET",
+    f"{PREFIX}/bulk-jobs/{{job_id}}",
+    summary="Get a bulk job",
+    response_model=JobPublic,
+    query=(QueryParam("include_payload", "false: leave payload_json out (null), for cheap polling.", {"type": "boolean", "default": True}),),
+    tags=("bulk jobs",),
+)
 def get_bulk_job(request: Request) -> Response:
     principal = authenticate(request)
     # `include_payload=false` makes status polling cheap: a payload may be 32 MB.
@@ -58,7 +109,19 @@ def get_bulk_job(request: Request) -> Response:
     return Response(jobs.public(jobs.get_job(principal.scope, request.params["job_id"]), include_payload=include))
 
 
-@router.route("GET", f"{PREFIX}/bulk-jobs/{{job_id}}/results")
+@router.route(
+    "GET",
+    f"{PREFIX}/bulk-jobs/{{job_id}}/results",
+    summary="Per-item results of a bulk job, in payload order",
+    response_model=ItemResult,
+    list_response=True,
+    query=(
+        QueryParam("status", "`failed`: only the items that failed.", {"type": "string", "enum": ["failed"]}),
+        limit_param(100, 1000),
+        QueryParam("cursor", "The `X-Next-Cursor` of the previous page.", {"type": "string", "pattern": "^[0-9]{1,9}$"}),
+    ),
+    tags=("bulk jobs",),
+)
 def get_bulk_job_results(request: Request) -> Response:
     principal = authenticate(request)
     status = request.query("status")
@@ -80,20 +143,44 @@ def get_bulk_job_results(request: Request) -> Response:
     return paged(request, items, None if next_start is None else str(next_start))
 
 
-@router.route("GET", f"{PREFIX}/products")
+@router.route(
+    "GET",
+    f"{PREFIX}/products",
+    summary="List products",
+    response_model=ProductPublic,
+    list_response=True,
+    query=(QueryParam("sku", "Only the product with this SKU.", {"type": "string"}), limit_param(), CURSOR),
+    tags=("products",),
+)
 def list_products(request: Request) -> Response:
     principal = authenticate(request)
     items, next_cursor = catalog.list_products(principal.scope, sku=request.query("sku"), limit=_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
 
 
-@router.route("GET", f"{PREFIX}/products/{{product_id}}")
+@router.route("GET", f"{PREFIX}/products/{{product_id}}", summary="Get a product", response_model=ProductPublic, tags=("products",))
 def get_product(request: Request) -> Response:
     principal = authenticate(request)
     return Response(catalog.get_product(principal.scope, request.params["product_id"]))
 
 
-@router.route("GET", f"{PREFIX}/validation")
+@router.route(
+    "GET",
+    f"{PREFIX}/validation",
+    summary="List unresolved validation issues",
+    response_model=IssuePublic,
+    list_response=True,
+    query=(
+        QueryParam("severity", "Only issues of this severity.", {"type": "string", "enum": ["ERROR", "WARNING"]}),
+        *(
+            QueryParam(name, f"Only issues with this {name}.", {"type": "string", "maxLength": 500})
+            for name in ("issue_type", "product_id", "job_id")
+        ),
+        limit_param(),
+        CURSOR,
+    ),
+    tags=("validation",),
+)
 def list_validation_issues(request: Request) -> Response:
     principal = authenticate(request)
     filters = {name: value for name in catalog.ISSUE_FILTERS if (value := request.query(name))}
@@ -101,7 +188,15 @@ def list_validation_issues(request: Request) -> Response:
     return paged(request, items, next_cursor)
 
 
-@router.route("GET", f"{PREFIX}/audit")
+@router.route(
+    "GET",
+    f"{PREFIX}/audit",
+    summary="List audit events, newest first",
+    response_model=AuditEventPublic,
+    list_response=True,
+    query=(limit_param(100), CURSOR),
+    tags=("audit",),
+)
 def list_audit_events(request: Request) -> Response:
     principal = authenticate(request)
     limit = query_int(request, "limit", 100, low=1, high=200)
@@ -109,19 +204,36 @@ def list_audit_events(request: Request) -> Response:
     return paged(request, items, next_cursor)
 
 
-@router.route("POST", f"{PREFIX}/export")
+@router.route(
+    "POST",
+    f"{PREFIX}/export",
+    summary="Queue a catalog export to Cloud Storage",
+    response_model=ExportQueued,
+    response_status=202,
+    tags=("exports",),
+)
 def request_export(request: Request) -> Response:
     principal = authenticate(request)
     return Response(exports.request_export(principal), status=202)
 
 
-@router.route("GET", f"{PREFIX}/exports/{{export_id}}")
+@router.route("GET", f"{PREFIX}/exports/{{export_id}}", summary="Get an export", response_model=ExportPublic, tags=("exports",))
 def get_export(request: Request) -> Response:
     principal = authenticate(request)
     return Response(exports.get_export(principal.scope, request.params["export_id"]))
 
 
-@router.route("GET", f"{PREFIX}/exports/{{export_id}}/download")
+@router.route(
+    "GET",
+    f"{PREFIX}/exports/{{export_id}}/download",
+    summary="Download a completed export",
+    description="JSON Lines, one product per line. A notification's signed link (the four query parameters) needs no token.",
+    response_model=ProductPublic,
+    media_type="application/x-ndjson",
+    query=tuple(QueryParam(name, "Part of a signed download link.", {"type": "string"}) for name in ("org_id", "tenant_id", "expires", "signature")),
+    error_statuses=(409,),
+    tags=("exports",),
+)
 def download_export(request: Request) -> Response:
     """With a token as usual, or with the signed link a notification carries (no token needed)."""
     export_id = request.params["export_id"]
@@ -131,35 +243,76 @@ def download_export(request: Request) -> Response:
     return Response(None, stream=exports.download(scope, export_id), content_type="application/x-ndjson")
 
 
-@router.route("GET", f"{PREFIX}/notification-settings")
+@router.route(
+    "GET",
+    f"{PREFIX}/notification-settings",
+    summary="Get how the tenant is notified of exports",
+    response_model=NotificationSettingsPublic,
+    tags=("notifications",),
+)
 def get_notification_settings(request: Request) -> Response:
     principal = authenticate(request)
     return Response(notifications.get_notification_settings(principal.scope))
 
 
-@router.route("PUT", f"{PREFIX}/notification-settings")
+@router.route(
+    "PUT",
+    f"{PREFIX}/notification-settings",
+    summary="Set how the tenant is notified of exports (admin)",
+    description="A new webhook URL gets a new signing secret, returned in this answer only.",
+    request_model=NotificationSettingsIn,
+    response_model=NotificationSettingsUpdated,
+    tags=("notifications",),
+)
 def put_notification_settings(request: Request) -> Response:
     principal = authenticate(request)
     return Response(notifications.put_notification_settings(principal, request.json(max_bytes=64 * 1024)))
 
 
-@router.route("POST", f"{PREFIX}/notification-settings/rotate-secret")
+@router.route(
+    "POST",
+    f"{PREFIX}/notification-settings/rotate-secret",
+    summary="Rotate the webhook signing secret (admin)",
+    response_model=SigningSecretRotated,
+    error_statuses=(409,),
+    tags=("notifications",),
+)
 def rotate_signing_secret(request: Request) -> Response:
     principal = authenticate(request)
     return Response(notifications.rotate_secret(principal))
 
 
-@router.route("GET", f"{PREFIX}/notification-deliveries")
+@router.route(
+    "GET",
+    f"{PREFIX}/notification-deliveries",
+    summary="List notification deliveries",
+    response_model=DeliveryPublic,
+    list_response=True,
+    query=(limit_param(), CURSOR),
+    tags=("notifications",),
+)
 def list_notification_deliveries(request: Request) -> Response:
     principal = authenticate(request)
     items, next_cursor = notifications.list_deliveries(principal.scope, limit=_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
 
 
-@router.route("POST", f"{PREFIX}/notification-deliveries/{{delivery_id}}/redeliver")
+@router.route(
+    "POST",
+    f"{PREFIX}/notification-deliveries/{{delivery_id}}/redeliver",
+    summary="Send a notification again",
+    response_model=DeliveryPublic,
+    error_statuses=(409,),
+    tags=("notifications",),
+)
 def redeliver_notification(request: Request) -> Response:
     principal = authenticate(request)
     return Response(notifications.redeliver(principal, request.params["delivery_id"]))
+
+
+@router.route("GET", f"{PREFIX}/openapi.json", summary="This API's OpenAPI 3.1 document", response_model=OpenAPIDocument, public=True, tags=("meta",))
+def get_openapi(request: Request) -> Response:
+    return Response(openapi.document(router))
 
 
 # Routes defined in other modules register on the same router when this module is imported.

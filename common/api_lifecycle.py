@@ -5,16 +5,33 @@ from __future__ import annotations
 from common.api import PREFIX, router
 from common.auth import authenticate
 from common.http import Request, Response
+from common.models.job import JobPublic
+from common.models.syndigo import RetryRequest
 from common.services import jobs
 
 
-@router.route("POST", f"{PREFIX}/bulk-jobs/{{job_id}}/cancel")
+@router.route(
+    "POST",
+    f"{PREFIX}/bulk-jobs/{{job_id}}/cancel",
+    summary="Cancel a PENDING or PROCESSING job (chunks not started are skipped)",
+    response_model=JobPublic,
+    error_statuses=(409,),
+    tags=("bulk jobs",),
+)
 def cancel_bulk_job(request: Request) -> Response:
     principal = authenticate(request)
     return Response(jobs.cancel_job(principal, request.params["job_id"]))
 
 
-@router.route("POST", f"{PREFIX}/bulk-jobs/{{job_id}}/retry")
+@router.route(
+    "POST",
+    f"{PREFIX}/bulk-jobs/{{job_id}}/retry",
+    summary="Create a job from only the failed items of a FAILED job, optionally corrected by index",
+    request_model=RetryRequest,
+    response_model=JobPublic,
+    error_statuses=(409, 422),
+    tags=("bulk jobs",),
+)
 def retry_bulk_job(request: Request) -> Response:
     principal = authenticate(request)
     body = request.json(max_bytes=32 * 1024 * 1024, required=False)

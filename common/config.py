@@ -40,6 +40,15 @@ class Settings(BaseSettings):
 
     quality_threshold: int = 60
 
+    # Requests per token per minute (0: unlimited). A token document's `rate_limit_per_minute`
+    # overrides it for that token; instances re-read the override after token_cache_seconds.
+    rate_limit_per_minute: int = 600
+    token_cache_seconds: float = 60.0
+    # An Idempotency-Key's stored answer is replayed this long. A claim whose request died (the
+    # instance was killed) is taken over after the lock; the api function's timeout is 120 s.
+    idempotency_ttl_seconds: int = 24 * 3600
+    idempotency_lock_seconds: float = 300.0
+
     # Webhooks to private or loopback addresses are refused unless this is set (local stack, tests).
     allow_private_webhooks: bool = False
     webhook_timeout_seconds: float = 10.0

@@ -6,18 +6,22 @@ with path parameters, and one place that turns any `SynqError` into the JSON err
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 
 from common import errors
 from common.logging import get_logger
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 log = get_logger("synq.http")
 
@@ -56,6 +60,7 @@ class Request:
     remote_addr: str
     raw: flask.Request
     params: dict[str, str] = field(default_factory=dict)
+    _body: bytes | None = field(default=None, repr=False)
 
     @property
     def client_ip(self) -> str:
@@ -66,9 +71,17 @@ class Request:
     def query(self, name: str, default: str | None = None) -> str | None:
         return self.args.get(name, default)
 
+    def body(self, *, max_bytes: int) -> bytes:
+        """The raw body, read once: a hook (idempotency) may read it before the handler does."""
+        if self._body is None:
+            self._body = read_body(self.raw, max_bytes=max_bytes)
+        elif len(self._body) > max_bytes:
+            raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
+        return self._body
+
     def json(self, *, max_bytes: int, required: bool = True) -> Any:
         """The body as JSON, parsed strictly; raises the matching 4xx for anything else."""
-        return parse_json_body(self.raw, max_bytes=max_bytes, required=required)
+        return parse_json_bytes(self.raw, self.body(max_bytes=max_bytes), required=required)
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -130,7 +143,11 @@ def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
 
 
 def parse_json_body(raw: flask.Request, *, max_bytes: int, required: bool = True) -> Any:
-    data = read_body(raw, max_bytes=max_bytes)
+    return parse_json_bytes(raw, read_body(raw, max_bytes=max_bytes), required=required)
+
+
+def parse_json_bytes(raw: flask.Request, data: bytes, *, required: bool = True) -> Any:
+    """`data`, the body already read from `raw`, as JSON under `raw`'s declared content type."""
     if not data.strip():
         if required:
             raise errors.BadRequest("Request body is required.", code="missing_body")
@@ -151,12 +168,77 @@ def parse_json_body(raw: flask.Request, *, max_bytes: int, required: bool = True
 Handler = Callable[[Request], Response]
 
 
+@dataclass(frozen=True)
+class QueryParam:
+    """A query parameter as the OpenAPI document describes it (`schema` is JSON Schema)."""
+
+    name: str
+    description: str = ""
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    """What the OpenAPI document (`common/openapi.py`) says about a route.
+
+    `summary` marks a route as described. `request_model` None means the route reads no body;
+    `response_model` is the 2xx body (a list of it when `list_response`); `error_statuses` are those
+    this route raises beyond the ones every route can (auth, rate limit, idempotency, body parsing).
+    """
+
+    summary: str = ""
+    description: str = ""
+    request_model: type[BaseModel] | None = None
+    response_model: type[BaseModel] | None = None
+    response_status: int = 200
+    list_response: bool = False
+    query: tuple[QueryParam, ...] = ()
+    error_statuses: tuple[int, ...] = ()
+    public: bool = False  # no bearer token needed
+    media_type: str = "application/json"
+    tags: tuple[str, ...] = ()
+
+
 @dataclass
 class Route:
     method: str
     pattern: re.Pattern[str]
     handler: Handler
     template: str
+    doc: RouteDoc = field(default_factory=RouteDoc)
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"\{(\w+)\}", self.template)
+
+
+Next = Callable[[Request], Response]
+# Runs around every handler: gets the request, the matched route and the rest of the chain. The
+# chain answers every `SynqError` as its error response; a hook may raise one itself.
+Hook = Callable[[Request, Route, Next], Response]
+
+
+def error_response(exc: errors.SynqError, path: str = "") -> Response:
+    """The JSON error body of `exc`, with the headers its kind calls for."""
+    if exc.status >= 500:
+        log.error("request failed", extra={"code": exc.code, "path": path})
+    response = Response(exc.body(), exc.status)
+    if isinstance(exc, errors.MethodNotAllowed) and isinstance(exc.details, dict):
+        response.headers["Allow"] = ", ".join(exc.details["allowed"])
+    if isinstance(exc, errors.TooManyRequests) and isinstance(exc.details, dict):
+        response.headers["Retry-After"] = str(exc.details.get("retry_after", 1))
+    return response
+
+
+def _answering(call: Next) -> Next:
+    def run(request: Request) -> Response:
+        try:
+            return call(request)
+        except errors.SynqError as exc:
+            return error_response(exc, request.path)
+
+    return run
 
 
 class Router:
@@ -164,32 +246,72 @@ class Router:
 
     def __init__(self) -> None:
         self.routes: list[Route] = []
+        self.hooks: list[Hook] = []
 
-    def add(self, method: str, template: str, handler: Handler) -> None:
+    def add(self, method: str, template: str, handler: Handler, doc: RouteDoc | None = None) -> None:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template.rstrip("/"))
-        self.routes.append(Route(method, re.compile(f"^{regex}/?$"), handler, template))
+        self.routes.append(Route(method, re.compile(f"^{regex}/?$"), handler, template, doc or RouteDoc()))
 
-    def route(self, method: str, template: str) -> Callable[[Handler], Handler]:
+    def route(
+        self,
+        method: str,
+        template: str,
+        *,
+        summary: str = "",
+        description: str = "",
+        request_model: type[BaseModel] | None = None,
+        response_model: type[BaseModel] | None = None,
+        response_status: int = 200,
+        list_response: bool = False,
+        query: tuple[QueryParam, ...] = (),
+        error_statuses: tuple[int, ...] = (),
+        public: bool = False,
+        media_type: str = "application/json",
+        tags: tuple[str, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated handler; the keywords describe it for the OpenAPI document."""
+        doc = RouteDoc(
+            summary=summary,
+            description=description,
+            request_model=request_model,
+            response_model=response_model,
+            response_status=response_status,
+            list_response=list_response,
+            query=query,
+            error_statuses=error_statuses,
+            public=public,
+            media_type=media_type,
+            tags=tags,
+        )
+
         def decorate(handler: Handler) -> Handler:
-            self.add(method, template, handler)
+            self.add(method, template, handler, doc)
             return handler
 
         return decorate
 
-    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    def use(self, hook: Hook) -> None:
+        """Run `hook` around every handler; hooks added first run outermost."""
+        self.hooks.append(hook)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         allowed: list[str] = []
         for route in self.routes:
             match = route.pattern.match(path)
             if match:
                 if route.method == method:
-                    return route.handler, match.groupdict()
+                    return route, match.groupdict()
                 allowed.append(route.method)
         if allowed:
             raise errors.MethodNotAllowed(f"{method} is not allowed on {path}.", details={"allowed": sorted(set(allowed))})
         raise errors.NotFound(f"No route for {path}.")
 
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        route, params = self.match(method, path)
+        return route.handler, params
+
     def handle(self, raw: flask.Request) -> flask.Response:
-        """Run the matching handler; every `SynqError` becomes its JSON error body."""
+        """Run the matching handler through the hooks; every `SynqError` becomes its JSON error body."""
         request = Request(
             method=raw.method,
             path=raw.path,
@@ -199,18 +321,17 @@ class Router:
             raw=raw,
         )
         try:
-            handler, params = self.resolve(raw.method, raw.path)
-            request.params = params
-            response = handler(request)
+            route, request.params = self.match(raw.method, raw.path)
         except errors.SynqError as exc:
-            if exc.status >= 500:
-                log.error("request failed", extra={"code": exc.code, "path": raw.path})
-            response = Response(exc.body(), exc.status)
-            if isinstance(exc, errors.MethodNotAllowed) and isinstance(exc.details, dict):
-                response.headers["Allow"] = ", ".join(exc.details["allowed"])
-            if isinstance(exc, errors.TooManyRequests) and isinstance(exc.details, dict):
-                response.headers["Retry-After"] = str(exc.details.get("retry_after", 1))
-        return to_flask(response)
+            return to_flask(error_response(exc, raw.path))
+        call = _answering(route.handler)
+        for hook in reversed(self.hooks):
+            call = _answering(functools.partial(_run_hook, hook, route, call))
+        return to_flask(call(request))
+
+
+def _run_hook(hook: Hook, route: Route, call_next: Next, request: Request) -> Response:
+    return hook(request, route, call_next)
 
 
 def to_flask(response: Response) -> flask.Response:

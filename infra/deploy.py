@@ -298,7 +298,11 @@ def tasks_max_attempts() -> int:
 def lifecycle_rules(cfg: Config) -> str:
     """Exports are downloadable for `export_days`. Large job payloads back `payload_json` of their job,
     so they are kept as long as the job unless `payload_days` is set (then GET shows those jobs with payload_json null)."""
-    rules = [{"action": {"type": "Delete"}, "condition": {"age": cfg.export_days, "matchesPrefix": ["exports/"]}}]
+    rules = [
+        {"action": {"type": "Delete"}, "condition": {"age": cfg.export_days, "matchesPrefix": ["exports/"]}},
+        # Stored answers of Idempotency-Key requests are replayed for 24 h only.
+        {"action": {"type": "Delete"}, "condition": {"age": 2, "matchesPrefix": ["idempotency/"]}},
+    ]
     if cfg.payload_days:
         rules.append({"action": {"type": "Delete"}, "condition": {"age": cfg.payload_days, "matchesPrefix": ["payloads/"]}})
     return json.dumps({"rule": rules}, separators=(",", ":"), sort_keys=True)
@@ -420,6 +424,22 @@ def _firestore(plan: Plan, ctx: Context) -> None:
             "indexConfig.usesAncestorConfig",
             "True",
             ("firestore indexes fields update", path, group, "--disable-indexes", "--async"),
+        )
+    _ttl(plan)
+
+
+# Documents that only matter for a while carry `expires_at`; Firestore's TTL deletes them after it.
+TTL_FIELDS = (("idempotency_keys", "expires_at"), ("rate_limits", "expires_at"))
+
+
+def _ttl(plan: Plan) -> None:
+    for group, ttl_field in TTL_FIELDS:
+        # A field without a TTL policy describes an empty ttlConfig.state; one with it, ACTIVE or CREATING.
+        plan.update_while(
+            ("firestore indexes fields describe", ttl_field, f"--collection-group={group}"),
+            "ttlConfig.state",
+            "",
+            ("firestore fields ttls update", ttl_field, f"--collection-group={group}", "--enable-ttl", "--async"),
         )
 
 

@@ -33,7 +33,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     state = Path(tempfile.mkdtemp(prefix="synq-test-"))
-    test_stack = Stack(state_dir=state, api_port=0, seed_demo=False, reconcile_every=1.0, stale_after_seconds=60.0)
+    # Counted, but high: some tests send thousands of requests with one token; the rate-limit test
+    # sets a low budget on its own token.
+    budget = {"SYNQ_RATE_LIMIT_PER_MINUTE": "1000000"}
+    test_stack = Stack(state_dir=state, api_port=0, seed_demo=False, reconcile_every=1.0, stale_after_seconds=60.0, extra_env=budget)
     from infra.stack import free_port
 
     test_stack.api_port = free_port()

@@ -583,6 +583,8 @@ def _fields(model: ProductIn | ProductPatch, product_id: str) -> dict[str, Any]:
     data = model.model_dump(exclude_unset=True, exclude={"id"})
     if "variants" in data:
         data["variants"] = _variants(product_id, data["variants"] or [])
+    if "attributes" in data and data["attributes"] is None:
+        data["attributes"] = {}  # null clears: stored as empty, the read model's shape
     return data
 
 

@@ -63,6 +63,27 @@ class NotificationSettingsPublic(PublicModel):
     updated_at: OptionalTimestamp = None
 
 
+class NotificationSettingsUpdated(NotificationSettingsPublic):
+    """PUT /notification-settings: the settings, and a new webhook URL's signing secret, shown once."""
+
+    signing_secret: str | None = None
+
+
+class SigningSecretRotated(PublicModel):
+    """POST /notification-settings/rotate-secret: the new secret, and when the old one stops signing."""
+
+    signing_secret: str
+    previous_secret_expires_at: str
+
+
+class ExportQueued(PublicModel):
+    """POST /export: the seed's 202 body, plus the id to follow the export by."""
+
+    status: Literal["success"]
+    message: str
+    export_id: str
+
+
 class DeliveryTask(Record):
     """The Cloud Tasks body for deliver_notification: a pointer to the delivery record."""
 

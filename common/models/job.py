@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictStr
 
 from common.models.base import OptionalTimestamp, PublicModel, Record, Timestamp
+from common.models.product import ProductIn, ProductPatch
+from common.models.syndigo import ImportRequest
 
 
 class JobType(StrEnum):
@@ -24,6 +27,43 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+class _JobCreateBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_count: int | None = Field(default=None, ge=0, description="How many items the payload holds; a mismatch is 422.")
+    payload_sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-fA-F]{64}$",
+        description="SHA-256 (hex) of the payload as compact JSON (JSON.stringify); equals the returned payload_json. A mismatch is 422.",
+    )
+
+
+class ImportJobCreate(_JobCreateBase):
+    """Create or update (by `sku`) one product per item."""
+
+    job_type: Literal[JobType.BULK_IMPORT]
+    payload: list[ProductIn] | ImportRequest = Field(description="Product objects, or the ProductImportData envelope.")
+
+
+class UpdateJobCreate(_JobCreateBase):
+    """Change the given fields of the product each item names by `id` or `sku`."""
+
+    job_type: Literal[JobType.BULK_UPDATE]
+    payload: list[ProductPatch] | ImportRequest = Field(description="Partial products named by id or sku, or the ProductImportData envelope.")
+
+
+class DeleteJobCreate(_JobCreateBase):
+    """Delete the products whose ids the payload lists."""
+
+    job_type: Literal[JobType.BULK_DELETE]
+    payload: list[StrictStr] = Field(min_length=1)
+
+
+class JobCreate(RootModel[Annotated[ImportJobCreate | UpdateJobCreate | DeleteJobCreate, Field(discriminator="job_type")]]):
+    """POST /bulk-jobs. The API stores any object (delete: string) items; each item is checked
+    against its model when the job runs, and one that fails is reported in the job's results."""
 
 
 class JobSummary(PublicModel):
@@ -83,4 +123,3 @@ class ItemResult(PublicModel):
     product_id: str | None = None
     result: str
     errors: list[ItemError] = Field(default_factory=list)
-

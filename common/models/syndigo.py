@@ -166,10 +166,23 @@ class ImportError_(PublicModel):
 
 
 class ImportResult(PublicModel):
-    Result: str
+    Result: Literal["Success", "Failure"]
     IdentifierValue: str | None = None
     MatchedId: str | None = None
     Errors: list[dict[str, Any]] = Field(default_factory=list)
+    # verbose=true only: what changed (attribute, recipient, locale, old → new) and the issues it opened or resolved.
+    Changes: list[dict[str, Any]] | None = None
+    ValidationIssues: list[str] | None = None
+
+
+class ImportResponse(PublicModel):
+    """The vendor's response body."""
+
+    VerboseResponse: bool
+    OverallResult: Literal["Success", "PartialSuccess", "Failure"]
+    WhatIf: bool = False
+    Errors: list[dict[str, Any]] = Field(default_factory=list)
+    ResultsByActionType: dict[str, list[ImportResult]]
 
 
 # -- vocabulary and taxonomy ------------------------------------------------------------------
@@ -205,3 +218,26 @@ class VocabularyIn(_Strict):
 class TaxonomyNodeIn(_Strict):
     name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]
     parent_id: StrictStr | None = None
+
+
+class VocabularyPublic(PublicModel):
+    id: str
+    name: str
+    default: bool
+    default_locale: str
+    attributes: list[dict[str, Any]]
+    created_at: str
+    updated_at: str
+
+
+class TaxonomyNodePublic(PublicModel):
+    id: str
+    name: str
+    parent_id: str | None = None
+    created_at: str
+
+
+class RetryRequest(_Strict):
+    """POST /bulk-jobs/{id}/retry: corrected items, by their index in the failed job's payload."""
+
+    corrections: dict[str, Any] = Field(default_factory=dict)

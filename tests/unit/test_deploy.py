@@ -210,8 +210,8 @@ def lifecycle(lines: list[str]) -> dict[str, int]:
 
 
 def test_bucket_lifecycle_deletes_old_exports_and_payloads(capsys: pytest.CaptureFixture[str], plan_lines: list[str]) -> None:
-    assert lifecycle(plan_lines) == {"exports/": 30}
-    assert lifecycle(dry_run(capsys, "--export-days", "10", "--payload-days", "3")) == {"exports/": 10, "payloads/": 3}
+    assert lifecycle(plan_lines) == {"exports/": 30, "idempotency/": 2}
+    assert lifecycle(dry_run(capsys, "--export-days", "10", "--payload-days", "3")) == {"exports/": 10, "idempotency/": 2, "payloads/": 3}
 
 
 def test_reconcile_is_ticked_every_minute(plan_lines: list[str]) -> None:
@@ -627,3 +627,9 @@ def test_unindexed_fields_are_never_queried() -> None:
     for override in INDEXES["fieldOverrides"]:
         assert override["indexes"] == [], override
         assert (override["collectionGroup"], override["fieldPath"]) not in queried, override
+
+
+def test_short_lived_records_get_a_ttl_policy(plan_lines: list[str]) -> None:
+    text = "\n".join(plan_lines)
+    for group in ("idempotency_keys", "rate_limits"):
+        assert f"fields ttls update expires_at --collection-group={group} --enable-ttl" in text

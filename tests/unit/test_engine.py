@@ -333,7 +333,8 @@ def test_partial_update_changes_only_the_given_fields(catalog: MemoryCatalog) ->
 
 @pytest.mark.parametrize(
     ("field", "cleared"),
-    [("description", None), ("category", None), ("brand", None), ("gtin", None), ("attributes", None), ("variants", [])],
+    # Collections clear to empty (the read model's shape), scalars to null.
+    [("description", None), ("category", None), ("brand", None), ("gtin", None), ("attributes", {}), ("variants", [])],
 )
 def test_null_clears_an_optional_field(catalog: MemoryCatalog, field: str, cleared: Any) -> None:
     pid = create(catalog, {**GOOD, "variants": [{"sku": "V-1"}]})

@@ -1,0 +1,170 @@
+"""The OpenAPI document: every served route described, schemas generated from the models, valid 3.1."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import functions_framework
+import pytest
+import schemathesis
+
+from common import openapi
+from common.http import QueryParam, Request, Response, Router
+from common.models.api import ErrorBody
+from common.models.job import JobCreate, JobPublic, JobSummary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    """The router the deployed api function serves, with every module's routes registered."""
+    importlib.import_module("main")
+    from common.api import router
+
+    return router
+
+
+@pytest.fixture(scope="module")
+def doc(router: Router) -> dict[str, Any]:
+    return openapi.build(router)
+
+
+def test_every_served_route_is_described(router: Router) -> None:
+    problems = openapi.undocumented(router)
+    assert not problems, "\n".join([f"{len(problems)} route(s) lack OpenAPI metadata:", *problems, openapi.HOW_TO_DESCRIBE])
+
+
+def test_every_served_route_is_in_the_document_with_its_path_parameters(router: Router, doc: dict[str, Any]) -> None:
+    for route in router.routes:
+        operation = doc["paths"].get(route.template, {}).get(route.method.lower())
+        assert operation is not None, f"{route.method} {route.template} is served but not in the document"
+        declared = [p["name"] for p in operation["parameters"] if p.get("in") == "path"]
+        assert declared == route.path_params, f"{route.method} {route.template}: path parameters {declared}"
+    operations = [(path, method) for path, item in doc["paths"].items() for method in item]
+    assert len(operations) == len(router.routes) == len(set(operations))
+
+
+def test_the_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
+    assert doc["openapi"] == "3.1.0"
+    schemathesis.openapi.from_dict(doc).validate()
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        own = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+        return own + [ref for item in value.values() for ref in _refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _refs(item)]
+    return []
+
+
+def test_every_reference_resolves(doc: dict[str, Any]) -> None:
+    refs = _refs(doc)
+    assert refs
+    for ref in set(refs):
+        node: Any = doc
+        for part in ref.removeprefix("#/").split("/"):
+            assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
+            node = node[part]
+
+
+def test_schemas_are_generated_from_the_models(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    for model, mode in ((JobPublic, "serialization"), (JobSummary, "serialization"), (ErrorBody, "serialization"), (JobCreate, "validation")):
+        expected = model.model_json_schema(mode=mode, ref_template=openapi.REF)  # type: ignore[arg-type]
+        nested = expected.pop("$defs", {})
+        assert schemas[model.__name__] == expected
+        for name, schema in nested.items():
+            assert schemas[name] == schema
+
+
+def test_create_bulk_job_takes_job_create_and_answers_the_job(doc: dict[str, Any]) -> None:
+    operation = doc["paths"]["/api/v1/pim/bulk-jobs"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobCreate"}
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobPublic"}
+    assert {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"]
+    assert {"400", "401", "403", "409", "413", "415", "422", "429"} <= set(operation["responses"])
+    assert "Retry-After" in operation["responses"]["429"]["headers"]
+    listed = doc["paths"]["/api/v1/pim/bulk-jobs"]["get"]
+    assert listed["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/JobSummary"},
+    }
+    assert {p["name"] for p in listed["parameters"] if p.get("in") == "query"} == {"type", "limit", "cursor"}
+
+
+def test_authenticated_operations_declare_bearer_and_tenant_headers(router: Router, doc: dict[str, Any]) -> None:
+    for route in router.routes:
+        operation = doc["paths"][route.template][route.method.lower()]
+        label = f"{route.method} {route.template}"
+        if route.doc.public:
+            assert operation["security"] == [], label
+            continue
+        assert operation["security"] == [{"bearerAuth": []}], label
+        assert {"$ref": "#/components/parameters/OrgId"} in operation["parameters"], label
+        assert {"$ref": "#/components/parameters/TenantId"} in operation["parameters"], label
+        assert {"401", "403", "429"} <= set(operation["responses"]), label
+        has_key = {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"]
+        assert has_key == (route.method == "POST"), label
+        if route.method == "POST":
+            assert {"409", "422"} <= set(operation["responses"]), label
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer", "description": "An API token (synq_...)."}
+
+
+def test_a_route_without_metadata_is_named_and_still_listed() -> None:
+    r = Router()
+
+    @r.route("POST", "/things/{thing_id}")
+    def make_thing(request: Request) -> Response:
+        return Response({})
+
+    assert openapi.undocumented(r) == ["POST /things/{thing_id} (handler make_thing): no summary= and no response_model="]
+    doc = openapi.build(r)
+    operation = doc["paths"]["/things/{thing_id}"]["post"]
+    assert operation["x-undocumented"] is True
+    assert set(operation["responses"]) >= {"2XX", "404", "409", "413", "415", "422"}
+    schemathesis.openapi.from_dict(doc).validate()
+
+
+def test_route_metadata_is_rendered() -> None:
+    r = Router()
+
+    @r.route(
+        "GET",
+        "/jobs",
+        summary="List",
+        response_model=JobSummary,
+        list_response=True,
+        response_status=206,
+        query=(QueryParam("n", "How many.", {"type": "integer", "minimum": 1}, required=True),),
+        error_statuses=(410,),
+        tags=("x",),
+    )
+    def list_jobs(request: Request) -> Response:
+        return Response([])
+
+    assert openapi.undocumented(r) == []
+    operation = openapi.build(r)["paths"]["/jobs"]["get"]
+    assert operation["operationId"] == "list_jobs"
+    assert operation["tags"] == ["x"]
+    assert operation["parameters"][0] == {
+        "name": "n",
+        "in": "query",
+        "required": True,
+        "description": "How many.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+    assert set(operation["responses"]) == {"206", "400", "401", "403", "410", "429"}
+    assert {"X-Next-Cursor", "Link", "RateLimit-Remaining"} <= set(operation["responses"]["206"]["headers"])
+
+
+def test_the_api_serves_the_document_without_a_token() -> None:
+    client = functions_framework.create_app(target="api", source=str(ROOT / "main.py")).test_client()
+    response = client.get("/api/v1/pim/openapi.json")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["openapi"] == "3.1.0"
+    assert "/api/v1/pim/bulk-jobs" in body["paths"]
