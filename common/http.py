@@ -134,7 +134,10 @@ def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
     declared = raw.content_length
     if declared is not None and declared > max_bytes:
         raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
-    data = raw.stream.read(max_bytes + 1)
+    try:
+        data = raw.stream.read(max_bytes + 1)
+    except Exception as exc:  # the server's parser of a malformed or cut chunked body, whatever its class
+        raise errors.BadRequest("The request body could not be read (malformed or truncated).", code="truncated_body") from exc
     if len(data) > max_bytes:
         raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
     if declared is not None and len(data) < declared:

@@ -483,17 +483,25 @@ def _audit_variants(view: CatalogView, index: int, old: list[dict[str, Any]], ne
 # -- failures ----------------------------------------------------------------------------------
 
 
+MAX_ITEM_ERRORS = 10
+
+
 def _validation_errors(exc: ValidationError) -> list[ItemError]:
+    """The first errors of an item, bounded: an item with 20,000 unknown fields must not make a
+    per-item result bigger than the document that holds the chunk's results."""
     out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) if err["loc"] else None
+    found = exc.errors()
+    for err in found[:MAX_ITEM_ERRORS]:
+        loc = ".".join(str(p) for p in err["loc"])[:200] if err["loc"] else None
         kind = err["type"]
         if kind == "extra_forbidden":
             out.append(ItemError("unknown_field", f"Unknown field '{loc}'.", loc))
         elif kind == "missing":
             out.append(ItemError("missing_field", f"Field '{loc}' is required.", loc))
         else:
-            out.append(ItemError("invalid_value", f"Field '{loc}': {err['msg']}.", loc))
+            out.append(ItemError("invalid_value", f"Field '{loc}': {err['msg'][:300]}.", loc))
+    if len(found) > MAX_ITEM_ERRORS:
+        out.append(ItemError("more_errors", f"… and {len(found) - MAX_ITEM_ERRORS} more errors in this item.", None))
     return out
 
 

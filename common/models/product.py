@@ -31,6 +31,8 @@ def check_storable(value: Any, depth: int = 0) -> None:
         return
     if isinstance(value, list):
         for item in value:
+            if isinstance(item, list):
+                raise ValueError("holds an array directly inside an array, which Firestore cannot store")
             check_storable(item, depth + 1)
         return
     if isinstance(value, dict):

@@ -27,6 +27,8 @@ def get_product(scope: Scope, product_id: str) -> dict[str, Any]:
 
 
 def list_products(scope: Scope, *, sku: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    if sku is not None and len(sku.encode("utf-8")) > 500:
+        raise errors.BadRequest("Filter 'sku' is too long.", code="invalid_query")
     docs, next_cursor = store.list_products(scope, sku=sku, limit=limit, cursor=cursor)
     return [product_public(d) for d in docs], next_cursor
 
@@ -36,7 +38,7 @@ def list_issues(scope: Scope, filters: dict[str, str], *, limit: int, cursor: st
     if severity is not None and severity not in (ERROR, WARNING):
         raise errors.BadRequest("severity must be WARNING or ERROR.", code="invalid_query")
     for name, value in filters.items():
-        if len(value) > 500:
+        if len(value.encode("utf-8")) > 500:
             raise errors.BadRequest(f"Filter '{name}' is too long.", code="invalid_query")
     docs, next_cursor = store.list_issues(scope, filters=filters, limit=limit, cursor=cursor)
     return [IssuePublic.model_validate(d).dump() for d in docs], next_cursor

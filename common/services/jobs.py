@@ -400,19 +400,27 @@ def process_chunk(message: ChunkMessage) -> None:
             raise errors.Transient("chunk items are not readable yet")
         items = loads_strict(stored["items_json"])
         apply_item, prefetch, mode = _item_functions(scope, job)
+        isolate = 0  # steps left to take one item at a time, after the store refused a whole step
         while not progress["done"]:
-            progress = catalog.apply_chunk_step(
-                scope,
-                message.job_id,
-                message.chunk,
-                items,
-                stored["first_index"],
-                lambda: _context(job),
-                apply_item,
-                prefetch,
-                settings.stale_after_seconds,
-                mode,
-            )
+            try:
+                progress = catalog.apply_chunk_step(
+                    scope,
+                    message.job_id,
+                    message.chunk,
+                    items,
+                    stored["first_index"],
+                    lambda: _context(job),
+                    apply_item,
+                    prefetch,
+                    settings.stale_after_seconds,
+                    mode,
+                    1 if isolate else None,
+                )
+            except catalog.StepRefused as refused:
+                log.warning("chunk step refused by the store; isolating its items", extra={"job_id": message.job_id, "error": str(refused)})
+                isolate = catalog.STEP_WRITES  # at least as many items as the refused step held
+                continue
+            isolate = max(isolate - 1, 0)
             store.count_progress(scope, message.job_id, message.chunk)
             if not progress["done"] and (store.get(scope, message.job_id) or {}).get("status") == JobStatus.CANCELLED:
                 log.info("chunk: job cancelled; stopped between steps", extra={"job_id": message.job_id, "chunk": message.chunk})

@@ -115,16 +115,23 @@ PrefetchFn = Callable[[CatalogView, list[Any]], None]
 ALL, FAILURES, NOTHING = "all", "failures", "nothing"
 
 
-def run_items(view: CatalogView, items: list[Any], start: int, first_index: int, apply_item: ItemFn, prefetch: PrefetchFn) -> list[dict[str, Any]]:
+def run_items(
+    view: CatalogView, items: list[Any], start: int, first_index: int, apply_item: ItemFn, prefetch: PrefetchFn, max_items: int | None = None
+) -> list[dict[str, Any]]:
     """Apply items from `start` until the view holds a step's worth of writes; returns their results."""
     results: list[dict[str, Any]] = []
     for offset, raw in enumerate(items[start:]):
         if offset % 100 == 0:
             prefetch(view, items[start + offset : start + offset + 100])
         results.append(apply_item(view, first_index + start + offset, raw))
-        if view.write_count() >= STEP_WRITES:
+        if view.write_count() >= STEP_WRITES or (max_items is not None and len(results) >= max_items):
             break
     return results
+
+
+class StepRefused(Exception):
+    """Firestore refused a step's commit for what it holds (an invalid value, a document too big):
+    retrying the same step can never succeed, so the caller retries it one item at a time."""
 
 
 def write_failures(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:
@@ -156,6 +163,7 @@ def apply_chunk_step(
     prefetch: PrefetchFn,
     lease_seconds: float = 60.0,
     mode: str = ALL,
+    max_items: int | None = None,
 ) -> dict[str, Any]:
     """Apply the chunk's next items in one transaction; returns the chunk's progress after it.
 
@@ -172,31 +180,65 @@ def apply_chunk_step(
             return progress or {"done": True}
         start = progress["applied"]
         view = CatalogView(FirestoreLoader(scope, tx), make_context())
-        results = run_items(view, items, start, first_index, apply_item, prefetch)
+        results = run_items(view, items, start, first_index, apply_item, prefetch, max_items)
         commit_view(tx, scope, view, mode)
-        ok = sum(1 for r in results if r["result"] != "failed")
-        failed = len(results) - ok
-        applied = start + len(results)
-        done = applied >= len(items)
-        now = utcnow()
-        update = {
-            "applied": applied,
-            "results": progress["results"] + results,
-            "ok": progress["ok"] + ok,
-            "failed": progress["failed"] + failed,
-            "has_failures": progress["has_failures"] or failed > 0,
-            "done": done,
-            "updated_at": now,
-            "lease_until": now + timedelta(seconds=lease_seconds),
-        }
-        tx.update(progress_ref, update)
-        return {**progress, **update}
+        return _advance(tx, progress_ref, progress, results, len(items), lease_seconds)
 
     try:
         return step(db.transaction(max_attempts=10))  # type: ignore[no-any-return]
+    except gexc.InvalidArgument as exc:
+        if max_items != 1:
+            raise StepRefused(str(exc)[:300]) from exc
+        return _refuse_item(db, progress_ref, first_index, len(items), lease_seconds, str(exc))
     except (ValueError, gexc.Aborted) as exc:
         # The client gives up on a transaction that kept losing to others: let Pub/Sub redeliver.
         raise errors.Transient("chunk step kept conflicting; retry later") from exc
+
+
+def _advance(
+    tx: firestore.Transaction,
+    progress_ref: firestore.DocumentReference,
+    progress: dict[str, Any],
+    results: list[dict[str, Any]],
+    total: int,
+    lease_seconds: float,
+) -> dict[str, Any]:
+    """Record a step's results in the chunk's progress (same transaction as the step's writes)."""
+    start = progress["applied"]
+    ok = sum(1 for r in results if r["result"] != "failed")
+    failed = len(results) - ok
+    applied = start + len(results)
+    done = applied >= total
+    now = utcnow()
+    update = {
+        "applied": applied,
+        "results": progress["results"] + results,
+        "ok": progress["ok"] + ok,
+        "failed": progress["failed"] + failed,
+        "has_failures": progress["has_failures"] or failed > 0,
+        "done": done,
+        "updated_at": now,
+        "lease_until": now + timedelta(seconds=lease_seconds),
+    }
+    tx.update(progress_ref, update)
+    return {**progress, **update}
+
+
+def _refuse_item(
+    db: firestore.Client, progress_ref: firestore.DocumentReference, first_index: int, total: int, lease_seconds: float, why: str
+) -> dict[str, Any]:
+    """The one item Firestore will not store fails alone, so it cannot wedge its chunk."""
+
+    @firestore.transactional
+    def refuse(tx: firestore.Transaction) -> dict[str, Any]:
+        progress = progress_ref.get(transaction=tx).to_dict() or {"done": True}
+        if progress["done"]:
+            return progress
+        error = {"code": "not_storable", "field": None, "message": f"The catalog store refused this item: {why[:200]}"}
+        result = {"index": first_index + progress["applied"], "identifier": None, "product_id": None, "result": "failed", "errors": [error]}
+        return _advance(tx, progress_ref, progress, [result], total, lease_seconds)
+
+    return refuse(db.transaction())  # type: ignore[no-any-return]
 
 
 def apply_items(

@@ -187,7 +187,11 @@ def claim_chunk(scope: Scope, job_id: str, n: int, owner: str, lease_seconds: fl
         tx.update(ref, {"lease_owner": owner, "lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now})
         return "run"
 
-    return str(claim(db.transaction()))
+    try:
+        return str(claim(db.transaction()))
+    except (ValueError, gexc.Aborted):
+        # Another delivery kept the chunk's lock: it is being worked on; this one can go.
+        return "busy"
 
 
 def chunk_items(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:

@@ -113,3 +113,24 @@ def test_lost_commit_round_is_republished_by_the_reconciler(with_vocabulary: Pip
         time.sleep(0.5)
     done = pipeline.job(job["id"])
     assert (done["status"], done["processed_items"]) == ("COMPLETED", 250) and len(pipeline.products()) == 250
+
+
+def test_an_item_the_store_refuses_fails_alone_instead_of_wedging_its_chunk(with_vocabulary: Pipeline) -> None:
+    """Each item is valid, but the fifth makes the one product they share exceed Firestore's 1 MiB."""
+    pipeline = with_vocabulary
+    product_import.save_vocabulary(
+        pipeline.principal, {**VOCABULARY, "attributes": [*VOCABULARY["attributes"], {"name": "Long Text"}], "default": True}
+    )
+    big = "x" * 230_000
+    items = [
+        product("00000000000017", Values=[{"Name": "Long Text", "ValuesByLocale": {locale: big}}]) if locale else product("00000000000017")
+        for locale in ("", "en-US", "de-DE", "fr-FR", "es-ES", "it-IT")
+    ]
+    items.append(product("00000000000024"))
+    job = pipeline.create("BULK_IMPORT", envelope(items, "Ignore"))
+    done = drive(pipeline, job["id"])
+    results = pipeline.results(job["id"])
+    assert done["status"] == "FAILED" and done["processed_items"] + done["failed_items"] == 7
+    refused = [r for r in results if r["result"] == "failed"]
+    assert refused and all(r["errors"][0]["code"] == "not_storable" for r in refused), [(r["index"], r["errors"]) for r in refused]
+    assert results[-1]["result"] == "created"  # the chunk went on past the refused item
