@@ -341,14 +341,17 @@ class Stack:
 
     def _tick(self) -> None:
         """The local stand-in for Cloud Scheduler: publish a reconcile tick every few seconds."""
+        import grpc
         from google.cloud import pubsub_v1
+        from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
         publisher = None
         while not self._stop.wait(self.reconcile_every):
             try:
                 if publisher is None:
-                    os.environ.setdefault("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{self.ports['pubsub']}")
-                    publisher = pubsub_v1.PublisherClient()
+                    # This stack's own emulator, whatever PUBSUB_EMULATOR_HOST this process has.
+                    channel = grpc.insecure_channel(f"127.0.0.1:{self.ports['pubsub']}")
+                    publisher = pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=channel))
                 topic = publisher.topic_path(self.project, TOPICS["reconcile_topic"])
                 publisher.publish(topic, b"{}").result(timeout=10)
             except Exception:  # a missed tick is retried on the next one

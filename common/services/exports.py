@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -146,6 +147,9 @@ def run_export(message: ExportMessage) -> None:
         return
     try:
         counts = write_file(scope, export)
+    except LostClaim:
+        log.warning("export taken over by another worker; this one stops", extra={"export_id": export["id"]})
+        return
     except RETRYABLE as exc:
         raise errors.Transient("export storage was unavailable") from exc
     except Exception as exc:
@@ -161,9 +165,14 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     count, excluded = 0, 0
     excluded_ids: list[str] = []
-    blob = blobs.bucket().blob(export["object"])
-    with blob.open("wb", content_type="application/x-ndjson", chunk_size=settings.export_upload_chunk_bytes) as out:
-        for seen, product in enumerate(store.iter_products(scope, settings.export_page_size), start=1):
+    bucket = blobs.bucket()
+    # Closing a writer finalizes its upload even when an exception unwinds it, so the file is written
+    # under a name of this claim's own and only becomes the export's object once it is whole.
+    partial = bucket.blob(f"{export['object']}.partial-{export['lease_owner']}")
+    renew_every = max(settings.stale_after_seconds / 3, 1.0)
+    renewed = time.monotonic()
+    with partial.open("wb", content_type="application/x-ndjson", chunk_size=settings.export_upload_chunk_bytes) as out:
+        for product in store.iter_products(scope, settings.export_page_size):
             if (product.get("issue_counts") or {}).get("ERROR"):
                 excluded += 1
                 if len(excluded_ids) < settings.excluded_ids_listed:
@@ -171,9 +180,20 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
             else:
                 out.write(ProductPublic.model_validate(product).model_dump_json().encode() + b"\n")
                 count += 1
-            if seen % 10_000 == 0:
-                store.renew_lease(scope, export["id"], settings.stale_after_seconds)
+            if time.monotonic() - renewed > renew_every:
+                if not store.renew_lease(scope, export["id"], export["lease_owner"], settings.stale_after_seconds):
+                    raise LostClaim(export["id"])
+                renewed = time.monotonic()
+    final = bucket.blob(export["object"])
+    final.content_type = "application/x-ndjson"
+    final.compose([partial])
+    with contextlib.suppress(gexc.NotFound):
+        partial.delete()
     return {"product_count": count, "excluded_count": excluded, "excluded_product_ids": excluded_ids}
+
+
+class LostClaim(Exception):
+    """Another worker took the export over (this one was too slow to renew its lease): stop quietly."""
 
 
 def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event_type: str) -> None:
@@ -192,7 +212,9 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
     }
     delivery = notifications.new_delivery(scope, derived_id(export["id"], "notification"), event_type, data, export["id"])
     audit = _audit(scope, export, event_type, {k: data[k] for k in ("product_count", "excluded_count")}, derived_id(export["id"], "finished"))
-    store.finish_export(scope, export["id"], changes, delivery, audit)
+    if not store.finish_export(scope, export["id"], export["lease_owner"], changes, delivery, audit):
+        log.warning("export finished by another worker; this one leaves it", extra={"export_id": export["id"]})
+        return
     notifications.enqueue(scope, delivery["id"])
     log.info("export finished", extra={"export_id": export["id"], "status": final["status"], "products": final.get("product_count")})
 
@@ -202,8 +224,10 @@ def reconcile(cutoff: Any) -> int:
     republished = 0
     for export in store.stale_exports(cutoff):
         scope = Scope(export["org_id"], export["tenant_id"])
-        store.touch_export(scope, export["id"])
-        republished += queue.publish(
-            get_settings().exports_topic, [ExportMessage(export_id=export["id"], org_id=scope.org_id, tenant_id=scope.tenant_id)]
-        )
+        try:
+            store.touch_export(scope, export["id"])
+            message = ExportMessage(export_id=export["id"], org_id=scope.org_id, tenant_id=scope.tenant_id)
+            republished += queue.publish(get_settings().exports_topic, [message])
+        except (gexc.GoogleAPICallError, errors.Transient) as exc:
+            log.warning("reconcile: export skipped until the next tick", extra={"export_id": export["id"], "error": str(exc)[:200]})
     return republished

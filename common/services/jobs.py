@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -458,36 +459,55 @@ def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
 
 
 def reconcile() -> dict[str, int]:
-    """Republish what a lost message or a killed worker left behind; finish jobs whose last step was lost."""
+    """Republish what a lost message or a killed worker left behind; finish jobs whose last step was lost.
+
+    Each job, chunk and export is reconciled on its own: one that cannot be touched now (a dead
+    worker's transaction still holds its lock) is skipped until the next tick, never the whole tick.
+    """
     settings = get_settings()
     cutoff = utcnow() - timedelta(seconds=settings.stale_after_seconds)
-    counts = {"jobs_republished": 0, "chunks_republished": 0, "jobs_finished": 0}
-    for job in store.stale_pending(cutoff):
-        scope = Scope(job["org_id"], job["tenant_id"])
-        store.touch_job(scope, job["id"])
-        counts["jobs_republished"] += queue.publish(
-            settings.jobs_topic, [JobMessage(job_id=job["id"], org_id=job["org_id"], tenant_id=job["tenant_id"])]
-        )
-    chunk_messages = []
-    for chunk in store.stale_chunks(cutoff):
-        scope = Scope(chunk["org_id"], chunk["tenant_id"])
-        store.touch_chunk(scope, chunk["job_id"], chunk["n"])
+    counts = {"jobs_republished": 0, "chunks_republished": 0, "jobs_finished": 0, "skipped": 0}
+
+    def attempt(what: str, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except (gexc.GoogleAPICallError, errors.Transient, ValueError) as exc:
+            counts["skipped"] += 1
+            log.warning("reconcile: skipped until the next tick", extra={"what": what, "error": str(exc)[:200]})
+
+    def republish_job(job: dict[str, Any]) -> None:
+        store.touch_job(Scope(job["org_id"], job["tenant_id"]), job["id"])
+        message = JobMessage(job_id=job["id"], org_id=job["org_id"], tenant_id=job["tenant_id"])
+        counts["jobs_republished"] += queue.publish(settings.jobs_topic, [message])
+
+    chunk_messages: list[ChunkMessage] = []
+
+    def republish_chunk(chunk: dict[str, Any]) -> None:
+        store.touch_chunk(Scope(chunk["org_id"], chunk["tenant_id"]), chunk["job_id"], chunk["n"])
         chunk_messages.append(ChunkMessage(job_id=chunk["job_id"], org_id=chunk["org_id"], tenant_id=chunk["tenant_id"], chunk=chunk["n"]))
-    counts["chunks_republished"] = queue.publish(settings.chunks_topic, chunk_messages) if chunk_messages else 0
-    for job in store.stale_processing(cutoff):
+
+    def settle(job: dict[str, Any]) -> None:
         scope = Scope(job["org_id"], job["tenant_id"])
         store.touch_job(scope, job["id"])
         for n in store.uncounted_chunks(scope, job["id"]):
             store.count_progress(scope, job["id"], n)
         if job.get("phase") == "commit" and (job.get("import_options") or {}).get("error_mode") == "Fail":
             # The commit round's messages may have been lost: chunks still in the validate phase wait for one.
-            late = [
+            chunk_messages.extend(
                 ChunkMessage(job_id=job["id"], org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n)
                 for n in store.chunks_in_phase(scope, job["id"], "validate")
-            ]
-            counts["chunks_republished"] += queue.publish(settings.chunks_topic, late) if late else 0
+            )
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
+
+    for job in store.stale_pending(cutoff):
+        attempt(f"job {job['id']}", functools.partial(republish_job, job))
+    for chunk in store.stale_chunks(cutoff):
+        attempt(f"chunk {chunk['job_id']}/{chunk['n']}", functools.partial(republish_chunk, chunk))
+    for job in store.stale_processing(cutoff):
+        attempt(f"job {job['id']}", functools.partial(settle, job))
+    if chunk_messages:
+        counts["chunks_republished"] += queue.publish(settings.chunks_topic, chunk_messages)
     from common.services import exports  # exports imports this module's siblings; import late
 
     counts["exports_republished"] = exports.reconcile(cutoff)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -42,26 +43,55 @@ def claim_export(scope: Scope, export_id: str, lease_seconds: float) -> dict[str
         lapsed = export["status"] == ExportStatus.RUNNING and export.get("lease_until") and export["lease_until"] < now
         if export["status"] != ExportStatus.QUEUED and not lapsed:
             return None
-        changes = {"status": ExportStatus.RUNNING.value, "started_at": now, "updated_at": now, "lease_until": now + timedelta(seconds=lease_seconds)}
+        changes = {
+            "status": ExportStatus.RUNNING.value,
+            "started_at": now,
+            "updated_at": now,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+            # Who holds the claim: only that worker may finish the export.
+            "lease_owner": str(uuid.uuid4()),
+        }
         tx.update(ref, changes)
         return {**export, **changes}
 
     return claim(db.transaction())  # type: ignore[no-any-return]
 
 
-def renew_lease(scope: Scope, export_id: str, lease_seconds: float) -> None:
-    coll(scope, "exports").document(export_id).update({"lease_until": utcnow() + timedelta(seconds=lease_seconds)})
-
-
-def finish_export(scope: Scope, export_id: str, changes: dict[str, Any], delivery: dict[str, Any] | None, audit: dict[str, Any]) -> None:
-    """The export's final state, its delivery record and its audit event, in one commit."""
+def renew_lease(scope: Scope, export_id: str, owner: str, lease_seconds: float) -> bool:
+    """Extend the claim while the worker still holds it; False when another worker took it over."""
     db = firestore_client()
-    batch = db.batch()
-    batch.update(coll(scope, "exports").document(export_id), changes)
-    if delivery is not None:
-        batch.set(coll(scope, "notification_deliveries").document(delivery["id"]), delivery)
-    batch.set(coll(scope, "audit_events").document(audit["id"]), audit)
-    batch.commit()
+    ref = coll(scope, "exports").document(export_id)
+
+    @firestore.transactional
+    def renew(tx: firestore.Transaction) -> bool:
+        export = data(ref.get(transaction=tx))
+        if export.get("lease_owner") != owner or export.get("status") != ExportStatus.RUNNING:
+            return False
+        now = utcnow()
+        tx.update(ref, {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now})
+        return True
+
+    return bool(renew(db.transaction()))
+
+
+def finish_export(scope: Scope, export_id: str, owner: str, changes: dict[str, Any], delivery: dict[str, Any] | None, audit: dict[str, Any]) -> bool:
+    """The export's final state, its delivery record and its audit event, in one transaction, only
+    while `owner` still holds the claim: a worker that outlived its lease finishes nothing."""
+    db = firestore_client()
+    ref = coll(scope, "exports").document(export_id)
+
+    @firestore.transactional
+    def finish(tx: firestore.Transaction) -> bool:
+        export = data(ref.get(transaction=tx))
+        if export.get("lease_owner") != owner or export.get("status") != ExportStatus.RUNNING:
+            return False
+        tx.update(ref, changes)
+        if delivery is not None:
+            tx.create(coll(scope, "notification_deliveries", db).document(delivery["id"]), delivery)
+        tx.set(coll(scope, "audit_events", db).document(audit["id"]), audit)
+        return True
+
+    return bool(finish(db.transaction()))
 
 
 def stale_exports(cutoff: Any, limit: int = 100) -> list[dict[str, Any]]:

@@ -139,7 +139,9 @@ def test_what_if_commits_nothing_at_all(vocab_tenant: Tenant) -> None:
     dry = run(tenant, envelope(product_body("00000000000062"), product_body("bad-gtin", Values=[{"Name": "Nope"}])), whatIf="true", verbose="true")
     results = dry["ResultsByActionType"]["ProductImportData"]
     assert dry["VerboseResponse"] is True and [r["Result"] for r in results] == ["Success", "Failure"]
-    assert results[0]["Changes"] == [{"attribute": "Product Name", "recipient": None, "locale": "en-US", "old": None, "new": "Product 00000000000062"}]
+    assert results[0]["Changes"] == [
+        {"attribute": "Product Name", "recipient": None, "locale": "en-US", "old": None, "new": "Product 00000000000062"}
+    ]
     assert "opened MISSING_DESCRIPTION" in results[0]["ValidationIssues"]
     after = {path: tenant.get(path).json() for path in before}
     assert after == before
@@ -183,7 +185,9 @@ def test_assets_are_deduplicated_by_source_url(vocab_tenant: Tenant) -> None:
     tenant = vocab_tenant
     asset = {
         "Name": "Main Product Image",
-        "ValuesByLocale": {"en-US": {"Name": "a.png", "Url": "https://cdn.example.com/a.png", "SourceUrl": "https://src.example.com/a.png", "Format": "png"}},
+        "ValuesByLocale": {
+            "en-US": {"Name": "a.png", "Url": "https://cdn.example.com/a.png", "SourceUrl": "https://src.example.com/a.png", "Format": "png"}
+        },
         "Delete": False,
         "IsExplicitNullValue": False,
     }
@@ -208,7 +212,9 @@ def test_taxonomy_parent_and_identifier_overrides(vocab_tenant: Tenant) -> None:
     )
     pid = run(tenant, envelope(child))["ResultsByActionType"]["ProductImportData"][0]["MatchedId"]
     product = tenant.get(f"/api/v1/pim/products/{pid}").json()
-    assert product["taxonomy_nodes"] == [node["id"]] and product["parents"] == [{"product_id": parent, "identifier": "00000000000109", "quantity": 12}]
+    assert product["taxonomy_nodes"] == [node["id"]] and product["parents"] == [
+        {"product_id": parent, "identifier": "00000000000109", "quantity": 12}
+    ]
     assert product["lifecycle"]["discontinue_date"] == "2027-01-31" and product["lifecycle"]["created_date"] == product["created_at"]
     # Another identifier property, per product: the MFG Part.
     by_part = product_body("PART-7", "Update", ProductIdentifierPropertyOverride="MFG Part", PackageType="Pack")

@@ -14,9 +14,21 @@ JOBS = "/api/v1/pim/bulk-jobs"
 def test_seed_five_steps_failed_records_are_validation_issues_until_fixed(tenant: Tenant) -> None:
     # 1. Prepare the payload: two good products, two bad records.
     payload = [
-        {"title": "Merino Wool Crew Neck Sweater", "description": "100% Grade-A merino wool.", "category": "Knitwear", "brand": "NordicThread", "sku": "MWS-1"},
+        {
+            "title": "Merino Wool Crew Neck Sweater",
+            "description": "100% Grade-A merino wool.",
+            "category": "Knitwear",
+            "brand": "NordicThread",
+            "sku": "MWS-1",
+        },
         {"sku": "BAD-1", "category": "Shirts"},
-        {"title": "Classic Oxford Button-Down", "description": "Egyptian cotton, slim fit.", "category": "Shirts", "brand": "HarbourLine", "sku": "COB-1"},
+        {
+            "title": "Classic Oxford Button-Down",
+            "description": "Egyptian cotton, slim fit.",
+            "category": "Shirts",
+            "brand": "HarbourLine",
+            "sku": "COB-1",
+        },
         {"title": "Linen Shirt", "sku": "BAD-2", "colour": "white"},
     ]
     # 2. Create the bulk job. 3. Store the job id.
@@ -54,7 +66,13 @@ def test_seed_five_steps_failed_records_are_validation_issues_until_fixed(tenant
 def test_ten_thousand_products_reach_completed(tenant: Tenant) -> None:
     n = 10_000
     payload = [
-        {"title": f"Product {i}", "sku": f"TK-{i:05d}", "description": "A long enough description of this product.", "category": "Shirts", "brand": "HarbourLine"}
+        {
+            "title": f"Product {i}",
+            "sku": f"TK-{i:05d}",
+            "description": "A long enough description of this product.",
+            "category": "Shirts",
+            "brand": "HarbourLine",
+        }
         for i in range(n)
     ]
     job = tenant.create_job("BULK_IMPORT", payload)

@@ -261,10 +261,15 @@ def test_attributes_nested_deeper_than_eight_levels_fail_the_item(catalog: Memor
     assert "nested deeper than 8 levels" in error["message"]
 
 
+def test_an_array_inside_an_array_fails_the_item(catalog: MemoryCatalog) -> None:
+    res = run_one(catalog, "BULK_IMPORT", {"title": "T", "attributes": {"sizes": [[1, 2], [3, 4]]}})
+    assert res["result"] == "failed" and "array directly inside an array" in res["errors"][0]["message"]
+
+
 def test_nesting_through_lists_counts_too(catalog: MemoryCatalog) -> None:
     value: Any = 1
-    for _ in range(9):
-        value = [value]
+    for _ in range(5):
+        value = [{"k": value}]  # list, map, list, map…: storable shapes, but too deep
     res = run_one(catalog, "BULK_IMPORT", {"title": "T", "attributes": {"k": value}})
     assert res["result"] == "failed"
     assert "nested deeper than 8 levels" in res["errors"][0]["message"]

@@ -1,0 +1,216 @@
+"""Export messages delivered more than once, and the reconciler facing a dead worker's lock, driven
+in-process against the real emulators.
+
+The export service runs in this process (the test decides how often and how concurrently a message
+arrives); the notification it queues is delivered by the session stack's Cloud Tasks emulator and
+deliver_notification, by email to the stack's SMTP sink. Exports publish to a topic of the test's own
+with a pull subscription, so the stack's run_export never sees them.
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import firestore, pubsub_v1
+
+from common.clients import firestore_client
+from common.config import get_settings
+from common.models.base import utcnow
+from common.models.export import ExportMessage
+from common.models.job import ChunkMessage
+from common.services import catalog, exports, jobs, notifications
+from common.store import blobs
+from common.store import exports as export_store
+from common.store.paths import Scope, chunk_id, job_ref
+from tests.integration.conftest import Pipeline
+
+GOOD = {"description": "A long enough description of this product for shoppers.", "category": "Shirts", "brand": "HarbourLine"}
+
+
+@pytest.fixture
+def exports_topic(pipeline: Pipeline) -> Iterator[str]:
+    """SYNQ_EXPORTS_TOPIC → a topic of this test's own; yields its pull subscription."""
+    project = pipeline.project
+    topic = f"it-exports-{uuid.uuid4().hex[:8]}"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    publisher.create_topic(name=publisher.topic_path(project, topic))
+    subscription = subscriber.subscription_path(project, f"{topic}-pull")
+    subscriber.create_subscription(request={"name": subscription, "topic": publisher.topic_path(project, topic), "ack_deadline_seconds": 60})
+    subscriber.close()
+    saved = os.environ.get("SYNQ_EXPORTS_TOPIC")
+    os.environ["SYNQ_EXPORTS_TOPIC"] = topic
+    get_settings.cache_clear()
+    try:
+        yield subscription
+    finally:
+        if saved is None:
+            os.environ.pop("SYNQ_EXPORTS_TOPIC", None)
+        else:
+            os.environ["SYNQ_EXPORTS_TOPIC"] = saved
+        get_settings.cache_clear()
+
+
+def pull_all(subscription: str) -> list[bytes]:
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # return_immediately: exactly what a test wants
+            response = subscriber.pull(request={"subscription": subscription, "max_messages": 100, "return_immediately": True}, timeout=10)
+        if response.received_messages:
+            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": [m.ack_id for m in response.received_messages]})
+        return [m.message.data for m in response.received_messages]
+    finally:
+        subscriber.close()
+
+
+def until(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
+        time.sleep(every)
+
+
+def mails(mail_dir: Path, message_id: str) -> list[email.message.Message]:
+    found = [email.message_from_bytes(p.read_bytes()) for p in mail_dir.glob("*.eml")]
+    return [m for m in found if m["Message-ID"] == message_id]
+
+
+def export_with_email(pipeline: Pipeline, subscription: str, products: int) -> tuple[ExportMessage, str]:
+    """A catalog of `products`, email notifications, and a requested export; its one queued message."""
+    address = f"dup-{uuid.uuid4().hex[:8]}@example.com"
+    notifications.put_notification_settings(pipeline.principal, {"channel": "email", "email": address})
+    job = pipeline.run("BULK_IMPORT", [{"title": f"Dup {i}", "sku": f"DUP-{i}", **GOOD} for i in range(products)])
+    assert job["status"] == "COMPLETED", job
+    queued = exports.request_export(pipeline.principal)
+    [data] = pull_all(subscription)
+    message = ExportMessage.model_validate_json(data)
+    scope = pipeline.scope
+    assert message == ExportMessage(export_id=queued["export_id"], org_id=scope.org_id, tenant_id=scope.tenant_id)
+    return message, address
+
+
+def the_delivery(scope: Scope) -> dict[str, Any]:
+    records, _ = notifications.list_deliveries(scope, limit=50, cursor=None)
+    assert len(records) == 1, records
+    return records[0]
+
+
+def test_export_message_delivered_three_times_writes_one_file_and_one_notification(pipeline: Pipeline, exports_topic: str, stack: Any) -> None:
+    scope = pipeline.scope
+    message, address = export_with_email(pipeline, exports_topic, products=3)
+    ready = threading.Barrier(2)
+
+    def deliver_once() -> None:
+        ready.wait(timeout=30)
+        exports.run_export(message)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two deliveries of the same message at once
+        for future in [pool.submit(deliver_once) for _ in range(2)]:
+            future.result(timeout=60)
+    record = exports.get_export(scope, message.export_id)
+    assert record["status"] == "COMPLETED" and record["product_count"] == 3 and record["excluded_count"] == 0, record
+    exports.run_export(message)  # and once more, after it finished
+    assert exports.get_export(scope, message.export_id) == record  # the late copy changed nothing
+
+    objects = [b.name for b in blobs.bucket().list_blobs(prefix=f"exports/{scope.org_id}/{scope.tenant_id}/")]
+    assert objects == [record["object"]]
+    assert len(blobs.bucket().blob(record["object"]).download_as_bytes().splitlines()) == 3
+    until("delivered", lambda: the_delivery(scope)["delivered_at"])
+    time.sleep(1.5)  # the late copy re-queued the notification: give a second send the chance to show
+    delivery = the_delivery(scope)
+    assert delivery["export_id"] == message.export_id and delivery["channel"] == "email" and delivery["attempts"] == 1
+    sent = mails(stack.mail_dir, f"<{delivery['event_id']}@synq>")
+    assert len(sent) == 1 and sent[0]["To"] == address
+    events, _ = catalog.list_audit(scope, limit=200, cursor=None)
+    finished = [e for e in events if e["entity_id"] == message.export_id and e["action"] != "export.created"]
+    assert [e["action"] for e in finished] == ["export.completed"]
+    assert pull_all(exports_topic) == []  # nothing was re-published
+
+
+def test_worker_slower_than_its_lease_does_not_notify_twice(
+    pipeline: Pipeline, exports_topic: str, stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=2)
+    lease = get_settings().stale_after_seconds
+    real_iter = export_store.iter_products
+    slow = threading.local()
+
+    def lagging_iter(scope: Scope, page_size: int) -> Iterator[dict[str, Any]]:
+        for product in real_iter(scope, page_size):
+            if getattr(slow, "on", False):
+                time.sleep(lease)  # a storage or Firestore hiccup: alive, but slower than the lease
+            yield product
+
+    monkeypatch.setattr(export_store, "iter_products", lagging_iter)
+
+    def stored() -> dict[str, Any]:
+        export = export_store.get_export(scope, message.export_id)
+        assert export is not None
+        return export
+
+    def slow_worker() -> None:
+        slow.on = True
+        exports.run_export(message)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(slow_worker)
+        until("claimed", lambda: stored()["status"] == "RUNNING")
+        until("lease lapsed", lambda: stored()["lease_until"] < utcnow(), timeout=2 * lease + 5)
+        exports.run_export(message)  # the reconciler's republished copy, while the first worker still runs
+        delivered_at = until("delivered", lambda: the_delivery(scope)["delivered_at"])
+        first.result(timeout=60)
+    until("delivered again, if re-sent", lambda: the_delivery(scope)["delivered_at"])
+    time.sleep(1.0)
+    delivery = the_delivery(scope)
+    assert len(mails(stack.mail_dir, f"<{delivery['event_id']}@synq>")) == 1, "the export notification was sent twice"
+    assert delivery["delivered_at"] == delivered_at and delivery["attempts"] == 1
+
+
+def test_a_chunk_locked_by_a_dead_worker_does_not_stop_the_reconciler(pipeline: Pipeline) -> None:
+    scope = pipeline.scope
+    locked = pipeline.create("BULK_IMPORT", [{"title": "Locked", "sku": "LOCK-1", **GOOD}])
+    lost = pipeline.create("BULK_IMPORT", [{"title": "Lost", "sku": "LOST-1", **GOOD}])
+    assert {m.job_id for m in pipeline.dispatch_all()} == {locked["id"], lost["id"]}  # pulled and dropped: lost
+    holding, release = threading.Event(), threading.Event()
+    chunk_ref = job_ref(scope, locked["id"]).collection("chunks").document(chunk_id(0))
+
+    @firestore.transactional
+    def dead_worker_step(tx: firestore.Transaction) -> None:
+        chunk_ref.get(transaction=tx)  # what apply_chunk_step reads first; the worker dies before committing
+        holding.set()
+        release.wait(60)
+        raise RuntimeError("the worker is gone")  # rolls back, so the lock is released when the test ends
+
+    def hold() -> None:
+        with pytest.raises(RuntimeError):
+            dead_worker_step(firestore_client().transaction())
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        holder = pool.submit(hold)
+        try:
+            assert holding.wait(30)
+            time.sleep(get_settings().stale_after_seconds + 0.5)  # both chunks are stale now
+            jobs.reconcile()
+        finally:
+            release.set()
+            holder.result(timeout=60)
+    republished = [ChunkMessage.model_validate_json(d) for d in pipeline.pull("chunks")]
+    assert ChunkMessage(job_id=lost["id"], org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=0) in republished
+    for message in republished:
+        if message.job_id == lost["id"]:
+            jobs.process_chunk(message)
+    assert pipeline.job(lost["id"])["status"] == "COMPLETED"
