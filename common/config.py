@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # A chunk is what one worker invocation applies; its items live in one Firestore document.
     chunk_size: int = 200
     chunk_max_bytes: int = 600_000
+    # Fairness: a job keeps at most this many chunk messages outstanding; each finished chunk
+    # releases the next, so another tenant's chunks queue behind a window, not behind a whole job.
+    chunk_window: int = 8
 
     # The reconciler republishes PENDING jobs and unfinished chunks untouched for this long.
     stale_after_seconds: float = 120.0

@@ -318,10 +318,7 @@ def dispatch(message: JobMessage) -> None:
     store.create_chunks(scope, message.job_id, chunks, phase)
     if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=len(chunks), phase=phase):
         return
-    queue.publish(
-        settings.chunks_topic,
-        [ChunkMessage(job_id=message.job_id, org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=c[0]) for c in chunks],
-    )
+    release_next(scope, message.job_id, settings.chunk_window)
     log.info("dispatched", extra={"job_id": message.job_id, "chunks": len(chunks), "items": job["item_count"]})
 
 
@@ -390,6 +387,7 @@ def process_chunk(message: ChunkMessage) -> None:
     if progress.get("phase", "commit") != phase:
         # The job moved from validating to committing (ErrorMode Fail): this chunk starts over, once.
         progress = store.reset_chunk(scope, message.job_id, message.chunk, phase)
+    finished_here = False
     if not progress["done"]:
         owner = str(uuid.uuid4())
         claim = store.claim_chunk(scope, message.job_id, message.chunk, owner, settings.stale_after_seconds)
@@ -422,13 +420,28 @@ def process_chunk(message: ChunkMessage) -> None:
                 isolate = catalog.STEP_WRITES  # at least as many items as the refused step held
                 continue
             isolate = max(isolate - 1, 0)
+            finished_here = bool(progress["done"])
             store.count_progress(scope, message.job_id, message.chunk)
             if not progress["done"] and (store.get(scope, message.job_id) or {}).get("status") == JobStatus.CANCELLED:
                 log.info("chunk: job cancelled; stopped between steps", extra={"job_id": message.job_id, "chunk": message.chunk})
                 store.skip_chunk(scope, message.job_id, message.chunk)
                 return
     store.count_progress(scope, message.job_id, message.chunk)
+    if finished_here:
+        # This chunk leaves the job's window: the next one enters it (a redelivery releases nothing).
+        release_next(scope, message.job_id, 1)
     finish_if_done(scope, job)
+
+
+def release_next(scope: Scope, job_id: str, count: int) -> int:
+    """Publish the job's next `count` unpublished chunks (see Settings.chunk_window)."""
+    released = store.release_chunks(scope, job_id, count)
+    if released:
+        queue.publish(
+            get_settings().chunks_topic,
+            [ChunkMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n) for n in released],
+        )
+    return len(released)
 
 
 def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
@@ -497,6 +510,9 @@ def reconcile() -> dict[str, int]:
                 ChunkMessage(job_id=job["id"], org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n)
                 for n in store.chunks_in_phase(scope, job["id"], "validate")
             )
+        if store.chunks_in_flight(scope, job["id"]) == 0:
+            # The worker that should have released the next chunks died first: restart the window.
+            counts["chunks_republished"] += release_next(scope, job["id"], settings.chunk_window)
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
 

@@ -10,6 +10,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from common import errors
 from common.clients import firestore_client
 from common.models.base import utcnow
 from common.models.job import JobStatus
@@ -97,6 +98,7 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
                     "has_failures": False,
                     "done": False,
                     "phase": phase,
+                    "published": False,
                     "counted_ok": 0,
                     "counted_failed": 0,
                     "counted_done": False,
@@ -392,10 +394,43 @@ def stale_chunks(cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
         firestore_client()
         .collection_group("chunks")
         .where(filter=firestore.FieldFilter("done", "==", False))
+        .where(filter=firestore.FieldFilter("published", "==", True))
         .where(filter=firestore.FieldFilter("updated_at", "<", cutoff))
         .limit(limit)
     )
     return [data(s) for s in query.stream()]
+
+
+def release_chunks(scope: Scope, job_id: str, count: int) -> list[int]:
+    """Mark up to `count` of the job's not yet published chunks published (lowest first) and return
+    them; the caller publishes them. Marked first, so a lost publish shows up as a stale published
+    chunk, which the reconciler republishes."""
+    db = firestore_client()
+
+    @firestore.transactional
+    def release(tx: firestore.Transaction) -> list[int]:
+        query = job_ref(scope, job_id).collection("chunks").where(filter=firestore.FieldFilter("published", "==", False)).order_by("n").limit(count)
+        snaps = list(query.get(transaction=tx))
+        now = utcnow()
+        for snap in snaps:
+            tx.update(snap.reference, {"published": True, "updated_at": now})
+        return [int(s.get("n")) for s in snaps]
+
+    try:
+        return list(release(db.transaction()))
+    except (ValueError, gexc.Aborted) as exc:
+        raise errors.Transient("releasing chunks kept conflicting") from exc
+
+
+def chunks_in_flight(scope: Scope, job_id: str) -> int:
+    """Published chunks not done yet: the job's current window."""
+    query = (
+        job_ref(scope, job_id)
+        .collection("chunks")
+        .where(filter=firestore.FieldFilter("published", "==", True))
+        .where(filter=firestore.FieldFilter("done", "==", False))
+    )
+    return len(list(query.select(["n"]).stream()))
 
 
 def touch_job(scope: Scope, job_id: str) -> None:

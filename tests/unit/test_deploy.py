@@ -404,7 +404,7 @@ def test_indexes_file_declares_the_known_composite_indexes() -> None:
     assert declared("chunks", ("has_failures", A), ("first_index", A))
     # Collection-group queries of the reconciler (no automatic index exists for that scope).
     assert declared("bulk_jobs", ("status", A), ("touched_at", A), scope="COLLECTION_GROUP")
-    assert declared("chunks", ("done", A), ("updated_at", A), scope="COLLECTION_GROUP")
+    assert declared("chunks", ("done", A), ("published", A), ("updated_at", A), scope="COLLECTION_GROUP")
 
 
 def test_every_declared_index_is_created_by_the_deploy(plan_lines: list[str]) -> None:
