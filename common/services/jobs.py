@@ -427,15 +427,22 @@ def process_chunk(message: ChunkMessage) -> None:
                 store.skip_chunk(scope, message.job_id, message.chunk)
                 return
     store.count_progress(scope, message.job_id, message.chunk)
-    if finished_here:
+    if finished_here and job.get("chunk_count", 0) > settings.chunk_window:
         # This chunk leaves the job's window: the next one enters it (a redelivery releases nothing).
         release_next(scope, message.job_id, 1)
     finish_if_done(scope, job)
 
 
 def release_next(scope: Scope, job_id: str, count: int) -> int:
-    """Publish the job's next `count` unpublished chunks (see Settings.chunk_window)."""
-    released = store.release_chunks(scope, job_id, count)
+    """Publish the job's next `count` unpublished chunks (see Settings.chunk_window).
+
+    Best effort: when it cannot now (lock contention), the job's window is one smaller until the
+    reconciler restarts a window that ran empty; the chunk that just finished stays finished."""
+    try:
+        released = store.release_chunks(scope, job_id, count)
+    except (errors.Transient, gexc.GoogleAPICallError) as exc:
+        log.warning("could not release the next chunk now", extra={"job_id": job_id, "error": str(exc)[:200]})
+        return 0
     if released:
         queue.publish(
             get_settings().chunks_topic,
