@@ -4,9 +4,9 @@ and the options a bulk job carries when its payload is that envelope."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from common import errors
 from common.auth import Principal, audit_by
@@ -21,6 +21,19 @@ from common.store import vocab as store
 from common.store.paths import Scope
 
 SYNC_LIMIT = 1000
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], body: Any, what: str = "a JSON object") -> M:
+    """A request body as `model`: 400 when it is not an object, 422 naming the first invalid field."""
+    if not isinstance(body, dict):
+        raise errors.BadRequest(f"The body must be {what}.", code="invalid_body")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
 
 
 def _first_error(exc: ValidationError) -> errors.SynqError:
@@ -46,12 +59,7 @@ def _vocabulary_public(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_vocabulary(principal: Principal, body: Any, vocabulary_id: str | None = None) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise errors.BadRequest("The body must be a JSON object.", code="invalid_body")
-    try:
-        wanted = VocabularyIn.model_validate(body)
-    except ValidationError as exc:
-        raise _first_error(exc) from None
+    wanted = _parse(VocabularyIn, body)
     current = store.get_vocabulary(principal.scope, vocabulary_id) if vocabulary_id else None
     if vocabulary_id and current is None:
         raise errors.NotFound("No vocabulary with that id in this tenant.")
@@ -84,12 +92,7 @@ def list_vocabularies(scope: Scope) -> list[dict[str, Any]]:
 
 
 def create_taxonomy_node(principal: Principal, body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise errors.BadRequest("The body must be a JSON object.", code="invalid_body")
-    try:
-        wanted = TaxonomyNodeIn.model_validate(body)
-    except ValidationError as exc:
-        raise _first_error(exc) from None
+    wanted = _parse(TaxonomyNodeIn, body)
     if wanted.parent_id and (not is_safe_id(wanted.parent_id) or store.get_taxonomy_node(principal.scope, wanted.parent_id) is None):
         raise errors.Unprocessable("parent_id names no taxonomy node of this tenant.", code="parent_not_found", details={"field": "parent_id"})
     node: dict[str, Any] = {"id": str(uuid.uuid4()), "name": wanted.name, "parent_id": wanted.parent_id, "created_at": utcnow()}
@@ -108,12 +111,7 @@ def list_taxonomy_nodes(scope: Scope) -> list[dict[str, Any]]:
 
 def parse_request(body: Any, *, what_if: bool | None = None, include_missing: bool | None = None, vocabulary_id: str | None = None) -> ImportRequest:
     """The envelope, checked whole (its products are checked one by one as items)."""
-    if not isinstance(body, dict):
-        raise errors.BadRequest("The body must be a JSON object with ProductImportData.", code="invalid_body")
-    try:
-        request = ImportRequest.model_validate(body)
-    except ValidationError as exc:
-        raise _first_error(exc) from None
+    request = _parse(ImportRequest, body, "a JSON object with ProductImportData")
     updates: dict[str, Any] = {}
     if what_if is not None:
         updates["whatIf"] = what_if or request.whatIf
