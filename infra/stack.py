@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -48,18 +47,6 @@ TOPICS = {
 }
 # Longest a pushed handler may run before Pub/Sub redelivers while it still runs.
 ACK_DEADLINE_SECONDS = 300
-
-
-try:  # resolved here, in the parent: the child may only make the C call between fork and exec
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
-except OSError:
-    _LIBC = None
-
-
-def _die_with_parent() -> None:
-    """Have the kernel SIGTERM this child when the launcher dies, however it dies (Linux only)."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -165,8 +152,9 @@ class Stack:
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # No preexec_fn (e.g. PR_SET_PDEATHSIG): it forces a plain fork() in a process full of gRPC
+            # threads, whose fork handlers can abort the child before it execs.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         handle.close()
         self.procs[name] = proc
