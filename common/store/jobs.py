@@ -69,6 +69,11 @@ def list_page(scope: Scope, job_type: str, *, limit: int, cursor: str | None) ->
     return pages.page(query, jobs, limit=limit, cursor=cursor)
 
 
+# What one commit of chunk documents may carry: Firestore takes 10 MiB per request, but the emulator's
+# gRPC server refuses any message over 4 MiB, and a job must dispatch the same on both.
+COMMIT_BYTES = 3_000_000
+
+
 def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, str, int]], phase: str = "commit") -> None:
     """Store each chunk's items and an empty progress record, unless a previous attempt already did.
 
@@ -115,7 +120,7 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
     for chunk in chunks:
         pair = docs(*chunk)
         pair_size = len(chunk[2].encode("utf-8")) + 1024
-        if group and (len(group) + 2 > 400 or size + pair_size > 8_000_000):
+        if group and (len(group) + 2 > 400 or size + pair_size > COMMIT_BYTES):
             _create_all(db, group)
             group, size = [], 0
         group.extend(pair)

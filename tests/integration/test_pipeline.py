@@ -199,3 +199,18 @@ def test_reconciler_republishes_a_job_whose_message_was_lost(pipeline: Pipeline)
     for data in pipeline.pull("chunks"):
         jobs.process_chunk(jobs.ChunkMessage.model_validate_json(data))
     assert pipeline.job(job["id"])["status"] == "COMPLETED"
+
+
+def test_a_payload_bigger_than_one_commit_dispatches_every_chunk(pipeline: Pipeline) -> None:
+    # ~8 MB of items: their chunks take several commits (the emulator refuses a message over 4 MiB).
+    items = products(4000, "BIG")
+    for item in items:
+        item["description"] = "d" * 2000
+    job = pipeline.create("BULK_IMPORT", items)
+    pipeline.dispatch_all()
+    stored = pipeline.job(job["id"])
+    assert stored["status"] == "PROCESSING"
+    count = stored["total_items"]
+    chunks = [job_store.chunk_items(pipeline.scope, job["id"], n) for n in range(-(-count // get_settings().chunk_size))]
+    assert all(chunks)
+    assert sum(c["count"] for c in chunks) == 4000 == count
