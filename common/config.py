@@ -62,8 +62,7 @@ class Settings(BaseSettings):
     tasks_min_backoff_seconds: float = 10.0
     tasks_max_backoff_seconds: float = 3600.0
 
-    # Export files: read page by page, written through a resumable (streaming) upload.
-    export_page_size: int = 500
+    # Export files: read as one query stream, written through a resumable (streaming) upload.
     export_upload_chunk_bytes: int = 4 * 1024 * 1024
     excluded_ids_listed: int = 1000
     # download_url in notifications: the API's download route with an HMAC-signed expiry, so a

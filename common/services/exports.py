@@ -161,7 +161,7 @@ def run_export(message: ExportMessage) -> None:
 
 def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
     """Stream every exportable product into the object, one JSON line each; products with an open
-    ERROR issue are left out and counted. Memory holds one page and one upload chunk."""
+    ERROR issue are left out and counted. Memory holds one product and one upload chunk."""
     settings = get_settings()
     count, excluded = 0, 0
     excluded_ids: list[str] = []
@@ -172,7 +172,7 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
     renew_every = max(settings.stale_after_seconds / 3, 1.0)
     renewed = time.monotonic()
     with partial.open("wb", content_type="application/x-ndjson", chunk_size=settings.export_upload_chunk_bytes) as out:
-        for product in store.iter_products(scope, settings.export_page_size):
+        for product in store.iter_products(scope):
             if (product.get("issue_counts") or {}).get("ERROR"):
                 excluded += 1
                 if len(excluded_ids) < settings.excluded_ids_listed:

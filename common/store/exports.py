@@ -109,20 +109,15 @@ def touch_export(scope: Scope, export_id: str) -> None:
     coll(scope, "exports").document(export_id).update({"updated_at": utcnow()})
 
 
-def iter_products(scope: Scope, page_size: int) -> Iterator[dict[str, Any]]:
-    """Every product of the tenant, one page in memory at a time, in a stable (document id) order."""
-    products = coll(scope, "products")
-    last = None
-    while True:
-        query = products.order_by("__name__").limit(page_size)
-        if last is not None:
-            query = query.start_after(last)
-        snaps = list(query.stream())
-        for snap in snaps:
-            yield data(snap)
-        if len(snaps) < page_size:
-            return
-        last = snaps[-1]
+def iter_products(scope: Scope) -> Iterator[dict[str, Any]]:
+    """Every product of the tenant in document-id order, one query streamed a document at a time.
+
+    One stream rather than pages: the client resumes a stream broken by a retryable error after
+    the last document it yielded (`Query.stream` restarts `start_after` it), and gRPC flow control
+    bounds what is buffered. Pages would also cost a query each, which on the emulator scans the
+    collection from its start: 500-document pages made a 20,000-product read 2.3x slower."""
+    for snap in coll(scope, "products").order_by("__name__").stream():
+        yield data(snap)
 
 
 # -- notification settings -------------------------------------------------------------------

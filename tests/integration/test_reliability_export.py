@@ -149,8 +149,8 @@ def test_worker_slower_than_its_lease_does_not_notify_twice(
     real_iter = export_store.iter_products
     slow = threading.local()
 
-    def lagging_iter(scope: Scope, page_size: int) -> Iterator[dict[str, Any]]:
-        for product in real_iter(scope, page_size):
+    def lagging_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+        for product in real_iter(scope):
             if getattr(slow, "on", False):
                 time.sleep(lease)  # a storage or Firestore hiccup: alive, but slower than the lease
             yield product

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -434,6 +435,9 @@ def bench() -> Iterator[Bench]:
     # steps in where it would in the cloud.
     stack = Stack(state_dir=state, api_port=free_port(), seed_demo=False, reconcile_every=3.0, stale_after_seconds=120.0, extra_env=bench_env())
     saved = dict(os.environ)
+    # A SIGTERM (a CI timeout, `timeout`) unwinds like Ctrl-C, so the stack below is stopped and no
+    # emulator outlives the run.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     stack.start()
     print(f"\nbench stack up in {time.monotonic() - started:.0f}s (state {state}, extra env {bench_env()})", file=sys.stderr, flush=True)
@@ -447,6 +451,7 @@ def bench() -> Iterator[Bench]:
         yield bench
     finally:
         stack.stop()
+        signal.signal(signal.SIGTERM, previous)
         os.environ.clear()
         os.environ.update(saved)
         _reset_caches()
@@ -454,6 +459,10 @@ def bench() -> Iterator[Bench]:
             print(f"bench stack state kept in {state}", file=sys.stderr)
         else:
             shutil.rmtree(state, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def warm_up(bench: Bench) -> None:
