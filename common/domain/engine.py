@@ -115,13 +115,14 @@ class CatalogView:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def prefetch(self, product_ids: Iterable[str] = (), skus: Iterable[str] = (), idents: Iterable[str] = ()) -> None:
-        """Load many documents in a few round trips instead of one per item."""
+    def prefetch(self, product_ids: Iterable[str] = (), skus: Iterable[str] = (), idents: Iterable[str] = (), values: Iterable[str] = ()) -> None:
+        """Load many documents in a few round trips instead of one per item: the products, then the
+        SKUs and value index entries they and the items hold, and the identifiers' failure records."""
         wanted = {p for p in product_ids if p not in self.products}
         if wanted:
             self.products.update(self.loader.products(wanted))
-        held = [s for p in wanted if (doc := self.products.get(p)) for s in rules.product_skus(doc)]
-        want_skus = {s for s in (*skus, *held) if s not in self.skus}
+        loaded = [doc for p in wanted if (doc := self.products.get(p))]
+        want_skus = {s for s in (*skus, *(s for doc in loaded for s in rules.product_skus(doc))) if s not in self.skus}
         if want_skus:
             for sku, doc in self.loader.skus(want_skus).items():
                 self.skus[sku] = doc or {"sku": sku, "holders": {}}
@@ -129,6 +130,7 @@ class CatalogView:
         if want_idents:
             for ident, doc in self.loader.identifiers(want_idents).items():
                 self.identifiers[ident] = doc or {"identifier": ident, "open": {}}
+        self.prefetch_values([*values, *(k for doc in loaded for k in indexed_values(doc))])
 
     def prefetch_values(self, keys: Iterable[str]) -> None:
         wanted = {k for k in keys if k not in self.values}
@@ -550,9 +552,9 @@ def plain_identifier(job_type: str, raw: Any) -> str | None:
     return _str_field(raw, "sku")
 
 
-def plain_needs(job_type: str, items: Iterable[Any]) -> tuple[set[str], set[str], set[str]]:
-    """Which products, SKUs and identifiers a batch of plain items will read."""
-    ids, skus, idents = set(), set(), set()
+def plain_needs(job_type: str, items: Iterable[Any]) -> tuple[set[str], set[str], set[str], set[str]]:
+    """Which products, SKUs, identifiers and value index keys a batch of plain items will read."""
+    ids, skus, idents, values = set(), set(), set(), set()
     for raw in items:
         ident = plain_identifier(job_type, raw)
         if ident:
@@ -563,12 +565,14 @@ def plain_needs(job_type: str, items: Iterable[Any]) -> tuple[set[str], set[str]
             continue
         if sku := _str_field(raw, "sku"):
             skus.add(sku)
+        if gtin := _str_field(raw, "gtin"):
+            values.add(value_key("gtin", gtin))
         if job_type == "BULK_UPDATE" and (pid := _str_field(raw, "id")) and _safe_id(pid):
             ids.add(pid)
         for variant in (raw.get("variants") if isinstance(raw, dict) else None) or []:
             if isinstance(variant, dict) and (vsku := _str_field(variant, "sku")):
                 skus.add(vsku)
-    return ids, skus, idents
+    return ids, skus, idents, values
 
 
 def _safe_id(value: str) -> bool:

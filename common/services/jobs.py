@@ -421,9 +421,9 @@ def process_chunk(message: ChunkMessage) -> None:
                 continue
             isolate = max(isolate - 1, 0)
             finished_here = bool(progress["done"])
-            store.count_progress(scope, message.job_id, message.chunk)
-            if not progress["done"] and (store.get(scope, message.job_id) or {}).get("status") == JobStatus.CANCELLED:
+            if not progress["done"] and store.status(scope, message.job_id) == JobStatus.CANCELLED:
                 log.info("chunk: job cancelled; stopped between steps", extra={"job_id": message.job_id, "chunk": message.chunk})
+                store.count_progress(scope, message.job_id, message.chunk)
                 store.skip_chunk(scope, message.job_id, message.chunk)
                 return
     store.count_progress(scope, message.job_id, message.chunk)

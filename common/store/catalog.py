@@ -107,6 +107,9 @@ def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scop
         writer.set(coll(scope, collection, db).document(doc_id), fields, merge=True)
 
 
+# What a step reads of its chunk's progress: not the results so far, which it only appends to.
+STEP_FIELDS = ("applied", "ok", "failed", "has_failures", "done")
+
 ItemFn = Callable[[CatalogView, int, Any], dict[str, Any]]
 # Loads, in a few round trips, what a batch of items will read (products, SKUs, identifiers, values).
 PrefetchFn = Callable[[CatalogView, list[Any]], None]
@@ -175,7 +178,7 @@ def apply_chunk_step(
 
     @firestore.transactional
     def step(tx: firestore.Transaction) -> dict[str, Any]:
-        progress = progress_ref.get(transaction=tx).to_dict()
+        progress = progress_ref.get(field_paths=list(STEP_FIELDS), transaction=tx).to_dict()
         if progress is None or progress["done"]:
             return progress or {"done": True}
         start = progress["applied"]
@@ -203,7 +206,8 @@ def _advance(
     total: int,
     lease_seconds: float,
 ) -> dict[str, Any]:
-    """Record a step's results in the chunk's progress (same transaction as the step's writes)."""
+    """Record a step's results in the chunk's progress (same transaction as the step's writes);
+    returns the progress with this step's results only."""
     start = progress["applied"]
     ok = sum(1 for r in results if r["result"] != "failed")
     failed = len(results) - ok
@@ -212,7 +216,8 @@ def _advance(
     now = utcnow()
     update = {
         "applied": applied,
-        "results": progress["results"] + results,
+        # Appended, not rewritten: each result holds its item's index, so none equals another.
+        "results": firestore.ArrayUnion(results),
         "ok": progress["ok"] + ok,
         "failed": progress["failed"] + failed,
         "has_failures": progress["has_failures"] or failed > 0,
@@ -221,7 +226,7 @@ def _advance(
         "lease_until": now + timedelta(seconds=lease_seconds),
     }
     tx.update(progress_ref, update)
-    return {**progress, **update}
+    return {**progress, **update, "results": results}
 
 
 def _refuse_item(
@@ -231,7 +236,7 @@ def _refuse_item(
 
     @firestore.transactional
     def refuse(tx: firestore.Transaction) -> dict[str, Any]:
-        progress = progress_ref.get(transaction=tx).to_dict() or {"done": True}
+        progress = progress_ref.get(field_paths=list(STEP_FIELDS), transaction=tx).to_dict() or {"done": True}
         if progress["done"]:
             return progress
         error = {"code": "not_storable", "field": None, "message": f"The catalog store refused this item: {why[:200]}"}

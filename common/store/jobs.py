@@ -59,6 +59,12 @@ def get(scope: Scope, job_id: str) -> dict[str, Any] | None:
     return snap.to_dict() if snap.exists else None
 
 
+def status(scope: Scope, job_id: str) -> str | None:
+    """Only the job's status (a worker's check between steps reads no payload or counters)."""
+    snap = job_ref(scope, job_id).get(field_paths=["status"])
+    return snap.get("status") if snap.exists else None
+
+
 def list_page(scope: Scope, job_type: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     jobs = coll(scope, "bulk_jobs")
     query = (
@@ -241,6 +247,10 @@ def reset_chunk(scope: Scope, job_id: str, n: int, phase: str) -> dict[str, Any]
     return reset(db.transaction())  # type: ignore[no-any-return]
 
 
+# What counting reads of a chunk's progress (not its per-item results).
+COUNT_FIELDS = ("ok", "failed", "done", "counted_ok", "counted_failed", "counted_done")
+
+
 def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     """Add what the chunk applied since it was last counted to the job's counters, exactly once.
 
@@ -252,7 +262,7 @@ def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     db = firestore_client()
     progress_ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
     while True:
-        snap = progress_ref.get()
+        snap = progress_ref.get(field_paths=list(COUNT_FIELDS))
         if not snap.exists:
             return None
         p = data(snap)

@@ -24,4 +24,3 @@ def test_a_small_job_finishes_while_another_tenants_huge_job_is_still_early(make
     assert done["status"] == "COMPLETED"
     # Queued behind the whole big job, the small one would have waited for most of its 40 chunks.
     assert applied < n * 0.6, f"the small job waited until {applied} of {n} items of the big one were applied"
-

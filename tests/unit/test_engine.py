@@ -886,17 +886,22 @@ def test_results_match_the_public_item_result_model(catalog: MemoryCatalog) -> N
 
 
 def test_plain_needs_for_imports() -> None:
-    items = [{"title": "T", "sku": "A", "variants": [{"sku": "V"}, "junk", {"sku": 5}]}, {"title": "U"}, "junk", {"sku": ""}]
-    assert plain_needs("BULK_IMPORT", items) == (set(), {"A", "V"}, {"A"})
+    items = [
+        {"title": "T", "sku": "A", "gtin": "4006381333931", "variants": [{"sku": "V"}, "junk", {"sku": 5}]},
+        {"title": "U", "gtin": 5},
+        "junk",
+        {"sku": ""},
+    ]
+    assert plain_needs("BULK_IMPORT", items) == (set(), {"A", "V"}, {"A"}, {"gtin\n4006381333931"})
 
 
 def test_plain_needs_for_updates() -> None:
     items = [{"id": "p-1", "sku": "A"}, {"sku": "B"}, {"id": "../bad"}]
-    assert plain_needs("BULK_UPDATE", items) == ({"p-1"}, {"A", "B"}, {"p-1", "B", "../bad"})
+    assert plain_needs("BULK_UPDATE", items) == ({"p-1"}, {"A", "B"}, {"p-1", "B", "../bad"}, set())
 
 
 def test_plain_needs_for_deletes() -> None:
-    assert plain_needs("BULK_DELETE", ["p-1", "../bad", "", 5]) == ({"p-1"}, set(), {"p-1", "../bad"})
+    assert plain_needs("BULK_DELETE", ["p-1", "../bad", "", 5]) == ({"p-1"}, set(), {"p-1", "../bad"}, set())
 
 
 def test_prefetch_loads_in_batches(catalog: MemoryCatalog) -> None:
@@ -910,6 +915,29 @@ def test_prefetch_loads_in_batches(catalog: MemoryCatalog) -> None:
     for i, pid in enumerate(ids):
         assert apply_plain_item(view, i, pid)["result"] == "deleted"
     assert {name for name, _ in view.loader.calls} == {"open_issues"}
+
+
+def test_prefetch_covers_every_read_of_an_import_and_an_update(catalog: MemoryCatalog) -> None:
+    """A batch's reads happen in its prefetch, none per item: SKUs, identifiers, GTIN value index
+    entries of the items and of the products they change."""
+    items = [{"title": f"T{i}", "sku": f"S{i}", "gtin": f"40063813339{i:02d}"} for i in range(5)]
+    view = new_view(catalog, "BULK_IMPORT", "job-i")
+    view.prefetch(*plain_needs("BULK_IMPORT", items))
+    assert isinstance(view.loader, MemoryLoader)
+    view.loader.calls.clear()
+    for i, item in enumerate(items):
+        assert apply_plain_item(view, i, item)["result"] == "created"
+    assert view.loader.calls == []
+    commit(catalog, view)
+    ids = [catalog.skus[f"S{i}"]["holders"].copy().popitem()[0] for i in range(5)]
+    updates = [{"id": pid, "gtin": f"50063813339{i:02d}"} for i, pid in enumerate(ids)]
+    view = new_view(catalog, "BULK_UPDATE", "job-u")
+    view.prefetch(*plain_needs("BULK_UPDATE", updates))
+    assert isinstance(view.loader, MemoryLoader)
+    view.loader.calls.clear()
+    for i, item in enumerate(updates):
+        assert apply_plain_item(view, i, item)["result"] == "updated"
+    assert view.loader.calls == []
 
 
 # -- the sample payloads ------------------------------------------------------------------------------
