@@ -21,6 +21,7 @@ from common.domain.engine import CatalogView, JobContext
 from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
+from common.store.encode import add_set
 from common.store.paths import Scope, chunk_id, coll, index_key, job_ref
 
 # Firestore takes at most 500 writes in one commit; an item writes at most ~220 documents (50
@@ -73,7 +74,8 @@ class FirestoreLoader:
 
 
 def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:
-    """Queue every change the view recorded on a transaction or batch."""
+    """Queue every change the view recorded on a transaction or batch (full replacements through
+    the fast encoder, `encode.add_set`)."""
     db = firestore_client()
     products = coll(scope, "products", db)
     for pid in view.dirty_products:
@@ -81,28 +83,28 @@ def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scop
         if doc is None:
             writer.delete(products.document(pid))
         else:
-            writer.set(products.document(pid), doc)
+            add_set(writer, products.document(pid), doc)
     for sku in view.dirty_skus:
         entry = view.skus[sku]
         ref = coll(scope, "sku_index", db).document(index_key(sku))
-        writer.set(ref, entry) if entry["holders"] else writer.delete(ref)
+        add_set(writer, ref, entry) if entry["holders"] else writer.delete(ref)
     for ident in view.dirty_identifiers:
         entry = view.identifiers[ident]
         ref = coll(scope, "identifier_index", db).document(index_key(ident))
-        writer.set(ref, entry) if entry["open"] else writer.delete(ref)
+        add_set(writer, ref, entry) if entry["open"] else writer.delete(ref)
     issues = coll(scope, "validation_issues", db)
     for issue_id, data in view.issue_writes.items():
         if "created_at" in data:
-            writer.set(issues.document(issue_id), data)
+            add_set(writer, issues.document(issue_id), data)
         else:
             writer.set(issues.document(issue_id), data, merge=True)
     audit = coll(scope, "audit_events", db)
     for event in view.audits:
-        writer.set(audit.document(event["id"]), event)
+        add_set(writer, audit.document(event["id"]), event)
     for key in view.dirty_values:
         entry = view.values[key]
         ref = coll(scope, "value_index", db).document(index_key(key))
-        writer.set(ref, entry) if entry["holders"] else writer.delete(ref)
+        add_set(writer, ref, entry) if entry["holders"] else writer.delete(ref)
     for (collection, doc_id), fields in view.extra_writes.items():
         writer.set(coll(scope, collection, db).document(doc_id), fields, merge=True)
 

@@ -1,0 +1,111 @@
+"""The fast write encoder against the client's own: the same bytes, or the client's path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from google.api_core.datetime_helpers import DatetimeWithNanoseconds
+from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers
+from google.cloud.firestore_v1.types import write
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.store import encode
+
+PATH = "projects/p/databases/(default)/documents/orgs/o/tenants/t/products/abc"
+
+
+def client_bytes(data: dict[str, Any]) -> bytes:
+    (pb,) = _helpers.pbs_for_set_no_merge(PATH, data)
+    return bytes(write.Write.pb(pb).SerializeToString(deterministic=True))
+
+
+def fast_bytes(data: dict[str, Any]) -> bytes:
+    return bytes(encode.set_write(PATH, data).SerializeToString(deterministic=True))
+
+
+PRODUCT = {
+    "id": "abc",
+    "title": "Nordhaus Classic Skillet — 28 cm",
+    "sku": "SKU-1",
+    "gtin": "4006381333931",
+    "attributes": {
+        "color": "graphite",
+        "weight_kg": 1.25,
+        "dims": {"l": 28, "w": 28, "h": 5},
+        "tags": ["eco", "gift"],
+        "empty": {},
+        "none": None,
+        "flag": False,
+        "a.dotted key": "kept whole",
+        "nested": [[], [{"x": [1, 2.5, None, True]}], {}],
+    },
+    "variants": [],
+    "open_issues": {},
+    "created_at": datetime(2026, 11, 22, 14, 0, 1, 123456, tzinfo=UTC),
+    "updated_at": datetime(2026, 11, 22, 15, 0, 1, tzinfo=timezone(timedelta(hours=2))),
+    "naive": datetime(2026, 1, 1, 0, 0, 0, 5),
+    "read_back": DatetimeWithNanoseconds(2026, 11, 22, 14, 0, 1, nanosecond=123456789, tzinfo=UTC),
+    "version": 2**63 - 1,
+    "low": -(2**63),
+    "unicode ключ": "значение ✓",
+}
+
+
+def test_a_product_encodes_exactly_as_the_client_does() -> None:
+    assert fast_bytes(PRODUCT) == client_bytes(PRODUCT)
+    assert fast_bytes({}) == client_bytes({})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(min_size=1, max_size=8), children, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=10), json_values, max_size=8))
+def test_any_json_document_encodes_exactly_as_the_client_does(data: dict[str, Any]) -> None:
+    assert fast_bytes(data) == client_bytes(data)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**63, -(2**63) - 1, firestore.Increment(1), firestore.SERVER_TIMESTAMP, ("a", "tuple"), b"bytes", {1: "int key"}, {"": "empty name"}],
+)
+def test_what_it_does_not_encode_is_left_to_the_client(value: Any) -> None:
+    with pytest.raises(encode.Unsupported):
+        encode.set_write(PATH, {"field": {"inner": value}})
+
+
+class Recorder:
+    """Stands in for a batch: what reached the client's `set`, and what was added as protobuf."""
+
+    def __init__(self) -> None:
+        self.sets: list[dict[str, Any]] = []
+        self.pbs: list[Any] = []
+
+    def set(self, ref: Any, data: dict[str, Any]) -> None:
+        self.sets.append(data)
+
+    def _add_write_pbs(self, pbs: list[Any]) -> None:
+        self.pbs += pbs
+
+
+def test_add_set_falls_back_to_the_client_for_sentinels() -> None:
+    ref = firestore.Client(project="p", credentials=_anonymous()).document("a/b")
+    recorder = Recorder()
+    encode.add_set(recorder, ref, {"n": 1})  # type: ignore[arg-type]
+    encode.add_set(recorder, ref, {"n": firestore.Increment(1)})  # type: ignore[arg-type]
+    assert len(recorder.pbs) == 1 and recorder.pbs[0].update.name.endswith("/documents/a/b")
+    assert recorder.sets == [{"n": firestore.Increment(1)}]
+
+
+def _anonymous() -> Any:
+    from google.auth.credentials import AnonymousCredentials
+
+    return AnonymousCredentials()
