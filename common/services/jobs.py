@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -315,10 +315,10 @@ def dispatch(message: JobMessage) -> None:
     options = job.get("import_options") or {}
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
-    store.create_chunks(scope, message.job_id, chunks, phase)
+    store.create_chunks(scope, message.job_id, chunks, phase, settings.chunk_window)
     if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=len(chunks), phase=phase):
         return
-    release_next(scope, message.job_id, settings.chunk_window)
+    publish_chunks(scope, message.job_id, range(min(len(chunks), settings.chunk_window)))
     log.info("dispatched", extra={"job_id": message.job_id, "chunks": len(chunks), "items": job["item_count"]})
 
 
@@ -427,28 +427,32 @@ def process_chunk(message: ChunkMessage) -> None:
                 store.skip_chunk(scope, message.job_id, message.chunk)
                 return
     store.count_progress(scope, message.job_id, message.chunk)
-    if finished_here and job.get("chunk_count", 0) > settings.chunk_window:
-        # This chunk leaves the job's window: the next one enters it (a redelivery releases nothing).
-        release_next(scope, message.job_id, 1)
+    successor = message.chunk + settings.chunk_window
+    if finished_here and successor < job.get("chunk_count", 0):
+        # This chunk leaves the job's window and its successor enters it (a redelivery releases nothing).
+        release(scope, message.job_id, [successor])
     finish_if_done(scope, job)
 
 
-def release_next(scope: Scope, job_id: str, count: int) -> int:
-    """Publish the job's next `count` unpublished chunks (see Settings.chunk_window).
+def publish_chunks(scope: Scope, job_id: str, chunks: Iterable[int]) -> int:
+    return queue.publish(
+        get_settings().chunks_topic, [ChunkMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n) for n in chunks]
+    )
 
-    Best effort: when it cannot now (lock contention), the job's window is one smaller until the
-    reconciler restarts a window that ran empty; the chunk that just finished stays finished."""
+
+def release(scope: Scope, job_id: str, chunks: list[int]) -> int:
+    """Publish chunks that enter the job's window (see Settings.chunk_window): chunk n + window when
+    chunk n finishes, so a job never has more than `window` chunk messages queued, without a query.
+
+    Best effort: a chunk that cannot be released now (the store or the queue is down) waits for the
+    reconciler, which restarts a window that ran empty; the chunk that just finished stays finished."""
     try:
-        released = store.release_chunks(scope, job_id, count)
+        for n in chunks:
+            store.mark_published(scope, job_id, n)
+        return publish_chunks(scope, job_id, chunks)
     except (errors.Transient, gexc.GoogleAPICallError) as exc:
         log.warning("could not release the next chunk now", extra={"job_id": job_id, "error": str(exc)[:200]})
         return 0
-    if released:
-        queue.publish(
-            get_settings().chunks_topic,
-            [ChunkMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n) for n in released],
-        )
-    return len(released)
 
 
 def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
@@ -467,10 +471,8 @@ def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
     if status == "commit":
         # Every chunk validated without a failure: now every chunk commits.
         chunks = job.get("chunk_count") or store.get(scope, job["id"]).get("chunk_count", 0)  # type: ignore[union-attr]
-        queue.publish(
-            get_settings().chunks_topic,
-            [ChunkMessage(job_id=job["id"], org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n) for n in range(chunks)],
-        )
+        # The commit round keeps the window too: these open it, each finishing chunk releases the next.
+        publish_chunks(scope, job["id"], range(min(chunks, get_settings().chunk_window)))
         log.info("job validated; committing", extra={"job_id": job["id"]})
         return None
     if status:
@@ -519,7 +521,7 @@ def reconcile() -> dict[str, int]:
             )
         if store.chunks_in_flight(scope, job["id"]) == 0:
             # The worker that should have released the next chunks died first: restart the window.
-            counts["chunks_republished"] += release_next(scope, job["id"], settings.chunk_window)
+            counts["chunks_republished"] += release(scope, job["id"], store.unpublished_chunks(scope, job["id"], settings.chunk_window))
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
 

@@ -10,7 +10,6 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from common import errors
 from common.clients import firestore_client
 from common.models.base import utcnow
 from common.models.job import JobStatus
@@ -80,11 +79,13 @@ def list_page(scope: Scope, job_type: str, *, limit: int, cursor: str | None) ->
 COMMIT_BYTES = 3_000_000
 
 
-def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, str, int]], phase: str = "commit") -> None:
+def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, str, int]], phase: str = "commit", window: int | None = None) -> None:
     """Store each chunk's items and an empty progress record, unless a previous attempt already did.
 
     `chunks`: (number, first item index, items as a JSON array, item count). Create-only, so a
-    duplicate dispatch can never reset a chunk a worker has already advanced.
+    duplicate dispatch can never reset a chunk a worker has already advanced. The first `window`
+    chunks (all when None) are created published: the dispatcher publishes them next, and should it
+    die first, the reconciler finds them published and stale.
     """
     db = firestore_client()
     job = job_ref(scope, job_id)
@@ -109,7 +110,7 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
                     "has_failures": False,
                     "done": False,
                     "phase": phase,
-                    "published": False,
+                    "published": window is None or n < window,
                     "counted_ok": 0,
                     "counted_failed": 0,
                     "counted_done": False,
@@ -416,25 +417,22 @@ def stale_chunks(cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
     return [data(s) for s in query.stream()]
 
 
-def release_chunks(scope: Scope, job_id: str, count: int) -> list[int]:
-    """Mark up to `count` of the job's not yet published chunks published (lowest first) and return
-    them; the caller publishes them. Marked first, so a lost publish shows up as a stale published
-    chunk, which the reconciler republishes."""
-    db = firestore_client()
+def mark_published(scope: Scope, job_id: str, n: int) -> None:
+    """Chunk `n` is about to be published: from now on the reconciler republishes it if it goes stale."""
+    job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).update({"published": True, "updated_at": utcnow()})
 
-    @firestore.transactional
-    def release(tx: firestore.Transaction) -> list[int]:
-        query = job_ref(scope, job_id).collection("chunks").where(filter=firestore.FieldFilter("published", "==", False)).order_by("n").limit(count)
-        snaps = list(query.get(transaction=tx))
-        now = utcnow()
-        for snap in snaps:
-            tx.update(snap.reference, {"published": True, "updated_at": now})
-        return [int(s.get("n")) for s in snaps]
 
-    try:
-        return list(release(db.transaction()))
-    except (ValueError, gexc.Aborted) as exc:
-        raise errors.Transient("releasing chunks kept conflicting") from exc
+def unpublished_chunks(scope: Scope, job_id: str, count: int) -> list[int]:
+    """The job's lowest `count` chunks not published yet (the reconciler's restart of an empty window)."""
+    query = (
+        job_ref(scope, job_id)
+        .collection("chunks")
+        .where(filter=firestore.FieldFilter("published", "==", False))
+        .order_by("n")
+        .limit(count)
+        .select(["n"])
+    )
+    return [int(s.get("n")) for s in query.stream()]
 
 
 def chunks_in_flight(scope: Scope, job_id: str) -> int:
