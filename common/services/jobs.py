@@ -207,7 +207,8 @@ def get_job(scope: Scope, job_id: str) -> dict[str, Any]:
 def list_jobs(scope: Scope, job_type: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     if job_type not in JobType.__members__:
         raise errors.BadRequest("type must be one of BULK_IMPORT, BULK_UPDATE, BULK_DELETE.", code="invalid_query")
-    docs, next_cursor = store.list_page(scope, job_type, limit=limit, cursor=cursor)
+    # Only what the summary shows: a job document can carry a 700 KB inline payload.
+    docs, next_cursor = store.list_page(scope, job_type, limit=limit, cursor=cursor, fields=list(JobSummary.model_fields))
     return [summary(d) for d in docs], next_cursor
 
 

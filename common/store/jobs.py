@@ -64,14 +64,16 @@ def status(scope: Scope, job_id: str) -> str | None:
     return snap.get("status") if snap.exists else None
 
 
-def list_page(scope: Scope, job_type: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+def list_page(
+    scope: Scope, job_type: str, *, limit: int, cursor: str | None, fields: Sequence[str] | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     jobs = coll(scope, "bulk_jobs")
     query = (
         jobs.where(filter=firestore.FieldFilter("job_type", "==", job_type))
         .order_by("created_at", direction=firestore.Query.DESCENDING)
         .order_by("__name__", direction=firestore.Query.DESCENDING)
     )
-    return pages.page(query, jobs, limit=limit, cursor=cursor)
+    return pages.page(query, jobs, limit=limit, cursor=cursor, fields=fields)
 
 
 # What one commit of chunk documents may carry: Firestore takes 10 MiB per request, but the emulator's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any
 
 from google.cloud import firestore
@@ -32,13 +33,17 @@ def page(
     *,
     limit: int,
     cursor: str | None,
+    fields: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of `query` after `cursor`, and the cursor of the next page (None at the end)."""
+    """One page of `query` after `cursor`, and the cursor of the next page (None at the end);
+    `fields` reads only those fields of each document (a projection)."""
     if cursor:
         snap = collection.document(decode_cursor(cursor)).get()
         if not snap.exists:
             raise errors.BadRequest("The cursor is not valid.", code="invalid_cursor")
         query = query.start_after(snap)
+    if fields is not None:
+        query = query.select(list(fields))
     snaps = list(query.limit(limit + 1).stream())
     docs = [(s.to_dict() or {}) | {"id": s.id} for s in snaps[:limit]]
     next_cursor = encode_cursor(snaps[limit - 1].id) if len(snaps) > limit else None

@@ -9,9 +9,9 @@ Each throughput figure is a ratio against the same work done the plainest way by
 same run, on the same emulators: the plain way runs once before and once after the pipeline, and the
 ratio uses the mean of the two, so the machine's speed and its drift cancel out.
 
-Order matters and is deliberate: the scaling test runs first, so the 10k and 32k imports warm the
-emulators' JIT before the 100k baselines and import are timed (a cold Firestore emulator spends
-several times the CPU per write of a warm one).
+Order matters and is deliberate: API latency runs first, on a small database (see its comment); then
+scaling, whose 10k and 32k imports warm the emulators' JIT before the 100k baselines and import are
+timed (a cold Firestore emulator spends several times the CPU per write of a warm one).
 """
 
 from __future__ import annotations
@@ -127,7 +127,74 @@ def import_fields(run: ImportRun) -> dict[str, Any]:
     }
 
 
-# -- 5. scaling (first: its imports warm the emulators for the rest) ---------------------------------
+# -- 4. API latency (first) -------------------------------------------------------------------------
+# First, on a database holding only the warm-up's documents: the emulator answers every query (the
+# job list is one) by walking all the documents it holds, so after the 100k import a list costs it
+# ~100 ms whatever the query; Firestore serves the same query from an index. The jobs it posts are
+# waited for before the next benchmark starts.
+
+
+def test_api_latency(bench: Bench) -> None:
+    tenant = bench.tenant()
+    url = f"{tenant.api_url}/api/v1/pim/bulk-jobs"
+    body = json.dumps({"job_type": "BULK_IMPORT", "payload": make_products(3, "LAT").valid_items[:2]})
+    post_headers = {**tenant.headers, "Content-Type": "application/json"}
+    for _ in range(5):  # warm the routes and give the list something to list
+        assert requests.post(url, data=body, headers=post_headers, timeout=30).status_code == 200
+        assert requests.get(url, params={"type": "BULK_IMPORT"}, headers=tenant.headers, timeout=30).status_code == 200
+    posted: list[str] = []
+
+    def post(session: requests.Session) -> requests.Response:
+        response = session.post(url, data=body, headers=post_headers, timeout=30)
+        if response.status_code == 200:
+            posted.append(response.json()["id"])
+        return response
+
+    calls = {
+        "POST /bulk-jobs": post,
+        "GET /bulk-jobs?type=BULK_IMPORT": lambda s: s.get(url, params={"type": "BULK_IMPORT"}, headers=tenant.headers, timeout=30),
+    }
+    with sampler_for(bench.stack, "api") as rss, CpuMeter(bench.stack) as cpu:
+        outcome = hammer(calls, API_CALLERS, API_SECONDS)
+    total = sum(len(v) for v in outcome["latencies"].values())
+    for name, latencies in outcome["latencies"].items():
+        summary = latency_summary(latencies)
+        assert outcome["errors"][name] == 0, (name, outcome["errors"])
+        emit(
+            {
+                "name": "api_latency " + name,
+                "items": len(latencies),
+                "seconds": round(API_SECONDS, 1),
+                "items_per_s": round(len(latencies) / API_SECONDS, 1),
+                "ratio": round(P99_TARGET_MS / summary["p99_ms"], 3),
+                "ratio_of": f"{P99_TARGET_MS} ms ÷ p99; >= 1 meets the target",
+                "peak_rss_mib": rss.peak_mib("api"),
+                **summary,
+                "callers": API_CALLERS,
+                "mix": "each caller alternates POST (2-item payload) and GET, one requests.Session per caller",
+                "all_requests_per_s": round(total / API_SECONDS, 1),
+                "cpu_seconds_by_process_group": cpu.used,
+                "errors": outcome["errors"][name],
+                "target": f"p99 < {P99_TARGET_MS} ms",
+                "target_met": summary["p99_ms"] < P99_TARGET_MS,
+            }
+        )
+    drain(tenant, posted)
+
+
+def drain(tenant: BenchTenant, job_ids: list[str], timeout: float = 600) -> None:
+    """Wait until every job is finished (read by id), so they do not run into the next benchmark."""
+    deadline = time.monotonic() + timeout
+    for job_id in job_ids:
+        while True:
+            job = tenant.get(f"/api/v1/pim/bulk-jobs/{job_id}", params={"include_payload": "false"}).json()
+            if job["status"] in ("COMPLETED", "FAILED"):
+                break
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+
+
+# -- 5. scaling (its imports warm the emulators for the rest) ---------------------------------
 
 
 def test_import_scaling(import_small: Imported, import_mid: Imported, import_large: Imported) -> None:
@@ -314,45 +381,3 @@ def test_worker_memory(import_mid: Imported, exported: dict[str, Any], import_la
             "target_met_by_group": {name: value < RSS_TARGET_MIB for name, value in peaks.items()},
         }
     )
-
-
-# -- 4. API latency (last: the jobs it creates keep the workers busy for a while) ----------------------
-
-
-def test_api_latency(bench: Bench) -> None:
-    tenant = bench.tenant()
-    url = f"{tenant.api_url}/api/v1/pim/bulk-jobs"
-    body = json.dumps({"job_type": "BULK_IMPORT", "payload": make_products(3, "LAT").valid_items[:2]})
-    post_headers = {**tenant.headers, "Content-Type": "application/json"}
-    for _ in range(5):  # warm the routes and give the list something to list
-        assert requests.post(url, data=body, headers=post_headers, timeout=30).status_code == 200
-        assert requests.get(url, params={"type": "BULK_IMPORT"}, headers=tenant.headers, timeout=30).status_code == 200
-    calls = {
-        "POST /bulk-jobs": lambda s: s.post(url, data=body, headers=post_headers, timeout=30),
-        "GET /bulk-jobs?type=BULK_IMPORT": lambda s: s.get(url, params={"type": "BULK_IMPORT"}, headers=tenant.headers, timeout=30),
-    }
-    with sampler_for(bench.stack, "api") as rss, CpuMeter(bench.stack) as cpu:
-        outcome = hammer(calls, API_CALLERS, API_SECONDS)
-    total = sum(len(v) for v in outcome["latencies"].values())
-    for name, latencies in outcome["latencies"].items():
-        summary = latency_summary(latencies)
-        assert outcome["errors"][name] == 0, (name, outcome["errors"])
-        emit(
-            {
-                "name": "api_latency " + name,
-                "items": len(latencies),
-                "seconds": round(API_SECONDS, 1),
-                "items_per_s": round(len(latencies) / API_SECONDS, 1),
-                "ratio": round(P99_TARGET_MS / summary["p99_ms"], 3),
-                "ratio_of": f"{P99_TARGET_MS} ms ÷ p99; >= 1 meets the target",
-                "peak_rss_mib": rss.peak_mib("api"),
-                **summary,
-                "callers": API_CALLERS,
-                "mix": "each caller alternates POST (2-item payload) and GET, one requests.Session per caller",
-                "all_requests_per_s": round(total / API_SECONDS, 1),
-                "cpu_seconds_by_process_group": cpu.used,
-                "errors": outcome["errors"][name],
-                "target": f"p99 < {P99_TARGET_MS} ms",
-                "target_met": summary["p99_ms"] < P99_TARGET_MS,
-            }
-        )
