@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -12,7 +14,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from common import errors
+from common import errors, jsonstream
 from common.auth import Principal, audit_by
 from common.config import get_settings
 from common.domain import engine, syndigo
@@ -281,7 +283,7 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
 # -- pipeline ---------------------------------------------------------------------------------
 
 
-def split_chunks(texts: list[str], size: int, max_bytes: int) -> Iterator[tuple[int, int, str, int]]:
+def split_chunks(texts: Iterable[str], size: int, max_bytes: int) -> Iterator[tuple[int, int, str, int]]:
     """Group item texts into chunks of at most `size` items and about `max_bytes` bytes."""
     n, first, group_bytes = 0, 0, 0
     group: list[str] = []
@@ -307,20 +309,35 @@ def dispatch(message: JobMessage) -> None:
     if job["status"] != JobStatus.PENDING:
         log.info("dispatch: job already dispatched", extra={"job_id": message.job_id, "status": job["status"]})
         return
-    items = loads_strict(payload_text(job))
-    if job.get("payload_kind") == "ProductImportData":
-        items = items["ProductImportData"]["ProductsToImport"]
-    texts = [_dumps(item) for item in items]
-    chunks = list(split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes))
-    del items, texts
     options = job.get("import_options") or {}
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
-    store.create_chunks(scope, message.job_id, chunks, phase, settings.chunk_window)
-    if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=len(chunks), phase=phase):
+    with payload_items(job) as texts:
+        chunks = split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes)
+        count = store.create_chunks(scope, message.job_id, chunks, phase, settings.chunk_window)
+    if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=count, phase=phase):
         return
-    publish_chunks(scope, message.job_id, range(min(len(chunks), settings.chunk_window)))
-    log.info("dispatched", extra={"job_id": message.job_id, "chunks": len(chunks), "items": job["item_count"]})
+    publish_chunks(scope, message.job_id, range(min(count, settings.chunk_window)))
+    log.info("dispatched", extra={"job_id": message.job_id, "chunks": count, "items": job["item_count"]})
+
+
+@contextlib.contextmanager
+def payload_items(job: dict[str, Any]) -> Iterator[Iterator[str]]:
+    """The text of each item of the job's payload, read from the stored array a piece at a time (a
+    32 MB payload is never whole in memory; see common/jsonstream.py). A ProductImportData payload
+    is an envelope around its array, and is parsed whole."""
+    if job.get("payload_kind") == "ProductImportData":
+        items = loads_strict(payload_text(job))["ProductImportData"]["ProductsToImport"]
+        yield (_dumps(item) for item in items)
+    elif "payload_json" in job:
+        yield jsonstream.array_items(io.StringIO(job["payload_json"]))
+    else:
+        try:
+            stream = blobs.open_text(job["payload_object"])
+        except gexc.NotFound as exc:
+            raise errors.Gone("The payload of this job is past its retention and was deleted.", code="payload_expired") from exc
+        with stream:
+            yield jsonstream.array_items(stream)
 
 
 def _context(job: dict[str, Any]) -> engine.JobContext:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.cloud import storage
 
 from common.clients import storage_client
@@ -14,6 +16,11 @@ def bucket() -> storage.Bucket:
 
 def put_text(name: str, text: str, content_type: str = "application/json") -> None:
     bucket().blob(name).upload_from_string(text.encode("utf-8"), content_type=content_type)
+
+
+def open_text(name: str, chunk_size: int = 1 << 20) -> Any:
+    """A text stream over the object, fetched `chunk_size` bytes at a time (raises NotFound)."""
+    return bucket().blob(name).open("rt", chunk_size=chunk_size, encoding="utf-8")
 
 
 def get_text(name: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -81,13 +81,14 @@ def list_page(
 COMMIT_BYTES = 3_000_000
 
 
-def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, str, int]], phase: str = "commit", window: int | None = None) -> None:
+def create_chunks(scope: Scope, job_id: str, chunks: Iterable[tuple[int, int, str, int]], phase: str = "commit", window: int | None = None) -> int:
     """Store each chunk's items and an empty progress record, unless a previous attempt already did.
 
     `chunks`: (number, first item index, items as a JSON array, item count). Create-only, so a
     duplicate dispatch can never reset a chunk a worker has already advanced. The first `window`
     chunks (all when None) are created published: the dispatcher publishes them next, and should it
-    die first, the reconciler finds them published and stale.
+    die first, the reconciler finds them published and stale. Consumes `chunks` as it goes (a few
+    megabytes of them at a time); returns how many there were.
     """
     db = firestore_client()
     job = job_ref(scope, job_id)
@@ -125,8 +126,9 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
         ]
 
     group: list[tuple[firestore.DocumentReference, dict[str, Any]]] = []
-    size = 0
+    size = count = 0
     for chunk in chunks:
+        count += 1
         pair = docs(*chunk)
         pair_size = len(chunk[2].encode("utf-8")) + 1024
         if group and (len(group) + 2 > 400 or size + pair_size > COMMIT_BYTES):
@@ -136,6 +138,7 @@ def create_chunks(scope: Scope, job_id: str, chunks: Sequence[tuple[int, int, st
         size += pair_size
     if group:
         _create_all(db, group)
+    return count
 
 
 def _create_all(db: firestore.Client, docs: list[tuple[firestore.DocumentReference, dict[str, Any]]]) -> None:
