@@ -180,6 +180,24 @@ def test_api_latency(bench: Bench) -> None:
             }
         )
     drain(tenant, posted)
+    # The same mix from one caller, once the workers are idle: the API's own latency, with no queue
+    # in front of it. Reported alongside, not against the target.
+    single = hammer(calls, 1, API_SECONDS / 3)
+    for name, latencies in single["latencies"].items():
+        assert single["errors"][name] == 0, (name, single["errors"])
+        emit(
+            {
+                "name": "api_latency_one_caller " + name,
+                "items": len(latencies),
+                "seconds": round(API_SECONDS / 3, 1),
+                "items_per_s": round(len(latencies) / (API_SECONDS / 3), 1),
+                "ratio": None,
+                "peak_rss_mib": None,
+                **latency_summary(latencies),
+                "callers": 1,
+            }
+        )
+    drain(tenant, posted)
 
 
 def drain(tenant: BenchTenant, job_ids: list[str], timeout: float = 600) -> None:
