@@ -917,27 +917,26 @@ def test_prefetch_loads_in_batches(catalog: MemoryCatalog) -> None:
     assert {name for name, _ in view.loader.calls} == {"open_issues"}
 
 
+def apply_prefetched(catalog: MemoryCatalog, job_type: str, job_id: str, items: list[Any], expected: str) -> CatalogView:
+    """Prefetch a batch, then apply it: no item may read anything more."""
+    view = new_view(catalog, job_type, job_id)
+    view.prefetch(*plain_needs(job_type, items))
+    assert isinstance(view.loader, MemoryLoader)
+    view.loader.calls.clear()
+    for i, item in enumerate(items):
+        assert apply_plain_item(view, i, item)["result"] == expected
+    assert view.loader.calls == []
+    return view
+
+
 def test_prefetch_covers_every_read_of_an_import_and_an_update(catalog: MemoryCatalog) -> None:
     """A batch's reads happen in its prefetch, none per item: SKUs, identifiers, GTIN value index
     entries of the items and of the products they change."""
     items = [{"title": f"T{i}", "sku": f"S{i}", "gtin": f"40063813339{i:02d}"} for i in range(5)]
-    view = new_view(catalog, "BULK_IMPORT", "job-i")
-    view.prefetch(*plain_needs("BULK_IMPORT", items))
-    assert isinstance(view.loader, MemoryLoader)
-    view.loader.calls.clear()
-    for i, item in enumerate(items):
-        assert apply_plain_item(view, i, item)["result"] == "created"
-    assert view.loader.calls == []
-    commit(catalog, view)
+    commit(catalog, apply_prefetched(catalog, "BULK_IMPORT", "job-i", items, "created"))
     ids = [catalog.skus[f"S{i}"]["holders"].copy().popitem()[0] for i in range(5)]
     updates = [{"id": pid, "gtin": f"50063813339{i:02d}"} for i, pid in enumerate(ids)]
-    view = new_view(catalog, "BULK_UPDATE", "job-u")
-    view.prefetch(*plain_needs("BULK_UPDATE", updates))
-    assert isinstance(view.loader, MemoryLoader)
-    view.loader.calls.clear()
-    for i, item in enumerate(updates):
-        assert apply_plain_item(view, i, item)["result"] == "updated"
-    assert view.loader.calls == []
+    apply_prefetched(catalog, "BULK_UPDATE", "job-u", updates, "updated")
 
 
 # -- the sample payloads ------------------------------------------------------------------------------
