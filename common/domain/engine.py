@@ -74,6 +74,12 @@ class Loader(Protocol):
 
     def taxonomy_nodes(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
 
+    def indexes(
+        self, skus: Iterable[str], identifiers: Iterable[str], values: Iterable[str]
+    ) -> tuple[dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None]]:
+        """`skus`, `identifiers` and `values` at once: one round trip where the store allows it."""
+        ...
+
 
 @dataclass
 class ItemError:
@@ -123,21 +129,26 @@ class CatalogView:
             self.products.update(self.loader.products(wanted))
         loaded = [doc for p in wanted if (doc := self.products.get(p))]
         want_skus = {s for s in (*skus, *(s for doc in loaded for s in rules.product_skus(doc))) if s not in self.skus}
-        if want_skus:
-            for sku, doc in self.loader.skus(want_skus).items():
-                self.skus[sku] = doc or {"sku": sku, "holders": {}}
         want_idents = {i for i in idents if i not in self.identifiers}
-        if want_idents:
-            for ident, doc in self.loader.identifiers(want_idents).items():
-                self.identifiers[ident] = doc or {"identifier": ident, "open": {}}
-        self.prefetch_values([*values, *(k for doc in loaded for k in indexed_values(doc))])
+        want_values = {k for k in (*values, *(k for doc in loaded for k in indexed_values(doc))) if k not in self.values}
+        if not (want_skus or want_idents or want_values):
+            return
+        found_skus, found_idents, found_values = self.loader.indexes(want_skus, want_idents, want_values)
+        for sku, doc in found_skus.items():
+            self.skus[sku] = doc or {"sku": sku, "holders": {}}
+        for ident, doc in found_idents.items():
+            self.identifiers[ident] = doc or {"identifier": ident, "open": {}}
+        self._keep_values(found_values)
 
     def prefetch_values(self, keys: Iterable[str]) -> None:
         wanted = {k for k in keys if k not in self.values}
         if wanted:
-            for k, doc in self.loader.values(wanted).items():
-                attr, _, value = k.partition("\n")
-                self.values[k] = doc or {"key": attr, "value": value, "holders": {}}
+            self._keep_values(self.loader.values(wanted))
+
+    def _keep_values(self, found: dict[str, dict[str, Any] | None]) -> None:
+        for k, doc in found.items():
+            attr, _, value = k.partition("\n")
+            self.values[k] = doc or {"key": attr, "value": value, "holders": {}}
 
     def value_entry(self, key: str) -> dict[str, Any]:
         self.prefetch_values([key])

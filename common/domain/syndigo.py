@@ -142,7 +142,7 @@ def resolve_identifier(options: ImportOptions, name: str) -> Identifier:
 
 
 def syndigo_needs(items: Iterable[Any], options: ImportOptions) -> tuple[set[str], set[str], set[str]]:
-    """Products, SKUs and identifiers a batch will read (value index keys are prefetched separately)."""
+    """Products, SKUs and identifiers a batch will read (its value index keys: `value_keys`)."""
     ids, skus, idents = set(), set(), set()
     for raw in items:
         value = identifier_of(raw)

@@ -154,8 +154,7 @@ def options_for(request: ImportRequest, vocabulary: dict[str, Any], verbose: boo
 
 def prefetcher(options: syndigo.ImportOptions):  # type: ignore[no-untyped-def]
     def prefetch(view: CatalogView, batch: list[Any]) -> None:
-        view.prefetch(*syndigo.syndigo_needs(batch, options))
-        view.prefetch_values(syndigo.value_keys(batch, options))
+        view.prefetch(*syndigo.syndigo_needs(batch, options), values=syndigo.value_keys(batch, options))
 
     return prefetch
 

@@ -38,13 +38,30 @@ class FirestoreLoader:
         self.db = firestore_client()
 
     def _get_all(self, name: str, keys: dict[str, str]) -> dict[str, dict[str, Any] | None]:
-        collection = coll(self.scope, name, self.db)
-        refs = {collection.document(doc_id): key for key, doc_id in keys.items()}
-        found: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
-        for snap in self.db.get_all(list(refs), transaction=self.tx):
-            if snap.exists:
-                found[refs[snap.reference]] = snap.to_dict()
+        return self._get_many({name: keys})[name]
+
+    def _get_many(self, wanted: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, Any] | None]]:
+        """{collection: {key: doc id}} read in one `get_all` round trip: {collection: {key: data or None}}."""
+        refs = {coll(self.scope, name, self.db).document(doc_id): (name, key) for name, keys in wanted.items() for key, doc_id in keys.items()}
+        found: dict[str, dict[str, dict[str, Any] | None]] = {name: dict.fromkeys(keys) for name, keys in wanted.items()}
+        if refs:
+            for snap in self.db.get_all(list(refs), transaction=self.tx):
+                if snap.exists:
+                    name, key = refs[snap.reference]
+                    found[name][key] = snap.to_dict()
         return found
+
+    def indexes(
+        self, skus: Iterable[str], identifiers: Iterable[str], values: Iterable[str]
+    ) -> tuple[dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None]]:
+        found = self._get_many(
+            {
+                "sku_index": {s: index_key(s) for s in skus},
+                "identifier_index": {i: index_key(i) for i in identifiers},
+                "value_index": {k: index_key(k) for k in values},
+            }
+        )
+        return found["sku_index"], found["identifier_index"], found["value_index"]
 
     def products(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         return self._get_all("products", {i: i for i in ids})

@@ -98,6 +98,17 @@ class MemoryLoader:
         self.calls.append(("taxonomy_nodes", tuple(sorted(ids))))
         return {i: copy.deepcopy(self.catalog.taxonomy.get(i)) for i in ids}
 
+    def indexes(
+        self, skus: Iterable[str], identifiers: Iterable[str], values: Iterable[str]
+    ) -> tuple[dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None]]:
+        """One round trip in Firestore; recorded here as the reads it stands for (the non-empty ones)."""
+        skus, identifiers, values = list(skus), list(identifiers), list(values)
+        return (
+            self.skus(skus) if skus else {},
+            self.identifiers(identifiers) if identifiers else {},
+            self.values(values) if values else {},
+        )
+
     def open_issues(self, product_id: str) -> list[dict[str, Any]]:
         self.calls.append(("open_issues", (product_id,)))
         return [
