@@ -39,6 +39,7 @@ from standardwebhooks import Webhook
 
 from infra.stack import TOPICS, Stack, free_port, port_open, wait_for
 from tests.conftest import Tenant
+from tests.helpers import until
 
 PIM = "/api/v1/pim"
 JOBS = f"{PIM}/bulk-jobs"
@@ -183,17 +184,6 @@ def receivers() -> Iterator[list[Receiver]]:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy; returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
-        time.sleep(every)
 
 
 def job_now(tenant: Tenant, job_id: str) -> dict[str, Any]:

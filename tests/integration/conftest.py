@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from common.config import get_settings
 from common.models.job import ChunkMessage, JobMessage
 from common.services import catalog, jobs
 from common.store.paths import Scope
+from tests.helpers import all_pages
 
 
 @dataclass
@@ -72,24 +73,14 @@ class Pipeline:
 
     def products(self) -> list[dict[str, Any]]:
         """Every product of the tenant, through the API's own paging."""
-        return _all_pages(lambda cursor: catalog.list_products(self.scope, sku=None, limit=200, cursor=cursor))
+        return all_pages(lambda cursor: catalog.list_products(self.scope, sku=None, limit=200, cursor=cursor))
 
     def audit_events(self) -> list[dict[str, Any]]:
-        return _all_pages(lambda cursor: catalog.list_audit(self.scope, limit=200, cursor=cursor))
+        return all_pages(lambda cursor: catalog.list_audit(self.scope, limit=200, cursor=cursor))
 
     def results(self, job_id: str, failed_only: bool = False) -> list[dict[str, Any]]:
         items, _ = jobs.results(self.scope, job_id, start=0, limit=1_000_000, failed_only=failed_only)
         return items
-
-
-def _all_pages(fetch: Callable[[str | None], tuple[list[dict[str, Any]], str | None]]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page, cursor = fetch(cursor)
-        items += page
-        if not cursor:
-            return items
 
 
 @pytest.fixture

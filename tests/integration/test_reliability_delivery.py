@@ -13,7 +13,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +25,7 @@ from common.models.job import ChunkMessage, JobMessage
 from common.services import catalog, jobs
 from common.store import catalog as catalog_store
 from common.store import jobs as job_store
+from tests.helpers import all_pages
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.slow
@@ -40,25 +40,15 @@ class SimulatedCrash(Exception):
     """The worker process dying right after a chunk step committed, before anything else ran."""
 
 
-def _pages(fetch: Callable[[str | None], tuple[list[dict[str, Any]], str | None]]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page, cursor = fetch(cursor)
-        items += page
-        if not cursor:
-            return items
-
-
 def _state(pipeline: Pipeline, job_id: str) -> dict[str, Any]:
     """Everything a duplicate could change: the job, its results, the products, issues and audit trail."""
     scope = pipeline.scope
     return {
         "job": pipeline.job(job_id),
         "results": pipeline.results(job_id),
-        "products": _pages(lambda c: catalog.list_products(scope, sku=None, limit=200, cursor=c)),
-        "issues": _pages(lambda c: catalog.list_issues(scope, {}, limit=200, cursor=c)),
-        "audit": _pages(lambda c: catalog.list_audit(scope, limit=200, cursor=c)),
+        "products": all_pages(lambda c: catalog.list_products(scope, sku=None, limit=200, cursor=c)),
+        "issues": all_pages(lambda c: catalog.list_issues(scope, {}, limit=200, cursor=c)),
+        "audit": all_pages(lambda c: catalog.list_audit(scope, limit=200, cursor=c)),
     }
 
 

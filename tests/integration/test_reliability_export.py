@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from common.services import catalog, exports, jobs, notifications
 from common.store import blobs
 from common.store import exports as export_store
 from common.store.paths import Scope, chunk_id, job_ref
+from tests.helpers import until
 from tests.integration.conftest import Pipeline
 
 GOOD = {"description": "A long enough description of this product for shoppers.", "category": "Shirts", "brand": "HarbourLine"}
@@ -71,16 +72,6 @@ def pull_all(subscription: str) -> list[bytes]:
         return [m.message.data for m in response.received_messages]
     finally:
         subscriber.close()
-
-
-def until(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
-        time.sleep(every)
 
 
 def mails(mail_dir: Path, message_id: str) -> list[email.message.Message]:
