@@ -60,10 +60,6 @@ class Loader(Protocol):
 
     def products(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
 
-    def skus(self, skus: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
-
-    def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
-
     def open_issues(self, product_id: str) -> list[dict[str, Any]]:
         """Unresolved issues pointing at the product: their `id` and `identifier`."""
         ...
@@ -77,7 +73,7 @@ class Loader(Protocol):
     def indexes(
         self, skus: Iterable[str], identifiers: Iterable[str], values: Iterable[str]
     ) -> tuple[dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None]]:
-        """`skus`, `identifiers` and `values` at once: one round trip where the store allows it."""
+        """SKU index entries, identifier failure records and value index entries, in one round trip."""
         ...
 
 

@@ -66,12 +66,6 @@ class FirestoreLoader:
     def products(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         return self._get_all("products", {i: i for i in ids})
 
-    def skus(self, skus: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-        return self._get_all("sku_index", {s: index_key(s) for s in skus})
-
-    def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-        return self._get_all("identifier_index", {i: index_key(i) for i in identifiers})
-
     def values(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         return self._get_all("value_index", {k: index_key(k) for k in keys})
 

@@ -82,12 +82,6 @@ class MemoryLoader:
     def products(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         return self._get("products", self.catalog.products, ids)
 
-    def skus(self, skus: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-        return self._get("skus", self.catalog.skus, skus)
-
-    def identifiers(self, identifiers: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-        return self._get("identifiers", self.catalog.identifiers, identifiers)
-
     def values(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         keys = list(keys)
         self.calls.append(("values", tuple(sorted(keys))))
@@ -104,8 +98,8 @@ class MemoryLoader:
         """One round trip in Firestore; recorded here as the reads it stands for (the non-empty ones)."""
         skus, identifiers, values = list(skus), list(identifiers), list(values)
         return (
-            self.skus(skus) if skus else {},
-            self.identifiers(identifiers) if identifiers else {},
+            self._get("skus", self.catalog.skus, skus) if skus else {},
+            self._get("identifiers", self.catalog.identifiers, identifiers) if identifiers else {},
             self.values(values) if values else {},
         )
 
