@@ -8,6 +8,7 @@ the advanced progress and applies nothing twice; a crash before the commit leave
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,8 @@ from common.store.paths import Scope, chunk_id, coll, index_key, job_ref
 # Firestore takes at most 500 writes in one commit; an item writes at most ~220 documents (50
 # variants), so a step stops taking items once it has this many and always stays under the limit.
 STEP_WRITES = 250
+# The most items one prefetch round trip reads for.
+PREFETCH_MAX = 100
 
 
 class FirestoreLoader:
@@ -136,13 +139,29 @@ def run_items(
 ) -> list[dict[str, Any]]:
     """Apply items from `start` until the view holds a step's worth of writes; returns their results."""
     results: list[dict[str, Any]] = []
-    for offset, raw in enumerate(items[start:]):
-        if offset % 100 == 0:
-            prefetch(view, items[start + offset : start + offset + 100])
-        results.append(apply_item(view, first_index + start + offset, raw))
+    fetched = start  # items before this one have had their reads prefetched
+    for index in range(start, len(items)):
+        if index >= fetched:
+            fetched = index + prefetch_size(view.write_count(), len(results), max_items)
+            prefetch(view, items[index:fetched])
+        results.append(apply_item(view, first_index + index, items[index]))
         if view.write_count() >= STEP_WRITES or (max_items is not None and len(results) >= max_items):
             break
     return results
+
+
+# Writes a typical item makes (its product, SKU and GTIN index entries, its audit event): the first
+# guess at how many items a step will take, before it has seen any.
+WRITES_PER_ITEM_GUESS = 4
+
+
+def prefetch_size(writes: int, taken: int, max_items: int | None = None) -> int:
+    """How many of the next items to prefetch: about as many as the step still has room for, judged
+    by the writes its items made so far, so that a step does not read what the next one reads again."""
+    per_item = writes / taken if taken else WRITES_PER_ITEM_GUESS
+    room = max(STEP_WRITES - writes, 1)
+    size = min(PREFETCH_MAX, max(1, math.ceil(room / max(per_item, 1))))
+    return size if max_items is None else max(1, min(size, max_items - taken))
 
 
 class StepRefused(Exception):
