@@ -314,10 +314,24 @@ def uncounted_chunks(scope: Scope, job_id: str) -> list[int]:
     return [int(s.get("n")) for s in query.stream()]
 
 
+FINISH_FIELDS = ("status", "chunks_done", "chunk_count")
+
+
+def _finishable(job: dict[str, Any]) -> bool:
+    return bool(job["status"] == JobStatus.PROCESSING and job.get("chunks_done", 0) >= job.get("chunk_count", 0))
+
+
 def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | None:
-    """Set COMPLETED or FAILED once every chunk is done; returns the new status, or None."""
+    """Set COMPLETED or FAILED once every chunk is done; returns the new status, or None.
+
+    Every finishing chunk asks; until the last one, a read of three fields answers without a
+    transaction (which would lock the job document against the other chunks' counts). A chunk's own
+    count is in what it reads, so the chunk that counts last always goes on to the transaction."""
     db = firestore_client()
     ref = job_ref(scope, job_id)
+    first = ref.get(field_paths=list(FINISH_FIELDS))
+    if not first.exists or not _finishable(data(first)):
+        return None
 
     @firestore.transactional
     def close(tx: firestore.Transaction) -> str | None:
@@ -325,7 +339,7 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
         if not snap.exists:
             return None
         job = data(snap)
-        if job["status"] != JobStatus.PROCESSING or job.get("chunks_done", 0) < job.get("chunk_count", 0):
+        if not _finishable(job):
             return None
         now = utcnow()
         if job.get("phase") == "validate":
