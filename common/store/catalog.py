@@ -22,7 +22,7 @@ from common.domain.engine import CatalogView, JobContext
 from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
-from common.store.encode import add_set
+from common.store.encode import add_append, add_set
 from common.store.paths import Scope, chunk_id, coll, index_key, job_ref
 
 # Firestore takes at most 500 writes in one commit; an item writes at most ~220 documents (50
@@ -248,8 +248,6 @@ def _advance(
     now = utcnow()
     update = {
         "applied": applied,
-        # Appended, not rewritten: each result holds its item's index, so none equals another.
-        "results": firestore.ArrayUnion(results),
         "ok": progress["ok"] + ok,
         "failed": progress["failed"] + failed,
         "has_failures": progress["has_failures"] or failed > 0,
@@ -257,7 +255,8 @@ def _advance(
         "updated_at": now,
         "lease_until": now + timedelta(seconds=lease_seconds),
     }
-    tx.update(progress_ref, update)
+    # Results are appended, not rewritten: each holds its item's index, so none equals another.
+    add_append(tx, progress_ref, update, "results", results)
     return {**progress, **update, "results": results}
 
 

@@ -3,10 +3,11 @@
 The client's `set()` builds every value as a proto-plus wrapper before it becomes protobuf: profiling
 `process_chunk` put 40% of its CPU there, about 0.2 ms for a 1 KB product. `add_set` builds the same
 `Write` (a full replacement, no mask, no precondition) from the raw protobuf classes, about five times
-faster. Anything it does not encode exactly as the client would (sentinels such as `Increment`,
-references, integers outside int64, empty field names, other types) goes through the client's own `set()`, so its
-behaviour, errors included, is the client's. `tests/unit/test_encode.py` holds it to byte-for-byte
-equality with the client's encoding.
+faster; `add_append` does the same for the step's progress update, which appends its results.
+Anything they do not encode exactly as the client would (sentinels such as `Increment`, references,
+integers outside int64, field names the client would quote, other types) goes through the client's
+own `set()` or `update()`, so its behaviour, errors included, is the client's.
+`tests/unit/test_encode.py` holds both to byte-for-byte equality with the client's encoding.
 """
 
 from __future__ import annotations
@@ -70,6 +71,52 @@ def set_write(document_path: str, data: dict[str, Any]) -> Any:
             raise Unsupported("field name")
         _fill(fields[key], value)
     return pb
+
+
+def _simple(name: Any) -> bool:
+    """A field name the client would put in a mask as it is (no dots, no quoting)."""
+    return type(name) is str and name.isidentifier() and name.isascii()
+
+
+def append_write(document_path: str, fields: dict[str, Any], array_field: str, values: list[Any]) -> Any:
+    """The `Write` of `update({**fields, array_field: ArrayUnion(values)})` (the document must exist);
+    raises Unsupported for what it does not encode as the client would."""
+    if not _simple(array_field) or array_field in fields:
+        raise Unsupported("field name")
+    if not values:
+        raise Unsupported("empty ArrayUnion")  # the client refuses it
+    pb = _Write()
+    pb.update.name = document_path
+    document = pb.update.fields
+    for key, value in fields.items():
+        if not _simple(key):
+            raise Unsupported("field name")
+        _fill(document[key], value)
+    pb.update_mask.field_paths.extend(sorted(fields))
+    pb.current_document.exists = True
+    transform = pb.update_transforms.add()
+    transform.field_path = array_field
+    array = transform.append_missing_elements
+    array.SetInParent()
+    for value in values:
+        _fill(array.values.add(), value)
+    return pb
+
+
+def add_append(
+    writer: firestore.Transaction | firestore.WriteBatch,
+    ref: firestore.DocumentReference,
+    fields: dict[str, Any],
+    array_field: str,
+    values: list[Any],
+) -> None:
+    """`writer.update(ref, {**fields, array_field: ArrayUnion(values)})`, encoded here when it can be."""
+    try:
+        pb = append_write(ref._document_path, fields, array_field, values)
+    except Unsupported:
+        writer.update(ref, {**fields, array_field: firestore.ArrayUnion(values)})
+        return
+    writer._add_write_pbs([pb])
 
 
 def add_set(writer: firestore.Transaction | firestore.WriteBatch, ref: firestore.DocumentReference, data: dict[str, Any]) -> None:

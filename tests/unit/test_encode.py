@@ -109,3 +109,54 @@ def _anonymous() -> Any:
     from google.auth.credentials import AnonymousCredentials
 
     return AnonymousCredentials()
+
+
+def client_update_bytes(fields: dict[str, Any], array_field: str, values: list[Any]) -> bytes:
+    (pb,) = _helpers.pbs_for_update(PATH, {**fields, array_field: firestore.ArrayUnion(values)}, None)
+    return bytes(write.Write.pb(pb).SerializeToString(deterministic=True))
+
+
+def fast_update_bytes(fields: dict[str, Any], array_field: str, values: list[Any]) -> bytes:
+    return bytes(encode.append_write(PATH, fields, array_field, values).SerializeToString(deterministic=True))
+
+
+STEP_PROGRESS = {
+    "applied": 62,
+    "ok": 60,
+    "failed": 2,
+    "has_failures": True,
+    "done": False,
+    "updated_at": datetime(2026, 11, 22, 14, 0, 1, 123456, tzinfo=UTC),
+    "lease_until": datetime(2026, 11, 22, 14, 2, 1, 123456, tzinfo=UTC),
+}
+STEP_RESULTS = [
+    {"index": 0, "identifier": "SKU-1", "product_id": "abc", "result": "created", "errors": []},
+    {"index": 1, "identifier": None, "product_id": None, "result": "failed", "errors": [{"code": "required", "field": "title", "message": "…"}]},
+]
+
+
+def test_a_step_progress_update_encodes_exactly_as_the_client_does() -> None:
+    assert fast_update_bytes(STEP_PROGRESS, "results", STEP_RESULTS) == client_update_bytes(STEP_PROGRESS, "results", STEP_RESULTS)
+
+
+field_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True).filter(lambda name: name != "results")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(field_names, json_values, min_size=1, max_size=6), st.lists(json_values, min_size=1, max_size=5))
+def test_any_append_update_encodes_exactly_as_the_client_does(fields: dict[str, Any], values: list[Any]) -> None:
+    assert fast_update_bytes(fields, "results", values) == client_update_bytes(fields, "results", values)
+
+
+@pytest.mark.parametrize("fields", [{"a.b": 1}, {"with space": 1}, {"ключ": 1}, {"results": 1}, {"n": firestore.Increment(1)}])
+def test_append_leaves_names_and_values_it_does_not_encode_to_the_client(fields: dict[str, Any]) -> None:
+    with pytest.raises(encode.Unsupported):
+        encode.append_write(PATH, fields, "results", [1])
+
+
+def test_append_of_nothing_is_left_to_the_client_which_refuses_it() -> None:
+    with pytest.raises(encode.Unsupported):
+        encode.append_write(PATH, STEP_PROGRESS, "results", [])
+    ref = firestore.Client(project="p", credentials=_anonymous()).document("a/b")
+    with pytest.raises(ValueError):
+        encode.add_append(firestore.Client(project="p", credentials=_anonymous()).batch(), ref, STEP_PROGRESS, "results", [])
