@@ -43,7 +43,7 @@ def test_steps_prefetch_every_item_once() -> None:
     # A step reads ahead only by its first guess's error, which the next step reads again (reading
     # 100 at a time, as steps once did, read 1.8 times over).
     assert sum(fetched) <= 1.2 * 500
-    assert len(taken) > 1 and all(0 < n for n in taken)
+    assert len(taken) > 1 and all(n > 0 for n in taken)
     assert len(catalog.products) == sum(1 for i in range(500) if i % 7 != 3)
     assert_consistent(catalog)
 
