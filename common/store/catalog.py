@@ -45,7 +45,10 @@ class FirestoreLoader:
 
     def _get_many(self, wanted: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, Any] | None]]:
         """{collection: {key: doc id}} read in one `get_all` round trip: {collection: {key: data or None}}."""
-        refs = {coll(self.scope, name, self.db).document(doc_id): (name, key) for name, keys in wanted.items() for key, doc_id in keys.items()}
+        refs = {}
+        for name, keys in wanted.items():
+            collection = coll(self.scope, name, self.db)  # once per collection: building one is not cheap
+            refs.update({collection.document(doc_id): (name, key) for key, doc_id in keys.items()})
         found: dict[str, dict[str, dict[str, Any] | None]] = {name: dict.fromkeys(keys) for name, keys in wanted.items()}
         if refs:
             for snap in self.db.get_all(list(refs), transaction=self.tx):
@@ -91,7 +94,10 @@ def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scop
     """Queue every change the view recorded on a transaction or batch (full replacements through
     the fast encoder, `encode.add_set`)."""
     db = firestore_client()
-    products = coll(scope, "products", db)
+    # One reference per collection, made once: profiling put 8% of process_chunk's CPU in making them per document.
+    products, skus, identifiers, issues, audit, values = (
+        coll(scope, name, db) for name in ("products", "sku_index", "identifier_index", "validation_issues", "audit_events", "value_index")
+    )
     for pid in view.dirty_products:
         doc = view.products.get(pid)
         if doc is None:
@@ -100,24 +106,22 @@ def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scop
             add_set(writer, products.document(pid), doc)
     for sku in view.dirty_skus:
         entry = view.skus[sku]
-        ref = coll(scope, "sku_index", db).document(index_key(sku))
+        ref = skus.document(index_key(sku))
         add_set(writer, ref, entry) if entry["holders"] else writer.delete(ref)
     for ident in view.dirty_identifiers:
         entry = view.identifiers[ident]
-        ref = coll(scope, "identifier_index", db).document(index_key(ident))
+        ref = identifiers.document(index_key(ident))
         add_set(writer, ref, entry) if entry["open"] else writer.delete(ref)
-    issues = coll(scope, "validation_issues", db)
     for issue_id, data in view.issue_writes.items():
         if "created_at" in data:
             add_set(writer, issues.document(issue_id), data)
         else:
             writer.set(issues.document(issue_id), data, merge=True)
-    audit = coll(scope, "audit_events", db)
     for event in view.audits:
         add_set(writer, audit.document(event["id"]), event)
     for key in view.dirty_values:
         entry = view.values[key]
-        ref = coll(scope, "value_index", db).document(index_key(key))
+        ref = values.document(index_key(key))
         add_set(writer, ref, entry) if entry["holders"] else writer.delete(ref)
     for (collection, doc_id), fields in view.extra_writes.items():
         writer.set(coll(scope, collection, db).document(doc_id), fields, merge=True)
