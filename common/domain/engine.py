@@ -60,8 +60,8 @@ class Loader(Protocol):
 
     def products(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
 
-    def open_issues(self, product_id: str) -> list[dict[str, Any]]:
-        """Unresolved issues pointing at the product: their `id` and `identifier`."""
+    def open_issues(self, product_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """Unresolved issues pointing at each product: their `id` and `identifier`."""
         ...
 
     def values(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
@@ -112,6 +112,8 @@ class CatalogView:
     audits: list[dict[str, Any]] = field(default_factory=list)
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirty_values: set[str] = field(default_factory=set)
+    # Unresolved issues pointing at a product, as the loader found them (deletes resolve them).
+    product_issues: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Other documents merged as they are, keyed by (collection, id): the asset registry.
     extra_writes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -135,6 +137,15 @@ class CatalogView:
         for ident, doc in found_idents.items():
             self.identifiers[ident] = doc or {"identifier": ident, "open": {}}
         self._keep_values(found_values)
+
+    def prefetch_open_issues(self, product_ids: Iterable[str]) -> None:
+        wanted = {p for p in product_ids if p not in self.product_issues}
+        if wanted:
+            self.product_issues.update(self.loader.open_issues(wanted))
+
+    def open_issues_of(self, product_id: str) -> list[dict[str, Any]]:
+        self.prefetch_open_issues([product_id])
+        return self.product_issues[product_id]
 
     def prefetch_values(self, keys: Iterable[str]) -> None:
         wanted = {k for k in keys if k not in self.values}
@@ -439,7 +450,7 @@ def save_product(
         for entry in old.get("open_issues", {}).values():
             view.resolve_issue(entry["id"])
         # Failure issues of items that matched this product go with it, out of the identifier index too.
-        for issue in view.loader.open_issues(product_id):
+        for issue in view.open_issues_of(product_id):
             view.resolve_issue(issue["id"])
             if issue.get("identifier"):
                 entry = view.identifier_entry(issue["identifier"])
@@ -580,6 +591,15 @@ def plain_needs(job_type: str, items: Iterable[Any]) -> tuple[set[str], set[str]
             if isinstance(variant, dict) and (vsku := _str_field(variant, "sku")):
                 skus.add(vsku)
     return ids, skus, idents, values
+
+
+def plain_prefetch(view: CatalogView, job_type: str, items: list[Any]) -> None:
+    """Load what a batch of plain items will read, in a few round trips (a delete also reads the
+    unresolved issues pointing at its product: one query per batch, not one per item)."""
+    ids, skus, idents, values = plain_needs(job_type, items)
+    view.prefetch(ids, skus, idents, values)
+    if job_type == "BULK_DELETE":
+        view.prefetch_open_issues(ids)
 
 
 def _safe_id(value: str) -> bool:

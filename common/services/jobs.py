@@ -361,7 +361,7 @@ def _item_functions(scope: Scope, job: dict[str, Any]) -> tuple[catalog.ItemFn, 
         job_type = job["job_type"]
         return (
             engine.apply_plain_item,
-            lambda view, batch: view.prefetch(*engine.plain_needs(job_type, batch)),
+            lambda view, batch: engine.plain_prefetch(view, job_type, batch),
             catalog.ALL,
         )
     vocabulary = product_import.load_vocabulary(scope, options["vocabulary_id"])

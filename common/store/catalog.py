@@ -30,6 +30,8 @@ from common.store.paths import Scope, chunk_id, coll, index_key, job_ref
 STEP_WRITES = 250
 # The most items one prefetch round trip reads for.
 PREFETCH_MAX = 100
+# The most values a Firestore `in` filter takes.
+IN_FILTER_MAX = 30
 
 
 class FirestoreLoader:
@@ -80,14 +82,20 @@ class FirestoreLoader:
         found = self._get_all("taxonomy_nodes", {i: i for i in ids if is_safe_id(i)})
         return {i: found.get(i) for i in ids}
 
-    def open_issues(self, product_id: str) -> list[dict[str, Any]]:
-        query = (
-            coll(self.scope, "validation_issues", self.db)
-            .where(filter=firestore.FieldFilter("product_id", "==", product_id))
-            .where(filter=firestore.FieldFilter("resolved", "==", False))
-        )
-        snaps = query.get(transaction=self.tx) if self.tx else query.get()
-        return [{"id": s.id, "identifier": s.get("identifier")} for s in snaps]
+    def open_issues(self, product_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """One query per 30 products (the most an `in` filter takes), not one per product."""
+        ids = sorted(set(product_ids))
+        found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        issues = coll(self.scope, "validation_issues", self.db)
+        for start in range(0, len(ids), IN_FILTER_MAX):
+            query = (
+                issues.where(filter=firestore.FieldFilter("product_id", "in", ids[start : start + IN_FILTER_MAX]))
+                .where(filter=firestore.FieldFilter("resolved", "==", False))
+                .select(["product_id", "identifier"])
+            )
+            for snap in query.get(transaction=self.tx) if self.tx else query.get():
+                found[snap.get("product_id")].append({"id": snap.id, "identifier": snap.get("identifier")})
+        return found
 
 
 def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:

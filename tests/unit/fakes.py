@@ -103,13 +103,17 @@ class MemoryLoader:
             self.values(values) if values else {},
         )
 
-    def open_issues(self, product_id: str) -> list[dict[str, Any]]:
-        self.calls.append(("open_issues", (product_id,)))
-        return [
-            {"id": issue_id, "identifier": doc.get("identifier")}
-            for issue_id, doc in self.catalog.issues.items()
-            if doc.get("product_id") == product_id and doc.get("resolved") is False
-        ]
+    def open_issues(self, product_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        ids = sorted(set(product_ids))
+        self.calls.append(("open_issues", tuple(ids)))
+        return {
+            pid: [
+                {"id": issue_id, "identifier": doc.get("identifier")}
+                for issue_id, doc in self.catalog.issues.items()
+                if doc.get("product_id") == pid and doc.get("resolved") is False
+            ]
+            for pid in ids
+        }
 
 
 def _merge(target: dict[str, Any], data: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from common.domain import engine
-from common.domain.engine import CatalogView, apply_plain_item, derived_id, plain_needs
+from common.domain.engine import CatalogView, apply_plain_item, derived_id, plain_needs, plain_prefetch
 from common.models.job import ItemResult
 from tests.unit.fakes import (
     ACTOR,
@@ -907,14 +907,29 @@ def test_plain_needs_for_deletes() -> None:
 def test_prefetch_loads_in_batches(catalog: MemoryCatalog) -> None:
     ids = [create(catalog, {"title": f"T{i}", "sku": f"S{i}"}, f"seed-{i}") for i in range(3)]
     view = new_view(catalog, "BULK_DELETE", "job-d")
-    view.prefetch(*plain_needs("BULK_DELETE", ids))
+    plain_prefetch(view, "BULK_DELETE", ids)
     assert isinstance(view.loader, MemoryLoader)
-    assert [name for name, _ in view.loader.calls] == ["products", "skus", "identifiers"]
+    assert [name for name, _ in view.loader.calls] == ["products", "skus", "identifiers", "open_issues"]
     assert {*view.loader.calls[1][1]} == {"S0", "S1", "S2"}  # the products' SKUs come along
+    assert view.loader.calls[3][1] == tuple(sorted(ids))  # one lookup for the batch, not one per delete
     view.loader.calls.clear()
     for i, pid in enumerate(ids):
         assert apply_plain_item(view, i, pid)["result"] == "deleted"
-    assert {name for name, _ in view.loader.calls} == {"open_issues"}
+    assert view.loader.calls == []
+
+
+def test_a_delete_resolves_the_failure_issues_pointing_at_its_product(catalog: MemoryCatalog) -> None:
+    pid = create(catalog, {"title": "T", "sku": "S-1"})
+    failed = run_one(catalog, "BULK_UPDATE", {"id": pid, "title": ""}, "job-bad")
+    assert failed["result"] == "failed"
+    [failure] = [i for i in catalog.open_issues(pid) if i.get("job_id") == "job-bad"]
+    view = new_view(catalog, "BULK_DELETE", "job-d")
+    plain_prefetch(view, "BULK_DELETE", [pid])
+    assert apply_plain_item(view, 0, pid)["result"] == "deleted"
+    commit(catalog, view)
+    assert catalog.issues[failure["id"]]["resolved"] is True
+    assert catalog.open_issues(pid) == []
+    assert_consistent(catalog)
 
 
 def apply_prefetched(catalog: MemoryCatalog, job_type: str, job_id: str, items: list[Any], expected: str) -> CatalogView:
