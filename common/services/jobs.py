@@ -384,11 +384,27 @@ def _item_functions(scope: Scope, job: dict[str, Any]) -> tuple[catalog.ItemFn, 
     )
 
 
+# What a chunk worker reads of its job: not the payload (inline up to 700 KB), which dispatch split.
+WORKER_FIELDS = (
+    "id",
+    "org_id",
+    "tenant_id",
+    "job_type",
+    "status",
+    "phase",
+    "chunk_count",
+    "import_options",
+    "actor_email",
+    "created_by",
+    "ip_address",
+)
+
+
 def process_chunk(message: ChunkMessage) -> None:
     """Apply one chunk, step by step, then finish the job if this was the last chunk."""
     settings = get_settings()
     scope = Scope(message.org_id, message.tenant_id)
-    job = store.get(scope, message.job_id)
+    job = store.get(scope, message.job_id, WORKER_FIELDS)
     if job is None:
         log.warning("chunk: job not found; message acknowledged", extra={"job_id": message.job_id})
         return
@@ -488,7 +504,7 @@ def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
     status = store.finish(scope, job["id"], audit)
     if status == "commit":
         # Every chunk validated without a failure: now every chunk commits.
-        chunks = job.get("chunk_count") or store.get(scope, job["id"]).get("chunk_count", 0)  # type: ignore[union-attr]
+        chunks = job.get("chunk_count") or store.get(scope, job["id"], ["chunk_count"]).get("chunk_count", 0)  # type: ignore[union-attr]
         # The commit round keeps the window too: these open it, each finishing chunk releases the next.
         publish_chunks(scope, job["id"], range(min(chunks, get_settings().chunk_window)))
         log.info("job validated; committing", extra={"job_id": job["id"]})

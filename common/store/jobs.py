@@ -53,8 +53,9 @@ def skip_chunk(scope: Scope, job_id: str, n: int) -> None:
     job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).update({"done": True, "skipped": True, "updated_at": utcnow()})
 
 
-def get(scope: Scope, job_id: str) -> dict[str, Any] | None:
-    snap = job_ref(scope, job_id).get()
+def get(scope: Scope, job_id: str, fields: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """The job document, or only `fields` of it (those it has)."""
+    snap = job_ref(scope, job_id).get(field_paths=list(fields) if fields is not None else None)
     return snap.to_dict() if snap.exists else None
 
 
