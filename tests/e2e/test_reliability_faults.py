@@ -417,7 +417,10 @@ def uploading(stack: Stack, object_name: str) -> bool:
 def test_export_worker_killed_while_uploading_still_yields_one_file_and_one_notification(own: Stack, receivers: list[Receiver]) -> None:
     tenant = own_tenant(own)
     n = 1000
-    blurb = " ".join(["Long-form copy so that each exported line weighs more than a kilobyte."] * 20)
+    # ~10 KB a line, ~10 MB in all: some 40 upload chunks of 256 KiB, so the worker is still uploading
+    # (for seconds) when the test sees the first chunk and kills it. At ~1.5 KB a line the whole
+    # upload could finish in the moment between the two, and the test failed now and then.
+    blurb = " ".join(["Long-form copy so that each exported line weighs about ten kilobytes."] * 140)
     skus = [f"EXP-{i:05d}" for i in range(n)]
     job = tenant.create_job("BULK_IMPORT", [{"title": f"Export item {i}", "sku": sku, **GOOD, "description": blurb} for i, sku in enumerate(skus)])
     assert tenant.wait_job(job["id"], timeout=240)["status"] == "COMPLETED"
