@@ -182,7 +182,11 @@ def payload_text(job: dict[str, Any]) -> str:
     try:
         return blobs.get_text(job["payload_object"])
     except gexc.NotFound as exc:
-        raise errors.Gone("The payload of this job is past its retention and was deleted.", code="payload_expired") from exc
+        raise _payload_expired() from exc
+
+
+def _payload_expired() -> errors.Gone:
+    return errors.Gone("The payload of this job is past its retention and was deleted.", code="payload_expired")
 
 
 def public(job: dict[str, Any], payload_json: str | None = None, *, include_payload: bool = True) -> dict[str, Any]:
@@ -335,7 +339,7 @@ def payload_items(job: dict[str, Any]) -> Iterator[Iterator[str]]:
         try:
             stream = blobs.open_text(job["payload_object"])
         except gexc.NotFound as exc:
-            raise errors.Gone("The payload of this job is past its retention and was deleted.", code="payload_expired") from exc
+            raise _payload_expired() from exc
         with stream:
             yield jsonstream.array_items(stream)
 

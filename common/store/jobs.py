@@ -61,8 +61,8 @@ def get(scope: Scope, job_id: str, fields: Sequence[str] | None = None) -> dict[
 
 def status(scope: Scope, job_id: str) -> str | None:
     """Only the job's status (a worker's check between steps reads no payload or counters)."""
-    snap = job_ref(scope, job_id).get(field_paths=["status"])
-    return snap.get("status") if snap.exists else None
+    job = get(scope, job_id, ["status"])
+    return job.get("status") if job else None
 
 
 def list_page(
