@@ -316,9 +316,17 @@ def dispatch(message: JobMessage) -> None:
     options = job.get("import_options") or {}
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
-    with payload_items(job) as texts:
-        chunks = split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes)
-        count = store.create_chunks(scope, message.job_id, chunks, phase, settings.chunk_window)
+    try:
+        with payload_items(job) as texts:
+            chunks = split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes)
+            count = store.create_chunks(scope, message.job_id, chunks, phase, settings.chunk_window)
+    except errors.Gone:
+        # The payload outlived its retention before the job ran, so no item of it can ever run. The
+        # job ends FAILED here; raising instead would fail every delivery until the message was
+        # dead-lettered, and the reconciler would republish the still-PENDING job, for ever.
+        if store.fail_pending(scope, message.job_id, _job_audit(job, "bulk_job.failed", {"reason": "payload_expired"}, "failed")):
+            log.error("dispatch: the job's payload is gone; job failed", extra={"job_id": message.job_id})
+        return
     if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=count, phase=phase):
         return
     publish_chunks(scope, message.job_id, range(min(count, settings.chunk_window)))
@@ -337,11 +345,10 @@ def payload_items(job: dict[str, Any]) -> Iterator[Iterator[str]]:
         yield jsonstream.array_items(io.StringIO(job["payload_json"]))
     else:
         try:
-            stream = blobs.open_text(job["payload_object"])
-        except gexc.NotFound as exc:
+            with blobs.open_text(job["payload_object"]) as stream:
+                yield jsonstream.array_items(stream)
+        except gexc.NotFound as exc:  # the object is first fetched when the items are read
             raise _payload_expired() from exc
-        with stream:
-            yield jsonstream.array_items(stream)
 
 
 def _context(job: dict[str, Any]) -> engine.JobContext:
@@ -414,7 +421,9 @@ def process_chunk(message: ChunkMessage) -> None:
         return
     if job["status"] != JobStatus.PROCESSING:
         log.info("chunk: job not processing; skipped", extra={"job_id": message.job_id, "status": job["status"]})
-        if job["status"] == JobStatus.CANCELLED:
+        if job["status"] != JobStatus.PENDING:
+            # The job ended (cancelled, or failed before it ran): this chunk never will, and marking it
+            # done stops the reconciler republishing it.
             store.skip_chunk(scope, message.job_id, message.chunk)
         return
     progress = store.chunk_progress(scope, message.job_id, message.chunk)
@@ -493,19 +502,25 @@ def release(scope: Scope, job_id: str, chunks: list[int]) -> int:
         return 0
 
 
-def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
-    audit = audit_event(
-        org_id=scope.org_id,
-        tenant_id=scope.tenant_id,
+def _job_audit(job: dict[str, Any], action: str, details: dict[str, Any], key: str) -> dict[str, Any]:
+    """An audit event of a worker's change to a job, on behalf of who created it; its id derives
+    from `key`, so a redelivery writes the same event again, not a second one."""
+    return audit_event(
+        org_id=job["org_id"],
+        tenant_id=job["tenant_id"],
         actor_email=job.get("actor_email", ""),
         ip_address=job.get("ip_address", ""),
-        action="bulk_job.finished",  # store.finish names it after the final status
+        action=action,
         entity_type="bulk_job",
         entity_id=job["id"],
-        details={"job_type": job["job_type"]},
-        event_id=engine.derived_id(job["id"], "finished"),
+        details={"job_type": job["job_type"], **details},
+        event_id=engine.derived_id(job["id"], key),
     )
-    status = store.finish(scope, job["id"], audit)
+
+
+def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
+    # store.finish names the event after the final status.
+    status = store.finish(scope, job["id"], _job_audit(job, "bulk_job.finished", {}, "finished"))
     if status == "commit":
         # Every chunk validated without a failure: now every chunk commits.
         chunks = job.get("chunk_count") or store.get(scope, job["id"], ["chunk_count"]).get("chunk_count", 0)  # type: ignore[union-attr]

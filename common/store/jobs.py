@@ -44,6 +44,35 @@ def cancel(scope: Scope, job_id: str, audit: dict[str, Any]) -> dict[str, Any] |
     return stop(db.transaction())  # type: ignore[no-any-return]
 
 
+def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any]) -> bool:
+    """PENDING → FAILED for a job that can never run (its payload is gone), every item counted as
+    failed, with its audit event; False if the job had already left PENDING."""
+    db = firestore_client()
+    ref = job_ref(scope, job_id)
+
+    @firestore.transactional
+    def end(tx: firestore.Transaction) -> bool:
+        job = data(ref.get(field_paths=["status", "item_count"], transaction=tx))
+        if job.get("status") != JobStatus.PENDING:
+            return False
+        now = utcnow()
+        items = job.get("item_count", 0)
+        changes = {
+            "status": JobStatus.FAILED.value,
+            "total_items": items,
+            "processed_items": 0,
+            "failed_items": items,
+            "completed_at": now,
+            "updated_at": now,
+            "touched_at": now,
+        }
+        tx.update(ref, changes)
+        tx.set(coll(scope, "audit_events").document(audit["id"]), {**audit, "created_at": now})
+        return True
+
+    return end(db.transaction())  # type: ignore[no-any-return]
+
+
 def link_retry(scope: Scope, job_id: str, retry_id: str) -> None:
     job_ref(scope, job_id).update({"retried_by": retry_id})
 

@@ -7,7 +7,11 @@ from typing import Any
 import pytest
 
 from common import errors
+from common.models.audit import audit_event
+from common.models.job import ChunkMessage, JobMessage
 from common.services import jobs
+from common.store import blobs
+from common.store import jobs as job_store
 from tests.integration.conftest import Pipeline
 
 
@@ -61,3 +65,53 @@ def test_retry_failed_items_with_a_correction_links_both_jobs(pipeline: Pipeline
     completed = pipeline.run("BULK_IMPORT", products(1, "RC"))
     with pytest.raises(errors.Conflict):
         jobs.retry_job(pipeline.principal, completed["id"], None)
+
+
+def big_payload(prefix: str) -> list[dict[str, Any]]:
+    """Over the inline limit (700,000 bytes), so the payload is stored in the bucket."""
+    items = products(400, prefix)
+    for item in items:
+        item["description"] = "d" * 2000
+    return items
+
+
+def test_a_job_whose_payload_expired_before_it_ran_ends_failed_once(pipeline: Pipeline) -> None:
+    job = pipeline.create("BULK_IMPORT", big_payload("EXP"))
+    stored = job_store.get(pipeline.scope, job["id"])
+    assert stored is not None and "payload_json" not in stored
+    blobs.bucket().blob(stored["payload_object"]).delete()  # what the bucket's retention rule does
+    message = JobMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id)
+    jobs.dispatch(message)  # acknowledged: no exception, so Pub/Sub does not redeliver it for ever
+    jobs.dispatch(message)  # a redelivery changes nothing
+    failed = pipeline.job(job["id"])
+    assert failed["status"] == "FAILED" and failed["completed_at"]
+    assert (failed["total_items"], failed["processed_items"], failed["failed_items"]) == (400, 0, 400)
+    assert failed["payload_json"] is None
+    events = [e for e in pipeline.audit_events() if e["entity_id"] == job["id"] and e["action"] == "bulk_job.failed"]
+    assert [e["details"]["reason"] for e in events] == ["payload_expired"]
+    assert pipeline.products() == [] and pipeline.pull("chunks") == []
+    with pytest.raises(errors.Gone) as gone:
+        jobs.retry_job(pipeline.principal, job["id"], {})
+    assert gone.value.code == "payload_expired"
+
+
+def test_a_chunk_of_a_job_that_ended_before_it_ran_is_marked_done(pipeline: Pipeline) -> None:
+    # A dispatch that stored (published) chunks and then met the payload gone: the job is FAILED,
+    # and a chunk message that still arrives must leave nothing for the reconciler to republish.
+    job = pipeline.create("BULK_IMPORT", products(3, "END"))
+    job_store.create_chunks(pipeline.scope, job["id"], [(0, 0, "[]", 3)], "commit", 8)
+    audit = audit_event(
+        org_id=pipeline.scope.org_id,
+        tenant_id=pipeline.scope.tenant_id,
+        actor_email="pipeline@example.com",
+        ip_address="203.0.113.42",
+        action="bulk_job.failed",
+        entity_type="bulk_job",
+        entity_id=job["id"],
+        details={},
+    )
+    assert job_store.fail_pending(pipeline.scope, job["id"], audit)
+    jobs.process_chunk(ChunkMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id, chunk=0))
+    chunk = job_store.chunk_progress(pipeline.scope, job["id"], 0)
+    assert chunk is not None and chunk["done"] and chunk["skipped"]
+    assert pipeline.job(job["id"])["status"] == "FAILED" and pipeline.products() == []
