@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -134,3 +134,42 @@ def test_an_item_the_store_refuses_fails_alone_instead_of_wedging_its_chunk(with
     refused = [r for r in results if r["result"] == "failed"]
     assert refused and all(r["errors"][0]["code"] == "not_storable" for r in refused), [(r["index"], r["errors"]) for r in refused]
     assert results[-1]["result"] == "created"  # the chunk went on past the refused item
+
+
+class Reads(dict):  # type: ignore[type-arg]
+    """A job document that records which of its fields the code reads."""
+
+    seen: ClassVar[set[str]] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        Reads.seen.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        Reads.seen.add(key)
+        return super().get(key, default)
+
+
+def test_a_chunk_worker_reads_no_job_field_outside_worker_fields(with_vocabulary: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    # process_chunk reads its job projected to WORKER_FIELDS: a field it read outside that list
+    # would quietly be None. Hand it the whole document and record what it reads, on the paths that
+    # read the most (an envelope job with options, through validation and commit; a plain job).
+    pipeline = with_vocabulary
+    whole = jobs.store.get
+
+    def get_recorded(scope: Any, job_id: str, fields: Any = None) -> dict[str, Any] | None:
+        if fields != jobs.WORKER_FIELDS:
+            return whole(scope, job_id, fields)
+        job = whole(scope, job_id)  # the whole document, where the worker would get the projection
+        return None if job is None else Reads(job)
+
+    Reads.seen = set()
+    monkeypatch.setattr(jobs.store, "get", get_recorded)
+    fail_job = pipeline.create(
+        "BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(3)], "Fail", shouldIncludeMissingVocabularyAttributes=True)
+    )
+    assert drive(pipeline, fail_job["id"])["status"] == "COMPLETED"
+    plain = pipeline.create("BULK_IMPORT", [{"title": "W", "sku": "W-1"}])
+    assert drive(pipeline, plain["id"])["status"] == "COMPLETED"
+    assert Reads.seen <= set(jobs.WORKER_FIELDS), Reads.seen - set(jobs.WORKER_FIELDS)
+    assert {"import_options", "phase", "status", "actor_email"} <= Reads.seen
