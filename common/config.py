@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def lane_topic(topic: str, lane: int) -> str:
+    """The topic of a lane: lane 0 is the topic itself, lane k is `{topic}-{k}`."""
+    return topic if lane == 0 else f"{topic}-{lane}"
 
 
 class Settings(BaseSettings):
@@ -37,6 +43,13 @@ class Settings(BaseSettings):
     # Fairness: a job keeps at most this many chunk messages outstanding; each finished chunk
     # releases the next, so another tenant's chunks queue behind a window, not behind a whole job.
     chunk_window: int = 8
+    # Chunk messages are spread over this many topics, chunk n on lane n % chunk_lanes (see
+    # lane_topic), each with its own push subscription to process_chunk. On Cloud Pub/Sub one push
+    # subscription already delivers as many messages at once as process_chunk's instances take, so
+    # the deployment keeps 1. The Pub/Sub emulator pushes at most two messages at a time per
+    # subscription, which would cap a local chunk worker at two chunks in flight; the local stack
+    # wires infra.stack.PUSH_LANES lanes instead (docs/performance.md).
+    chunk_lanes: int = Field(default=1, ge=1)
 
     # The reconciler republishes PENDING jobs and unfinished chunks untouched for this long.
     stale_after_seconds: float = 120.0
@@ -77,6 +90,10 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_sender: str = "Synq <no-reply@synq.local>"
+
+    def chunk_topic(self, n: int) -> str:
+        """The topic chunk `n`'s messages are published to."""
+        return lane_topic(self.chunks_topic, n % self.chunk_lanes)
 
 
 @lru_cache(maxsize=1)

@@ -652,6 +652,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
             parser.error(f"--setting {item!r}: expected FIELD=VALUE with a common.config.Settings field")
         if name in DEPLOY_SETTINGS or "password" in name or "secret" in name:
             parser.error(f"--setting {name}: set by the deploy itself (or a secret, which belongs in Secret Manager)")
+        if name == "chunk_lanes":
+            # Lanes work around the Pub/Sub emulator's two pushes at a time (infra/stack.py PUSH_LANES);
+            # a deployment has one chunks topic, which Cloud Pub/Sub pushes from without that limit.
+            parser.error("--setting chunk_lanes: for the local stack only; a deployment publishes every chunk to one topic")
         settings.append((name, value))
     cfg = Config(
         project=args.project,

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.config import lane_topic
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Function targets of main.py: (name, kind, topic it is pushed from).
@@ -47,6 +49,11 @@ TOPICS = {
 }
 # Longest a pushed handler may run before Pub/Sub redelivers while it still runs.
 ACK_DEADLINE_SECONDS = 300
+# The Pub/Sub emulator pushes at most two messages at a time per subscription (it runs two push
+# loops, each waiting for its handler's answer), where Cloud Pub/Sub pushes as many as the function
+# takes. Chunk messages are spread over this many topics, each with its own push subscription
+# (common.config Settings.chunk_lanes), so the chunk worker's eight threads all get work.
+PUSH_LANES = 4
 
 
 def free_port() -> int:
@@ -137,6 +144,9 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNQ_", "FIRESTORE_", "PUBSUB_", "STORAGE_"))}
         env.update(self.client_env())
         env["PYTHONUNBUFFERED"] = "1"
+        # Only the functions publish to the lanes: a test driving the services in-process publishes
+        # to the topics it wired itself, lane 0 only.
+        env["SYNQ_CHUNK_LANES"] = str(PUSH_LANES)
         env["PYTHONPATH"] = str(ROOT)
         return env
 
@@ -266,7 +276,8 @@ class Stack:
         wait_for("smtp sink", lambda: port_open(p["smtp"]), 30, sm, self.log_path("smtp"))
 
     def _wire(self) -> None:
-        """Topics, and a push subscription from each event function's topic to its port."""
+        """Topics, and a push subscription from each event function's topic to its port (the chunks
+        topic in PUSH_LANES lanes, each with its own subscription)."""
         from google.cloud import pubsub_v1
 
         saved = dict(os.environ)
@@ -274,17 +285,21 @@ class Stack:
         try:
             publisher = pubsub_v1.PublisherClient()
             subscriber = pubsub_v1.SubscriberClient()
-            for topic in TOPICS.values():
-                publisher.create_topic(name=publisher.topic_path(self.project, topic))
+            lanes = {key: PUSH_LANES if key == "chunks_topic" else 1 for key in TOPICS}
+            for key, topic in TOPICS.items():
+                for lane in range(lanes[key]):
+                    publisher.create_topic(name=publisher.topic_path(self.project, lane_topic(topic, lane)))
             for name, topic_key in EVENT_FUNCTIONS.items():
-                subscriber.create_subscription(
-                    request={
-                        "name": subscriber.subscription_path(self.project, f"{name}-push"),
-                        "topic": publisher.topic_path(self.project, TOPICS[topic_key]),
-                        "push_config": {"push_endpoint": f"http://127.0.0.1:{self.ports[name]}/"},
-                        "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
-                    }
-                )
+                for lane in range(lanes[topic_key]):
+                    topic = publisher.topic_path(self.project, lane_topic(TOPICS[topic_key], lane))
+                    subscriber.create_subscription(
+                        request={
+                            "name": subscriber.subscription_path(self.project, lane_topic(f"{name}-push", lane)),
+                            "topic": topic,
+                            "push_config": {"push_endpoint": f"http://127.0.0.1:{self.ports[name]}/"},
+                            "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
+                        }
+                    )
             subscriber.close()
         finally:
             os.environ.clear()

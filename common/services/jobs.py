@@ -482,9 +482,16 @@ def process_chunk(message: ChunkMessage) -> None:
 
 
 def publish_chunks(scope: Scope, job_id: str, chunks: Iterable[int]) -> int:
-    return queue.publish(
-        get_settings().chunks_topic, [ChunkMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n) for n in chunks]
-    )
+    return publish_chunk_messages([ChunkMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n) for n in chunks])
+
+
+def publish_chunk_messages(messages: Iterable[ChunkMessage]) -> int:
+    """Publish each chunk message to its chunk's lane (Settings.chunk_lanes); returns how many."""
+    settings = get_settings()
+    by_topic: dict[str, list[ChunkMessage]] = {}
+    for message in messages:
+        by_topic.setdefault(settings.chunk_topic(message.chunk), []).append(message)
+    return sum(queue.publish(topic, batch) for topic, batch in by_topic.items())
 
 
 def release(scope: Scope, job_id: str, chunks: list[int]) -> int:
@@ -585,7 +592,7 @@ def reconcile() -> dict[str, int]:
     for job in store.stale_processing(cutoff):
         attempt(f"job {job['id']}", functools.partial(settle, job))
     if chunk_messages:
-        counts["chunks_republished"] += queue.publish(settings.chunks_topic, chunk_messages)
+        counts["chunks_republished"] += publish_chunk_messages(chunk_messages)
     from common.services import exports  # exports imports this module's siblings; import late
 
     counts["exports_republished"] = exports.reconcile(cutoff)

@@ -131,7 +131,7 @@ def test_a_main_target_missing_from_the_stack_maps_fails_loudly(monkeypatch: pyt
 
 def test_settings_must_be_fields_of_the_code_and_not_secrets() -> None:
     assert deploy.parse_args([*ARGS, "--setting", "quality_threshold=70"])[0].settings == (("quality_threshold", "70"),)
-    for bad in ("no_such_field=1", "bucket=elsewhere", "quality_threshold"):
+    for bad in ("no_such_field=1", "bucket=elsewhere", "quality_threshold", "chunk_lanes=4"):
         with pytest.raises(SystemExit):
             deploy.parse_args([*ARGS, "--setting", bad])
 
