@@ -14,6 +14,7 @@ from typing import Any
 from common.config import get_settings
 from common.services import catalog, jobs
 from common.store import jobs as job_store
+from common.store.paths import coll, index_key
 from tests.integration.conftest import Pipeline
 
 
@@ -214,3 +215,21 @@ def test_a_payload_bigger_than_one_commit_dispatches_every_chunk(pipeline: Pipel
     chunks = [job_store.chunk_items(pipeline.scope, job["id"], n) for n in range(-(-count // get_settings().chunk_size))]
     assert all(chunks)
     assert sum(c["count"] for c in chunks) == 4000 == count
+
+
+def test_the_gtin_value_index_follows_products_across_jobs(pipeline: Pipeline) -> None:
+    # Two jobs add their products to one GTIN's entry; it loses a holder when its product is deleted
+    # or changes GTIN, and goes once nobody holds the GTIN.
+    def holders() -> dict[str, bool] | None:
+        snap = coll(pipeline.scope, "value_index").document(index_key("gtin\n4006381333931")).get()
+        return snap.to_dict()["holders"] if snap.exists else None
+
+    first = pipeline.run("BULK_IMPORT", [{"title": "One", "sku": "G-1", "gtin": "4006381333931"}])
+    second = pipeline.run("BULK_IMPORT", [{"title": "Two", "sku": "G-2", "gtin": "4006381333931"}])
+    [one] = [r["product_id"] for r in pipeline.results(first["id"])]
+    [two] = [r["product_id"] for r in pipeline.results(second["id"])]
+    assert holders() == {one: True, two: True}
+    pipeline.run("BULK_DELETE", [one])
+    assert holders() == {two: True}
+    pipeline.run("BULK_UPDATE", [{"id": two, "gtin": "5012345678900"}])
+    assert holders() is None

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.domain import rules
-from common.domain.engine import CatalogView, JobContext, apply_plain_item
+from common.domain.engine import CatalogView, JobContext, apply_plain_item, indexed_values
 
 NOW = datetime(2024, 11, 15, 14, 0, tzinfo=UTC)
 ORG = "org-1"
@@ -215,7 +215,8 @@ def assert_consistent(catalog: MemoryCatalog) -> None:
       `issue_counts` counts them by severity;
     * a product has a DUPLICATE_SKU issue exactly for its SKUs held twice or more in the tenant;
     * no unresolved issue points at a deleted product, and every stored issue is a whole document;
-    * the identifier index lists exactly the unresolved failure issues that carry an identifier.
+    * the identifier index lists exactly the unresolved failure issues that carry an identifier;
+    * the value index is exactly the GTINs and identifier values the products hold, no empty entry.
     """
     expected_index: dict[str, dict[str, dict[str, int]]] = {}
     for pid, product in catalog.products.items():
@@ -242,6 +243,13 @@ def assert_consistent(catalog: MemoryCatalog) -> None:
         assert {"id", "created_at", "updated_at", "resolved", "issue_type", "severity", "message"} <= set(doc), doc
         if doc["resolved"] is False and doc.get("product_id") is not None:
             assert doc["product_id"] in catalog.products, doc
+
+    expected_values: dict[str, dict[str, bool]] = {}
+    for pid, product in catalog.products.items():
+        for key in indexed_values(product):
+            expected_values.setdefault(key, {})[pid] = True
+    assert {key: entry["holders"] for key, entry in catalog.values.items()} == expected_values
+    assert all((entry["key"], entry["value"]) == tuple(key.split("\n", 1)) for key, entry in catalog.values.items())
 
     indexed = {(ident, issue_id) for ident, entry in catalog.identifiers.items() for issue_id in entry["open"]}
     open_failures = {(doc["identifier"], doc["id"]) for doc in catalog.open_issues() if doc.get("job_id") and doc.get("identifier")}
