@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -137,16 +137,18 @@ def test_an_item_the_store_refuses_fails_alone_instead_of_wedging_its_chunk(with
 
 
 class Reads(dict):  # type: ignore[type-arg]
-    """A job document that records which of its fields the code reads."""
+    """A job document that records in `seen` which of its fields the code reads."""
 
-    seen: ClassVar[set[str]] = set()
+    def __init__(self, data: dict[str, Any], seen: set[str]) -> None:
+        super().__init__(data)
+        self.seen = seen
 
     def __getitem__(self, key: str) -> Any:
-        Reads.seen.add(key)
+        self.seen.add(key)
         return super().__getitem__(key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        Reads.seen.add(key)
+        self.seen.add(key)
         return super().get(key, default)
 
 
@@ -156,14 +158,14 @@ def test_a_chunk_worker_reads_no_job_field_outside_worker_fields(with_vocabulary
     # read the most (an envelope job with options, through validation and commit; a plain job).
     pipeline = with_vocabulary
     whole = jobs.store.get
+    seen: set[str] = set()
 
     def get_recorded(scope: Any, job_id: str, fields: Any = None) -> dict[str, Any] | None:
         if fields != jobs.WORKER_FIELDS:
             return whole(scope, job_id, fields)
         job = whole(scope, job_id)  # the whole document, where the worker would get the projection
-        return None if job is None else Reads(job)
+        return None if job is None else Reads(job, seen)
 
-    Reads.seen = set()
     monkeypatch.setattr(jobs.store, "get", get_recorded)
     fail_job = pipeline.create(
         "BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(3)], "Fail", shouldIncludeMissingVocabularyAttributes=True)
@@ -171,5 +173,5 @@ def test_a_chunk_worker_reads_no_job_field_outside_worker_fields(with_vocabulary
     assert drive(pipeline, fail_job["id"])["status"] == "COMPLETED"
     plain = pipeline.create("BULK_IMPORT", [{"title": "W", "sku": "W-1"}])
     assert drive(pipeline, plain["id"])["status"] == "COMPLETED"
-    assert Reads.seen <= set(jobs.WORKER_FIELDS), Reads.seen - set(jobs.WORKER_FIELDS)
-    assert {"import_options", "phase", "status", "actor_email"} <= Reads.seen
+    assert seen <= set(jobs.WORKER_FIELDS), seen - set(jobs.WORKER_FIELDS)
+    assert {"import_options", "phase", "status", "actor_email"} <= seen
