@@ -184,11 +184,12 @@ class StepRefused(Exception):
 def write_failures(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:
     """Only the failed items' issues and their identifier index entries (merged, never cleared)."""
     db = firestore_client()
+    issues, identifiers = coll(scope, "validation_issues", db), coll(scope, "identifier_index", db)  # once, as in write_view
     for issue_id, fields in view.issue_writes.items():
         if fields.get("job_id") and "created_at" in fields:
-            writer.set(coll(scope, "validation_issues", db).document(issue_id), fields)
+            writer.set(issues.document(issue_id), fields)
             if fields.get("identifier"):
-                ref = coll(scope, "identifier_index", db).document(index_key(fields["identifier"]))
+                ref = identifiers.document(index_key(fields["identifier"]))
                 writer.set(ref, {"identifier": fields["identifier"], "open": {issue_id: True}}, merge=True)
 
 
