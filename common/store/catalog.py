@@ -22,7 +22,7 @@ from common.domain.engine import CatalogView, JobContext
 from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
-from common.store.encode import add_append, add_set
+from common.store.encode import Transaction, add_append, add_set
 from common.store.paths import Scope, chunk_id, coll, index_key, job_ref
 
 # Firestore takes at most 500 writes in one commit; an item writes at most ~220 documents (50
@@ -233,7 +233,7 @@ def apply_chunk_step(
         return _advance(tx, progress_ref, progress, results, len(items), lease_seconds)
 
     try:
-        return step(db.transaction(max_attempts=10))  # type: ignore[no-any-return]
+        return step(Transaction(db, max_attempts=10))  # type: ignore[no-any-return]
     except gexc.InvalidArgument as exc:
         if max_items != 1:
             raise StepRefused(str(exc)[:300]) from exc

@@ -160,3 +160,44 @@ def test_append_of_nothing_is_left_to_the_client_which_refuses_it() -> None:
     ref = firestore.Client(project="p", credentials=_anonymous()).document("a/b")
     with pytest.raises(ValueError):
         encode.add_append(firestore.Client(project="p", credentials=_anonymous()).batch(), ref, STEP_PROGRESS, "results", [])
+
+
+class CommitRecorder:
+    """Stands in for the client's API object: keeps each commit's request as bytes and answers empty."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+
+    def commit(self, request: Any, metadata: Any) -> Any:
+        from google.cloud.firestore_v1.types import firestore as firestore_types
+
+        if not isinstance(request, firestore_types.CommitRequest):
+            request = firestore_types.CommitRequest(request)
+        self.requests.append(firestore_types.CommitRequest.pb(request).SerializeToString(deterministic=True))
+        return firestore_types.CommitResponse()
+
+
+def _commit_through(transaction_class: type[firestore.Transaction]) -> bytes:
+    """Commits a transaction holding a fast write and two of the client's own; returns the request."""
+    client = firestore.Client(project="p", credentials=_anonymous())
+    recorder = CommitRecorder()
+    client._firestore_api_internal = recorder
+    tx = transaction_class(client)
+    tx._id = b"transaction-id"
+    encode.add_set(tx, client.document("a/fast"), PRODUCT)
+    tx.set(client.document("a/slow"), {"at": firestore.SERVER_TIMESTAMP, "n": firestore.Increment(1)})
+    tx.delete(client.document("a/gone"))
+    tx._commit()
+    assert tx._id is None and tx._write_pbs == []
+    (request,) = recorder.requests
+    return request
+
+
+def test_the_fast_transaction_sends_the_commit_request_the_clients_sends() -> None:
+    assert _commit_through(encode.Transaction) == _commit_through(firestore.Transaction)
+
+
+def test_the_fast_transaction_refuses_to_commit_when_not_begun() -> None:
+    tx = encode.Transaction(firestore.Client(project="p", credentials=_anonymous()))
+    with pytest.raises(ValueError):
+        tx._commit()
