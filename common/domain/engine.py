@@ -321,18 +321,19 @@ def _toggle_duplicate(view: CatalogView, index: int, holder_id: str, sku: str, d
 
 def _move_skus(view: CatalogView, index: int, product_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
     """Update the SKU index for one product's change; returns its SKUs now held more than once."""
-    old_skus = rules.product_skus(old) if old else Counter()
-    new_skus = rules.product_skus(new) if new else Counter()
+    old_skus = rules.product_skus(old) if old else {}
+    new_skus = rules.product_skus(new) if new else {}
     old_primary = old.get("sku") if old else None
     new_primary = new.get("sku") if new else None
-    for sku in set(old_skus) | set(new_skus):
+    for sku in old_skus.keys() | new_skus.keys():
         entry = view.sku_entry(sku)
         before = CatalogView.sku_total(entry)
+        held, holds = old_skus.get(sku, 0), new_skus.get(sku, 0)
         p = 1 if new_primary == sku else 0
-        v = new_skus[sku] - p
-        if old_skus[sku] == new_skus[sku] and (old_primary == sku) == (new_primary == sku):
+        v = holds - p
+        if held == holds and (old_primary == sku) == (new_primary == sku):
             continue
-        if new_skus[sku]:
+        if holds:
             entry["holders"][product_id] = {"p": p, "v": v}
         else:
             entry["holders"].pop(product_id, None)

@@ -134,7 +134,7 @@ def add_set(writer: firestore.Transaction | firestore.WriteBatch, ref: firestore
     writer._add_write_pbs([pb])
 
 
-def commit_request(database: str, transaction: bytes, writes: list[Any]) -> Any:
+def commit_request(database: str, transaction: bytes | None, writes: list[Any]) -> Any:
     """The client's commit request for these writes, built in protobuf and wrapped without a copy.
 
     `writes` holds this module's raw `Write`s and the client's own proto-plus ones (its fallbacks).
