@@ -178,18 +178,24 @@ class CommitRecorder:
 
 
 def _commit_through(transaction_class: type[firestore.Transaction]) -> bytes:
-    """Commits a transaction holding a fast write and two of the client's own; returns the request."""
+    """Commits a transaction holding fast writes and the client's own; returns the request sent."""
     client = firestore.Client(project="p", credentials=_anonymous())
     recorder = CommitRecorder()
     client._firestore_api_internal = recorder
     tx = transaction_class(client)
     tx._id = b"transaction-id"
     encode.add_set(tx, client.document("a/fast"), PRODUCT)
-    tx.set(client.document("a/slow"), {"at": firestore.SERVER_TIMESTAMP, "n": firestore.Increment(1)})
+    # Encoding starts in place and meets a sentinel: the client's set() takes over, nothing is left over.
+    encode.add_set(tx, client.document("a/slow"), {"n": 1, "at": firestore.SERVER_TIMESTAMP})
     tx.delete(client.document("a/gone"))
+    encode.add_append(tx, client.document("a/progress"), STEP_PROGRESS, "results", STEP_RESULTS)
     tx._commit()
     assert tx._id is None and tx._write_pbs == []
-    (request,) = recorder.requests
+    tx._id = b"again"
+    tx.delete(client.document("a/next"))
+    tx._commit()
+    (request, again) = recorder.requests
+    assert b"a/next" in again and b"a/fast" not in again
     return request
 
 
