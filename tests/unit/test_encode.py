@@ -9,6 +9,7 @@ import pytest
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers
+from google.cloud.firestore_v1.types import firestore as firestore_types
 from google.cloud.firestore_v1.types import write
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -169,8 +170,6 @@ class CommitRecorder:
         self.requests: list[bytes] = []
 
     def commit(self, request: Any, metadata: Any) -> Any:
-        from google.cloud.firestore_v1.types import firestore as firestore_types
-
         if not isinstance(request, firestore_types.CommitRequest):
             request = firestore_types.CommitRequest(request)
         self.requests.append(firestore_types.CommitRequest.pb(request).SerializeToString(deterministic=True))
@@ -199,7 +198,7 @@ def _commit_through(transaction_class: type[firestore.Transaction]) -> bytes:
     return request
 
 
-def test_the_fast_transaction_sends_the_commit_request_the_clients_sends() -> None:
+def test_the_fast_transaction_sends_the_commit_request_the_client_sends() -> None:
     assert _commit_through(encode.Transaction) == _commit_through(firestore.Transaction)
 
 
