@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -56,8 +57,42 @@ ACK_DEADLINE_SECONDS = 300
 PUSH_LANES = 4
 
 
+# Ports this process has handed out: they are only reserved here, bound later by other processes.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing is bound to, below the kernel's ephemeral range, not handed out before.
+
+    The stack picks every port first and its processes bind them later. A port from the ephemeral
+    range (what binding port 0 gives) can be taken in between: the Java emulators open extra
+    listeners on ephemeral ports as they start. When one sat on a function's port, the function could
+    not bind it, the readiness check found the port open, and every push went to the emulator: an
+    import stayed PENDING with nothing in any log. Below the range only an explicit bind takes a port.
+    """
+    low = 20000
+    high = _ephemeral_floor()
+    for _ in range(500 if high - low >= 1000 else 0):
+        port = random.randrange(low, high)
+        with _handed_out_lock:
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    with socket.socket() as sock:  # an unusual port range: the kernel's choice, as before
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
@@ -175,6 +210,9 @@ class Stack:
 
     def start_function(self, name: str) -> None:
         port = self.ports[name]
+        if port_open(port):
+            # The readiness check below would take another process's listener for this function's.
+            raise RuntimeError(f"port {port} for {name} is taken by another process")
         functions_framework = str(Path(self.python).parent / "functions-framework")
         proc = self._spawn(
             name,
