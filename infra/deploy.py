@@ -309,7 +309,8 @@ def lifecycle_rules(cfg: Config) -> str:
 
 
 def env_vars(cfg: Config, fns: Sequence[Function]) -> dict[str, str]:
-    """The same SYNQ_* settings for every function (they share one Settings class)."""
+    """The same SYNQ_* settings for every function (they share one Settings class), and the same
+    process settings as on the local stack (`stack.PROCESS_ENV`)."""
     values = {"project_id": cfg.project, "region": cfg.region, "bucket": cfg.bucket}
     values["tasks_queue"] = str(topology.setting_default("tasks_queue"))
     if any(fn.name == TASKS_TARGET for fn in fns):
@@ -322,7 +323,7 @@ def env_vars(cfg: Config, fns: Sequence[Function]) -> dict[str, str]:
         values[name] = value
     for name in values:
         topology.setting_default(name)  # raises for a field the code does not have
-    return {f"SYNQ_{name.upper()}": value for name, value in sorted(values.items())}
+    return {**stack.PROCESS_ENV, **{f"SYNQ_{name.upper()}": value for name, value in sorted(values.items())}}
 
 
 def _env_flag(env: Mapping[str, str]) -> str:

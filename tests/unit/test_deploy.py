@@ -92,6 +92,7 @@ def test_every_main_target_is_deployed_once_with_its_trigger(plan_lines: list[st
         assert flag(words, "--service-account") == f"{deploy.account_id(name)}@{PROJECT}.iam.gserviceaccount.com"
         env = env_of(words)
         assert env["SYNQ_PROJECT_ID"] == PROJECT and env["SYNQ_BUCKET"] == f"{PROJECT}-synq" and env["SYNQ_REGION"] == REGION
+        assert env["MALLOC_ARENA_MAX"] == stack.PROCESS_ENV["MALLOC_ARENA_MAX"] == "2", name
         if name in stack.HTTP_FUNCTIONS:
             assert "--trigger-http" in words and flag(words, "--trigger-topic") is None, name
             assert "--retry" not in words
