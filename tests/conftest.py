@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from infra.stack import Stack
+from tests.helpers import left_open, tracked_streams
 
 ROOT = Path(__file__).resolve().parent.parent
 NEEDS_STACK = ("integration", "e2e")
@@ -28,6 +29,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if any(f"/tests/{kind}/" in str(item.fspath) for kind in NEEDS_STACK):
             item.fixturenames.append("stack")
+
+
+@pytest.fixture(autouse=True)
+def _streams_read_to_their_end(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every gRPC stream a test's process opens is read to its end (`common.store.paths.read`)."""
+    if request.node.get_closest_marker("streams_left_open"):
+        yield
+        return
+    with tracked_streams() as opened:
+        yield
+    assert not left_open(opened), f"streams dropped before their end: {left_open(opened)}"
 
 
 @pytest.fixture(scope="session")

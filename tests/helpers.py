@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from grpc import _channel as grpc_channel
 
 
 def until(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.1) -> Any:
@@ -27,3 +30,35 @@ def all_pages(fetch: Callable[[str | None], tuple[list[dict[str, Any]], str | No
         items += page
         if not cursor:
             return items
+
+
+@contextmanager
+def tracked_streams() -> Iterator[list[Any]]:
+    """Every gRPC server stream this process opens inside the block (each call's rendezvous).
+
+    Held until the block's caller drops the list, so a stream dropped before its end still reads
+    as open when `left_open` looks (garbage collection would cancel it, which frees nothing
+    either: see `common.store.paths.read`)."""
+    opened: list[Any] = []
+    originals = {cls: cls.__call__ for cls in (grpc_channel._SingleThreadedUnaryStreamMultiCallable, grpc_channel._UnaryStreamMultiCallable)}
+
+    def tracking(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            rendezvous = original(self, *args, **kwargs)
+            opened.append(rendezvous)
+            return rendezvous
+
+        return call
+
+    for cls, original in originals.items():
+        cls.__call__ = tracking(original)  # type: ignore[method-assign]
+    try:
+        yield opened
+    finally:
+        for cls, original in originals.items():
+            cls.__call__ = original  # type: ignore[method-assign]
+
+
+def left_open(opened: list[Any]) -> list[str]:
+    """The methods of the streams in `opened` not read to their end (cancelled ones included)."""
+    return [r._state.method for r in opened if r._state.code is None or r._state.cancelled]

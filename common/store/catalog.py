@@ -23,7 +23,7 @@ from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
 from common.store.encode import Transaction, add_append, add_set
-from common.store.paths import Scope, chunk_id, coll, index_key, job_ref
+from common.store.paths import Scope, chunk_id, coll, index_key, job_ref, read
 
 # Firestore takes at most 500 writes in one commit; an item writes at most ~220 documents (50
 # variants), so a step stops taking items once it has this many and always stays under the limit.
@@ -223,7 +223,7 @@ def apply_chunk_step(
 
     @firestore.transactional
     def step(tx: firestore.Transaction) -> dict[str, Any]:
-        progress = progress_ref.get(field_paths=list(STEP_FIELDS), transaction=tx).to_dict()
+        progress = read(progress_ref, STEP_FIELDS, transaction=tx).to_dict()
         if progress is None or progress["done"]:
             return progress or {"done": True}
         start = progress["applied"]
@@ -280,7 +280,7 @@ def _refuse_item(
 
     @firestore.transactional
     def refuse(tx: firestore.Transaction) -> dict[str, Any]:
-        progress = progress_ref.get(field_paths=list(STEP_FIELDS), transaction=tx).to_dict() or {"done": True}
+        progress = read(progress_ref, STEP_FIELDS, transaction=tx).to_dict() or {"done": True}
         if progress["done"]:
             return progress
         error = {"code": "not_storable", "field": None, "message": f"The catalog store refused this item: {why[:200]}"}
@@ -313,7 +313,7 @@ def apply_items(
 
 
 def get_product(scope: Scope, product_id: str) -> dict[str, Any] | None:
-    snap = coll(scope, "products").document(product_id).get()
+    snap = read(coll(scope, "products").document(product_id))
     return snap.to_dict() if snap.exists else None
 
 

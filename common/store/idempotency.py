@@ -16,7 +16,7 @@ from google.cloud import firestore
 
 from common.clients import firestore_client
 from common.store import blobs
-from common.store.paths import Scope, coll
+from common.store.paths import Scope, coll, read
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class FirestoreKeys:
             ref.create(record)
             return None
         except gexc.AlreadyExists:
-            snap = ref.get()
+            snap = read(ref)
             return Existing(snap.to_dict() if snap.exists else None, snap.update_time if snap.exists else None)
 
     def take_over(self, scope: Scope, key_id: str, version: datetime | None) -> bool:

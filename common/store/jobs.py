@@ -14,7 +14,7 @@ from common.clients import firestore_client
 from common.models.base import utcnow
 from common.models.job import JobStatus
 from common.store import pages
-from common.store.paths import Scope, chunk_id, coll, data, job_ref
+from common.store.paths import Scope, chunk_id, coll, data, job_ref, read
 
 
 def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any]) -> None:
@@ -32,7 +32,7 @@ def cancel(scope: Scope, job_id: str, audit: dict[str, Any]) -> dict[str, Any] |
 
     @firestore.transactional
     def stop(tx: firestore.Transaction) -> dict[str, Any] | None:
-        job = data(ref.get(transaction=tx))
+        job = data(read(ref, transaction=tx))
         if job["status"] not in (JobStatus.PENDING, JobStatus.PROCESSING):
             return None
         now = utcnow()
@@ -52,7 +52,7 @@ def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any]) -> bool:
 
     @firestore.transactional
     def end(tx: firestore.Transaction) -> bool:
-        job = data(ref.get(field_paths=["status", "item_count"], transaction=tx))
+        job = data(read(ref, ["status", "item_count"], transaction=tx))
         if job.get("status") != JobStatus.PENDING:
             return False
         now = utcnow()
@@ -84,7 +84,7 @@ def skip_chunk(scope: Scope, job_id: str, n: int) -> None:
 
 def get(scope: Scope, job_id: str, fields: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The job document, or only `fields` of it (those it has)."""
-    snap = job_ref(scope, job_id).get(field_paths=list(fields) if fields is not None else None)
+    snap = read(job_ref(scope, job_id), fields)
     return snap.to_dict() if snap.exists else None
 
 
@@ -190,7 +190,7 @@ def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count
 
     @firestore.transactional
     def move(tx: firestore.Transaction) -> bool:
-        snap = ref.get(transaction=tx)
+        snap = read(ref, transaction=tx)
         if not snap.exists or snap.get("status") != JobStatus.PENDING:
             return False
         now = utcnow()
@@ -225,7 +225,7 @@ def claim_chunk(scope: Scope, job_id: str, n: int, owner: str, lease_seconds: fl
 
     @firestore.transactional
     def claim(tx: firestore.Transaction) -> str:
-        snap = ref.get(transaction=tx)
+        snap = read(ref, transaction=tx)
         if not snap.exists or snap.get("done"):
             return "done"
         progress = data(snap)
@@ -244,12 +244,12 @@ def claim_chunk(scope: Scope, job_id: str, n: int, owner: str, lease_seconds: fl
 
 
 def chunk_items(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
-    snap = job_ref(scope, job_id).collection("chunk_items").document(chunk_id(n)).get()
+    snap = read(job_ref(scope, job_id).collection("chunk_items").document(chunk_id(n)))
     return snap.to_dict() if snap.exists else None
 
 
 def chunk_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
-    snap = job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).get()
+    snap = read(job_ref(scope, job_id).collection("chunks").document(chunk_id(n)))
     return snap.to_dict() if snap.exists else None
 
 
@@ -260,7 +260,7 @@ def reset_chunk(scope: Scope, job_id: str, n: int, phase: str) -> dict[str, Any]
 
     @firestore.transactional
     def reset(tx: firestore.Transaction) -> dict[str, Any]:
-        progress = data(ref.get(transaction=tx))
+        progress = data(read(ref, transaction=tx))
         if progress.get("phase", "commit") == phase:
             return progress
         fresh = {
@@ -298,7 +298,7 @@ def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     db = firestore_client()
     progress_ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
     while True:
-        snap = progress_ref.get(field_paths=list(COUNT_FIELDS))
+        snap = read(progress_ref, COUNT_FIELDS)
         if not snap.exists:
             return None
         p = data(snap)
@@ -359,13 +359,13 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
     count is in what it reads, so the chunk that counts last always goes on to the transaction."""
     db = firestore_client()
     ref = job_ref(scope, job_id)
-    first = ref.get(field_paths=list(FINISH_FIELDS))
+    first = read(ref, FINISH_FIELDS)
     if not first.exists or not _finishable(data(first)):
         return None
 
     @firestore.transactional
     def close(tx: firestore.Transaction) -> str | None:
-        snap = ref.get(transaction=tx)
+        snap = read(ref, transaction=tx)
         if not snap.exists:
             return None
         job = data(snap)
@@ -411,25 +411,32 @@ def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_on
     """Per-item results from index `start`, in payload order; returns (results, next start).
 
     A chunk holds at most `chunk_size` items, so the chunk holding `start` begins after
-    `start - chunk_size`; with `failed_only`, chunks without failures are not even read.
+    `start - chunk_size`; with `failed_only`, chunks without failures are not even read. Chunks
+    are read a few at a time, each query to its end (a stream left open stays in memory, see
+    `paths.read`): as many as a page and the next page's first result can span, so one query
+    when every item is listed, and at least four when chunks may hold a single failure each.
     """
     chunks = job_ref(scope, job_id).collection("chunks")
-    query = chunks.where(filter=firestore.FieldFilter("first_index", ">", start - chunk_size))
-    if failed_only:
-        query = query.where(filter=firestore.FieldFilter("has_failures", "==", True))
-    query = query.order_by("first_index")
+    batch = max(limit // chunk_size + 2, 4)
     out: list[dict[str, Any]] = []
-    for snap in query.stream():
-        chunk = data(snap)
-        if chunk["first_index"] + chunk["count"] <= start:
-            continue
-        for item in chunk.get("results", []):
-            if item["index"] < start or (failed_only and item["result"] != "failed"):
+    after = start - chunk_size
+    while True:
+        query = chunks.where(filter=firestore.FieldFilter("first_index", ">", after))
+        if failed_only:
+            query = query.where(filter=firestore.FieldFilter("has_failures", "==", True))
+        found = [data(snap) for snap in query.order_by("first_index").limit(batch).stream()]
+        for chunk in found:
+            if chunk["first_index"] + chunk["count"] <= start:
                 continue
-            if len(out) == limit:
-                return out, item["index"]
-            out.append(item)
-    return out, None
+            for item in chunk.get("results", []):
+                if item["index"] < start or (failed_only and item["result"] != "failed"):
+                    continue
+                if len(out) == limit:
+                    return out, item["index"]
+                out.append(item)
+        if len(found) < batch:
+            return out, None
+        after = found[-1]["first_index"]
 
 
 def stale_pending(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]:

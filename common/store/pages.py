@@ -11,6 +11,7 @@ from google.cloud import firestore
 
 from common import errors
 from common.http import is_safe_id
+from common.store.paths import read
 
 
 def encode_cursor(doc_id: str) -> str:
@@ -38,7 +39,7 @@ def page(
     """One page of `query` after `cursor`, and the cursor of the next page (None at the end);
     `fields` reads only those fields of each document (a projection)."""
     if cursor:
-        snap = collection.document(decode_cursor(cursor)).get()
+        snap = read(collection.document(decode_cursor(cursor)))
         if not snap.exists:
             raise errors.BadRequest("The cursor is not valid.", code="invalid_cursor")
         query = query.start_after(snap)

@@ -12,7 +12,7 @@ from typing import Any
 import requests
 
 from common.models.base import utcnow
-from common.store.paths import Scope, coll
+from common.store.paths import Scope, coll, read
 from tests.conftest import Tenant
 
 JOBS = "/api/v1/pim/bulk-jobs"
@@ -33,7 +33,7 @@ def error_code(response: requests.Response) -> str:
 
 def stored(tenant: Tenant, key: str) -> dict[str, Any] | None:
     ref = coll(Scope(tenant.org_id, tenant.tenant_id), "idempotency_keys").document(hashlib.sha256(key.encode()).hexdigest())
-    snap = ref.get()
+    snap = read(ref)
     return snap.to_dict() if snap.exists else None
 
 

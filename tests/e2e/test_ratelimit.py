@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from common.clients import firestore_client
+from common.store.paths import read
 from common.store.tokens import hash_token
 from tests.conftest import Tenant
 
@@ -46,7 +47,7 @@ def test_over_budget_is_429_with_retry_after_and_other_tokens_are_untouched(make
     assert other.get(JOBS).status_code == 200
     assert other.get(JOBS, params={"type": "BULK_IMPORT"}).json() == []
     window = int(time.time() // 60)
-    counter = firestore_client().collection("rate_limits").document(f"{hash_token(tenant.token)}-{window}").get()
+    counter = read(firestore_client().collection("rate_limits").document(f"{hash_token(tenant.token)}-{window}"))
     assert counter.exists and counter.to_dict()["count"] >= 4 and counter.to_dict()["expires_at"]
 
 

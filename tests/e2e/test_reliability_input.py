@@ -98,11 +98,11 @@ def neutralize_job(org_id: str, tenant_id: str, job_id: str) -> int:
     (and other tests' in-process `reconcile()`) never republish them. Returns how many chunks it has;
     changes nothing once the job is terminal."""
     from common.clients import firestore_client
-    from common.store.paths import Scope, job_ref
+    from common.store.paths import Scope, job_ref, read
 
     db = firestore_client()
     ref = job_ref(Scope(org_id, tenant_id), job_id)
-    snap = ref.get()
+    snap = read(ref)
     if snap.exists and snap.get("status") not in TERMINAL:
         ref.update({"status": "FAILED"})  # from here on every chunk message is acknowledged unread
     chunks = [c.reference for c in ref.collection("chunks").select(["done"]).stream() if not c.get("done")]

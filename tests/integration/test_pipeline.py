@@ -14,7 +14,7 @@ from typing import Any
 from common.config import get_settings
 from common.services import catalog, jobs
 from common.store import jobs as job_store
-from common.store.paths import coll, index_key
+from common.store.paths import coll, index_key, read
 from tests.integration.conftest import Pipeline
 
 
@@ -221,7 +221,7 @@ def test_the_gtin_value_index_follows_products_across_jobs(pipeline: Pipeline) -
     # Two jobs add their products to one GTIN's entry; it loses a holder when its product is deleted
     # or changes GTIN, and goes once nobody holds the GTIN.
     def holders() -> dict[str, bool] | None:
-        snap = coll(pipeline.scope, "value_index").document(index_key("gtin\n4006381333931")).get()
+        snap = read(coll(pipeline.scope, "value_index").document(index_key("gtin\n4006381333931")))
         return snap.to_dict()["holders"] if snap.exists else None
 
     first = pipeline.run("BULK_IMPORT", [{"title": "One", "sku": "G-1", "gtin": "4006381333931"}])

@@ -31,7 +31,7 @@ from common.models.job import ChunkMessage
 from common.services import catalog, exports, jobs, notifications
 from common.store import blobs
 from common.store import exports as export_store
-from common.store.paths import Scope, chunk_id, job_ref
+from common.store.paths import Scope, chunk_id, job_ref, read
 from tests.helpers import until
 from tests.integration.conftest import Pipeline
 
@@ -131,6 +131,7 @@ def test_export_message_delivered_three_times_writes_one_file_and_one_notificati
     assert pull_all(exports_topic) == []  # nothing was re-published
 
 
+@pytest.mark.streams_left_open  # the overtaken worker stops mid-catalog: see `export_store.iter_products`
 def test_worker_slower_than_its_lease_does_not_notify_twice(
     pipeline: Pipeline, exports_topic: str, stack: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -181,7 +182,7 @@ def test_a_chunk_locked_by_a_dead_worker_does_not_stop_the_reconciler(pipeline: 
 
     @firestore.transactional
     def dead_worker_step(tx: firestore.Transaction) -> None:
-        chunk_ref.get(transaction=tx)  # what apply_chunk_step reads first; the worker dies before committing
+        read(chunk_ref, transaction=tx)  # what apply_chunk_step reads first; the worker dies before committing
         holding.set()
         release.wait(60)
         raise RuntimeError("the worker is gone")  # rolls back, so the lock is released when the test ends
