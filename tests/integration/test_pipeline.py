@@ -65,6 +65,30 @@ def test_seed_example_50_items_47_processed_is_failed(pipeline: Pipeline) -> Non
     assert any(e["field"] == "colour" for e in failed[2]["errors"])
 
 
+def test_results_pages_follow_their_cursor_across_chunks(pipeline: Pipeline) -> None:
+    # Seven chunks with one failure each: a failed-only page reads chunks a few at a time, so
+    # small pages of failures take several reads, and pages of every item cross chunk boundaries.
+    size = get_settings().chunk_size
+    payload = products(7 * size)
+    bad = [n * size + 7 for n in range(7)]
+    for i in bad:
+        payload[i] = {"sku": f"P-{i}"}
+    job = pipeline.run("BULK_IMPORT", payload)
+    assert (job["processed_items"], job["failed_items"]) == (7 * size - 7, 7)
+
+    def paged(limit: int, failed_only: bool) -> list[int]:
+        seen: list[int] = []
+        start: int | None = 0
+        while start is not None:
+            items, start = jobs.results(pipeline.scope, job["id"], start=start, limit=limit, failed_only=failed_only)
+            assert len(items) <= limit and (start is None or len(items) == limit)
+            seen += [r["index"] for r in items]
+        return seen
+
+    assert paged(1, failed_only=True) == paged(2, failed_only=True) == paged(5, failed_only=True) == bad
+    assert paged(size + 50, failed_only=False) == paged(3 * size, failed_only=False) == list(range(7 * size))
+
+
 def test_update_by_id_and_sku_partial_and_clearing(pipeline: Pipeline) -> None:
     created = pipeline.run("BULK_IMPORT", products(2))
     ids = [r["product_id"] for r in pipeline.results(created["id"])]
