@@ -23,7 +23,7 @@ from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
 from common.store.encode import Transaction, add_append, add_set
-from common.store.paths import Scope, chunk_id, coll, index_key, job_ref, read
+from common.store.paths import Scope, chunk_id, coll, data, existing, index_key, job_ref, read
 
 # Firestore takes at most 500 writes in one commit; an item writes at most ~220 documents (50
 # variants), so a step stops taking items once it has this many and always stays under the limit.
@@ -56,7 +56,7 @@ class FirestoreLoader:
             for snap in self.db.get_all(list(refs), transaction=self.tx):
                 if snap.exists:
                     name, key = refs[snap.reference]
-                    found[name][key] = snap.to_dict()
+                    found[name][key] = data(snap)
         return found
 
     def indexes(
@@ -120,11 +120,11 @@ def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scop
         entry = view.identifiers[ident]
         ref = identifiers.document(index_key(ident))
         add_set(writer, ref, entry) if entry["open"] else writer.delete(ref)
-    for issue_id, data in view.issue_writes.items():
-        if "created_at" in data:
-            add_set(writer, issues.document(issue_id), data)
+    for issue_id, issue in view.issue_writes.items():
+        if "created_at" in issue:
+            add_set(writer, issues.document(issue_id), issue)
         else:
-            writer.set(issues.document(issue_id), data, merge=True)
+            writer.set(issues.document(issue_id), issue, merge=True)
     for event in view.audits:
         add_set(writer, audit.document(event["id"]), event)
     for key in view.dirty_values:
@@ -223,7 +223,7 @@ def apply_chunk_step(
 
     @firestore.transactional
     def step(tx: firestore.Transaction) -> dict[str, Any]:
-        progress = read(progress_ref, STEP_FIELDS, transaction=tx).to_dict()
+        progress = existing(read(progress_ref, STEP_FIELDS, transaction=tx))
         if progress is None or progress["done"]:
             return progress or {"done": True}
         start = progress["applied"]
@@ -280,7 +280,7 @@ def _refuse_item(
 
     @firestore.transactional
     def refuse(tx: firestore.Transaction) -> dict[str, Any]:
-        progress = read(progress_ref, STEP_FIELDS, transaction=tx).to_dict() or {"done": True}
+        progress = existing(read(progress_ref, STEP_FIELDS, transaction=tx)) or {"done": True}
         if progress["done"]:
             return progress
         error = {"code": "not_storable", "field": None, "message": f"The catalog store refused this item: {why[:200]}"}
@@ -314,7 +314,7 @@ def apply_items(
 
 def get_product(scope: Scope, product_id: str) -> dict[str, Any] | None:
     snap = read(coll(scope, "products").document(product_id))
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def list_products(scope: Scope, *, sku: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:

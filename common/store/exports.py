@@ -13,7 +13,7 @@ from common.clients import firestore_client
 from common.models.base import utcnow
 from common.models.export import ExportStatus
 from common.store import pages
-from common.store.paths import Scope, coll, data, read, tenant_ref
+from common.store.paths import Scope, coll, data, existing, read, tenant_ref
 
 
 def create_export(scope: Scope, export: dict[str, Any], audit: dict[str, Any]) -> None:
@@ -25,7 +25,7 @@ def create_export(scope: Scope, export: dict[str, Any], audit: dict[str, Any]) -
 
 def get_export(scope: Scope, export_id: str) -> dict[str, Any] | None:
     snap = read(coll(scope, "exports").document(export_id))
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def claim_export(scope: Scope, export_id: str, lease_seconds: float) -> dict[str, Any] | None:
@@ -129,7 +129,7 @@ def iter_products(scope: Scope) -> Iterator[dict[str, Any]]:
 
 def get_settings_doc(scope: Scope) -> dict[str, Any]:
     snap = read(tenant_ref(scope))
-    return (snap.to_dict() or {}).get("notifications", {}) if snap.exists else {}
+    return data(snap).get("notifications", {})
 
 
 def put_settings_doc(scope: Scope, settings: dict[str, Any], audit: dict[str, Any]) -> None:
@@ -144,7 +144,7 @@ def put_settings_doc(scope: Scope, settings: dict[str, Any], audit: dict[str, An
 
 def get_delivery(scope: Scope, delivery_id: str) -> dict[str, Any] | None:
     snap = read(coll(scope, "notification_deliveries").document(delivery_id))
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def update_delivery(scope: Scope, delivery_id: str, changes: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from google.cloud import firestore
 
 from common.clients import firestore_client
 from common.store import blobs
-from common.store.paths import Scope, coll, read
+from common.store.paths import Scope, coll, existing, read
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class FirestoreKeys:
             return None
         except gexc.AlreadyExists:
             snap = read(ref)
-            return Existing(snap.to_dict() if snap.exists else None, snap.update_time if snap.exists else None)
+            return Existing(existing(snap), snap.update_time if snap.exists else None)
 
     def take_over(self, scope: Scope, key_id: str, version: datetime | None) -> bool:
         if version is None:

@@ -14,7 +14,7 @@ from common.clients import firestore_client
 from common.models.base import utcnow
 from common.models.job import JobStatus
 from common.store import pages
-from common.store.paths import Scope, chunk_id, coll, data, job_ref, read
+from common.store.paths import Scope, chunk_id, coll, data, existing, job_ref, read
 
 
 def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any]) -> None:
@@ -85,7 +85,7 @@ def skip_chunk(scope: Scope, job_id: str, n: int) -> None:
 def get(scope: Scope, job_id: str, fields: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The job document, or only `fields` of it (those it has)."""
     snap = read(job_ref(scope, job_id), fields)
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def status(scope: Scope, job_id: str) -> str | None:
@@ -245,12 +245,12 @@ def claim_chunk(scope: Scope, job_id: str, n: int, owner: str, lease_seconds: fl
 
 def chunk_items(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     snap = read(job_ref(scope, job_id).collection("chunk_items").document(chunk_id(n)))
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def chunk_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     snap = read(job_ref(scope, job_id).collection("chunks").document(chunk_id(n)))
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def reset_chunk(scope: Scope, job_id: str, n: int, phase: str) -> dict[str, Any]:

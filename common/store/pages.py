@@ -11,7 +11,7 @@ from google.cloud import firestore
 
 from common import errors
 from common.http import is_safe_id
-from common.store.paths import read
+from common.store.paths import data, read
 
 
 def encode_cursor(doc_id: str) -> str:
@@ -46,6 +46,6 @@ def page(
     if fields is not None:
         query = query.select(list(fields))
     snaps = list(query.limit(limit + 1).stream())
-    docs = [(s.to_dict() or {}) | {"id": s.id} for s in snaps[:limit]]
+    docs = [data(s) | {"id": s.id} for s in snaps[:limit]]
     next_cursor = encode_cursor(snaps[limit - 1].id) if len(snaps) > limit else None
     return docs, next_cursor

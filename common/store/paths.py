@@ -49,8 +49,19 @@ def read(
 
 
 def data(snap: firestore.DocumentSnapshot) -> dict[str, Any]:
-    """The fields of a snapshot known to exist (query results, checked `.exists`)."""
-    return snap.to_dict() or {}
+    """The fields of a snapshot known to exist (query results, checked `.exists`), not copied.
+
+    The client deep-copies a document's fields as it builds the snapshot, and `to_dict` deep-copies
+    them again. A snapshot read here is its caller's alone and is dropped once its fields are taken,
+    so they are handed over as they are: the second copy was 7 % of the API's CPU in the job list
+    (timestamps are slow to deep-copy). Take a snapshot's fields once, here or with `existing`."""
+    fields: dict[str, Any] | None = snap._data
+    return fields if snap.exists and fields is not None else {}
+
+
+def existing(snap: firestore.DocumentSnapshot) -> dict[str, Any] | None:
+    """The fields of a snapshot (see `data`), or None if its document does not exist."""
+    return data(snap) if snap.exists else None
 
 
 def tenant_ref(scope: Scope, client: firestore.Client | None = None) -> firestore.DocumentReference:

@@ -9,7 +9,7 @@ from typing import Any
 
 from common.clients import firestore_client
 from common.models.base import utcnow
-from common.store.paths import read
+from common.store.paths import existing, read
 
 TOKEN_PREFIX = "synq_"
 
@@ -20,7 +20,7 @@ def hash_token(token: str) -> str:
 
 def get_token(token: str) -> dict[str, Any] | None:
     snap = read(firestore_client().collection("api_tokens").document(hash_token(token)))
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def mint_token(

@@ -7,7 +7,7 @@ from typing import Any
 from google.cloud import firestore
 
 from common.clients import firestore_client
-from common.store.paths import Scope, coll, data, read
+from common.store.paths import Scope, coll, data, existing, read
 
 
 def list_vocabularies(scope: Scope) -> list[dict[str, Any]]:
@@ -16,7 +16,7 @@ def list_vocabularies(scope: Scope) -> list[dict[str, Any]]:
 
 def get_vocabulary(scope: Scope, vocabulary_id: str) -> dict[str, Any] | None:
     snap = read(coll(scope, "vocabularies").document(vocabulary_id))
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def default_vocabulary(scope: Scope) -> dict[str, Any] | None:
@@ -53,7 +53,7 @@ def create_taxonomy_node(scope: Scope, node: dict[str, Any], audit: dict[str, An
 
 def get_taxonomy_node(scope: Scope, node_id: str) -> dict[str, Any] | None:
     snap = read(coll(scope, "taxonomy_nodes").document(node_id))
-    return snap.to_dict() if snap.exists else None
+    return existing(snap)
 
 
 def list_taxonomy_nodes(scope: Scope) -> list[dict[str, Any]]:
