@@ -71,12 +71,27 @@ def emit(result: dict[str, Any]) -> dict[str, Any]:
 # -- memory ------------------------------------------------------------------------------------
 
 
-def _pgid_and_rss(pid: str) -> tuple[int, int] | None:
-    """(process group, VmRSS in KiB) of a live process, None if it is gone or a kernel thread."""
+def _stat(pid: str) -> list[str] | None:
+    """The fields of /proc/{pid}/stat after the command name (state first: the process group is
+    [2], user and system CPU ticks [11] and [12]), None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            stat = handle.read()
-        pgid = int(stat[stat.rindex(")") + 2 :].split()[2])
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _pgid(pid: str) -> int | None:
+    fields = _stat(pid)
+    return int(fields[2]) if fields else None
+
+
+def _pgid_and_rss(pid: str) -> tuple[int, int] | None:
+    """(process group, VmRSS in KiB) of a live process, None if it is gone or a kernel thread."""
+    pgid = _pgid(pid)
+    if pgid is None:
+        return None
+    try:
         with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 if line.startswith("VmRSS:"):
@@ -109,7 +124,7 @@ class GroupMemory:
 
 def group_members(pgids: set[int]) -> list[str]:
     """The pids of every live process whose process group is in `pgids` (a scan of /proc)."""
-    return [pid for pid in os.listdir("/proc") if pid.isdigit() and (_pgid_and_rss(pid) or (None,))[0] in pgids]
+    return [pid for pid in os.listdir("/proc") if pid.isdigit() and _pgid(pid) in pgids]
 
 
 def group_memory(pgids: set[int], pids: list[str] | None = None, pss: bool = True) -> dict[int, GroupMemory]:
@@ -200,10 +215,8 @@ def group_cpu_seconds(groups: dict[str, int]) -> dict[str, float]:
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
-        try:
-            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        fields = _stat(pid)
+        if fields is None:
             continue
         name = by_pgid.get(int(fields[2]))
         if name is not None:
