@@ -13,7 +13,7 @@ from common.clients import firestore_client
 from common.models.base import utcnow
 from common.models.export import ExportStatus
 from common.store import pages
-from common.store.paths import Scope, coll, data, existing, read, tenant_ref
+from common.store.paths import Scope, coll, data, existing, read, rows, tenant_ref
 
 
 def create_export(scope: Scope, export: dict[str, Any], audit: dict[str, Any]) -> None:
@@ -102,7 +102,7 @@ def stale_exports(cutoff: Any, limit: int = 100) -> list[dict[str, Any]]:
         .where(filter=firestore.FieldFilter("updated_at", "<", cutoff))
         .limit(limit)
     )
-    return [data(s) for s in query.stream()]
+    return [fields for _, fields in rows(query)]
 
 
 def touch_export(scope: Scope, export_id: str) -> None:
@@ -112,16 +112,15 @@ def touch_export(scope: Scope, export_id: str) -> None:
 def iter_products(scope: Scope) -> Iterator[dict[str, Any]]:
     """Every product of the tenant in document-id order, one query streamed a document at a time.
 
-    One stream rather than pages: the client resumes a stream broken by a retryable error after
-    the last document it yielded (`Query.stream` restarts `start_after` it), and gRPC flow control
-    bounds what is buffered. Pages would also cost a query each, which on the emulator scans the
+    One stream rather than pages: `paths.rows` resumes a stream broken by a retryable error after
+    the last document it yielded, and gRPC flow control bounds what is buffered. Pages would also cost a query each, which on the emulator scans the
     collection from its start: 500-document pages made a 20,000-product read 2.3x slower.
 
     An export that stops early (its lease taken over, a failure) drops the stream, which keeps
     about 20 KB until the process ends (`paths.read`, measured over 2,000 dropped queries): rare
     enough not to read the rest of the catalog for."""
-    for snap in coll(scope, "products").order_by("__name__").stream():
-        yield data(snap)
+    for _, fields in rows(coll(scope, "products").order_by("__name__")):
+        yield fields
 
 
 # -- notification settings -------------------------------------------------------------------

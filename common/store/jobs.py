@@ -14,7 +14,7 @@ from common.clients import firestore_client
 from common.models.base import utcnow
 from common.models.job import JobStatus
 from common.store import pages
-from common.store.paths import Scope, chunk_id, coll, data, existing, job_ref, read
+from common.store.paths import Scope, chunk_id, coll, data, existing, job_ref, read, rows
 
 
 def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any]) -> None:
@@ -330,7 +330,7 @@ def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
 
 def chunks_in_phase(scope: Scope, job_id: str, phase: str) -> list[int]:
     query = job_ref(scope, job_id).collection("chunks").where(filter=firestore.FieldFilter("phase", "==", phase))
-    return [int(s.get("n")) for s in query.stream()]
+    return [int(fields["n"]) for _, fields in rows(query)]
 
 
 def uncounted_chunks(scope: Scope, job_id: str) -> list[int]:
@@ -341,7 +341,7 @@ def uncounted_chunks(scope: Scope, job_id: str) -> list[int]:
         .where(filter=firestore.FieldFilter("done", "==", True))
         .where(filter=firestore.FieldFilter("counted_done", "==", False))
     )
-    return [int(s.get("n")) for s in query.stream()]
+    return [int(fields["n"]) for _, fields in rows(query)]
 
 
 FINISH_FIELDS = ("status", "chunks_done", "chunk_count")
@@ -424,7 +424,7 @@ def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_on
         query = chunks.where(filter=firestore.FieldFilter("first_index", ">", after))
         if failed_only:
             query = query.where(filter=firestore.FieldFilter("has_failures", "==", True))
-        found = [data(snap) for snap in query.order_by("first_index").limit(batch).stream()]
+        found = [fields for _, fields in rows(query.order_by("first_index").limit(batch))]
         for chunk in found:
             if chunk["first_index"] + chunk["count"] <= start:
                 continue
@@ -447,7 +447,7 @@ def stale_pending(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]:
         .where(filter=firestore.FieldFilter("touched_at", "<", cutoff))
         .limit(limit)
     )
-    return [data(s) for s in query.stream()]
+    return [fields for _, fields in rows(query)]
 
 
 def stale_processing(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]:
@@ -458,7 +458,7 @@ def stale_processing(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]
         .where(filter=firestore.FieldFilter("touched_at", "<", cutoff))
         .limit(limit)
     )
-    return [data(s) for s in query.stream()]
+    return [fields for _, fields in rows(query)]
 
 
 def stale_chunks(cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
@@ -470,7 +470,7 @@ def stale_chunks(cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
         .where(filter=firestore.FieldFilter("updated_at", "<", cutoff))
         .limit(limit)
     )
-    return [data(s) for s in query.stream()]
+    return [fields for _, fields in rows(query)]
 
 
 def mark_published(scope: Scope, job_id: str, n: int) -> None:
@@ -488,7 +488,7 @@ def unpublished_chunks(scope: Scope, job_id: str, count: int) -> list[int]:
         .limit(count)
         .select(["n"])
     )
-    return [int(s.get("n")) for s in query.stream()]
+    return [int(fields["n"]) for _, fields in rows(query)]
 
 
 def chunks_in_flight(scope: Scope, job_id: str) -> int:
@@ -499,7 +499,7 @@ def chunks_in_flight(scope: Scope, job_id: str) -> int:
         .where(filter=firestore.FieldFilter("published", "==", True))
         .where(filter=firestore.FieldFilter("done", "==", False))
     )
-    return len(list(query.select(["n"]).stream()))
+    return sum(1 for _ in rows(query.select(["n"])))
 
 
 def touch_job(scope: Scope, job_id: str) -> None:

@@ -11,7 +11,7 @@ from google.cloud import firestore
 
 from common import errors
 from common.http import is_safe_id
-from common.store.paths import data, read
+from common.store.paths import read, rows
 
 
 def encode_cursor(doc_id: str) -> str:
@@ -45,7 +45,7 @@ def page(
         query = query.start_after(snap)
     if fields is not None:
         query = query.select(list(fields))
-    snaps = list(query.limit(limit + 1).stream())
-    docs = [data(s) | {"id": s.id} for s in snaps[:limit]]
-    next_cursor = encode_cursor(snaps[limit - 1].id) if len(snaps) > limit else None
+    found = list(rows(query.limit(limit + 1)))
+    docs = [fields | {"id": doc_id} for doc_id, fields in found[:limit]]
+    next_cursor = encode_cursor(found[limit - 1][0]) if len(found) > limit else None
     return docs, next_cursor

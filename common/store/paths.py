@@ -15,11 +15,16 @@ orgs/{org}/tenants/{tenant}                         tenant settings
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from google.api_core import exceptions as gexc
+from google.api_core import gapic_v1
+from google.api_core import retry as retries
 from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers
+from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
 from common.clients import firestore_client
 
@@ -62,6 +67,62 @@ def data(snap: firestore.DocumentSnapshot) -> dict[str, Any]:
 def existing(snap: firestore.DocumentSnapshot) -> dict[str, Any] | None:
     """The fields of a snapshot (see `data`), or None if its document does not exist."""
     return data(snap) if snap.exists else None
+
+
+# The errors Firestore's client retries a RunQuery call on (its transport's default retry).
+RESUMABLE = retries.if_exception_type(gexc.DeadlineExceeded, gexc.InternalServerError, gexc.ServiceUnavailable)
+# Restarts in a row that bring no new document before `rows` gives up and raises the error.
+RESTARTS_WITHOUT_PROGRESS = 3
+
+
+def rows(query: firestore.Query) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each document `query` finds, as (id, fields), decoded straight from the response.
+
+    `Query.stream` builds a snapshot of every document, and the snapshot deep-copies the fields it
+    was given and converts three timestamps it is rarely asked for: half the client's CPU for a
+    50-job page (7.4 → 3.5 ms, measured against the emulator). Here each response's fields go
+    through the client's own decoder once, and nothing else. Read every stream to its end (see
+    `read`): a caller that stops early leaves its stream open.
+
+    A stream broken by an error the client retries is restarted after the last document it yielded,
+    with the query's limit less what was yielded. `Query.stream` means to do the same, but looks
+    for the retry policy where the transport does not keep it and raises AttributeError instead
+    (googleapis/python-firestore#596, still so in 2.34.1).
+    """
+    client = query._client
+    responses, _ = query._get_stream_iterator(None, gapic_v1.method.DEFAULT, None)
+    yielded = 0
+    restarts = 0
+    last: tuple[str, dict[str, Any]] | None = None
+    while True:
+        try:
+            response = next(responses, None)
+        except gexc.GoogleAPICallError as exc:
+            restarts += 1
+            if not RESUMABLE(exc) or restarts > RESTARTS_WITHOUT_PROGRESS:
+                raise
+            responses, _ = _rest(query, last, yielded)._get_stream_iterator(None, gapic_v1.method.DEFAULT, None)
+            continue
+        if response is None:
+            return
+        pb = response._pb
+        if not pb.HasField("document"):
+            continue  # a progress message: no document in it
+        name = pb.document.name
+        fields: dict[str, Any] = _helpers.decode_dict(pb.document.fields, client)  # type: ignore[assignment]  # a document's fields are a map
+        last = (name, fields)
+        yielded += 1
+        restarts = 0
+        yield name.rpartition("/")[2], fields
+
+
+def _rest(query: firestore.Query, last: tuple[str, dict[str, Any]] | None, yielded: int) -> firestore.Query:
+    """What is left of `query` once `yielded` documents were read, `last` (full name, fields) the last."""
+    if last is None:
+        return query
+    ref = query._client.document(last[0].partition("/documents/")[2])
+    rest = query.start_after(DocumentSnapshot(ref, last[1], exists=True, read_time=None, create_time=None, update_time=None))
+    return rest.limit(query._limit - yielded) if query._limit is not None else rest
 
 
 def tenant_ref(scope: Scope, client: firestore.Client | None = None) -> firestore.DocumentReference:

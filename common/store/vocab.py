@@ -7,11 +7,11 @@ from typing import Any
 from google.cloud import firestore
 
 from common.clients import firestore_client
-from common.store.paths import Scope, coll, data, existing, read
+from common.store.paths import Scope, coll, existing, read, rows
 
 
 def list_vocabularies(scope: Scope) -> list[dict[str, Any]]:
-    return [data(s) for s in coll(scope, "vocabularies").order_by("created_at").stream()]
+    return [fields for _, fields in rows(coll(scope, "vocabularies").order_by("created_at"))]
 
 
 def get_vocabulary(scope: Scope, vocabulary_id: str) -> dict[str, Any] | None:
@@ -21,7 +21,7 @@ def get_vocabulary(scope: Scope, vocabulary_id: str) -> dict[str, Any] | None:
 
 def default_vocabulary(scope: Scope) -> dict[str, Any] | None:
     query = coll(scope, "vocabularies").where(filter=firestore.FieldFilter("default", "==", True)).limit(1)
-    found = [data(s) for s in query.stream()]
+    found = [fields for _, fields in rows(query)]
     return found[0] if found else None
 
 
@@ -57,4 +57,4 @@ def get_taxonomy_node(scope: Scope, node_id: str) -> dict[str, Any] | None:
 
 
 def list_taxonomy_nodes(scope: Scope) -> list[dict[str, Any]]:
-    return [data(s) for s in coll(scope, "taxonomy_nodes").order_by("created_at").limit(5000).stream()]
+    return [fields for _, fields in rows(coll(scope, "taxonomy_nodes").order_by("created_at").limit(5000))]
