@@ -23,7 +23,7 @@ from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
 from common.store.encode import Transaction, add_append, add_set
-from common.store.paths import Scope, chunk_id, coll, data, existing, index_key, job_ref, read
+from common.store.paths import Scope, chunk_id, coll, data, existing, index_key, job_ref, read, rows
 
 # Firestore takes at most 500 writes in one commit; an item writes at most ~220 documents (50
 # variants), so a step stops taking items once it has this many and always stays under the limit.
@@ -93,8 +93,8 @@ class FirestoreLoader:
                 .where(filter=firestore.FieldFilter("resolved", "==", False))
                 .select(["product_id", "identifier"])
             )
-            for snap in query.get(transaction=self.tx) if self.tx else query.get():
-                found[snap.get("product_id")].append({"id": snap.id, "identifier": snap.get("identifier")})
+            for doc_id, fields in rows(query, self.tx):
+                found[fields["product_id"]].append({"id": doc_id, "identifier": fields["identifier"]})
         return found
 
 

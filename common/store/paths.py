@@ -75,8 +75,9 @@ RESUMABLE = retries.if_exception_type(gexc.DeadlineExceeded, gexc.InternalServer
 RESTARTS_WITHOUT_PROGRESS = 3
 
 
-def rows(query: firestore.Query) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each document `query` finds, as (id, fields), decoded straight from the response.
+def rows(query: firestore.Query, transaction: firestore.Transaction | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each document `query` finds (in `transaction`, if given), as (id, fields), decoded straight
+    from the response.
 
     `Query.stream` builds a snapshot of every document, and the snapshot deep-copies the fields it
     was given and converts three timestamps it is rarely asked for: half the client's CPU for a
@@ -84,13 +85,14 @@ def rows(query: firestore.Query) -> Iterator[tuple[str, dict[str, Any]]]:
     through the client's own decoder once, and nothing else. Read every stream to its end (see
     `read`): a caller that stops early leaves its stream open.
 
-    A stream broken by an error the client retries is restarted after the last document it yielded,
-    with the query's limit less what was yielded. `Query.stream` means to do the same, but looks
+    Outside a transaction, a stream broken by an error the client retries is restarted after the
+    last document it yielded, with the query's limit less what was yielded; in one, the error is
+    raised, for the transaction to be retried whole. `Query.stream` means to do the same, but looks
     for the retry policy where the transport does not keep it and raises AttributeError instead
     (googleapis/python-firestore#596, still so in 2.34.1).
     """
     client = query._client
-    responses, _ = query._get_stream_iterator(None, gapic_v1.method.DEFAULT, None)
+    responses, _ = query._get_stream_iterator(transaction, gapic_v1.method.DEFAULT, None)
     yielded = 0
     restarts = 0
     last: tuple[str, dict[str, Any]] | None = None
@@ -99,7 +101,7 @@ def rows(query: firestore.Query) -> Iterator[tuple[str, dict[str, Any]]]:
             response = next(responses, None)
         except gexc.GoogleAPICallError as exc:
             restarts += 1
-            if not RESUMABLE(exc) or restarts > RESTARTS_WITHOUT_PROGRESS:
+            if transaction is not None or not RESUMABLE(exc) or restarts > RESTARTS_WITHOUT_PROGRESS:
                 raise
             responses, _ = _rest(query, last, yielded)._get_stream_iterator(None, gapic_v1.method.DEFAULT, None)
             continue

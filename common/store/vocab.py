@@ -35,7 +35,7 @@ def put_vocabulary(scope: Scope, vocabulary: dict[str, Any], audit: dict[str, An
         others = []
         if vocabulary.get("default"):
             query = vocabularies.where(filter=firestore.FieldFilter("default", "==", True))
-            others = [s.reference for s in query.get(transaction=tx) if s.id != vocabulary["id"]]
+            others = [vocabularies.document(doc_id) for doc_id, _ in rows(query, tx) if doc_id != vocabulary["id"]]
         for ref in others:
             tx.update(ref, {"default": False})
         tx.set(vocabularies.document(vocabulary["id"]), vocabulary)

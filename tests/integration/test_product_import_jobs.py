@@ -43,6 +43,16 @@ def with_vocabulary(pipeline: Pipeline) -> Pipeline:
     return pipeline
 
 
+def test_a_new_default_vocabulary_takes_the_default_from_the_previous_one(with_vocabulary: Pipeline) -> None:
+    """The previous default is found by a query inside the saving transaction."""
+    pipeline = with_vocabulary
+    second = product_import.save_vocabulary(pipeline.principal, {**VOCABULARY, "name": "second", "default": True})
+    third = product_import.save_vocabulary(pipeline.principal, {**VOCABULARY, "name": "third"})
+    defaults = {v["name"]: v["default"] for v in product_import.list_vocabularies(pipeline.scope)}
+    assert defaults == {"default": False, "second": True, "third": False}
+    assert product_import.load_vocabulary(pipeline.scope, None)["id"] == second["id"] != third["id"]
+
+
 def test_error_mode_fail_across_chunks_commits_nothing_and_reports_every_item(with_vocabulary: Pipeline) -> None:
     pipeline = with_vocabulary
     products = [product(f"{i:014d}") for i in range(450)]

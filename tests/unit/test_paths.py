@@ -50,13 +50,17 @@ def broken(*responses: RunQueryResponse, error: Exception) -> Iterator[RunQueryR
     raise error
 
 
-def scripted(monkeypatch: pytest.MonkeyPatch, *streams: Iterator[RunQueryResponse]) -> list[firestore.Query]:
-    """Each run of a query gets the next stream; returns the queries that ran, in order."""
-    ran: list[firestore.Query] = []
+Run = tuple[firestore.Query, firestore.Transaction | None]
+
+
+def scripted(monkeypatch: pytest.MonkeyPatch, *streams: Iterator[RunQueryResponse]) -> list[Run]:
+    """Each run of a query gets the next stream; returns the queries that ran, in order, each with
+    the transaction it ran in."""
+    ran: list[Run] = []
     left = list(streams)
 
-    def run(query: firestore.Query, *args: Any) -> tuple[Iterator[RunQueryResponse], str]:
-        ran.append(query)
+    def run(query: firestore.Query, transaction: firestore.Transaction | None, *args: Any) -> tuple[Iterator[RunQueryResponse], str]:
+        ran.append((query, transaction))
         return left.pop(0), ""
 
     monkeypatch.setattr(firestore.Query, "_get_stream_iterator", run)
@@ -71,7 +75,7 @@ def test_a_stream_broken_by_a_retryable_error_resumes_after_its_last_row(monkeyp
         iter([response("c", 3)]),
     )
     assert list(rows(query)) == [("a", {"n": 1}), ("b", {"n": 2}), ("c", {"n": 3})]
-    resumed = ran[1]
+    resumed, _ = ran[1]
     assert resumed._start_at is not None and resumed._start_at[1] is False  # start *after*
     assert resumed._start_at[0].reference.path == "jobs/b" and resumed._start_at[0].get("n") == 2
     assert resumed._limit == 3  # what is left of the five
@@ -81,7 +85,7 @@ def test_a_stream_broken_before_its_first_row_runs_the_query_again(monkeypatch: 
     query = CLIENT.collection("jobs").order_by("n")
     ran = scripted(monkeypatch, broken(error=gexc.ServiceUnavailable("restarting")), iter([response("a", 1)]))
     assert list(rows(query)) == [("a", {"n": 1})]
-    assert ran == [query, query]
+    assert ran == [(query, None), (query, None)]
 
 
 def test_an_error_the_client_does_not_retry_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,3 +108,13 @@ def test_a_stream_that_keeps_breaking_without_a_new_row_gives_up(monkeypatch: py
     with pytest.raises(gexc.ServiceUnavailable):
         next(got)
     assert len(ran) == 1 + RESTARTS_WITHOUT_PROGRESS
+
+
+def test_a_stream_broken_inside_a_transaction_is_not_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
+    tx = CLIENT.transaction()
+    ran = scripted(monkeypatch, broken(response("a", 1), error=gexc.ServiceUnavailable("restarting")), iter([response("b", 2)]))
+    got = rows(CLIENT.collection("jobs").order_by("n"), tx)
+    assert next(got) == ("a", {"n": 1})
+    with pytest.raises(gexc.ServiceUnavailable):  # the transaction is retried whole, not this read
+        next(got)
+    assert len(ran) == 1 and ran[0][1] is tx
