@@ -113,8 +113,9 @@ def iter_products(scope: Scope) -> Iterator[dict[str, Any]]:
     """Every product of the tenant in document-id order, one query streamed a document at a time.
 
     One stream rather than pages: `paths.rows` resumes a stream broken by a retryable error after
-    the last document it yielded, and gRPC flow control bounds what is buffered. Pages would also cost a query each, which on the emulator scans the
-    collection from its start: 500-document pages made a 20,000-product read 2.3x slower.
+    the last document it yielded, and gRPC flow control bounds what is buffered. Pages would also
+    cost a query each, which on the emulator scans the collection from its start: 500-document
+    pages made a 20,000-product read 2.3x slower.
 
     An export that stops early (its lease taken over, a failure) drops the stream, which keeps
     about 20 KB until the process ends (`paths.read`, measured over 2,000 dropped queries): rare
