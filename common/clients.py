@@ -23,8 +23,9 @@ def _single_threaded_streams() -> None:
 
     The price: such a call keeps its completion queue until its stream is read to its end, so a
     stream dropped early stays in memory for the life of the process. `DocumentReference.get`
-    drops its stream; documents are read with `common.store.paths.read` instead, queries are read
-    whole, and the test suite fails any test whose process drops a stream (`tests/conftest.py`).
+    drops its stream; documents are read with `common.store.paths.read` instead, queries with
+    `common.store.paths.rows`, read whole, and the test suite fails any test whose process drops a
+    stream (`tests/conftest.py`).
     """
     option = (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
     for options in (base_client._GRPC_MSG_SIZE_OPTIONS, base_client._DEFAULT_CHANNEL_OPTIONS):
