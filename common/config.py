@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # Requests per token per minute (0: unlimited). A token document's `rate_limit_per_minute`
     # overrides it for that token; instances re-read the override after token_cache_seconds.
     rate_limit_per_minute: int = 600
+    # An instance sends the hits it counted at most this often while a token is far from its
+    # budget (one document per token per minute sustains about one write a second); 0 sends each.
+    rate_limit_flush_seconds: float = Field(default=1.0, ge=0)
     token_cache_seconds: float = 60.0
     # An Idempotency-Key's stored answer is replayed this long. A claim whose request died (the
     # instance was killed) is taken over after the lock; the api function's timeout is 120 s.

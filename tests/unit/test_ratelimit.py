@@ -23,10 +23,10 @@ class MemoryCounter:
         self.counts: Tally[tuple[str, int]] = Tally()
         self.writes = 0
 
-    def hit(self, token_hash: str, window: int, expires_at: datetime) -> int:
-        assert expires_at.timestamp() > (window + 1) * 60
+    def add(self, token_hash: str, window: int, hits: int, expires_at: datetime) -> int:
+        assert expires_at.timestamp() > (window + 1) * 60 and hits >= 1
         self.writes += 1
-        self.counts[(token_hash, window)] += 1
+        self.counts[(token_hash, window)] += hits
         return self.counts[(token_hash, window)]
 
 
@@ -144,3 +144,81 @@ def test_public_routes_are_not_counted(setup: Setup) -> None:
     with app.test_request_context("/open", headers={"Authorization": "Bearer three"}):
         assert all(setup.router.handle(flask.request).status_code == 200 for _ in range(10))
     assert setup.counter.writes == 0
+
+
+def limiter_for(router: Router, counter: MemoryCounter, clock: Clock) -> RateLimiter:
+    """Another instance: its own limiter and route, the same counter documents."""
+    limiter = RateLimiter(counter, lambda token: TOKENS.get(token), clock)
+    router.use(limiter)
+
+    @router.route("GET", "/x")
+    def handler(request: Request) -> Response:
+        return Response({"ok": True})
+
+    return limiter
+
+
+def test_far_from_its_budget_an_instance_sends_its_hits_once_a_second(setup: Setup, settings_env: Callable[..., Any]) -> None:
+    settings_env(rate_limit_per_minute=1000)
+    router, counter, clock = setup.router, setup.counter, setup.clock
+    key = (hash_token("plain"), int(clock.now // 60))
+    answers = [call(router, "plain") for _ in range(30)]
+    assert counter.writes == 1 and counter.counts[key] == 1  # the first hit of the window is sent
+    assert [a.headers["RateLimit-Remaining"] for a in answers[-2:]] == ["971", "970"]  # yet every hit counts
+    clock.now += 0.5
+    call(router, "plain")
+    assert counter.writes == 1
+    clock.now += 0.5
+    assert call(router, "plain").headers["RateLimit-Remaining"] == "968"
+    assert counter.writes == 2 and counter.counts[key] == 32
+    # Within a second, an instance holds back at most a twentieth of the budget.
+    for _ in range(50):
+        call(router, "plain")
+    assert counter.writes == 3 and counter.counts[key] == 82
+
+
+def test_near_its_budget_every_request_is_sent_and_the_budget_holds(setup: Setup, settings_env: Callable[..., Any]) -> None:
+    settings_env(rate_limit_per_minute=100)
+    router, counter = setup.router, setup.counter
+    answers = [call(router, "plain") for _ in range(105)]
+    assert [a.status_code for a in answers] == [200] * 100 + [429] * 5
+    # Sent: the 1st hit, then every fifth (a twentieth of the budget) up to the 86th, then each
+    # request from the 90th (the budget's last tenth) to the first refusal; the refused cost nothing.
+    assert counter.writes == 18 + 12
+    assert counter.counts[(hash_token("plain"), int(setup.clock.now // 60))] == 101
+
+
+def test_instances_learn_each_others_hits_from_the_counts_firestore_returns(setup: Setup, settings_env: Callable[..., Any]) -> None:
+    settings_env(rate_limit_per_minute=100)
+    counter, clock = setup.counter, setup.clock
+    key = (hash_token("plain"), int(clock.now // 60))
+    other = Router()
+    limiter_for(other, counter, clock)
+    for _ in range(4):
+        call(setup.router, "plain")
+    clock.now += 1
+    call(setup.router, "plain")  # sends its 4 unsent hits: 5 in Firestore
+    assert call(other, "plain").headers["RateLimit-Remaining"] == "94"  # its first write answers 6
+    answers = [(call(setup.router, "plain"), call(other, "plain")) for _ in range(60)]
+    statuses = [a.status_code for pair in answers for a in pair]
+    admitted = statuses.count(200)
+    # 6 before; of the rest, 94 fit the budget, and each instance can be blind to the other's
+    # unsent hits (under a twentieth of the budget: at most 4).
+    assert 94 <= admitted <= 94 + 4 and 429 not in statuses[:94] and statuses[admitted:] == [429] * (120 - admitted)
+    assert counter.counts[key] >= 100
+
+
+def test_hits_whose_write_failed_go_with_the_next_write(setup: Setup, settings_env: Callable[..., Any]) -> None:
+    settings_env(rate_limit_per_minute=1000)
+    router, counter, clock = setup.router, setup.counter, setup.clock
+    add = counter.add
+
+    def failing(*args: Any) -> int:
+        raise RuntimeError("UNAVAILABLE")
+
+    counter.add = failing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        call(router, "plain")
+    counter.add = add  # type: ignore[method-assign]
+    assert call(router, "plain").headers["RateLimit-Remaining"] == "998"
+    assert counter.counts[(hash_token("plain"), int(clock.now // 60))] == 2
