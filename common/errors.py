@@ -72,3 +72,31 @@ class Transient(SynqError):
     """A storage or network fault that a retry (Pub/Sub redelivery) can get past."""
 
     code, status, retryable = "unavailable", 503, True
+
+
+def unexpected(exc: Exception) -> SynqError:
+    """What an exception no code path turned into a SynqError means to a caller. A storage or
+    network fault a retry can get past is 503 `unavailable`; anything else is a bug, 500 `internal`.
+    Neither says more: the exception's text may name documents, buckets or hosts."""
+    import requests
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    transient = (
+        gexc.ServiceUnavailable,
+        gexc.DeadlineExceeded,
+        gexc.InternalServerError,
+        gexc.BadGateway,
+        gexc.GatewayTimeout,
+        gexc.Aborted,
+        gexc.TooManyRequests,
+        gexc.RetryError,
+        auth_exc.TransportError,
+        requests.ConnectionError,
+        requests.Timeout,
+        ConnectionError,
+        TimeoutError,
+    )
+    if isinstance(exc, transient):
+        return Transient("A storage service was unavailable; retry.")
+    return SynqError("The request failed on our side; it has been logged.")

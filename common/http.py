@@ -1,7 +1,8 @@
 """A small HTTP toolkit over the Flask request functions-framework hands us.
 
 Strict request parsing (content type, size, UTF-8, JSON without NaN or duplicate keys), a route table
-with path parameters, and one place that turns any `SynqError` into the JSON error body.
+with path parameters, and one place that turns any `SynqError` into the JSON error body, and any
+other exception into a 503 or 500 one (`errors.unexpected`) rather than the server's HTML page.
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ def error_response(exc: errors.SynqError, path: str = "") -> Response:
         response.headers["Allow"] = ", ".join(exc.details["allowed"])
     if isinstance(exc, errors.TooManyRequests) and isinstance(exc.details, dict):
         response.headers["Retry-After"] = str(exc.details.get("retry_after", 1))
+    elif isinstance(exc, errors.Transient):
+        response.headers["Retry-After"] = "1"
     return response
 
 
@@ -240,6 +243,9 @@ def _answering(call: Next) -> Next:
             return call(request)
         except errors.SynqError as exc:
             return error_response(exc, request.path)
+        except Exception as exc:
+            log.error("unhandled exception", exc_info=exc, extra={"path": request.path, "error_type": type(exc).__name__})
+            return error_response(errors.unexpected(exc), request.path)
 
     return run
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import flask
 import pytest
+import requests
+from google.api_core import exceptions as gexc
 
 from common import errors
 from common.http import Request, Response, Router, is_safe_id, loads_strict, parse_json_body
@@ -280,3 +282,60 @@ def test_handle_runs_the_handler_with_path_params(call: Any) -> None:
     assert response.status_code == 200
     assert response.content_type == "application/json"
     assert response.get_json() == {"handler": "results", "params": {"job_id": "abc"}}
+
+
+SECRET = "projects/p/databases/(default)/documents/api_tokens/abc123"
+
+
+def _raising(exc: Exception) -> Router:
+    r = Router()
+
+    @r.route("GET", "/boom")
+    def boom(request: Request) -> Response:
+        raise exc
+
+    return r
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        gexc.ServiceUnavailable(SECRET),
+        gexc.DeadlineExceeded(SECRET),
+        gexc.Aborted(SECRET),
+        gexc.RetryError(SECRET, cause=None),
+        ConnectionResetError(SECRET),
+        requests.ConnectionError(SECRET),
+    ],
+    ids=type,
+)
+def test_a_storage_fault_is_a_json_503_with_retry_after_and_no_detail(exc: Exception) -> None:
+    with app.test_request_context("/boom"):
+        response = _raising(exc).handle(flask.request)
+    assert response.status_code == 503 and response.content_type == "application/json"
+    assert response.headers["Retry-After"] == "1"
+    assert response.get_json() == {"error": {"code": "unavailable", "message": "A storage service was unavailable; retry."}}
+
+
+@pytest.mark.parametrize("exc", [KeyError(SECRET), RuntimeError(SECRET), gexc.PermissionDenied(SECRET)], ids=type)
+def test_any_other_exception_is_a_json_500_that_names_nothing(exc: Exception) -> None:
+    with app.test_request_context("/boom"):
+        response = _raising(exc).handle(flask.request)
+    assert response.status_code == 500 and response.content_type == "application/json"
+    assert response.get_json()["error"]["code"] == "internal"
+    assert "abc123" not in response.get_data(as_text=True) and "Retry-After" not in response.headers
+
+
+def test_hooks_see_an_unhandled_exception_as_its_5xx_answer() -> None:
+    seen: list[int] = []
+    r = _raising(gexc.ServiceUnavailable(SECRET))
+
+    def hook(request: Request, route: Any, call_next: Callable[[Request], Response]) -> Response:
+        response = call_next(request)
+        seen.append(response.status)
+        return response
+
+    r.use(hook)
+    with app.test_request_context("/boom"):
+        assert r.handle(flask.request).status_code == 503
+    assert seen == [503]

@@ -248,12 +248,21 @@ def test_a_server_error_releases_the_key_so_a_retry_runs(api: Api, keys: MemoryK
     assert api.runs == 2
 
 
-def test_a_crash_releases_the_key_and_propagates(api: Api, keys: MemoryKeys) -> None:
+def test_a_crash_is_a_500_that_releases_the_key(api: Api, keys: MemoryKeys) -> None:
     def crash(request: Request) -> Response:
         raise RuntimeError("bug")
 
     api.behaviour = crash
-    with pytest.raises(RuntimeError):
+    assert api.call().status_code == 500
+    assert keys.record("t1", "k-1") is None
+
+
+def test_an_exit_inside_the_handler_releases_the_key_and_propagates(api: Api, keys: MemoryKeys) -> None:
+    def killed(request: Request) -> Response:
+        raise SystemExit(1)  # not an Exception: no answer is made of it
+
+    api.behaviour = killed
+    with pytest.raises(SystemExit):
         api.call()
     assert keys.record("t1", "k-1") is None
 
