@@ -32,6 +32,22 @@ def all_pages(fetch: Callable[[str | None], tuple[list[dict[str, Any]], str | No
             return items
 
 
+_STREAM_CALLS = (grpc_channel._SingleThreadedUnaryStreamMultiCallable, grpc_channel._UnaryStreamMultiCallable)
+
+
+@contextmanager
+def _wrapped_streams(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """Every gRPC server stream call in the block goes through `wrap(original call)`."""
+    originals = {cls: cls.__call__ for cls in _STREAM_CALLS}
+    for cls, original in originals.items():
+        cls.__call__ = wrap(original)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for cls, original in originals.items():
+            cls.__call__ = original  # type: ignore[method-assign]
+
+
 @contextmanager
 def tracked_streams() -> Iterator[list[Any]]:
     """Every gRPC server stream this process opens inside the block (each call's rendezvous).
@@ -40,7 +56,6 @@ def tracked_streams() -> Iterator[list[Any]]:
     as open when `left_open` looks (garbage collection would cancel it, which frees nothing
     either: see `common.store.paths.read`)."""
     opened: list[Any] = []
-    originals = {cls: cls.__call__ for cls in (grpc_channel._SingleThreadedUnaryStreamMultiCallable, grpc_channel._UnaryStreamMultiCallable)}
 
     def tracking(original: Callable[..., Any]) -> Callable[..., Any]:
         def call(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -50,13 +65,25 @@ def tracked_streams() -> Iterator[list[Any]]:
 
         return call
 
-    for cls, original in originals.items():
-        cls.__call__ = tracking(original)  # type: ignore[method-assign]
-    try:
+    with _wrapped_streams(tracking):
         yield opened
-    finally:
-        for cls, original in originals.items():
-            cls.__call__ = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def sent_requests(method: str) -> Iterator[list[Any]]:
+    """The requests of every gRPC server stream of `method` this process opens inside the block."""
+    sent: list[Any] = []
+
+    def recording(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if self._method in (method, method.encode()):
+                sent.append(request)
+            return original(self, request, *args, **kwargs)
+
+        return call
+
+    with _wrapped_streams(recording):
+        yield sent
 
 
 def left_open(opened: list[Any]) -> list[str]:

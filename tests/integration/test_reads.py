@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 import pytest
 from google.cloud import firestore
 
+from common.clients import firestore_client
+from common.store.catalog import FirestoreLoader
 from common.store.paths import Scope, coll, data, read, rows
-from tests.helpers import left_open, tracked_streams
+from tests.helpers import left_open, sent_requests, tracked_streams
 
 BATCH_GET = "/google.firestore.v1.Firestore/BatchGetDocuments"
 
@@ -64,3 +66,24 @@ def test_rows_are_the_fields_a_query_stream_gives_in_its_order() -> None:
     assert got[0][1] == {**EVERY_KIND, "n": 5, "kind": "odd"}
     assert projected == [("job-5", {"n": 5, "at": EVERY_KIND["at"]}), ("job-3", {"n": 3, "at": EVERY_KIND["at"]})]
     assert list(rows(query.where(filter=firestore.FieldFilter("n", ">", 100)))) == []
+
+
+def test_a_steps_open_issue_queries_run_outside_its_transaction() -> None:
+    """`FirestoreLoader.open_issues` reads outside the step's transaction on purpose (its docstring
+    says why: in the emulator, transactional queries lock their ranges and a large delete's steps
+    time out on each other). What reaches Firestore is the evidence: RunQuery requests with no
+    transaction in them, while the step's transaction is open."""
+    scope = Scope(str(uuid.uuid4()), str(uuid.uuid4()))
+    products = [f"p{i:02}" for i in range(35)]  # two queries: an `in` filter takes 30
+    coll(scope, "validation_issues").document("i1").set({"product_id": "p33", "identifier": "S-33", "resolved": False})
+    coll(scope, "validation_issues").document("i2").set({"product_id": "p34", "identifier": "S-34", "resolved": True})
+    transaction = firestore_client().transaction()
+    transaction._begin()
+    try:
+        with sent_requests("/google.firestore.v1.Firestore/RunQuery") as queries:
+            found = FirestoreLoader(scope, transaction).open_issues(products)
+    finally:
+        transaction._rollback()
+    assert found["p33"] == [{"id": "i1", "identifier": "S-33"}] and found["p34"] == [] and len(found) == 35
+    assert len(queries) == 2
+    assert all(not q.transaction and "new_transaction" not in q and "read_time" not in q for q in queries)
