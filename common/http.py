@@ -223,10 +223,12 @@ Next = Callable[[Request], Response]
 Hook = Callable[[Request, Route, Next], Response]
 
 
-def error_response(exc: errors.SynqError, path: str = "") -> Response:
-    """The JSON error body of `exc`, with the headers its kind calls for."""
+def error_response(exc: errors.SynqError, path: str = "", cause: Exception | None = None) -> Response:
+    """The JSON error body of `exc`, with the headers its kind calls for; `cause` is the exception
+    it stands for, whose traceback goes to the log (never to the body)."""
     if exc.status >= 500:
-        log.error("request failed", extra={"code": exc.code, "path": path})
+        extra = {"code": exc.code, "path": path} | ({"error_type": type(cause).__name__} if cause else {})
+        log.error("request failed", exc_info=cause, extra=extra)
     response = Response(exc.body(), exc.status)
     if isinstance(exc, errors.MethodNotAllowed) and isinstance(exc.details, dict):
         response.headers["Allow"] = ", ".join(exc.details["allowed"])
@@ -244,8 +246,7 @@ def _answering(call: Next) -> Next:
         except errors.SynqError as exc:
             return error_response(exc, request.path)
         except Exception as exc:
-            log.error("unhandled exception", exc_info=exc, extra={"path": request.path, "error_type": type(exc).__name__})
-            return error_response(errors.unexpected(exc), request.path)
+            return error_response(errors.unexpected(exc), request.path, cause=exc)
 
     return run
 

@@ -61,16 +61,24 @@ class Setup:
         return TOKENS.get(token)
 
 
+def instance(counter: MemoryCounter, lookup: Callable[[str], dict[str, Any] | None], clock: Clock) -> Router:
+    """One API instance: a router with a limiter of its own and one GET route; instances made
+    with the same counter share its documents."""
+    router = Router()
+    router.use(RateLimiter(counter, lookup, clock))
+
+    @router.route("GET", "/x")
+    def handler(request: Request) -> Response:
+        return Response({"ok": True})
+
+    return router
+
+
 @pytest.fixture
 def setup(settings_env: Callable[..., Any]) -> Setup:
     settings_env(rate_limit_per_minute=5)
     env = Setup()
-    env.router.use(RateLimiter(env.counter, env.lookup, env.clock))
-
-    @env.router.route("GET", "/x")
-    def handler(request: Request) -> Response:
-        return Response({"ok": True})
-
+    env.router = instance(env.counter, env.lookup, env.clock)
     return env
 
 
@@ -147,18 +155,6 @@ def test_public_routes_are_not_counted(setup: Setup) -> None:
     assert setup.counter.writes == 0
 
 
-def limiter_for(router: Router, counter: MemoryCounter, clock: Clock) -> RateLimiter:
-    """Another instance: its own limiter and route, the same counter documents."""
-    limiter = RateLimiter(counter, lambda token: TOKENS.get(token), clock)
-    router.use(limiter)
-
-    @router.route("GET", "/x")
-    def handler(request: Request) -> Response:
-        return Response({"ok": True})
-
-    return limiter
-
-
 def test_far_from_its_budget_an_instance_sends_its_hits_once_a_second(setup: Setup, settings_env: Callable[..., Any]) -> None:
     settings_env(rate_limit_per_minute=1000)
     router, counter, clock = setup.router, setup.counter, setup.clock
@@ -193,8 +189,7 @@ def test_instances_learn_each_others_hits_from_the_counts_firestore_returns(setu
     settings_env(rate_limit_per_minute=100)
     counter, clock = setup.counter, setup.clock
     key = (hash_token("plain"), int(clock.now // 60))
-    other = Router()
-    limiter_for(other, counter, clock)
+    other = instance(counter, setup.lookup, clock)
     for _ in range(4):
         call(setup.router, "plain")
     clock.now += 1
