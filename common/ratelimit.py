@@ -76,7 +76,6 @@ class RateLimiter:
         self.lookup = lookup
         self.clock = clock
         self._limits: dict[str, tuple[int | None, float]] = {}
-        self._blocked: dict[str, int] = {}
         self._tallies: dict[str, _Tally] = {}
         self._lock = threading.Lock()
 
@@ -91,27 +90,24 @@ class RateLimiter:
         now = self.clock()
         window = int(now // WINDOW_SECONDS)
         reset = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
-        if self._blocked.get(token_hash) == window:
-            return self._refuse(limit, reset)
         count = self.count(token_hash, window, limit, now)
         if count > limit:
-            with self._lock:
-                if len(self._blocked) >= _CACHE_MAX:
-                    self._blocked.clear()
-                self._blocked[token_hash] = window
             return self._refuse(limit, reset)
         response = call_next(request)
         response.headers.update(_headers(limit, limit - count, reset))
         return response
 
     def count(self, token_hash: str, window: int, limit: int, now: float) -> int:
-        """Count one request; returns the window's count including it, as this instance knows it."""
+        """Count one request; returns the window's count including it, as this instance knows it.
+        Once that count is over the budget, requests are neither counted nor sent until the window ends."""
         with self._lock:
             tally = self._tallies.get(token_hash)
             if tally is None or tally.window != window:
                 if len(self._tallies) >= _CACHE_MAX:
                     self._tallies.clear()
                 tally = self._tallies[token_hash] = _Tally(window)
+            if tally.count > limit:
+                return tally.count
             tally.unsent += 1
             due = (
                 tally.sent_at is None
