@@ -70,7 +70,7 @@ def health(request: Request) -> Response:
 )
 def create_bulk_job(request: Request) -> Response:
     principal = authenticate(request)
-    body = request.json(max_bytes=get_settings().max_body_bytes)
+    body = request.json(max_bytes=get_settings().max_body_bytes, parse=jobs.read_request)
     return Response(jobs.create_job(principal, body))
 
 

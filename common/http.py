@@ -7,14 +7,16 @@ other exception into a 503 or 500 one (`errors.unexpected`) rather than the serv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import flask
 
@@ -80,9 +82,10 @@ class Request:
             raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
         return self._body
 
-    def json(self, *, max_bytes: int, required: bool = True) -> Any:
-        """The body as JSON, parsed strictly; raises the matching 4xx for anything else."""
-        return parse_json_bytes(self.raw, self.body(max_bytes=max_bytes), required=required)
+    def json(self, *, max_bytes: int, required: bool = True, parse: Callable[[str], Any] | None = None) -> Any:
+        """The body as JSON, parsed strictly (by `parse` when given, else `loads_strict`); raises the
+        matching 4xx for anything else."""
+        return parse_json_bytes(self.raw, self.body(max_bytes=max_bytes), required=required, parse=parse or loads_strict)
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -106,13 +109,30 @@ def _finite_float(literal: str) -> float:
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_STRICT = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float)
+_SPACE = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
+_PIECE = 1 << 20
 
 
-def loads_strict(text: str) -> Any:
-    """JSON as RFC 8259 has it: no NaN/Infinity (nor numbers that overflow to it), no duplicate keys,
-    no lone surrogates (they cannot be stored as UTF-8), bounded nesting."""
+def compact_json(value: Any) -> str:
+    """The compact JSON a job stores: no spaces, keys in the order given, non-ASCII unescaped."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def utf8_pieces(text: str) -> Iterator[bytes]:
+    """`text.encode("utf-8")` a MiB of characters at a time, so a large text's encoded copy is never whole."""
+    for at in range(0, len(text), _PIECE):
+        yield text[at : at + _PIECE].encode("utf-8")
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else sum(map(len, utf8_pieces(text)))
+
+
+@contextlib.contextmanager
+def _malformed_as_400() -> Iterator[None]:
     try:
-        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float)
+        yield
     except RecursionError as exc:
         raise errors.BadRequest("JSON is nested too deeply.", code="malformed_json") from exc
     except json.JSONDecodeError as exc:
@@ -120,15 +140,174 @@ def loads_strict(text: str) -> Any:
             f"Request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
             code="malformed_json",
         ) from exc
+    except UnicodeEncodeError as exc:
+        raise errors.BadRequest("JSON holds a lone UTF-16 surrogate escape.", code="malformed_json") from exc
     except ValueError as exc:  # e.g. an integer literal past Python's 4300-digit conversion limit
         raise errors.BadRequest("Request body holds a number that cannot be read.", code="malformed_json") from exc
-    if _SURROGATE_ESCAPE.search(text):
-        # Escaped surrogate pairs decode to one character; only a lone one survives and fails here.
-        try:
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as RFC 8259 has it: no NaN/Infinity (nor numbers that overflow to it), no duplicate keys,
+    no lone surrogates (they cannot be stored as UTF-8), bounded nesting."""
+    with _malformed_as_400():
+        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float)
+        if _SURROGATE_ESCAPE.search(text):
+            # Escaped surrogate pairs decode to one character; only a lone one survives and fails here.
             json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise errors.BadRequest("JSON holds a lone UTF-16 surrogate escape.", code="malformed_json") from exc
     return value
+
+
+_LONE_SURROGATE = "JSON holds a lone UTF-16 surrogate escape."
+
+
+@dataclass(frozen=True)
+class ItemArray:
+    """A JSON array held as the compact text of its items (`compact_json` of each, joined), with what
+    a caller checks per item without parsing it again: the first character of its text (`{` for an
+    object, `"` for a string) and its size in UTF-8 bytes. Only the first `len(kinds)` items are
+    held; `count` is all of them."""
+
+    json: str
+    count: int
+    kinds: str
+    sizes: array[int]
+
+    @classmethod
+    def of(cls, values: Iterable[Any], keep: int) -> ItemArray:
+        builder = _ItemArrayBuilder(keep)
+        for value in values:
+            builder.add(value)
+        if builder.lone_surrogate:
+            raise errors.BadRequest(_LONE_SURROGATE, code="malformed_json")
+        return builder.build()
+
+
+def _utf8_len(text: str) -> int | None:
+    """The size of a small text in UTF-8, or None when it holds a lone surrogate (and cannot be encoded)."""
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+class _ItemArrayBuilder:
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.count = 0
+        self.pieces: list[str] = []
+        self.kinds: list[str] = []
+        self.sizes = array("q")
+        self.lone_surrogate = False
+
+    def add(self, value: Any) -> None:
+        if self.count < self.keep:
+            piece = compact_json(value)
+            size = _utf8_len(piece)
+            self.lone_surrogate |= size is None
+            self.sizes.append(size or 0)
+            self.pieces.append(piece)
+            self.kinds.append(piece[:1])
+        self.count += 1
+
+    def build(self) -> ItemArray:
+        pieces = self.pieces
+        if pieces:  # the brackets go on the end pieces, so the join is the only copy of the whole text
+            pieces[0] = "[" + pieces[0]
+            pieces[-1] += "]"
+        text = ",".join(pieces) if pieces else "[]"
+        pieces.clear()
+        return ItemArray(text, self.count, "".join(self.kinds), self.sizes)
+
+
+def loads_strict_itemised(text: str, member: str, keep: int) -> Any:
+    """`loads_strict(text)`, except that when the text is an object whose `member` is an array, that
+    array comes back as an `ItemArray` holding at most `keep` items.
+
+    Each item is decoded (strictly), re-encoded as compact JSON and dropped before the next one is
+    read, so a 32 MB array never exists as Python objects all at once: parsed whole, they took about
+    twice the text's size, on top of the text and its compact copy. Items past `keep` are still read,
+    so the whole text is checked and counted, but not held. Whatever `loads_strict` refuses is refused
+    here too, with the same message, found in the same order.
+    """
+    start = _SPACE(text, 0).end()
+    if not text.startswith("{", start):
+        return loads_strict(text)
+    reader = _ObjectReader(text, member, keep)
+    with _malformed_as_400():
+        pairs = reader.members(start)
+    value = _reject_duplicates(pairs)
+    if reader.lone_surrogate:  # last, as in loads_strict, which checks once the whole text is parsed
+        raise errors.BadRequest(_LONE_SURROGATE, code="malformed_json")
+    return value
+
+
+class _ObjectReader:
+    """Reads a top-level object a member at a time; raises `json.JSONDecodeError` as the C scanner would."""
+
+    def __init__(self, text: str, member: str, keep: int) -> None:
+        self.text, self.member, self.keep = text, member, keep
+        self.lone_surrogate = False
+
+    def _skip(self, at: int) -> int:
+        return int(_SPACE(self.text, at).end())
+
+    def _fail(self, message: str, at: int) -> NoReturn:
+        raise json.JSONDecodeError(message, self.text, at)
+
+    def members(self, start: int) -> list[tuple[str, Any]]:
+        text, pairs = self.text, []
+        at = self._skip(start + 1)
+        if text.startswith("}", at):
+            at += 1
+        else:
+            while True:
+                if not text.startswith('"', at):
+                    self._fail("Expecting property name enclosed in double quotes", at)
+                key, at = json.decoder.scanstring(text, at + 1)  # type: ignore[attr-defined]
+                at = self._skip(at)
+                if not text.startswith(":", at):
+                    self._fail("Expecting ':' delimiter", at)
+                at = self._skip(at + 1)
+                value: Any
+                if key == self.member and text.startswith("[", at):
+                    value, at = self._items(at)
+                else:
+                    value, at = _STRICT.raw_decode(text, at)
+                    self.lone_surrogate |= _utf8_len(compact_json(value)) is None
+                self.lone_surrogate |= _utf8_len(key) is None
+                pairs.append((key, value))
+                at = self._skip(at)
+                if text.startswith(",", at):
+                    at = self._skip(at + 1)
+                elif text.startswith("}", at):
+                    at += 1
+                    break
+                else:
+                    self._fail("Expecting ',' delimiter", at)
+        at = self._skip(at)
+        if at != len(text):
+            self._fail("Extra data", at)
+        return pairs
+
+    def _items(self, at: int) -> tuple[ItemArray, int]:
+        """The array that opens at `text[at]`, an item at a time; returns it and the index past it."""
+        text, builder = self.text, _ItemArrayBuilder(self.keep)
+        at = self._skip(at + 1)
+        if not text.startswith("]", at):
+            while True:
+                value, at = _STRICT.raw_decode(text, at)
+                builder.add(value)
+                at = self._skip(at)
+                if text.startswith(",", at):
+                    at = self._skip(at + 1)
+                elif text.startswith("]", at):
+                    break
+                else:
+                    self._fail("Expecting ',' delimiter", at)
+        self.lone_surrogate |= builder.lone_surrogate
+        return builder.build(), at + 1
 
 
 def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
@@ -150,7 +329,7 @@ def parse_json_body(raw: flask.Request, *, max_bytes: int, required: bool = True
     return parse_json_bytes(raw, read_body(raw, max_bytes=max_bytes), required=required)
 
 
-def parse_json_bytes(raw: flask.Request, data: bytes, *, required: bool = True) -> Any:
+def parse_json_bytes(raw: flask.Request, data: bytes, *, required: bool = True, parse: Callable[[str], Any] = loads_strict) -> Any:
     """`data`, the body already read from `raw`, as JSON under `raw`'s declared content type."""
     if not data.strip():
         if required:
@@ -166,7 +345,7 @@ def parse_json_bytes(raw: flask.Request, data: bytes, *, required: bool = True) 
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise errors.BadRequest("Request body is not valid UTF-8.", code="malformed_json") from exc
-    return loads_strict(text)
+    return parse(text)
 
 
 Handler = Callable[[Request], Response]

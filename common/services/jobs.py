@@ -6,9 +6,9 @@ import contextlib
 import functools
 import hashlib
 import io
-import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from common import errors, jsonstream
 from common.auth import Principal, audit_by
 from common.config import get_settings
 from common.domain import engine, syndigo
-from common.http import is_uuid, loads_strict
+from common.http import ItemArray, compact_json, is_uuid, loads_strict, loads_strict_itemised, utf8_pieces, utf8_size
 from common.logging import get_logger
 from common.models.audit import audit_event
 from common.models.base import utcnow
@@ -34,13 +34,24 @@ log = get_logger("synq.jobs")
 _REQUEST_FIELDS = {"job_type", "payload", "item_count", "payload_sha256"}
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def read_request(text: str) -> Any:
+    """A create request's body, its `payload` array read an item at a time (`loads_strict_itemised`)."""
+    return loads_strict_itemised(text, "payload", keep=get_settings().max_items_per_job)
 
 
-def validate_request(body: Any) -> tuple[JobType, Any, list[str], ImportRequest | None]:
-    """Check a create request's shape; returns (job type, payload, each item as JSON text, and the
-    ProductImportData envelope when the payload is one)."""
+@dataclass(frozen=True)
+class JobInput:
+    """A create request once checked: the payload as it is stored and returned, and its item count."""
+
+    job_type: JobType
+    payload_json: str
+    item_count: int
+    envelope: ImportRequest | None  # the ProductImportData envelope, when the payload is one
+
+
+def validate_request(body: Any) -> JobInput:
+    """Check a create request's shape. Its `payload` is an array (parsed, or an `ItemArray` from
+    `read_request`) or a ProductImportData envelope."""
     settings = get_settings()
     if not isinstance(body, dict):
         raise errors.BadRequest("The request body must be a JSON object with job_type and payload.", code="invalid_body")
@@ -59,30 +70,33 @@ def validate_request(body: Any) -> tuple[JobType, Any, list[str], ImportRequest 
         )
     payload = body["payload"]
     envelope = None
-    items = payload
-    if isinstance(payload, dict):
+    keep = settings.max_items_per_job
+    if isinstance(payload, ItemArray):
+        items = payload
+    elif isinstance(payload, dict):
         if job_type == "BULK_DELETE":
             raise errors.Unprocessable("BULK_DELETE takes an array of product ids.", code="invalid_payload", details={"field": "payload"})
         envelope = product_import.parse_request(payload)
-        items = envelope.ProductImportData.ProductsToImport
-    elif not isinstance(payload, list):
+        items = ItemArray.of(envelope.ProductImportData.ProductsToImport, keep)
+    elif isinstance(payload, list):
+        items = ItemArray.of(payload, keep)
+    else:
         raise errors.Unprocessable("payload must be a JSON array of items.", code="invalid_payload", details={"field": "payload"})
-    if not items:
+    if not items.count:
         raise errors.Unprocessable("payload must hold at least one item.", code="empty_payload", details={"field": "payload"})
-    if len(items) > settings.max_items_per_job:
+    if items.count > settings.max_items_per_job:
         raise errors.PayloadTooLarge(f"A job holds at most {settings.max_items_per_job} items; split the payload.")
-    want, what = (str, "a product id string") if job_type == "BULK_DELETE" else (dict, "a product object")
-    texts = []
-    for index, item in enumerate(items):
-        if envelope is None and not isinstance(item, want):
+    # An item's compact text starts with `{` when it is an object and `"` when it is a string.
+    want, what = ('"', "a product id string") if job_type == "BULK_DELETE" else ("{", "a product object")
+    for index in range(items.count):
+        if envelope is None and items.kinds[index] != want:
             raise errors.Unprocessable(
                 f"payload[{index}] must be {what} for {job_type}.", code="invalid_payload", details={"field": f"payload[{index}]"}
             )
-        text = _dumps(item)
-        if len(text.encode("utf-8")) > settings.max_item_bytes:
+        if items.sizes[index] > settings.max_item_bytes:
             raise errors.PayloadTooLarge(f"payload[{index}] is larger than {settings.max_item_bytes} bytes.")
-        texts.append(text)
-    return JobType(job_type), payload, texts, envelope
+    payload_json = items.json if envelope is None else compact_json(payload)
+    return JobInput(JobType(job_type), payload_json, items.count, envelope)
 
 
 def check_integrity(body: dict[str, Any], item_count: int, payload_json: str) -> None:
@@ -107,7 +121,10 @@ def check_integrity(body: dict[str, Any], item_count: int, payload_json: str) ->
     if digest is not None:
         if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
             raise errors.Unprocessable("payload_sha256 must be 64 hex digits.", code="invalid_value", details={"field": "payload_sha256"})
-        actual = hashlib.sha256(payload_json.encode("utf-8")).hexdigest()
+        sha = hashlib.sha256()
+        for piece in utf8_pieces(payload_json):
+            sha.update(piece)
+        actual = sha.hexdigest()
         if actual != digest.lower():
             raise errors.Unprocessable(
                 f"payload_sha256 does not match the payload received (its SHA-256 is {actual}).",
@@ -119,9 +136,9 @@ def check_integrity(body: dict[str, Any], item_count: int, payload_json: str) ->
 def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) -> dict[str, Any]:
     """Store a PENDING job with its audit event, publish it, and return the public record."""
     settings = get_settings()
-    job_type, payload, texts, envelope = validate_request(body)
-    payload_json = "[" + ",".join(texts) + "]" if envelope is None else _dumps(payload)
-    check_integrity(body, len(texts), payload_json)
+    checked = validate_request(body)
+    job_type, payload_json, envelope = checked.job_type, checked.payload_json, checked.envelope
+    check_integrity(body, checked.item_count, payload_json)
     job_id = str(uuid.uuid4())
     scope = principal.scope
     import_options = None
@@ -148,8 +165,8 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) 
         "created_by": principal.user_id,
         "actor_email": principal.email,
         "ip_address": principal.ip_address,
-        "item_count": len(texts),
-        "payload_bytes": len(payload_json.encode("utf-8")),
+        "item_count": checked.item_count,
+        "payload_bytes": utf8_size(payload_json),
         "created_at": now,
         "updated_at": now,
         "touched_at": now,
@@ -166,7 +183,7 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) 
     else:
         job["payload_object"] = f"payloads/{scope.org_id}/{scope.tenant_id}/{job_id}.json"
         blobs.put_text(job["payload_object"], payload_json)
-    audit = audit_by(principal, "bulk_job.created", "bulk_job", job_id, {"job_type": job_type.value, "items": len(texts)})
+    audit = audit_by(principal, "bulk_job.created", "bulk_job", job_id, {"job_type": job_type.value, "items": checked.item_count})
     store.create(scope, job, audit)
     try:
         queue.publish(settings.jobs_topic, [JobMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id)])
@@ -340,7 +357,7 @@ def payload_items(job: dict[str, Any]) -> Iterator[Iterator[str]]:
     is an envelope around its array, and is parsed whole."""
     if job.get("payload_kind") == "ProductImportData":
         items = loads_strict(payload_text(job))["ProductImportData"]["ProductsToImport"]
-        yield (_dumps(item) for item in items)
+        yield (compact_json(item) for item in items)
     elif "payload_json" in job:
         yield jsonstream.array_items(io.StringIO(job["payload_json"]))
     else:

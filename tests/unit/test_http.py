@@ -10,9 +10,22 @@ import flask
 import pytest
 import requests
 from google.api_core import exceptions as gexc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common import errors
-from common.http import Request, Response, Router, is_safe_id, loads_strict, parse_json_body
+from common.http import (
+    ItemArray,
+    Request,
+    Response,
+    Router,
+    compact_json,
+    is_safe_id,
+    loads_strict,
+    loads_strict_itemised,
+    parse_json_body,
+    utf8_size,
+)
 
 app = flask.Flask(__name__)
 
@@ -98,6 +111,154 @@ def test_rejects_overlong_integer_literals_as_bad_request(digits: int) -> None:
 @pytest.mark.parametrize("text", ["1e999", "[-1e999]", '{"w": 1' + "0" * 400 + ".0}"])
 def test_rejects_numbers_that_overflow_to_infinity(text: str) -> None:
     _reject(text)
+
+
+# -- loads_strict_itemised --------------------------------------------------------------------------
+
+
+def agrees_with_loads_strict(text: str, keep: int = 1000) -> Any:
+    """`loads_strict_itemised` must give what `loads_strict` gives, with a top-level `payload` array as
+    an `ItemArray` of the same items, or refuse with the same message. Returns its answer (or error)."""
+    try:
+        whole = loads_strict(text)
+    except errors.BadRequest as refused:
+        with pytest.raises(errors.BadRequest) as info:
+            loads_strict_itemised(text, "payload", keep)
+        assert (info.value.code, info.value.message) == (refused.code, refused.message), text
+        return info.value
+    got = loads_strict_itemised(text, "payload", keep)
+    if isinstance(whole, dict) and isinstance(whole.get("payload"), list):
+        items, expected = got["payload"], whole["payload"]
+        assert isinstance(items, ItemArray)
+        assert items.json == compact_json(expected)
+        assert items.count == len(expected)
+        assert items.kinds == "".join(compact_json(v)[0] for v in expected)
+        assert list(items.sizes) == [len(compact_json(v).encode("utf-8")) for v in expected]
+        got = {**got, "payload": expected}
+    assert got == whole
+    if isinstance(whole, dict):
+        assert list(got) == list(whole)
+    return got
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"job_type": "BULK_IMPORT", "payload": [{"title": "Pull é", "n": [1, 2.5e3, -0]}, {}, "id", 7, null, [true]]}',
+        '  {  "payload"  :  [  ]  ,  "x" : { "payload": [1] } }  ',
+        '{"payload": {"ProductImportData": {"ProductsToImport": [{"a": 1}]}}}',  # not an array: parsed whole
+        '{"payload": 5, "job_type": "BULK_DELETE"}',
+        '{"item_count": 2, "payload": ["a", "b"], "payload_sha256": "00"}',
+        '{"payload": [{"emoji": "\\ud83d\\ude00", "nul": "\\u0000", "esc": "\\"\\n\\/"}]}',
+        "{}",
+        "{ }",
+        '{"Payload": [1], "payload ": [2]}',
+        "[1, 2]",  # not an object: loads_strict's own answer
+        '"payload"',
+        "null",
+    ],
+)
+def test_itemised_reading_accepts_what_loads_strict_accepts(text: str) -> None:
+    agrees_with_loads_strict(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"payload": [1,]}',
+        '{"payload": [1 2]}',
+        '{"payload": [1, 2}',
+        '{"payload": [',
+        '{"payload": [{"a": 1}, {"a": 1, "a": 2}]}',
+        '{"payload": [NaN]}',
+        '{"payload": [{"w": 1e999}]}',
+        '{"payload": [' + "9" * 5000 + "]}",
+        '{"payload": [' + "[" * 100_000 + "]}",
+        '{"payload": [1], "payload": [1]}',
+        '{"payload": [1], "job_type": "X", "job_type": "Y"}',
+        '{"a": 1,}',
+        '{"a" 1}',
+        '{"a": 1 "b": 2}',
+        "{'payload': [1]}",
+        "{payload: [1]}",
+        '{"payload": [1]} x',
+        '{"payload": [1]}{"payload": [1]}',
+        '{"payload": [1]',
+        '{"payload": ["\\x"]}',
+        '{"payload": ["a\x00b"]}',
+        '{"payload": [{"t": "\\ud800"}]}',
+        '{"payload": [{"t": "\\ud800"}], "job_type": "X", "job_type": "Y"}',  # the duplicate is found first
+        '{"payload": [{"t": "\\ud800"}], "x": [1,]}',  # the syntax error is found first
+        '{"\\udc00": 1, "payload": [1]}',
+        '{"payload": [1], "x": {"t": "\\ud800"}}',
+        "\ufeff" + '{"payload": [1]}',
+        '{"payload": [1]}\x00',
+        "{",
+        "",
+    ],
+)
+def test_itemised_reading_refuses_what_loads_strict_refuses_with_its_message(text: str) -> None:
+    refused = agrees_with_loads_strict(text)
+    assert isinstance(refused, errors.BadRequest) and refused.code == "malformed_json"
+
+
+def test_itemised_reading_counts_past_what_it_keeps_and_still_checks_the_rest() -> None:
+    items = loads_strict_itemised('{"payload": [{"a": 1}, "b", 3, [4]]}', "payload", 2)["payload"]
+    assert (items.json, items.count, items.kinds, list(items.sizes)) == ('[{"a":1},"b"]', 4, '{"', [7, 3])
+    with pytest.raises(errors.BadRequest, match="Expecting ',' delimiter"):
+        loads_strict_itemised('{"payload": [1, 2, 3 4]}', "payload", 2)
+    with pytest.raises(errors.BadRequest, match="Duplicate key"):
+        loads_strict_itemised('{"payload": [1, 2, {"k": 1, "k": 2}]}', "payload", 2)
+
+
+def test_item_array_of_values_matches_the_reader() -> None:
+    values = [{"t": "é"}, "id", 1.5, None]
+    text = json.dumps({"payload": values})
+    assert ItemArray.of(values, 10) == loads_strict_itemised(text, "payload", 10)["payload"]
+    with pytest.raises(errors.BadRequest, match="lone UTF-16 surrogate"):
+        ItemArray.of([{"t": "\ud800"}], 10)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "é" * 3, "x" * (3 << 20) + "€"])
+def test_utf8_size_is_the_encoded_length(text: str) -> None:
+    assert utf8_size(text) == len(text.encode("utf-8"))
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=12),
+        st.booleans(),
+        st.none(),
+    ),
+    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=4), c, max_size=4)),
+    max_leaves=12,
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> str:
+    """A create request's text: a payload array among other members, in any place, spaced or not."""
+    others = list(draw(st.dictionaries(st.sampled_from(["job_type", "item_count", "x", "payload "]), json_values, max_size=3)).items())
+    at = draw(st.integers(0, len(others)))
+    members = dict([*others[:at], ("payload", draw(st.lists(json_values, max_size=6))), *others[at:]])
+    return json.dumps(members, indent=draw(st.sampled_from([None, 0, 2])), ensure_ascii=draw(st.booleans()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=bodies())
+def test_itemised_reading_agrees_on_any_body(text: str) -> None:
+    agrees_with_loads_strict(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=bodies(), data=st.data())
+def test_itemised_reading_agrees_on_any_damaged_body(text: str, data: st.DataObject) -> None:
+    at = data.draw(st.integers(0, len(text)))
+    cut = data.draw(st.integers(0, 3))
+    insert = data.draw(st.sampled_from(["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "\\", "\\ud800", "NaN", '"payload":[1],']))
+    agrees_with_loads_strict(text[:at] + insert + text[at + cut :])
 
 
 # -- parse_json_body --------------------------------------------------------------------------------

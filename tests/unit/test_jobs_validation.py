@@ -43,16 +43,16 @@ def reject(body: Any, kind: type[errors.SynqError], status: int, code: str, fiel
 @pytest.mark.parametrize("name", ["bulk_import", "bulk_update", "bulk_delete"])
 def test_sample_payloads_are_accepted(name: str) -> None:
     body = loads_strict((DATA / f"{name}.json").read_text())
-    job_type, payload, texts, envelope = validate_request(body)
-    assert envelope is None
-    assert job_type == JobType(body["job_type"])
-    assert payload == body["payload"]
-    assert [json.loads(t) for t in texts] == payload
+    checked = validate_request(body)
+    assert checked.envelope is None
+    assert checked.job_type == JobType(body["job_type"])
+    assert json.loads(checked.payload_json) == body["payload"]
+    assert checked.item_count == len(body["payload"])
 
 
-def test_item_texts_are_compact_utf8_json() -> None:
-    _, _, texts, _ = validate_request({"job_type": "BULK_IMPORT", "payload": [{"title": "Pull é", "attributes": {"a": [1, 2]}}]})
-    assert texts == ['{"title":"Pull é","attributes":{"a":[1,2]}}']
+def test_the_payload_is_stored_as_compact_utf8_json() -> None:
+    checked = validate_request({"job_type": "BULK_IMPORT", "payload": [{"title": "Pull é", "attributes": {"a": [1, 2]}}, {}]})
+    assert checked.payload_json == '[{"title":"Pull é","attributes":{"a":[1,2]}},{}]'
 
 
 @pytest.mark.parametrize("body", [[], [{"job_type": "BULK_IMPORT"}], "x", 5, None, True])
@@ -102,8 +102,9 @@ def test_object_payload_that_is_not_the_envelope_is_422(job_type: str) -> None:
 def test_the_envelope_is_accepted_and_its_products_are_the_items() -> None:
     products = [{"ImportMode": "Create", "ProductIdentifierValue": "1"}, {"anything": "checked per item"}]
     envelope = {"ProductImportData": {"ProductsToImport": products, "ProductIdentifierProperty": "GTIN"}, "ErrorMode": "Ignore"}
-    job_type, payload, texts, parsed = validate_request({"job_type": "BULK_IMPORT", "payload": envelope})
-    assert job_type == "BULK_IMPORT" and payload == envelope and len(texts) == 2
+    checked = validate_request({"job_type": "BULK_IMPORT", "payload": envelope})
+    assert checked.job_type == "BULK_IMPORT" and json.loads(checked.payload_json) == envelope and checked.item_count == 2
+    parsed = checked.envelope
     assert parsed is not None and parsed.ErrorMode == "Ignore" and parsed.whatIf is False
 
 
@@ -134,15 +135,15 @@ def test_import_and_update_items_must_be_objects(job_type: str, bad: Any) -> Non
 
 def test_item_contents_are_not_validated_here() -> None:
     # Field checks happen per item in the worker, so one bad item cannot sink the whole job.
-    _, _, texts, _ = validate_request({"job_type": "BULK_IMPORT", "payload": [{"colour": "red"}, {}]})
-    assert texts == ['{"colour":"red"}', "{}"]
+    checked = validate_request({"job_type": "BULK_IMPORT", "payload": [{"colour": "red"}, {}]})
+    assert checked.payload_json == '[{"colour":"red"},{}]'
 
 
 def test_item_larger_than_max_item_bytes_is_413(settings_env: SettingsEnv) -> None:
     settings_env(max_item_bytes=1000)
     overhead = len('{"title":""}')
     fits = {"title": "x" * (1000 - overhead)}
-    assert len(validate_request({"job_type": "BULK_IMPORT", "payload": [fits]})[2][0]) == 1000
+    assert len(validate_request({"job_type": "BULK_IMPORT", "payload": [fits]}).payload_json) == 1002
     too_big = {"title": "x" * (1001 - overhead)}
     with pytest.raises(errors.PayloadTooLarge) as info:
         validate_request({"job_type": "BULK_IMPORT", "payload": [fits, too_big]})
@@ -165,7 +166,7 @@ def test_default_item_limit_is_256_kib() -> None:
 
 def test_too_many_items_is_413(settings_env: SettingsEnv) -> None:
     settings_env(max_items_per_job=3)
-    assert len(validate_request({"job_type": "BULK_DELETE", "payload": ["a", "b", "c"]})[2]) == 3
+    assert validate_request({"job_type": "BULK_DELETE", "payload": ["a", "b", "c"]}).item_count == 3
     with pytest.raises(errors.PayloadTooLarge) as info:
         validate_request({"job_type": "BULK_DELETE", "payload": ["a", "b", "c", "d"]})
     assert info.value.status == 413
@@ -175,11 +176,10 @@ def _accepts_then_round_trips(text: str) -> None:
     """What the API accepts must come back through the worker's own parser (dispatch runs
     `loads_strict` over the stored payload_json) and be encodable as UTF-8 for Firestore."""
     try:
-        _, _, texts, _ = validate_request(loads_strict(text))
+        payload_json = validate_request(loads_strict(text)).payload_json
     except errors.SynqError as exc:
         assert 400 <= exc.status < 500
         return
-    payload_json = "[" + ",".join(texts) + "]"
     payload_json.encode("utf-8")
     loads_strict(payload_json)
 
