@@ -104,8 +104,8 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # Parses request bodies of up to 32 MB: measured at ~375 MiB peak for a 32 MB payload of
-    # 200k small items (the JSON text, the parsed items and the re-serialised items at once).
+    # Reads request bodies of up to 32 MB an item at a time: 339 MiB at the benchmark's 31 MB POST
+    # (docs/performance.md), which 512Mi would hold; 1Gi is for its CPU (0.583 vCPU, 0.333 at 512Mi).
     "api": Profile(
         memory="1Gi",
         timeout_s=120,
@@ -114,7 +114,8 @@ PROFILES: dict[str, Profile] = {
         publishes=("jobs_topic", "exports_topic"),
         bucket_role=STORAGE_WRITER,  # payloads/ of large jobs
     ),
-    # Holds a whole job payload (read back from Storage) while it splits it: same peak as api.
+    # Reads the stored payload a piece at a time (199-225 MiB in the benchmarks); 1Gi is for the CPU
+    # that splitting a 32 MB payload takes.
     "dispatch_job": Profile(
         memory="1Gi",
         timeout_s=stack.ACK_DEADLINE_SECONDS,
