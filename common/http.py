@@ -112,6 +112,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _STRICT = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float)
 _SPACE = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
 _PIECE = 1 << 20
+_LONE_SURROGATE = "JSON holds a lone UTF-16 surrogate escape."
 
 
 def compact_json(value: Any) -> str:
@@ -141,7 +142,7 @@ def _malformed_as_400() -> Iterator[None]:
             code="malformed_json",
         ) from exc
     except UnicodeEncodeError as exc:
-        raise errors.BadRequest("JSON holds a lone UTF-16 surrogate escape.", code="malformed_json") from exc
+        raise errors.BadRequest(_LONE_SURROGATE, code="malformed_json") from exc
     except ValueError as exc:  # e.g. an integer literal past Python's 4300-digit conversion limit
         raise errors.BadRequest("Request body holds a number that cannot be read.", code="malformed_json") from exc
 
@@ -155,9 +156,6 @@ def loads_strict(text: str) -> Any:
             # Escaped surrogate pairs decode to one character; only a lone one survives and fails here.
             json.dumps(value, ensure_ascii=False).encode("utf-8")
     return value
-
-
-_LONE_SURROGATE = "JSON holds a lone UTF-16 surrogate escape."
 
 
 @dataclass(frozen=True)
