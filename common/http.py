@@ -181,11 +181,9 @@ class ItemArray:
 
 
 def _utf8_len(text: str) -> int | None:
-    """The size of a small text in UTF-8, or None when it holds a lone surrogate (and cannot be encoded)."""
-    if text.isascii():
-        return len(text)
+    """The size of a text in UTF-8, or None when it holds a lone surrogate (and cannot be encoded)."""
     try:
-        return len(text.encode("utf-8"))
+        return utf8_size(text)
     except UnicodeEncodeError:
         return None
 
@@ -236,7 +234,10 @@ def loads_strict_itemised(text: str, member: str, keep: int) -> Any:
     with _malformed_as_400():
         pairs = reader.members(start)
     value = _reject_duplicates(pairs)
-    if reader.lone_surrogate:  # last, as in loads_strict, which checks once the whole text is parsed
+    # Last, as in loads_strict, which checks once the whole text is parsed. The items' sizes already
+    # tell; the other members are encoded only when the text holds a surrogate escape at all.
+    others = {key: member for key, member in value.items() if not isinstance(member, ItemArray)}
+    if reader.lone_surrogate or (_SURROGATE_ESCAPE.search(text) and _utf8_len(compact_json(others)) is None):
         raise errors.BadRequest(_LONE_SURROGATE, code="malformed_json")
     return value
 
@@ -273,8 +274,6 @@ class _ObjectReader:
                     value, at = self._items(at)
                 else:
                     value, at = _STRICT.raw_decode(text, at)
-                    self.lone_surrogate |= _utf8_len(compact_json(value)) is None
-                self.lone_surrogate |= _utf8_len(key) is None
                 pairs.append((key, value))
                 at = self._skip(at)
                 if text.startswith(",", at):
