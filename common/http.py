@@ -232,8 +232,7 @@ def loads_strict_itemised(text: str, member: str, keep: int) -> Any:
         return loads_strict(text)
     reader = _ObjectReader(text, member, keep)
     with _malformed_as_400():
-        pairs = reader.members(start)
-    value = _reject_duplicates(pairs)
+        value = reader.members(start)
     # Last, as in loads_strict, which checks once the whole text is parsed. The items' sizes already
     # tell; the other members are encoded only when the text holds a surrogate escape at all.
     others = {key: member for key, member in value.items() if not isinstance(member, ItemArray)}
@@ -255,7 +254,7 @@ class _ObjectReader:
     def _fail(self, message: str, at: int) -> NoReturn:
         raise json.JSONDecodeError(message, self.text, at)
 
-    def members(self, start: int) -> list[tuple[str, Any]]:
+    def members(self, start: int) -> dict[str, Any]:
         text, pairs = self.text, []
         at = self._skip(start + 1)
         if text.startswith("}", at):
@@ -283,10 +282,11 @@ class _ObjectReader:
                     break
                 else:
                     self._fail("Expecting ',' delimiter", at)
+        value = _reject_duplicates(pairs)  # as the C scanner's hook does, when the object closes
         at = self._skip(at)
         if at != len(text):
             self._fail("Extra data", at)
-        return pairs
+        return value
 
     def _items(self, at: int) -> tuple[ItemArray, int]:
         """The array that opens at `text[at]`, an item at a time; returns it and the index past it."""

@@ -182,6 +182,7 @@ def test_itemised_reading_accepts_what_loads_strict_accepts(text: str) -> None:
         "{'payload': [1]}",
         "{payload: [1]}",
         '{"payload": [1]} x',
+        '{"payload": [1], "payload": [2]} x',  # the duplicate is found as the object closes, before the rest
         '{"payload": [1]}{"payload": [1]}',
         '{"payload": [1]',
         '{"payload": ["\\x"]}',
@@ -255,10 +256,13 @@ def test_itemised_reading_agrees_on_any_body(text: str) -> None:
 @settings(max_examples=500, deadline=None)
 @given(text=bodies(), data=st.data())
 def test_itemised_reading_agrees_on_any_damaged_body(text: str, data: st.DataObject) -> None:
-    at = data.draw(st.integers(0, len(text)))
-    cut = data.draw(st.integers(0, 3))
-    insert = data.draw(st.sampled_from(["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "\\", "\\ud800", "NaN", '"payload":[1],']))
-    agrees_with_loads_strict(text[:at] + insert + text[at + cut :])
+    # Up to two damages, so that two faults meet (which of them is reported is part of the message).
+    for _ in range(data.draw(st.integers(1, 2))):
+        at = data.draw(st.integers(0, len(text)))
+        cut = data.draw(st.integers(0, 3))
+        insert = data.draw(st.sampled_from(["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "x", "\\", "\\ud800", "NaN", '"payload":[1],']))
+        text = text[:at] + insert + text[at + cut :]
+    agrees_with_loads_strict(text)
 
 
 # -- parse_json_body --------------------------------------------------------------------------------
