@@ -1,74 +1,107 @@
 """The items of a stored JSON array, read a piece at a time.
 
-A job's payload is stored as a compact JSON array (`create_job` writes it). Dispatching a 32 MB
-payload by parsing it whole held the text, every item as Python objects and every item's text again:
-over 200 MiB. `array_items` reads the stored text in pieces and yields each item's own text, so
-memory holds one piece and the item being read.
+A job's payload is stored as compact JSON (`create_job` writes it): an array of items, or a
+ProductImportData envelope whose items are the array at `ProductImportData.ProductsToImport`.
+Dispatching a 32 MB payload by parsing it whole held the text, every item as Python objects and
+every item's text again: over 200 MiB. `array_items` reads the stored text in pieces and yields each
+item's own text, so memory holds one piece and the item being read.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 PIECE = 1 << 20
 _WHITESPACE = " \t\n\r"
-_DELIMITERS = _WHITESPACE + ",]"
+_DELIMITERS = _WHITESPACE + ",]}:"
 
 
 class TextStream(Protocol):
     def read(self, size: int = -1, /) -> str: ...
 
 
-def array_items(stream: TextStream, piece: int = PIECE) -> Iterator[str]:
-    """Each item's text, in order, of the JSON array `stream` holds (valid JSON, as stored)."""
-    decoder = json.JSONDecoder()
-    buf, pos, ended = "", 0, False
+def array_items(stream: TextStream, piece: int = PIECE, path: Sequence[str] = ()) -> Iterator[str]:
+    """Each item's text, in order, of the JSON array `stream` holds (valid JSON, as stored), or of the
+    array found by following `path`'s member names down from the stored object. The members passed on
+    the way are decoded and dropped; nothing after the array is read."""
+    reader = _Reader(stream, piece)
+    for name in path:
+        reader.enter(name)
+    yield from reader.items()
 
-    def more(at_least: int) -> bool:
-        nonlocal buf, pos, ended
-        if ended:
+
+class _Reader:
+    def __init__(self, stream: TextStream, piece: int) -> None:
+        self.stream, self.piece = stream, piece
+        self.decoder = json.JSONDecoder()
+        self.buf, self.pos, self.ended = "", 0, False
+
+    def _more(self, at_least: int) -> bool:
+        if self.ended:
             return False
-        text = stream.read(max(piece, at_least))
+        text = self.stream.read(max(self.piece, at_least))
         if not text:
-            ended = True
+            self.ended = True
             return False
-        buf, pos = buf[pos:] + text, 0
+        self.buf, self.pos = self.buf[self.pos :] + text, 0
         return True
 
-    def skip_space() -> str:
-        nonlocal pos
+    def _next(self) -> str:
+        """The next character that is not whitespace (left unread)."""
         while True:
-            while pos < len(buf) and buf[pos] in _WHITESPACE:
-                pos += 1
-            if pos < len(buf):
-                return buf[pos]
-            if not more(0):
-                raise ValueError("the stored payload ends inside its array")
+            while self.pos < len(self.buf) and self.buf[self.pos] in _WHITESPACE:
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._more(0):
+                raise ValueError("the stored payload ends too soon")
 
-    if skip_space() != "[":
-        raise ValueError("the stored payload is not a JSON array")
-    pos += 1
-    if skip_space() == "]":
-        return
-    while True:
-        skip_space()
-        try:
-            _, end = decoder.raw_decode(buf, pos)
-        except json.JSONDecodeError:
-            # The item runs past what has been read: read on (at least doubling, so one huge item
-            # costs a few parses, not one per piece).
-            if not more(len(buf) - pos):
-                raise
-            continue
-        if (end == len(buf) or buf[end] not in _DELIMITERS) and more(0):
-            continue  # a number cut by the piece ("6." of "6.02"): parse it again with what follows
-        yield buf[pos:end]
-        pos = end
-        separator = skip_space()
-        pos += 1
-        if separator == "]":
+    def _take(self, expected: str) -> str:
+        """The next character, which must be one of `expected`, read."""
+        found = self._next()
+        if found not in expected:
+            raise ValueError(f"the stored payload has {found!r} where one of {expected!r} belongs")
+        self.pos += 1
+        return found
+
+    def _value(self) -> tuple[Any, str]:
+        """The next value, decoded, and its text."""
+        self._next()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError:
+                # The value runs past what has been read: read on (at least doubling, so one huge
+                # value costs a few parses, not one per piece).
+                if not self._more(len(self.buf) - self.pos):
+                    raise
+                continue
+            if (end == len(self.buf) or self.buf[end] not in _DELIMITERS) and self._more(0):
+                continue  # a number cut by the piece ("6." of "6.02"): parse it again with what follows
+            text, self.pos = self.buf[self.pos : end], end
+            return value, text
+
+    def enter(self, name: str) -> None:
+        """Pass the members of the object that starts here up to `name`'s, and stop at its value."""
+        self._take("{")
+        if self._next() != "}":
+            while True:
+                key, _ = self._value()
+                self._take(":")
+                if key == name:
+                    return
+                self._value()
+                if self._take(",}") == "}":
+                    break
+        raise ValueError(f"the stored payload has no member {name!r}")
+
+    def items(self) -> Iterator[str]:
+        self._take("[")
+        if self._next() == "]":
             return
-        if separator != ",":
-            raise ValueError("the stored payload's array is malformed")
+        while True:
+            yield self._value()[1]
+            if self._take(",]") == "]":
+                return

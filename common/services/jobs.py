@@ -352,18 +352,16 @@ def dispatch(message: JobMessage) -> None:
 
 @contextlib.contextmanager
 def payload_items(job: dict[str, Any]) -> Iterator[Iterator[str]]:
-    """The text of each item of the job's payload, read from the stored array a piece at a time (a
-    32 MB payload is never whole in memory; see common/jsonstream.py). A ProductImportData payload
-    is an envelope around its array, and is parsed whole."""
-    if job.get("payload_kind") == "ProductImportData":
-        items = loads_strict(payload_text(job))["ProductImportData"]["ProductsToImport"]
-        yield (compact_json(item) for item in items)
-    elif "payload_json" in job:
-        yield jsonstream.array_items(io.StringIO(job["payload_json"]))
+    """The text of each item of the job's payload, read from the stored array (or the stored
+    envelope's ProductsToImport) a piece at a time: a 32 MB payload is never whole in memory (see
+    common/jsonstream.py)."""
+    path = product_import.ENVELOPE_ITEMS if job.get("payload_kind") == "ProductImportData" else ()
+    if "payload_json" in job:
+        yield jsonstream.array_items(io.StringIO(job["payload_json"]), path=path)
     else:
         try:
             with blobs.open_text(job["payload_object"]) as stream:
-                yield jsonstream.array_items(stream)
+                yield jsonstream.array_items(stream, path=path)
         except gexc.NotFound as exc:  # the object is first fetched when the items are read
             raise _payload_expired() from exc
 

@@ -21,6 +21,8 @@ from common.store import vocab as store
 from common.store.paths import Scope
 
 SYNC_LIMIT = 1000
+# Where an envelope keeps its products, the items of a bulk job whose payload is one.
+ENVELOPE_ITEMS = ("ProductImportData", "ProductsToImport")
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -8,6 +8,7 @@ import pytest
 
 from common import errors
 from common.services import catalog, jobs, product_import
+from common.store import jobs as job_store
 from tests.integration.conftest import Pipeline
 
 VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
@@ -91,6 +92,27 @@ def test_what_if_job_runs_everything_and_commits_nothing(with_vocabulary: Pipeli
     issues, _ = catalog.list_issues(pipeline.scope, {}, limit=50, cursor=None)
     assert issues == []
     assert [r["Result"] for r in pipeline.results(job["id"])] == ["Success", "Failure"]
+
+
+def test_an_envelope_stored_in_the_bucket_is_dispatched_item_by_item(with_vocabulary: Pipeline) -> None:
+    """Dispatch reads a large envelope's products from the stored text as a stream (jsonstream's path),
+    whatever members come before or after them."""
+    pipeline = with_vocabulary
+    long_name = "n" * 2000  # 400 products of ~2.1 KB: over the inline limit, so the payload goes to the bucket
+    products = [product(f"{i:014d}", Values=[{"Name": "Product Name", "ValuesByLocale": {"en-US": f"{long_name} {i}"}}]) for i in range(400)]
+    payload = {
+        "ErrorMode": "Ignore",
+        "ProductImportData": {"ProductIdentifierProperty": "GTIN", "ProductsToImport": products, "Archived": False},
+        "whatIf": False,
+    }
+    job = pipeline.create("BULK_IMPORT", payload)
+    stored = job_store.get(pipeline.scope, job["id"])
+    assert stored is not None and "payload_object" in stored and "payload_json" not in stored
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["total_items"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 400, 400, 0)
+    results = pipeline.results(job["id"])
+    assert [r["IdentifierValue"] for r in results] == [f"{i:014d}" for i in range(400)]
+    assert sorted(p["title"] for p in pipeline.products()) == sorted(f"{long_name} {i}" for i in range(400))
 
 
 def test_envelope_jobs_need_a_vocabulary_and_a_valid_envelope(pipeline: Pipeline) -> None:

@@ -47,3 +47,70 @@ def test_an_item_larger_than_many_pieces() -> None:
 def test_what_is_not_a_whole_array_is_refused(stored: str) -> None:
     with pytest.raises(ValueError):
         list(array_items(io.StringIO(stored), 2))
+
+
+@st.composite
+def envelopes(draw: st.DrawFn) -> tuple[str, list[Any]]:
+    """A stored ProductImportData envelope: its products among other members, before and after them,
+    some of which hold arrays or bear the names on the path at another level."""
+    names = st.sampled_from(["ErrorMode", "whatIf", "ProductsToImport", "Archived", "x"])
+
+    def around(inner: tuple[str, Any]) -> dict[str, Any]:
+        others = list(draw(st.dictionaries(names.filter(lambda n: n != inner[0]), values, max_size=3)).items())
+        at = draw(st.integers(0, len(others)))
+        return dict([*others[:at], inner, *others[at:]])
+
+    items = draw(st.lists(values, max_size=8))
+    stored = compact(around(("ProductImportData", around(("ProductsToImport", items)))))
+    return stored, items
+
+
+@settings(max_examples=300, deadline=None)
+@given(envelopes(), st.integers(1, 40))
+def test_the_items_of_an_array_down_a_path_whatever_surrounds_it(envelope: tuple[str, list[Any]], piece: int) -> None:
+    stored, items = envelope
+    got = array_items(io.StringIO(stored), piece, ("ProductImportData", "ProductsToImport"))
+    assert list(got) == [compact(item) for item in items]
+
+
+def test_a_path_through_spaced_text_and_values_cut_by_pieces() -> None:
+    stored = ' { "n" : 12345.5e1 , "s": "}:,", "a" : [ {"ProductsToImport": [9]} ] ,\n "p" : { "q" : [ 1 , "x" ] , "z": 2 } } '
+    for piece in range(1, len(stored) + 1):
+        assert list(array_items(io.StringIO(stored), piece, ("p", "q"))) == ["1", '"x"']
+
+
+@pytest.mark.parametrize(
+    ("stored", "path"),
+    [
+        ('{"a":[1]}', ("b",)),
+        ('{"a":{"b":[1]}}', ("b",)),
+        ("{}", ("a",)),
+        ('[{"a":[1]}]', ("a",)),
+        ('{"a":{"b":5}}', ("a", "b")),
+        ('{"a":{"b":[1,2', ("a", "b")),
+        ('{"x":1;"a":[1]}', ("a",)),
+    ],
+)
+def test_a_path_that_leads_to_no_whole_array_is_refused(stored: str, path: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError):
+        list(array_items(io.StringIO(stored), 3, path))
+
+
+class CountingStream(io.StringIO):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.read_so_far = 0
+
+    def read(self, size: int | None = -1, /) -> str:
+        text = super().read(size)
+        self.read_so_far += len(text)
+        return text
+
+
+def test_the_reader_reads_ahead_by_a_piece_not_to_the_end() -> None:
+    """Values ending at `}` or `:` are whole: waiting for more there would read the rest of the payload."""
+    stored = '{"n":{"m":1},"k":2,"a":[' + ",".join(['{"v":1}'] * 10_000) + "]}"
+    stream = CountingStream(stored)
+    items = array_items(stream, 16, ("a",))
+    assert next(items) == '{"v":1}'
+    assert stream.read_so_far <= 64
