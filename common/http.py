@@ -14,7 +14,7 @@ import math
 import re
 import uuid
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -217,9 +217,9 @@ class _ItemArrayBuilder:
         return ItemArray(text, self.count, "".join(self.kinds), self.sizes)
 
 
-def loads_strict_itemised(text: str, member: str, keep: int) -> Any:
-    """`loads_strict(text)`, except that when the text is an object whose `member` is an array, that
-    array comes back as an `ItemArray` holding at most `keep` items.
+def loads_strict_itemised(text: str, paths: Collection[tuple[str, ...]], keep: int) -> Any:
+    """`loads_strict(text)`, except that an array found down one of `paths` (member names from the
+    top-level object, through nested objects) comes back as an `ItemArray` holding at most `keep` items.
 
     Each item is decoded (strictly), re-encoded as compact JSON and dropped before the next one is
     read, so a 32 MB array never exists as Python objects all at once: parsed whole, they took about
@@ -230,79 +230,88 @@ def loads_strict_itemised(text: str, member: str, keep: int) -> Any:
     start = _SPACE(text, 0).end()
     if not text.startswith("{", start):
         return loads_strict(text)
-    reader = _ObjectReader(text, member, keep)
+    reader = _ObjectReader(text, paths, keep)
     with _malformed_as_400():
-        value = reader.members(start)
+        value, at = reader.members(start, ())
+        at = reader.skip(at)
+        if at != len(text):
+            reader.fail("Extra data", at)
     # Last, as in loads_strict, which checks once the whole text is parsed. The items' sizes already
-    # tell; the other members are encoded only when the text holds a surrogate escape at all.
-    others = {key: member for key, member in value.items() if not isinstance(member, ItemArray)}
-    if reader.lone_surrogate or (_SURROGATE_ESCAPE.search(text) and _utf8_len(compact_json(others)) is None):
+    # tell; the rest is encoded only when the text holds a surrogate escape at all.
+    if reader.lone_surrogate or (_SURROGATE_ESCAPE.search(text) and _utf8_len(_compact_without_items(value)) is None):
         raise errors.BadRequest(_LONE_SURROGATE, code="malformed_json")
     return value
 
 
-class _ObjectReader:
-    """Reads a top-level object a member at a time; raises `json.JSONDecodeError` as the C scanner would."""
+def _compact_without_items(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=lambda item_array: [])
 
-    def __init__(self, text: str, member: str, keep: int) -> None:
-        self.text, self.member, self.keep = text, member, keep
+
+class _ObjectReader:
+    """Reads objects a member at a time down to the arrays it is after; raises `json.JSONDecodeError`
+    as the C scanner would."""
+
+    def __init__(self, text: str, paths: Collection[tuple[str, ...]], keep: int) -> None:
+        self.text, self.keep = text, keep
+        self.arrays = set(paths)
+        self.objects = {path[:depth] for path in self.arrays for depth in range(1, len(path))}
         self.lone_surrogate = False
 
-    def _skip(self, at: int) -> int:
+    def skip(self, at: int) -> int:
         return int(_SPACE(self.text, at).end())
 
-    def _fail(self, message: str, at: int) -> NoReturn:
+    def fail(self, message: str, at: int) -> NoReturn:
         raise json.JSONDecodeError(message, self.text, at)
 
-    def members(self, start: int) -> dict[str, Any]:
+    def members(self, start: int, path: tuple[str, ...]) -> tuple[dict[str, Any], int]:
+        """The object that opens at `text[start]` (reached by `path`), and the index past it."""
         text, pairs = self.text, []
-        at = self._skip(start + 1)
+        at = self.skip(start + 1)
         if text.startswith("}", at):
             at += 1
         else:
             while True:
                 if not text.startswith('"', at):
-                    self._fail("Expecting property name enclosed in double quotes", at)
+                    self.fail("Expecting property name enclosed in double quotes", at)
                 key, at = json.decoder.scanstring(text, at + 1)  # type: ignore[attr-defined]
-                at = self._skip(at)
+                at = self.skip(at)
                 if not text.startswith(":", at):
-                    self._fail("Expecting ':' delimiter", at)
-                at = self._skip(at + 1)
+                    self.fail("Expecting ':' delimiter", at)
+                at = self.skip(at + 1)
                 value: Any
-                if key == self.member and text.startswith("[", at):
+                here = (*path, key)
+                if here in self.arrays and text.startswith("[", at):
                     value, at = self._items(at)
+                elif here in self.objects and text.startswith("{", at):
+                    value, at = self.members(at, here)
                 else:
                     value, at = _STRICT.raw_decode(text, at)
                 pairs.append((key, value))
-                at = self._skip(at)
+                at = self.skip(at)
                 if text.startswith(",", at):
-                    at = self._skip(at + 1)
+                    at = self.skip(at + 1)
                 elif text.startswith("}", at):
                     at += 1
                     break
                 else:
-                    self._fail("Expecting ',' delimiter", at)
-        value = _reject_duplicates(pairs)  # as the C scanner's hook does, when the object closes
-        at = self._skip(at)
-        if at != len(text):
-            self._fail("Extra data", at)
-        return value
+                    self.fail("Expecting ',' delimiter", at)
+        return _reject_duplicates(pairs), at  # as the C scanner's hook does, when the object closes
 
     def _items(self, at: int) -> tuple[ItemArray, int]:
         """The array that opens at `text[at]`, an item at a time; returns it and the index past it."""
         text, builder = self.text, _ItemArrayBuilder(self.keep)
-        at = self._skip(at + 1)
+        at = self.skip(at + 1)
         if not text.startswith("]", at):
             while True:
                 value, at = _STRICT.raw_decode(text, at)
                 builder.add(value)
-                at = self._skip(at)
+                at = self.skip(at)
                 if text.startswith(",", at):
-                    at = self._skip(at + 1)
+                    at = self.skip(at + 1)
                 elif text.startswith("]", at):
                     break
                 else:
-                    self._fail("Expecting ',' delimiter", at)
+                    self.fail("Expecting ',' delimiter", at)
         self.lone_surrogate |= builder.lone_surrogate
         return builder.build(), at + 1
 

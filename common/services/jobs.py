@@ -23,7 +23,6 @@ from common.logging import get_logger
 from common.models.audit import audit_event
 from common.models.base import utcnow
 from common.models.job import ChunkMessage, ItemResult, JobMessage, JobPublic, JobStatus, JobSummary, JobType
-from common.models.syndigo import ImportRequest
 from common.services import product_import
 from common.store import blobs, catalog, queue
 from common.store import jobs as store
@@ -34,9 +33,13 @@ log = get_logger("synq.jobs")
 _REQUEST_FIELDS = {"job_type", "payload", "item_count", "payload_sha256"}
 
 
+# Where a create request's items are: its payload array, or the products of its ProductImportData envelope.
+_ITEM_PATHS = (("payload",), ("payload", *product_import.ENVELOPE_ITEMS))
+
+
 def read_request(text: str) -> Any:
-    """A create request's body, its `payload` array read an item at a time (`loads_strict_itemised`)."""
-    return loads_strict_itemised(text, "payload", keep=get_settings().max_items_per_job)
+    """A create request's body, its items read one at a time (`loads_strict_itemised`)."""
+    return loads_strict_itemised(text, _ITEM_PATHS, keep=get_settings().max_items_per_job)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ class JobInput:
     job_type: JobType
     payload_json: str
     item_count: int
-    envelope: ImportRequest | None  # the ProductImportData envelope, when the payload is one
+    # A ProductImportData payload's options, as a job stores them (`vocabulary_id` as the envelope
+    # names it, None for the tenant's default); None for a plain array.
+    import_options: dict[str, Any] | None
 
 
 def validate_request(body: Any) -> JobInput:
@@ -69,15 +74,14 @@ def validate_request(body: Any) -> JobInput:
             details={"field": "job_type"},
         )
     payload = body["payload"]
-    envelope = None
+    import_options = None
     keep = settings.max_items_per_job
     if isinstance(payload, ItemArray):
         items = payload
     elif isinstance(payload, dict):
         if job_type == "BULK_DELETE":
             raise errors.Unprocessable("BULK_DELETE takes an array of product ids.", code="invalid_payload", details={"field": "payload"})
-        envelope = product_import.parse_request(payload)
-        items = ItemArray.of(envelope.ProductImportData.ProductsToImport, keep)
+        import_options, items = _envelope(payload, keep)
     elif isinstance(payload, list):
         items = ItemArray.of(payload, keep)
     else:
@@ -89,14 +93,50 @@ def validate_request(body: Any) -> JobInput:
     # An item's compact text starts with `{` when it is an object and `"` when it is a string.
     want, what = ('"', "a product id string") if job_type == "BULK_DELETE" else ("{", "a product object")
     for index in range(items.count):
-        if envelope is None and items.kinds[index] != want:
+        if import_options is None and items.kinds[index] != want:
             raise errors.Unprocessable(
                 f"payload[{index}] must be {what} for {job_type}.", code="invalid_payload", details={"field": f"payload[{index}]"}
             )
         if items.sizes[index] > settings.max_item_bytes:
             raise errors.PayloadTooLarge(f"payload[{index}] is larger than {settings.max_item_bytes} bytes.")
-    payload_json = items.json if envelope is None else compact_json(payload)
-    return JobInput(JobType(job_type), payload_json, items.count, envelope)
+    payload_json = items.json if import_options is None else _compact_around(payload, product_import.ENVELOPE_ITEMS, items.json)
+    return JobInput(JobType(job_type), payload_json, items.count, import_options)
+
+
+def _envelope(payload: dict[str, Any], keep: int) -> tuple[dict[str, Any], ItemArray]:
+    """A ProductImportData payload checked: its options, and its products as items. The envelope's
+    model checks only that ProductsToImport is a non-empty array (each product is checked as an
+    item), so when the reader has already turned them into an `ItemArray` the model is shown a
+    stand-in of the same emptiness."""
+    data = payload.get("ProductImportData")
+    products = data.get("ProductsToImport") if isinstance(data, dict) else None
+    if isinstance(data, dict) and isinstance(products, ItemArray):
+        stand_in: list[Any] = [{}] if products.count else []
+        envelope = product_import.parse_request({**payload, "ProductImportData": {**data, "ProductsToImport": stand_in}})
+        items = products
+    else:
+        envelope = product_import.parse_request(payload)
+        items = ItemArray.of(envelope.ProductImportData.ProductsToImport, keep)
+    options = {
+        "vocabulary_id": envelope.vocabularyId,
+        "identifier_property": envelope.ProductImportData.ProductIdentifierProperty,
+        "error_mode": envelope.ErrorMode.value,
+        "what_if": envelope.whatIf,
+        "include_missing": envelope.shouldIncludeMissingVocabularyAttributes,
+        "archived": envelope.ProductImportData.Archived,
+    }
+    return options, items
+
+
+def _compact_around(value: dict[str, Any], path: tuple[str, ...], text: str) -> str:
+    """`compact_json(value)`, with the member down `path` written as `text` (its compact JSON)."""
+    if not path:
+        return text
+    members = (
+        compact_json(key) + ":" + (_compact_around(member, path[1:], text) if key == path[0] else compact_json(member))
+        for key, member in value.items()
+    )
+    return "{" + ",".join(members) + "}"
 
 
 def check_integrity(body: dict[str, Any], item_count: int, payload_json: str) -> None:
@@ -137,21 +177,13 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) 
     """Store a PENDING job with its audit event, publish it, and return the public record."""
     settings = get_settings()
     checked = validate_request(body)
-    job_type, payload_json, envelope = checked.job_type, checked.payload_json, checked.envelope
+    job_type, payload_json, import_options = checked.job_type, checked.payload_json, checked.import_options
     check_integrity(body, checked.item_count, payload_json)
     job_id = str(uuid.uuid4())
     scope = principal.scope
-    import_options = None
-    if envelope is not None:
-        vocabulary = product_import.load_vocabulary(scope, envelope.vocabularyId)
-        import_options = {
-            "vocabulary_id": vocabulary["id"],
-            "identifier_property": envelope.ProductImportData.ProductIdentifierProperty,
-            "error_mode": envelope.ErrorMode.value,
-            "what_if": envelope.whatIf,
-            "include_missing": envelope.shouldIncludeMissingVocabularyAttributes,
-            "archived": envelope.ProductImportData.Archived,
-        }
+    if import_options is not None:
+        vocabulary = product_import.load_vocabulary(scope, import_options["vocabulary_id"])
+        import_options = {**import_options, "vocabulary_id": vocabulary["id"]}
     now = utcnow()
     job: dict[str, Any] = {
         "id": job_id,

@@ -116,28 +116,40 @@ def test_rejects_numbers_that_overflow_to_infinity(text: str) -> None:
 # -- loads_strict_itemised --------------------------------------------------------------------------
 
 
+# A create request's items: its payload array, or its envelope's products (as jobs.read_request has them).
+PATHS = (("payload",), ("payload", "ProductImportData", "ProductsToImport"))
+
+
 def agrees_with_loads_strict(text: str, keep: int = 1000) -> Any:
-    """`loads_strict_itemised` must give what `loads_strict` gives, with a top-level `payload` array as
-    an `ItemArray` of the same items, or refuse with the same message. Returns its answer (or error)."""
+    """`loads_strict_itemised` must give what `loads_strict` gives, with every array down one of
+    `PATHS` as an `ItemArray` of the same items, or refuse with the same message. Returns its answer
+    (or error)."""
     try:
         whole = loads_strict(text)
     except errors.BadRequest as refused:
         with pytest.raises(errors.BadRequest) as info:
-            loads_strict_itemised(text, "payload", keep)
+            loads_strict_itemised(text, PATHS, keep)
         assert (info.value.code, info.value.message) == (refused.code, refused.message), text
         return info.value
-    got = loads_strict_itemised(text, "payload", keep)
-    if isinstance(whole, dict) and isinstance(whole.get("payload"), list):
-        items, expected = got["payload"], whole["payload"]
-        assert isinstance(items, ItemArray)
-        assert items.json == compact_json(expected)
-        assert items.count == len(expected)
-        assert items.kinds == "".join(compact_json(v)[0] for v in expected)
-        assert list(items.sizes) == [len(compact_json(v).encode("utf-8")) for v in expected]
-        got = {**got, "payload": expected}
-    assert got == whole
-    if isinstance(whole, dict):
-        assert list(got) == list(whole)
+    got = loads_strict_itemised(text, PATHS, keep)
+    assert same_with_item_arrays(got, whole, ()) == whole
+    return got
+
+
+def same_with_item_arrays(got: Any, whole: Any, path: tuple[str, ...]) -> Any:
+    """`got` with its ItemArrays turned back into the lists they hold, checked against `whole`: an
+    ItemArray exactly where `whole` has an array down one of PATHS, and keys in the same order."""
+    if path in PATHS and isinstance(whole, list):
+        assert isinstance(got, ItemArray), path
+        assert got.json == compact_json(whole)
+        assert got.count == len(whole)
+        assert got.kinds == "".join(compact_json(v)[0] for v in whole)
+        assert list(got.sizes) == [len(compact_json(v).encode("utf-8")) for v in whole]
+        return whole
+    if isinstance(whole, dict) and any(len(p) > len(path) and p[: len(path)] == path for p in PATHS):
+        assert isinstance(got, dict) and list(got) == list(whole)
+        return {key: same_with_item_arrays(got[key], whole[key], (*path, key)) for key in got}
+    assert not isinstance(got, ItemArray), path
     return got
 
 
@@ -146,7 +158,10 @@ def agrees_with_loads_strict(text: str, keep: int = 1000) -> Any:
     [
         '{"job_type": "BULK_IMPORT", "payload": [{"title": "Pull é", "n": [1, 2.5e3, -0]}, {}, "id", 7, null, [true]]}',
         '  {  "payload"  :  [  ]  ,  "x" : { "payload": [1] } }  ',
-        '{"payload": {"ProductImportData": {"ProductsToImport": [{"a": 1}]}}}',  # not an array: parsed whole
+        '{"payload": {"ProductImportData": {"ProductsToImport": [{"a": 1}], "ErrorMode": "Fail"}}, "job_type": "BULK_IMPORT"}',
+        '{"payload": {"x": {"ProductsToImport": [1]}, "ProductsToImport": [2], "ProductImportData": {"ProductsToImport": []}}}',
+        '{"payload": {"ProductImportData": {"ProductsToImport": 5}}, "ProductImportData": {"ProductsToImport": [1]}}',
+        '{"payload": {"ProductImportData": [{"ProductsToImport": [1]}]}}',  # not an object: parsed whole
         '{"payload": 5, "job_type": "BULK_DELETE"}',
         '{"item_count": 2, "payload": ["a", "b"], "payload_sha256": "00"}',
         '{"payload": [{"emoji": "\\ud83d\\ude00", "nul": "\\u0000", "esc": "\\"\\n\\/"}]}',
@@ -192,6 +207,14 @@ def test_itemised_reading_accepts_what_loads_strict_accepts(text: str) -> None:
         '{"payload": [{"t": "\\ud800"}], "x": [1,]}',  # the syntax error is found first
         '{"\\udc00": 1, "payload": [1]}',
         '{"payload": [1], "x": {"t": "\\ud800"}}',
+        '{"payload": {"ProductImportData": {"ProductsToImport": [{"t": "\\ud800"}]}}}',
+        '{"payload": {"ProductImportData": {"ProductsToImport": [1], "x": "\\udc00"}}}',
+        '{"payload": {"ProductImportData": {"ProductsToImport": [1], "ProductsToImport": [2]}}}',
+        '{"payload": {"ProductImportData": {"ProductsToImport": [1]}, "ProductImportData": 5}}',
+        '{"payload": {"ProductImportData": {"ProductsToImport": [1,]}}}',
+        '{"payload": {"ProductImportData": {"ProductsToImport": [1]}}',
+        '{"payload": {"ProductImportData": {"ProductsToImport": [1] "ErrorMode": 1}}}',
+        '{"payload": {"ProductImportData": {"a": 1, "a": 2, "ProductsToImport": [{"t": "\\ud800"}]}}}',
         "\ufeff" + '{"payload": [1]}',
         '{"payload": [1]}\x00',
         "{",
@@ -204,18 +227,18 @@ def test_itemised_reading_refuses_what_loads_strict_refuses_with_its_message(tex
 
 
 def test_itemised_reading_counts_past_what_it_keeps_and_still_checks_the_rest() -> None:
-    items = loads_strict_itemised('{"payload": [{"a": 1}, "b", 3, [4]]}', "payload", 2)["payload"]
+    items = loads_strict_itemised('{"payload": [{"a": 1}, "b", 3, [4]]}', PATHS, 2)["payload"]
     assert (items.json, items.count, items.kinds, list(items.sizes)) == ('[{"a":1},"b"]', 4, '{"', [7, 3])
     with pytest.raises(errors.BadRequest, match="Expecting ',' delimiter"):
-        loads_strict_itemised('{"payload": [1, 2, 3 4]}', "payload", 2)
+        loads_strict_itemised('{"payload": [1, 2, 3 4]}', PATHS, 2)
     with pytest.raises(errors.BadRequest, match="Duplicate key"):
-        loads_strict_itemised('{"payload": [1, 2, {"k": 1, "k": 2}]}', "payload", 2)
+        loads_strict_itemised('{"payload": [1, 2, {"k": 1, "k": 2}]}', PATHS, 2)
 
 
 def test_item_array_of_values_matches_the_reader() -> None:
     values = [{"t": "é"}, "id", 1.5, None]
     text = json.dumps({"payload": values})
-    assert ItemArray.of(values, 10) == loads_strict_itemised(text, "payload", 10)["payload"]
+    assert ItemArray.of(values, 10) == loads_strict_itemised(text, PATHS, 10)["payload"]
     with pytest.raises(errors.BadRequest, match="lone UTF-16 surrogate"):
         ItemArray.of([{"t": "\ud800"}], 10)
 
@@ -240,10 +263,21 @@ json_values = st.recursive(
 
 @st.composite
 def bodies(draw: st.DrawFn) -> str:
-    """A create request's text: a payload array among other members, in any place, spaced or not."""
-    others = list(draw(st.dictionaries(st.sampled_from(["job_type", "item_count", "x", "payload "]), json_values, max_size=3)).items())
-    at = draw(st.integers(0, len(others)))
-    members = dict([*others[:at], ("payload", draw(st.lists(json_values, max_size=6))), *others[at:]])
+    """A create request's text: a payload array, or an envelope around one, among other members in
+    any place (some bearing the names on the way at another level), spaced or not."""
+
+    def among(names: list[str], member: tuple[str, Any]) -> dict[str, Any]:
+        others = list(draw(st.dictionaries(st.sampled_from(names), json_values, max_size=3)).items())
+        at = draw(st.integers(0, len(others)))
+        return dict([*others[:at], member, *others[at:]])
+
+    items = draw(st.lists(json_values, max_size=6))
+    if draw(st.booleans()):
+        payload: Any = items
+    else:
+        products = among(["ProductIdentifierProperty", "Archived", "payload"], ("ProductsToImport", items))
+        payload = among(["ErrorMode", "whatIf", "ProductsToImport"], ("ProductImportData", products))
+    members = among(["job_type", "item_count", "x", "payload ", "ProductImportData"], ("payload", payload))
     return json.dumps(members, indent=draw(st.sampled_from([None, 0, 2])), ensure_ascii=draw(st.booleans()))
 
 
@@ -260,7 +294,7 @@ def test_itemised_reading_agrees_on_any_damaged_body(text: str, data: st.DataObj
     for _ in range(data.draw(st.integers(1, 2))):
         at = data.draw(st.integers(0, len(text)))
         cut = data.draw(st.integers(0, 3))
-        insert = data.draw(st.sampled_from(["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "x", "\\", "\\ud800", "NaN", '"payload":[1],']))
+        insert = data.draw(st.sampled_from(["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "x", "\\", "\\ud800", "NaN", '"payload":[1],', '"ProductsToImport":[1],']))
         text = text[:at] + insert + text[at + cut :]
     agrees_with_loads_strict(text)
 

@@ -16,7 +16,7 @@ from common import errors
 from common.config import Settings
 from common.http import loads_strict
 from common.models.job import JobType
-from common.services.jobs import split_chunks, validate_request
+from common.services.jobs import read_request, split_chunks, validate_request
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SettingsEnv = Callable[..., Settings]
@@ -44,7 +44,7 @@ def reject(body: Any, kind: type[errors.SynqError], status: int, code: str, fiel
 def test_sample_payloads_are_accepted(name: str) -> None:
     body = loads_strict((DATA / f"{name}.json").read_text())
     checked = validate_request(body)
-    assert checked.envelope is None
+    assert checked.import_options is None
     assert checked.job_type == JobType(body["job_type"])
     assert json.loads(checked.payload_json) == body["payload"]
     assert checked.item_count == len(body["payload"])
@@ -104,8 +104,53 @@ def test_the_envelope_is_accepted_and_its_products_are_the_items() -> None:
     envelope = {"ProductImportData": {"ProductsToImport": products, "ProductIdentifierProperty": "GTIN"}, "ErrorMode": "Ignore"}
     checked = validate_request({"job_type": "BULK_IMPORT", "payload": envelope})
     assert checked.job_type == "BULK_IMPORT" and json.loads(checked.payload_json) == envelope and checked.item_count == 2
-    parsed = checked.envelope
-    assert parsed is not None and parsed.ErrorMode == "Ignore" and parsed.whatIf is False
+    assert checked.import_options == {
+        "vocabulary_id": None,
+        "identifier_property": "GTIN",
+        "error_mode": "Ignore",
+        "what_if": False,
+        "include_missing": None,
+        "archived": False,
+    }
+
+
+def _outcome(body: Any) -> Any:
+    try:
+        checked = validate_request(body)
+    except errors.SynqError as exc:
+        return (type(exc), exc.code, exc.message, exc.details)
+    return checked
+
+
+_ENV = '"ProductImportData": {"ProductIdentifierProperty": "GTIN", "ProductsToImport": %s}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"job_type": "BULK_IMPORT", "payload": {%s, "ErrorMode": "Ignore"}}' % (_ENV % '[{"ProductIdentifierValue": "é"}, {"x": [1, 2.5]}]'),
+        '{"payload": {"whatIf": true, %s}, "job_type": "BULK_UPDATE", "item_count": 1}' % (_ENV % "[{}]"),
+        '{"job_type": "BULK_IMPORT", "payload": {"ProductImportData": {"ProductsToImport": [{}, {}], "Archived": true, "ProductIdentifierProperty": "SKU"}}}',
+        '{"job_type": "BULK_IMPORT", "payload": {%s}}' % (_ENV % "[]"),
+        '{"job_type": "BULK_IMPORT", "payload": {%s}}' % (_ENV % "5"),
+        '{"job_type": "BULK_IMPORT", "payload": {%s}}' % (_ENV % '[1, "x", null]'),
+        '{"job_type": "BULK_IMPORT", "payload": {"ProductImportData": {"ProductsToImport": [{}]}}}',
+        '{"job_type": "BULK_IMPORT", "payload": {%s, "ErrorMode": "Sometimes"}}' % (_ENV % "[{}]"),
+        '{"job_type": "BULK_IMPORT", "payload": {%s, "Extra": 1}}' % (_ENV % "[{}]"),
+        '{"job_type": "BULK_DELETE", "payload": {%s}}' % (_ENV % "[{}]"),
+        '{"job_type": "BULK_IMPORT", "payload": {%s}}' % (_ENV % '[{"t": "%s"}]' % ("x" * 300)),
+        '{"job_type": "BULK_IMPORT", "payload": {%s}}' % (_ENV % "[%s]" % ",".join(["{}"] * 4)),
+        '{"job_type": "BULK_IMPORT", "payload": {"ProductImportData": 5}}',
+        '{"job_type": "BULK_IMPORT", "payload": [{}, {"t": "é"}]}',
+        '{"job_type": "BULK_DELETE", "payload": ["a", 1]}',
+    ],
+)
+def test_items_read_one_at_a_time_are_checked_as_if_parsed_whole(text: str, settings_env: SettingsEnv) -> None:
+    """`read_request` hands validate_request ItemArrays where `loads_strict` hands it lists, for a
+    plain payload and for an envelope's products alike: the outcome must be the same."""
+    settings_env(max_items_per_job=3, max_item_bytes=200)
+    whole, itemised = _outcome(loads_strict(text)), _outcome(read_request(text))
+    assert itemised == whole
 
 
 @pytest.mark.parametrize("payload", ["[]", 5, 1.5, True, None, "product"])
