@@ -104,8 +104,8 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # Reads request bodies of up to 32 MB an item at a time: 339 MiB at the benchmark's 31 MB POST
-    # (docs/performance.md), which 512Mi would hold; 1Gi is for its CPU (0.583 vCPU, 0.333 at 512Mi).
+    # Reads request bodies of up to 32 MB an item at a time: 339 / 366 MiB at the benchmark's 31 MB
+    # POSTs, array / envelope (docs/performance.md), which 512Mi would hold; 1Gi is for its CPU (0.583 vCPU, 0.333 at 512Mi).
     "api": Profile(
         memory="1Gi",
         timeout_s=120,
@@ -114,7 +114,7 @@ PROFILES: dict[str, Profile] = {
         publishes=("jobs_topic", "exports_topic"),
         bucket_role=STORAGE_WRITER,  # payloads/ of large jobs
     ),
-    # Reads the stored payload a piece at a time (199-225 MiB in the benchmarks); 1Gi is for the CPU
+    # Reads the stored payload, array or envelope, a piece at a time (194-225 MiB in the benchmarks); 1Gi is for the CPU
     # that splitting a 32 MB payload takes.
     "dispatch_job": Profile(
         memory="1Gi",
