@@ -115,9 +115,9 @@ _PIECE = 1 << 20
 _LONE_SURROGATE = "JSON holds a lone UTF-16 surrogate escape."
 
 
-def compact_json(value: Any) -> str:
+def compact_json(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     """The compact JSON a job stores: no spaces, keys in the order given, non-ASCII unescaped."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=default)
 
 
 def utf8_pieces(text: str) -> Iterator[bytes]:
@@ -238,13 +238,13 @@ def loads_strict_itemised(text: str, paths: Collection[tuple[str, ...]], keep: i
             reader.fail("Extra data", at)
     # Last, as in loads_strict, which checks once the whole text is parsed. The items' sizes already
     # tell; the rest is encoded only when the text holds a surrogate escape at all.
-    if reader.lone_surrogate or (_SURROGATE_ESCAPE.search(text) and _utf8_len(_compact_without_items(value)) is None):
+    if reader.lone_surrogate or (_SURROGATE_ESCAPE.search(text) and _utf8_len(compact_json(value, default=_as_empty)) is None):
         raise errors.BadRequest(_LONE_SURROGATE, code="malformed_json")
     return value
 
 
-def _compact_without_items(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=lambda item_array: [])
+def _as_empty(item_array: ItemArray) -> list[Any]:
+    return []  # its items were checked as they were read
 
 
 class _ObjectReader:
