@@ -108,7 +108,7 @@ class CountingStream(io.StringIO):
 
 
 def test_the_reader_reads_ahead_by_a_piece_not_to_the_end() -> None:
-    """Values ending at `}` or `:` are whole: waiting for more there would read the rest of the payload."""
+    """A key ends at its `:` and is whole there: waiting for more would read the rest of the payload."""
     stored = '{"n":{"m":1},"k":2,"a":[' + ",".join(['{"v":1}'] * 10_000) + "]}"
     stream = CountingStream(stored)
     items = array_items(stream, 16, ("a",))
