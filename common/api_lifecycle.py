@@ -29,7 +29,7 @@ def cancel_bulk_job(request: Request) -> Response:
     summary="Create a job from only the failed items of a FAILED job, optionally corrected by index",
     request_model=RetryRequest,
     response_model=JobPublic,
-    error_statuses=(409, 422),
+    error_statuses=(409, 410, 422),
     tags=("bulk jobs",),
 )
 def retry_bulk_job(request: Request) -> Response:

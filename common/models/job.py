@@ -36,7 +36,12 @@ class _JobCreateBase(BaseModel):
     payload_sha256: str | None = Field(
         default=None,
         pattern="^[0-9a-fA-F]{64}$",
-        description="SHA-256 (hex) of the payload as compact JSON (JSON.stringify); equals the returned payload_json. A mismatch is 422.",
+        description=(
+            "SHA-256 (hex) of the UTF-8 payload_json the API returns: the payload re-encoded by Python's"
+            ' json.dumps(payload, separators=(",", ":"), ensure_ascii=False). JSON.stringify(payload) matches it'
+            " only for strings, booleans, null, integers within 2^53, numbers with a non-zero fractional part of at"
+            " least 0.0001 in magnitude, and no integer-like object keys (Python writes 1e-05, 100.0, 1e+16). A mismatch is 422."
+        ),
     )
 
 

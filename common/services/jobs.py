@@ -143,9 +143,13 @@ def check_integrity(body: dict[str, Any], item_count: int, payload_json: str) ->
     """Optional `item_count` and `payload_sha256` catch a truncated or altered upload before it runs.
 
     The digest is the SHA-256 (hex) of the payload as compact JSON, keys in the order sent and
-    non-ASCII characters unescaped: `JSON.stringify(payload)` in JavaScript,
-    `json.dumps(payload, separators=(",", ":"), ensure_ascii=False)` in Python; it is also exactly
-    the `payload_json` the API returns.
+    non-ASCII characters unescaped, as Python writes it:
+    `json.dumps(payload, separators=(",", ":"), ensure_ascii=False)`, exactly the `payload_json` the
+    API returns. `JSON.stringify(payload)` gives the same text only when the payload's numbers are
+    integers within ±2^53 or have a non-zero fractional part of at least 0.0001 in magnitude and no
+    object key is a non-negative integer: Python writes 0.00001 as `1e-05`, 1e-7 as `1e-07`, 1E2 and
+    100.0 as `100.0` and 1e16 as `1e+16`, where JavaScript writes `0.00001`, `1e-7`, `100` and
+    `10000000000000000`.
     """
     expected_count = body.get("item_count")
     if expected_count is not None:

@@ -7,9 +7,10 @@ functions on free ports, stale work reconciled after STALE seconds). Only the "r
 uses the session stack, and it kills nothing.
 
 The module's stack gets its reconcile ticks from `Ticker`, which publishes to *its* Pub/Sub emulator
-over the emulator's REST API: `Stack._tick` creates its publisher from the process environment
-(`os.environ.setdefault("PUBSUB_EMULATOR_HOST", …)`), and in the test process that variable already
-names the session stack's emulator, so a second Stack's own ticker would tick the session stack.
+over the emulator's REST API every TICK seconds; the stack's own ticker is left off
+(`reconcile_every=3600.0`). `Ticker` was written when `Stack._tick` took its publisher from
+PUBSUB_EMULATOR_HOST, which in the test process names the session stack's emulator. `Stack._tick`
+now opens a gRPC channel to its own stack's emulator (infra note G in docs/reliability.md).
 """
 
 from __future__ import annotations
