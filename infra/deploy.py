@@ -1,7 +1,7 @@
 """Create or update the whole Synq environment in one Google Cloud project with gcloud.
 
     infra/deploy.sh PROJECT REGION [--dry-run] [--bucket NAME] [--export-days 30] [--payload-days N]
-                    [--firestore-location LOCATION] [--setting FIELD=VALUE ...]
+                    [--firestore-location LOCATION] [--public-api-url URL] [--setting FIELD=VALUE ...]
 
 The deploy is a list of shell lines. Each line is idempotent on its own (describe-then-create,
 create-or-update, or a create that accepts "already exists"), so running the deploy twice changes
@@ -29,6 +29,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from pydantic import SecretBytes, SecretStr
 
 from common.config import Settings
 from infra import stack, topology
@@ -52,7 +55,7 @@ APIS = (
     "logging.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",  # gen2 functions run on Cloud Run
-    "secretmanager.googleapis.com",  # the SMTP password
+    "secretmanager.googleapis.com",  # the SMTP password, the download-link key
     "storage.googleapis.com",
 )
 
@@ -77,6 +80,16 @@ TASKS_MAX_DISPATCHES_PER_S = 500  # the most Cloud Tasks dispatches from one que
 TICKS = {"reconcile_topic": "* * * * *"}
 
 SMTP_SECRET = "synq-smtp-password"
+SIGNING_KEY_SECRET = "synq-download-signing-key"
+# How a person gives each secret its value (the deploy creates the secret, never its value): the
+# shell words whose output `gcloud secrets versions add SECRET --data-file=-` reads.
+SECRET_VALUES = {
+    SMTP_SECRET: 'printf %s "$SMTP_PASSWORD"',
+    # Any long random string; it signs download links (HMAC-SHA256), so 32 random bytes.
+    SIGNING_KEY_SECRET: 'printf %s "$(openssl rand -hex 32)"',
+}
+# The public route a deploy checks the download links' base URL with (needs no token).
+API_CHECK_PATH = "/api/v1/pim/openapi.json"
 
 STORAGE_WRITER = "roles/storage.objectAdmin"  # writers may overwrite a retried upload: needs delete
 STORAGE_READER = "roles/storage.objectViewer"
@@ -99,10 +112,13 @@ class Profile:
     bucket_role: str | None = None
     enqueues_tasks: bool = False  # creates Cloud Tasks carrying an OIDC token
     public: bool = False  # reached from the internet; the API checks its own bearer tokens
-    secrets: tuple[tuple[str, str], ...] = ()  # (environment variable, Secret Manager secret)
+    # (SYNQ_<FIELD> environment variable, Secret Manager secret) for each secret Settings field it reads
+    secrets: tuple[tuple[str, str], ...] = ()
     max_delivery_attempts: int = 10  # Pub/Sub deliveries before a message is dead-lettered
 
 
+# Who publishes where, who enqueues tasks and who reads which secret is what the code does from each
+# entry point; tests/unit/test_deploy.py follows the calls from main.py and checks these against it.
 PROFILES: dict[str, Profile] = {
     # Reads request bodies of up to 32 MB an item at a time: 339 / 366 MiB at the benchmark's 31 MB
     # POSTs, array / envelope (docs/performance.md), which 512Mi would hold; 1Gi is for its CPU (0.583 vCPU, 0.333 at 512Mi).
@@ -113,6 +129,8 @@ PROFILES: dict[str, Profile] = {
         public=True,
         publishes=("jobs_topic", "exports_topic"),
         bucket_role=STORAGE_WRITER,  # payloads/ of large jobs
+        enqueues_tasks=True,  # POST /notification-deliveries/{id}/redeliver
+        secrets=(("SYNQ_DOWNLOAD_SIGNING_KEY", SIGNING_KEY_SECRET),),  # checks signed download links
     ),
     # Reads the stored payload, array or envelope, a piece at a time (194-225 MiB in the benchmarks); 1Gi is for the CPU
     # that splitting a 32 MB payload takes.
@@ -127,13 +145,14 @@ PROFILES: dict[str, Profile] = {
     # also buys twice the CPU of 256Mi, which shortens its transactions and so their contention.
     # Its instance limit bounds the writes per second on one job's document (~1/s sustained is
     # Firestore's guidance), which every chunk of that job updates.
-    "process_chunk": Profile(memory="512Mi", timeout_s=stack.ACK_DEADLINE_SECONDS, max_instances=20),
+    # A finished chunk releases the next one into its job's window; the last one may start the commit round.
+    "process_chunk": Profile(memory="512Mi", timeout_s=stack.ACK_DEADLINE_SECONDS, max_instances=20, publishes=("chunks_topic",)),
     # One tick a minute; a tick that finds the previous one still running is retried, and ticks
     # are interchangeable, so one instance is enough and two would only duplicate work.
     "reconcile": Profile(
         timeout_s=stack.ACK_DEADLINE_SECONDS,
         max_instances=1,
-        publishes=("jobs_topic", "chunks_topic"),
+        publishes=("jobs_topic", "chunks_topic", "exports_topic"),  # republishes jobs, chunks and exports
         max_delivery_attempts=5,
     ),
     # Streams the catalog into one object: memory is bounded by a page of products and the
@@ -143,7 +162,8 @@ PROFILES: dict[str, Profile] = {
         timeout_s=EVENT_TIMEOUT_MAX_S,
         max_instances=10,
         bucket_role=STORAGE_WRITER,
-        enqueues_tasks=True,
+        enqueues_tasks=True,  # the export's notification
+        secrets=(("SYNQ_DOWNLOAD_SIGNING_KEY", SIGNING_KEY_SECRET),),  # signs the notification's download_url
     ),
     # One webhook POST or one email per call; Cloud Tasks retries it.
     TASKS_TARGET: Profile(
@@ -154,7 +174,25 @@ PROFILES: dict[str, Profile] = {
 }
 
 # Settings the deploy itself decides; `--setting` may not override them.
-DEPLOY_SETTINGS = ("project_id", "region", "bucket", "tasks_queue", "deliver_url")
+DEPLOY_SETTINGS = ("project_id", "region", "bucket", "tasks_queue", "tasks_location", "deliver_url", "public_api_url")
+
+
+def secret_settings(profiles: Mapping[str, Profile] | None = None) -> set[str]:
+    """Settings fields that are secrets: every field a function gets from Secret Manager, and any
+    field common/config.py types as SecretStr/SecretBytes. `--setting` refuses them all, since an
+    environment variable is readable by anyone who may view the function."""
+    profiles = PROFILES if profiles is None else profiles
+    wired = {secret_field(var) for profile in profiles.values() for var, _ in profile.secrets}
+    typed = {name for name, info in Settings.model_fields.items() if info.annotation in (SecretStr, SecretBytes)}
+    return wired | typed
+
+
+def secret_field(var: str) -> str:
+    """The Settings field an environment variable sets (SYNQ_SMTP_PASSWORD -> smtp_password)."""
+    name = var.removeprefix("SYNQ_").lower()
+    if not var.startswith("SYNQ_") or name not in Settings.model_fields:
+        raise DeployError(f"secret variable {var!r} sets no common.config.Settings field")
+    return name
 
 
 @dataclass(frozen=True)
@@ -166,12 +204,23 @@ class Config:
     export_days: int = 30
     payload_days: int = 0
     settings: tuple[tuple[str, str], ...] = ()  # extra Settings fields for every function
+    api_url: str = ""  # --public-api-url; empty: the api function's own URL
 
     @property
     def deliver_url(self) -> str:
         # A gen2 function also answers on its cloudfunctions.net URL, which is known before it is
         # deployed (unlike its run.app URL) and is a valid OIDC audience for it.
-        return f"https://{self.region}-{self.project}.cloudfunctions.net/{TASKS_TARGET}"
+        return self.function_url(TASKS_TARGET)
+
+    @property
+    def public_api_url(self) -> str:
+        """Where the download links in notifications point (Settings.public_api_url): the API as
+        the internet reaches it. By default the api function's cloudfunctions.net URL, known before
+        it is deployed; behind a load balancer or a custom domain, --public-api-url."""
+        return self.api_url or self.function_url("api")
+
+    def function_url(self, name: str) -> str:
+        return f"https://{self.region}-{self.project}.cloudfunctions.net/{name}"
 
 
 # -- rendering shell lines ---------------------------------------------------------------------------
@@ -313,7 +362,9 @@ def env_vars(cfg: Config, fns: Sequence[Function]) -> dict[str, str]:
     """The same SYNQ_* settings for every function (they share one Settings class), and the same
     process settings as on the local stack (`stack.PROCESS_ENV`)."""
     values = {"project_id": cfg.project, "region": cfg.region, "bucket": cfg.bucket}
-    values["tasks_queue"] = str(topology.setting_default("tasks_queue"))
+    # The queue is created in the deploy's region, so the code must enqueue there.
+    values["tasks_queue"], values["tasks_location"] = str(topology.setting_default("tasks_queue")), cfg.region
+    values["public_api_url"] = cfg.public_api_url
     if any(fn.name == TASKS_TARGET for fn in fns):
         values["deliver_url"] = cfg.deliver_url
         # Whatever the code calls the identity it puts in the tasks' OIDC token.
@@ -378,6 +429,10 @@ def build_plan(cfg: Config, fns: Sequence[Function] | None = None) -> list[str]:
         unknown = [key for key in profile.publishes if key not in topics]
         if unknown:
             raise DeployError(f"{fn_name!r} publishes to {unknown}, which are not topic settings")
+        for var, secret in profile.secrets:
+            secret_field(var)
+            if secret not in SECRET_VALUES:
+                raise DeployError(f"{fn_name!r} reads secret {secret!r}, which has no entry in SECRET_VALUES saying how to set it")
     # One identity per function, plus the shared ones that something uses.
     shared = [BUILD_IDENTITY]
     if any(fn.kind == "event" for fn in fns):
@@ -391,7 +446,7 @@ def build_plan(cfg: Config, fns: Sequence[Function] | None = None) -> list[str]:
 
     ctx = Context(cfg, fns, profiles, topics, accounts)
     plan = Plan(cfg)
-    for section in (_apis, _firestore, _storage, _pubsub, _tasks, _identities, _grants, _functions, _invocation, _scheduler):
+    for section in (_apis, _firestore, _storage, _pubsub, _tasks, _identities, _secrets, _grants, _functions, _invocation, _scheduler, _checks):
         section(plan, ctx)
     return plan.lines
 
@@ -504,6 +559,21 @@ def _identities(plan: Plan, ctx: Context) -> None:
     plan.grant("projects", ctx.cfg.project, build, "roles/cloudbuild.builds.builder", "--condition=None")
 
 
+def _secrets(plan: Plan, ctx: Context) -> None:
+    """Each secret a function reads, once: created empty if missing; its value only a person gives."""
+    secrets = sorted({secret for profile in ctx.profiles.values() for _, secret in profile.secrets})
+    if secrets:
+        plan.section("Secret Manager: the secrets functions read (their values are added by a person)")
+    for secret in secrets:  # all of them first, so the first stop below leaves each one there to fill
+        plan.ensure(("secrets describe", secret), ("secrets create", secret, "--replication-policy=automatic"))
+    for secret in secrets:
+        plan.require(
+            ("secrets versions describe", "latest", f"--secret={secret}"),
+            f"Secret {secret} has no version yet: {SECRET_VALUES[secret]} | gcloud secrets versions add {secret} "
+            f"--data-file=- --project={ctx.cfg.project} (see docs/deploy.md), then run the deploy again.",
+        )
+
+
 def _grants(plan: Plan, ctx: Context) -> None:
     plan.section("Least-privilege grants for each function's own service account")
     for fn in ctx.fns:
@@ -518,12 +588,6 @@ def _grants(plan: Plan, ctx: Context) -> None:
             # Putting an OIDC token for the tasks identity on a task is acting as that identity.
             plan.grant("iam service-accounts", ctx.accounts[TASKS_IDENTITY], member, "roles/iam.serviceAccountUser")
         for _, secret in profile.secrets:
-            plan.ensure(("secrets describe", secret), ("secrets create", secret, "--replication-policy=automatic"))
-            plan.require(
-                ("secrets versions describe", "latest", f"--secret={secret}"),
-                f'Secret {secret} has no version yet: printf %s "$PASSWORD" | gcloud secrets versions add {secret} '
-                f"--data-file=- --project={ctx.cfg.project} (see docs/deploy.md), then run the deploy again.",
-            )
             plan.grant("secrets", secret, member, "roles/secretmanager.secretAccessor")
 
 
@@ -595,6 +659,19 @@ def _scheduler(plan: Plan, ctx: Context) -> None:
         )
 
 
+def _checks(plan: Plan, ctx: Context) -> None:
+    """The download links notifications carry must reach the API: fetch a public route at their base URL."""
+    if not any(fn.name == "api" for fn in ctx.fns):
+        return
+    plan.section("Check that the download links' base URL (SYNQ_PUBLIC_API_URL) reaches the API")
+    url = ctx.cfg.public_api_url + API_CHECK_PATH
+    message = (
+        f"{url} does not answer, so the download links in notifications would not work: pass the URL the "
+        "API answers on as --public-api-url (docs/deploy.md), then run the deploy again."
+    )
+    plan.lines.append(f"curl -fsS -o /dev/null --max-time 30 {shlex.quote(url)} || {{ echo {shlex.quote(message)} >&2; exit 1; }}")
+
+
 # -- running ---------------------------------------------------------------------------------------------
 
 
@@ -634,6 +711,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
     parser.add_argument("--export-days", type=int, default=30, help="days an export file is kept (default 30)")
     parser.add_argument("--payload-days", type=int, default=0, help="days a large job payload is kept (default 0: as long as its job)")
     parser.add_argument(
+        "--public-api-url",
+        default="",
+        metavar="URL",
+        help="https URL the API answers on from the internet, the base of the download links in notifications "
+        "(default: https://REGION-PROJECT.cloudfunctions.net/api)",
+    )
+    parser.add_argument(
         "--setting",
         action="append",
         default=[],
@@ -652,13 +736,21 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
         name, sep, value = item.partition("=")
         if not sep or name not in Settings.model_fields:
             parser.error(f"--setting {item!r}: expected FIELD=VALUE with a common.config.Settings field")
-        if name in DEPLOY_SETTINGS or "password" in name or "secret" in name:
-            parser.error(f"--setting {name}: set by the deploy itself (or a secret, which belongs in Secret Manager)")
+        if name in DEPLOY_SETTINGS:
+            parser.error(f"--setting {name}: set by the deploy itself (see docs/deploy.md)")
+        # The name patterns also catch a secret field that no function reads from Secret Manager yet.
+        if name in secret_settings() or "password" in name or "secret" in name:
+            parser.error(f"--setting {name}: a secret, which functions read from Secret Manager, never from a plain setting (see docs/deploy.md)")
         if name == "chunk_lanes":
             # Lanes work around the Pub/Sub emulator's two pushes at a time (infra/stack.py PUSH_LANES);
             # a deployment has one chunks topic, which Cloud Pub/Sub pushes from without that limit.
             parser.error("--setting chunk_lanes: for the local stack only; a deployment publishes every chunk to one topic")
         settings.append((name, value))
+    api_url = args.public_api_url.rstrip("/")
+    if api_url:
+        parts = urlsplit(api_url)
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            parser.error(f"--public-api-url {args.public_api_url!r}: expected an https URL without query or fragment")
     cfg = Config(
         project=args.project,
         region=args.region,
@@ -667,6 +759,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
         export_days=args.export_days,
         payload_days=args.payload_days,
         settings=tuple(settings),
+        api_url=api_url,
     )
     return cfg, args.dry_run
 

@@ -2,6 +2,8 @@
 
 * every function target of main.py is deployed exactly once, with the trigger the local stack wires;
 * every topic the code uses is created, with dead-lettering for the triggered ones;
+* each function's service account may publish to exactly the topics, enqueue tasks and read exactly
+  the secrets its code does, found by following the calls from main.py's targets in the source;
 * every Firestore query in common/ has the composite index it needs in infra/firestore.indexes.json,
   found by reading the query chains (`.where(` / `.order_by(` / `collection_group(`) in the source;
 * the plan is deterministic, prints without calling gcloud, and a second run against a fake gcloud
@@ -34,6 +36,7 @@ from infra import deploy, stack, topology
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT, REGION = "synq-test-project", "europe-west1"
 ARGS = [PROJECT, REGION, "--dry-run"]
+API_URL = f"https://{REGION}-{PROJECT}.cloudfunctions.net/api"  # the api function's URL, the default public one
 
 
 def dry_run(capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
@@ -252,7 +255,192 @@ def test_the_future_export_and_notification_functions_get_their_wiring() -> None
     assert f"secrets add-iam-policy-binding synq-smtp-password --member={deliver_sa} --role=roles/secretmanager.secretAccessor" in text
     assert f"functions add-invoker-policy-binding deliver_notification --region={REGION} --member=serviceAccount:{tasks_sa}" in text
     # The SMTP password is never handed to a function that does not send mail.
-    assert sum("--set-secrets" in line for line in lines) == 1
+    assert [name for name, words in deployed.items() if "synq-smtp-password" in (flag(words, "--set-secrets") or "")] == ["deliver_notification"]
+
+
+# -- permissions and secrets, derived from the code --------------------------------------------------
+
+PUBLISH, ENQUEUE = "common.store.queue.publish", "common.store.tasks.enqueue_delivery"
+TOPIC_FIELDS = {f for f in Settings.model_fields if f.endswith("_topic")}
+SECRET_NAME = re.compile(r"password|secret|(signing|private|api)_key|credential")
+
+
+def secret_fields() -> set[str]:
+    """Secret Settings fields: what the deploy treats as secret, and whatever is named like one."""
+    return deploy.secret_settings() | {f for f in Settings.model_fields if SECRET_NAME.search(f)}
+
+
+@dataclass
+class Needs:
+    """What a function's code does that needs a grant."""
+
+    topics: set[str] = field(default_factory=set)  # Settings fields of the topics it publishes to
+    enqueues: bool = False
+    secrets: set[str] = field(default_factory=set)  # secret Settings fields it reads
+
+
+@functools.cache
+def source_functions() -> tuple[dict[str, ast.FunctionDef | ast.AsyncFunctionDef], dict[str, dict[str, str]]]:
+    """Every module-level function of main.py, common/ and functions/ by qualified name (nested
+    functions are part of theirs), and each module's imported names (local name -> qualified name)."""
+    defs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+    imports: dict[str, dict[str, str]] = {}
+    for path in sorted([ROOT / "main.py", *(ROOT / "common").rglob("*.py"), *(ROOT / "functions").rglob("*.py")]):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text())
+        names = imports.setdefault(module, {})
+        for node in ast.walk(tree):  # late imports inside functions too
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0 and node.module, f"{path}: relative import"
+                names.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+            elif isinstance(node, ast.Import):
+                names.update({a.asname: a.name for a in node.names if a.asname})
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                defs[f"{module}.{node.name}"] = node
+    return defs, imports
+
+
+def references(qualname: str) -> set[str]:
+    """The repository functions a function calls or passes on (a superset of what it may run)."""
+    defs, imports = source_functions()
+    module = qualname.rsplit(".", 1)[0]
+    names = imports[module]
+    found = set()
+    for node in ast.walk(defs[qualname]):
+        if isinstance(node, ast.Name):
+            found.add(f"{module}.{node.id}" if f"{module}.{node.id}" in defs else names.get(node.id, ""))
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names:
+            found.add(f"{names[node.value.id]}.{node.attr}")
+    if any(ref.endswith(".router") for ref in found):
+        # The router dispatches to every function registered with @router.route, wherever it is.
+        found |= {name for name, fn in defs.items() if any(_is_route(d) for d in fn.decorator_list)}
+    return {ref for ref in found if ref in defs}
+
+
+def _is_route(decorator: ast.expr) -> bool:
+    return isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute) and decorator.func.attr == "route"
+
+
+def settings_reads(fn: ast.AST) -> set[str]:
+    """Settings fields a function reads (`settings.x`, `get_settings().x`), through Settings' own methods."""
+    methods = {m.name: m for m in ast.walk(ast.parse((ROOT / "common" / "config.py").read_text())) if isinstance(m, ast.FunctionDef)}
+    attrs = {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute)}
+    via = {n.attr for m in attrs & (methods.keys() - {"get_settings"}) for n in ast.walk(methods[m]) if isinstance(n, ast.Attribute)}
+    return (attrs | via) & set(Settings.model_fields)
+
+
+def code_needs(target: str) -> Needs:
+    """What main.py's `target` does, following its calls through the source."""
+    defs, imports = source_functions()
+    start = imports["main"][target]
+    seen, todo, needs = {start}, [start], Needs()
+    while todo:
+        name = todo.pop()
+        reads, refs = settings_reads(defs[name]), references(name)
+        if PUBLISH in refs:
+            topics = reads & TOPIC_FIELDS
+            assert topics, f"{name} publishes to a topic this test cannot name"
+            needs.topics |= topics
+        needs.enqueues |= ENQUEUE in refs
+        needs.secrets |= reads & secret_fields()
+        todo += sorted(refs - seen)
+        seen |= refs
+    return needs
+
+
+def planned_needs(lines: list[str], cfg: deploy.Config, name: str) -> Needs:
+    """What the plan grants `name`'s service account."""
+    member = f"--member=serviceAccount:{deploy.account_email(cfg, name)}"
+    topics = {v: k for k, v in topology.topics().items()}
+    needs = Needs()
+    tasks_sa = deploy.account_email(cfg, deploy.TASKS_IDENTITY)
+    queue = act_as = False
+    for words in (shlex.split(line) for line in commands(lines) if member in line.split()):
+        role = flag(words, "--role")
+        if words[1:4] == ["pubsub", "topics", "add-iam-policy-binding"] and role == "roles/pubsub.publisher":
+            needs.topics.add(topics[words[4]])
+        queue |= words[1:4] == ["tasks", "queues", "add-iam-policy-binding"] and role == "roles/cloudtasks.enqueuer"
+        act_as |= (
+            words[1:4] == ["iam", "service-accounts", "add-iam-policy-binding"] and words[4] == tasks_sa and role == "roles/iam.serviceAccountUser"
+        )
+        if words[1:3] == ["secrets", "add-iam-policy-binding"] and role == "roles/secretmanager.secretAccessor":
+            needs.secrets.add(words[3])  # a secret name, mapped to its field below
+    assert queue == act_as, f"{name}: enqueuing a task with an OIDC token needs both the queue and the act-as grant"
+    needs.enqueues = queue
+    wired = dict(item.split("=", 1) for item in (flag(deploy_lines(lines)[name], "--set-secrets") or "").split(",") if item)
+    by_secret = {value.rsplit(":", 1)[0]: deploy.secret_field(var) for var, value in wired.items()}
+    assert needs.secrets == set(by_secret), f"{name}: the secrets it is given and the secrets it may read differ"
+    needs.secrets = set(by_secret.values())
+    return needs
+
+
+def test_every_function_may_do_exactly_what_its_code_does(plan_lines: list[str]) -> None:
+    cfg, _ = deploy.parse_args(ARGS)
+    for name in deploy_lines(plan_lines):
+        assert planned_needs(plan_lines, cfg, name) == code_needs(name), name
+
+
+def test_the_code_scan_finds_the_known_publishers_and_readers() -> None:
+    """The scan of the source sees what the reviewers found by reading it (a guard on the scan itself)."""
+    assert code_needs("process_chunk").topics == {"chunks_topic"}  # each finished chunk releases the next
+    assert code_needs("reconcile").topics == {"jobs_topic", "chunks_topic", "exports_topic"}
+    assert code_needs("api").enqueues and code_needs("run_export").enqueues  # redeliver; the export's notification
+    assert code_needs("run_export").secrets == {"download_signing_key"}  # signs download_url
+    assert code_needs("api").secrets == {"download_signing_key"}  # checks signed links
+    assert code_needs("deliver_notification").secrets == {"smtp_password"}
+
+
+def test_chunk_workers_reconciler_and_api_get_their_grants(plan_lines: list[str]) -> None:
+    cfg, _ = deploy.parse_args(ARGS)
+    text = "\n".join(plan_lines)
+
+    def sa(name: str) -> str:
+        return f"--member=serviceAccount:{deploy.account_email(cfg, name)}"
+
+    assert f"pubsub topics add-iam-policy-binding bulk-job-chunks {sa('process_chunk')} --role=roles/pubsub.publisher" in text
+    assert f"pubsub topics add-iam-policy-binding exports {sa('reconcile')} --role=roles/pubsub.publisher" in text
+    assert f"tasks queues add-iam-policy-binding notifications --location={REGION} {sa('api')} --role=roles/cloudtasks.enqueuer" in text
+    tasks_sa = deploy.account_email(cfg, deploy.TASKS_IDENTITY)
+    assert f"iam service-accounts add-iam-policy-binding {tasks_sa} {sa('api')} --role=roles/iam.serviceAccountUser" in text
+
+
+def test_download_links_are_signed_with_a_secret_and_point_at_the_api(capsys: pytest.CaptureFixture[str], plan_lines: list[str]) -> None:
+    deployed = deploy_lines(plan_lines)
+    for name in ("api", "run_export"):
+        assert flag(deployed[name], "--set-secrets") == f"SYNQ_DOWNLOAD_SIGNING_KEY={deploy.SIGNING_KEY_SECRET}:latest", name
+    for name, words in deployed.items():
+        env = env_of(words)
+        assert "SYNQ_DOWNLOAD_SIGNING_KEY" not in env, "a secret in a plain environment variable"
+        assert env["SYNQ_PUBLIC_API_URL"] == API_URL, name
+        # The code enqueues into the queue the deploy created, in the deploy's region.
+        assert env["SYNQ_TASKS_LOCATION"] == REGION, name
+    # The secret is created once, and the deploy stops with instructions while it has no value.
+    text = "\n".join(plan_lines)
+    assert text.count(f"gcloud secrets create {deploy.SIGNING_KEY_SECRET} ") == 1
+    assert text.count(f"gcloud secrets versions describe latest --secret={deploy.SIGNING_KEY_SECRET} ") == 1
+    # The deploy ends by checking that the links' base URL reaches the API.
+    assert commands(plan_lines)[-1].startswith(f"curl -fsS -o /dev/null --max-time 30 {API_URL}/api/v1/pim/openapi.json || ")
+    # Behind a load balancer or a custom domain, the operator names the URL.
+    lines = dry_run(capsys, "--public-api-url", "https://pim.example.com/")
+    assert {env_of(w)["SYNQ_PUBLIC_API_URL"] for w in deploy_lines(lines).values()} == {"https://pim.example.com"}
+    assert "curl -fsS -o /dev/null --max-time 30 https://pim.example.com/api/v1/pim/openapi.json" in "\n".join(lines)
+    for bad in ("http://pim.example.com", "pim.example.com", "https://pim.example.com/?x=1"):
+        with pytest.raises(SystemExit):
+            deploy.parse_args([*ARGS, "--public-api-url", bad])
+
+
+def test_no_secret_setting_can_be_passed_in_plain_text() -> None:
+    secrets = deploy.secret_settings()
+    assert {"smtp_password", "download_signing_key"} <= secrets
+    # Every Settings field that looks secret is one the deploy treats as such.
+    assert secret_fields() == secrets
+    for name in sorted(secrets):
+        with pytest.raises(SystemExit):
+            deploy.parse_args([*ARGS, "--setting", f"{name}=abc"])
+    for name in ("public_api_url", "tasks_location"):  # set by the deploy from its own options
+        with pytest.raises(SystemExit):
+            deploy.parse_args([*ARGS, "--setting", f"{name}=x"])
 
 
 # -- determinism, idempotency, offline ---------------------------------------------------------------
@@ -334,8 +522,10 @@ def install_fake_gcloud(root: Path) -> tuple[dict[str, str], Path]:
 @pytest.fixture
 def fake_gcloud(tmp_path: Path) -> tuple[dict[str, str], Path]:
     env, state = install_fake_gcloud(tmp_path)
-    (state / "secrets_versions_latest").touch()  # the one thing a person provides: the SMTP password
-    return {**env, "BASH_FUNC_gcloud%%": FAKE_GCLOUD}, state
+    (state / "secrets_versions_latest").touch()  # the one thing a person provides: the secrets' values
+    # The closing check fetches the API's public URL: answered here, and recorded.
+    fake_curl = '() { printf "%s\\n" "$*" >>"${FAKE_GCLOUD_STATE:?}/curl.log"; }'
+    return {**env, "BASH_FUNC_gcloud%%": FAKE_GCLOUD, "BASH_FUNC_curl%%": fake_curl}, state
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -369,6 +559,7 @@ def test_running_twice_creates_nothing_the_second_time(fake_gcloud: tuple[dict[s
     assert {"pubsub topics bulk-jobs", "functions api", "secrets synq-smtp-password", "tasks queues notifications"} <= set(first)
     deploy.execute(lines, env=env, attempts=1, out=io.StringIO())
     assert (state / "created.log").read_text().splitlines() == first
+    assert (state / "curl.log").read_text().splitlines() == [f"-fsS -o /dev/null --max-time 30 {API_URL}/api/v1/pim/openapi.json"] * 2
 
 
 def test_a_failing_step_stops_the_deploy(fake_gcloud: tuple[dict[str, str], Path]) -> None:
