@@ -116,6 +116,8 @@ class CatalogView:
     product_issues: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Other documents merged as they are, keyed by (collection, id): the asset registry.
     extra_writes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Products created in this view, which the store holds only once the view is committed.
+    created: set[str] = field(default_factory=set)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -236,7 +238,8 @@ class CatalogView:
         )
 
     def clear_changes(self) -> None:
-        """Forget recorded changes after they were committed (the loaded state stays valid)."""
+        """Forget the recorded writes: after they were committed, or after replaying items whose
+        writes a pass does not commit (`catalog.run_step`). The loaded state, and `created`, stay."""
         self.dirty_products.clear()
         self.dirty_skus.clear()
         self.dirty_identifiers.clear()
@@ -448,6 +451,10 @@ def save_product(
     _move_values(view, product_id, old, new)
     view.products[product_id] = new
     view.dirty_products.add(product_id)
+    if old is None:
+        view.created.add(product_id)
+    elif new is None:
+        view.created.discard(product_id)
     details: dict[str, Any] = dict(extra_details or {})
     if new is None:
         assert old is not None

@@ -278,18 +278,13 @@ def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: b
         scope, job_id, start=start, limit=limit, failed_only=failed_only and committed, chunk_size=get_settings().chunk_size
     )
     if not committed:
-        # ErrorMode Fail: nothing was committed, so every item failed; the good ones say why.
-        items = [_not_committed(i) for i in items]
+        # ErrorMode Fail: nothing was committed, so every item failed; the good ones say why. (A chunk
+        # validates on its own, so a product another chunk would have created is not known here.)
+        created = product_import.created_by(items)
+        items = [product_import.held_back(i, created) for i in items]
     if job.get("payload_kind") == "ProductImportData":
         items = [{**i, **product_import.vendor_result(i)} for i in items]
     return [ItemResult.model_validate(i).dump() | {k: v for k, v in i.items() if k[0].isupper()} for i in items], next_start
-
-
-def _not_committed(item: dict[str, Any]) -> dict[str, Any]:
-    if item["result"] == "failed":
-        return item
-    error = {"code": "not_committed", "field": None, "message": "Not committed: another item failed and ErrorMode is Fail."}
-    return {**item, "result": "failed", "errors": [error]}
 
 
 def cancel_job(principal: Principal, job_id: str) -> dict[str, Any]:

@@ -161,18 +161,13 @@ def prefetcher(options: syndigo.ImportOptions):  # type: ignore[no-untyped-def]
     return prefetch
 
 
-def vendor_result(item: dict[str, Any], *, committed: bool = True) -> dict[str, Any]:
+def vendor_result(item: dict[str, Any]) -> dict[str, Any]:
     """A per-item result in the vendor's shape (Result, IdentifierValue, MatchedId, Errors)."""
-    ok = item["result"] != "failed"
-    errs = [{"Code": e["code"], "Field": e.get("field"), "Message": e["message"]} for e in item.get("errors", [])]
-    if ok and not committed:
-        ok = False
-        errs = [{"Code": "not_committed", "Field": None, "Message": "Not committed: another product failed and ErrorMode is Fail."}]
     out: dict[str, Any] = {
-        "Result": "Success" if ok else "Failure",
+        "Result": "Failure" if item["result"] == "failed" else "Success",
         "IdentifierValue": item.get("identifier"),
         "MatchedId": item.get("product_id"),
-        "Errors": errs,
+        "Errors": [{"Code": e["code"], "Field": e.get("field"), "Message": e["message"]} for e in item.get("errors", [])],
     }
     if "changes" in item:
         out["Changes"] = item["changes"]
@@ -180,13 +175,24 @@ def vendor_result(item: dict[str, Any], *, committed: bool = True) -> dict[str, 
     return out
 
 
-def overall(results: list[dict[str, Any]], error_mode: ErrorModeValue) -> str:
+def held_back(item: dict[str, Any], created: set[str]) -> dict[str, Any]:
+    """An item of an import that ErrorMode Fail held back: one that passed fails as not committed,
+    and none names a product that only the import would have created (`created`)."""
+    product_id = None if item.get("product_id") in created else item.get("product_id")
+    if item["result"] == "failed":
+        return {**item, "product_id": product_id}
+    error = {"code": "not_committed", "field": None, "message": "Not committed: another product failed and ErrorMode is Fail."}
+    return {**item, "result": "failed", "product_id": product_id, "errors": [error]}
+
+
+def created_by(results: list[dict[str, Any]]) -> set[str]:
+    return {r["product_id"] for r in results if r["result"] == "created"}
+
+
+def overall(results: list[dict[str, Any]]) -> str:
+    """Success; PartialSuccess when some products were committed and others failed; Failure when none was."""
     failed = sum(r["result"] == "failed" for r in results)
-    if not failed:
-        return "Success"
-    if error_mode == ErrorModeValue.Ignore and failed < len(results):
-        return "PartialSuccess"
-    return "Failure"
+    return "Success" if not failed else "Failure" if failed == len(results) else "PartialSuccess"
 
 
 def import_products(
@@ -221,26 +227,23 @@ def import_products(
         return syndigo.apply_syndigo_item(view, index, raw, options)
 
     prefetch = prefetcher(options)
-    committed = True
-    if request.whatIf:
-        results = catalog.apply_items(scope, products, context, apply, prefetch, catalog.NOTHING)
-        committed = False
-    elif request.ErrorMode == ErrorModeValue.Fail:
-        # All or nothing: a dry run first; only when every product passes is anything written.
-        results = catalog.apply_items(scope, products, context, apply, prefetch, catalog.FAILURES)
-        if any(r["result"] == "failed" for r in results):
-            committed = False
-        else:
-            results = catalog.apply_items(scope, products, context, apply, prefetch, catalog.ALL)
-    else:
+    fail_mode = request.ErrorMode == ErrorModeValue.Fail
+    # whatIf runs the pass a real import starts with and commits nothing; ErrorMode Fail's first pass
+    # validates every product (committing only the failures' issues), Ignore's commits as it goes.
+    first = catalog.NOTHING if request.whatIf else catalog.FAILURES if fail_mode else catalog.ALL
+    results = catalog.apply_items(scope, products, context, apply, prefetch, first)
+    # ErrorMode Fail: one product failing holds back every other (and whatIf says so, as the import would).
+    held = fail_mode and any(r["result"] == "failed" for r in results)
+    if first == catalog.FAILURES and not held:
         results = catalog.apply_items(scope, products, context, apply, prefetch, catalog.ALL)
-    outcome = overall(results, request.ErrorMode)
+    if held:
+        created = created_by(results)
+        results = [held_back(r, created) for r in results]
+    outcome = overall(results)
     return {
         "VerboseResponse": verbose,
         "OverallResult": outcome,
         "WhatIf": request.whatIf,
-        "Errors": []
-        if outcome != "Failure" or request.whatIf
-        else [{"Code": "import_failed", "Message": "No product was committed." if not committed else "Every product failed."}],
-        "ResultsByActionType": {"ProductImportData": [vendor_result(r, committed=committed or request.whatIf) for r in results]},
+        "Errors": [{"Code": "import_failed", "Message": "No product was committed."}] if outcome == "Failure" else [],
+        "ResultsByActionType": {"ProductImportData": [vendor_result(r) for r in results]},
     }

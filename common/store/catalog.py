@@ -155,19 +155,58 @@ ALL, FAILURES, NOTHING = "all", "failures", "nothing"
 
 
 def run_items(
-    view: CatalogView, items: list[Any], start: int, first_index: int, apply_item: ItemFn, prefetch: PrefetchFn, max_items: int | None = None
+    view: CatalogView,
+    items: list[Any],
+    start: int,
+    first_index: int,
+    apply_item: ItemFn,
+    prefetch: PrefetchFn,
+    max_items: int | None = None,
+    mode: str = ALL,
 ) -> list[dict[str, Any]]:
-    """Apply items from `start` until the view holds a step's worth of writes; returns their results."""
+    """Apply items from `start` until the view holds a step's worth of what `mode` commits; returns their results."""
     results: list[dict[str, Any]] = []
+    failed = 0
     fetched = start  # items before this one have had their reads prefetched
     for index in range(start, len(items)):
         if index >= fetched:
-            fetched = index + prefetch_size(view.write_count(), len(results), max_items)
+            fetched = index + prefetch_size(_writes(view, mode, failed), len(results), max_items)
             prefetch(view, items[index:fetched])
         results.append(apply_item(view, first_index + index, items[index]))
-        if view.write_count() >= STEP_WRITES or (max_items is not None and len(results) >= max_items):
+        failed += results[-1]["result"] == "failed"
+        if _writes(view, mode, failed) >= STEP_WRITES or (max_items is not None and len(results) >= max_items):
             break
     return results
+
+
+def _writes(view: CatalogView, mode: str, failed: int) -> int:
+    """What committing the view in `mode` writes: everything; at most a failed item's issue and its
+    identifier entry (`write_failures`); nothing."""
+    return view.write_count() if mode == ALL else 2 * failed if mode == FAILURES else 0
+
+
+def run_step(
+    view: CatalogView,
+    items: list[Any],
+    start: int,
+    first_index: int,
+    apply_item: ItemFn,
+    prefetch: PrefetchFn,
+    mode: str,
+    max_items: int | None = None,
+) -> list[dict[str, Any]]:
+    """A step of a pass over `items` from `start`, in a fresh view.
+
+    A pass that commits everything finds what its earlier steps did in the store. One that does not
+    (whatIf; ErrorMode Fail's validation) replays the items before `start` in the view first and
+    forgets what they would write, so that every item meets what the payload's earlier items would
+    have done (a product created, an identifier taken) and gets the result the committing pass gives it.
+    Such a pass commits little, so it takes a chunk in one step and replays only past many failures.
+    """
+    if mode != ALL and start:
+        run_items(view, items[:start], 0, first_index, apply_item, prefetch, mode=NOTHING)
+        view.clear_changes()
+    return run_items(view, items, start, first_index, apply_item, prefetch, max_items, mode)
 
 
 # Writes a typical item makes (its product, SKU and GTIN index entries, its audit event): the first
@@ -189,13 +228,23 @@ class StepRefused(Exception):
     retrying the same step can never succeed, so the caller retries it one item at a time."""
 
 
+def uncommitted_failure(view: CatalogView, issue: dict[str, Any]) -> dict[str, Any]:
+    """A failure issue as a pass that commits only failures stores it (see `write_failures`)."""
+    product_id = None if issue.get("product_id") in view.created else issue.get("product_id")
+    return {**issue, "resolved": False, "product_id": product_id}
+
+
 def write_failures(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:
-    """Only the failed items' issues and their identifier index entries (merged, never cleared)."""
+    """Only the failed items' issues and their identifier index entries (merged, never cleared).
+
+    An issue is written open even when a later item of the step succeeded with the same identifier:
+    that item is not committed either, so it fixed nothing. Nor is a product an earlier item created,
+    so an issue does not point at one."""
     db = firestore_client()
     issues, identifiers = coll(scope, "validation_issues", db), coll(scope, "identifier_index", db)  # once, as in write_view
     for issue_id, fields in view.issue_writes.items():
         if fields.get("job_id") and "created_at" in fields:
-            writer.set(issues.document(issue_id), fields)
+            writer.set(issues.document(issue_id), uncommitted_failure(view, fields))
             if fields.get("identifier"):
                 ref = identifiers.document(index_key(fields["identifier"]))
                 writer.set(ref, {"identifier": fields["identifier"], "open": {issue_id: True}}, merge=True)
@@ -236,7 +285,7 @@ def apply_chunk_step(
             return progress or {"done": True}
         start = progress["applied"]
         view = CatalogView(FirestoreLoader(scope, tx), make_context())
-        results = run_items(view, items, start, first_index, apply_item, prefetch, max_items)
+        results = run_step(view, items, start, first_index, apply_item, prefetch, mode, max_items)
         commit_view(tx, scope, view, mode)
         return _advance(tx, progress_ref, progress, results, len(items), lease_seconds)
 
@@ -309,7 +358,7 @@ def apply_items(
         @firestore.transactional
         def step(tx: firestore.Transaction, start: int = len(results)) -> list[dict[str, Any]]:
             view = CatalogView(FirestoreLoader(scope, tx), make_context())
-            done = run_items(view, items, start, 0, apply_item, prefetch)
+            done = run_step(view, items, start, 0, apply_item, prefetch, mode)
             commit_view(tx, scope, view, mode)
             return done
 

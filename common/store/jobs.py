@@ -217,8 +217,9 @@ def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count
 def claim_chunk(scope: Scope, job_id: str, n: int, owner: str, lease_seconds: float) -> str:
     """Take the chunk for `owner` for a while: "run", "done", or "busy" (another live worker has it).
 
-    The lease only spares a duplicate delivery the wait on the first worker's locks; exactly-once
-    comes from the step transaction, so an expired lease taken over early is still safe.
+    The lease makes a duplicate delivery go instead of running the chunk beside the first worker: at
+    once between the first worker's steps, and after waiting on its lock (5 attempts) during one.
+    Exactly-once comes from the step transaction, so an expired lease taken over early is still safe.
     """
     db = firestore_client()
     ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
@@ -284,7 +285,7 @@ def reset_chunk(scope: Scope, job_id: str, n: int, phase: str) -> dict[str, Any]
 
 
 # What counting reads of a chunk's progress (not its per-item results).
-COUNT_FIELDS = ("ok", "failed", "done", "counted_ok", "counted_failed", "counted_done")
+COUNT_FIELDS = ("ok", "failed", "done", "counted_ok", "counted_failed", "counted_done", "phase")
 
 
 def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
@@ -314,7 +315,8 @@ def count_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
             option=db.write_option(last_update_time=snap.update_time),
         )
         changes: dict[str, Any] = {"updated_at": now, "touched_at": now}
-        if ok:
+        # An item that passed ErrorMode Fail's validation is not processed yet: the commit pass counts it.
+        if ok and p.get("phase") != "validate":
             changes["processed_items"] = firestore.Increment(ok)
         if failed:
             changes["failed_items"] = firestore.Increment(failed)
@@ -372,12 +374,15 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
         if not _finishable(job):
             return None
         now = utcnow()
-        if job.get("phase") == "validate":
-            if not job.get("failed_items"):
-                # All validated: start the commit pass (chunks reset themselves when they see it).
-                tx.update(ref, {"phase": "commit", "processed_items": 0, "failed_items": 0, "chunks_done": 0, "updated_at": now, "touched_at": now})
-                return "commit"
-            # ErrorMode Fail: one failure and nothing is committed; every item is reported as failed.
+        options = job.get("import_options") or {}
+        validated = job.get("phase") == "validate"
+        if validated and not job.get("failed_items"):
+            # All validated: start the commit pass (chunks reset themselves when they see it).
+            tx.update(ref, {"phase": "commit", "processed_items": 0, "failed_items": 0, "chunks_done": 0, "updated_at": now, "touched_at": now})
+            return "commit"
+        if job.get("failed_items") and (validated or (options.get("what_if") and options.get("error_mode") == "Fail")):
+            # ErrorMode Fail: one failure and nothing is committed; every item is reported as failed
+            # (whatIf reports what the import would).
             tx.update(
                 ref,
                 {

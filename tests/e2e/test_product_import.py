@@ -147,6 +147,41 @@ def test_what_if_commits_nothing_at_all(vocab_tenant: Tenant) -> None:
     assert after == before
 
 
+def test_what_if_answers_what_the_import_answers(vocab_tenant: Tenant) -> None:
+    """ErrorMode Fail with one bad product: whatIf says the good one would not be committed either."""
+    tenant = vocab_tenant
+    body = envelope(product_body("00000000000093"), product_body("00000000000109", Values=[{"Name": "Nope"}]), error_mode="Fail")
+    dry = run(tenant, body, whatIf="true")
+    real = run(tenant, body)
+    assert (dry.pop("WhatIf"), real.pop("WhatIf")) == (True, False)
+    assert dry == real
+    assert real["OverallResult"] == "Failure" and real["Errors"] == [{"Code": "import_failed", "Message": "No product was committed."}]
+    assert [r["Errors"][0]["Code"] for r in real["ResultsByActionType"]["ProductImportData"]] == ["not_committed", "unknown_attribute"]
+
+
+def test_a_product_the_payload_creates_is_there_for_its_later_products(vocab_tenant: Tenant) -> None:
+    """Each product meets what the products before it did, in the validation of ErrorMode Fail and in
+    whatIf too: a GTIN created twice fails the second Create, so Fail commits nothing; a Create then
+    an Update of one GTIN both succeed. 120 products take more than one step of a committing pass."""
+    tenant = vocab_tenant
+    products = [product_body(f"{2000 + i:014d}", "Create") for i in range(120)]
+    twice = envelope(*products, {**products[0], "Values": []}, error_mode="Fail")
+    for params in ({"whatIf": "true"}, {}):
+        answer = run(tenant, twice, **params)
+        assert answer["OverallResult"] == "Failure", params
+        results = answer["ResultsByActionType"]["ProductImportData"]
+        assert results[-1]["Errors"][0]["Code"] == "identifier_conflict"
+        assert {r["Errors"][0]["Code"] for r in results[:-1]} == {"not_committed"}
+    assert tenant.get("/api/v1/pim/products").json() == []
+
+    then_update = envelope(*products, product_body(f"{2000:014d}", "Update", Values=[]), error_mode="Fail")
+    dry = run(tenant, then_update, whatIf="true")
+    assert dry["OverallResult"] == "Success", dry["ResultsByActionType"]["ProductImportData"][-1]
+    assert tenant.get("/api/v1/pim/products").json() == []
+    assert run(tenant, then_update)["OverallResult"] == "Success"
+    assert len(tenant.get("/api/v1/pim/products", params={"limit": 200}).json()) == 120
+
+
 def test_values_delete_explicit_null_and_unknown_attributes(vocab_tenant: Tenant) -> None:
     tenant = vocab_tenant
     first = product_body(

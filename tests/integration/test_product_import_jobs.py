@@ -81,6 +81,49 @@ def test_error_mode_fail_commits_everything_when_every_chunk_validates(with_voca
     assert [r["result"] for r in results] == ["created"] * 450 and results[0]["MatchedId"] == results[0]["product_id"]
 
 
+def test_error_mode_fail_validates_each_item_after_the_chunks_earlier_items(with_vocabulary: Pipeline) -> None:
+    """A GTIN created twice 150 items apart in one chunk: the validation, committing nothing, still
+    finds the second Create refused, so the job commits nothing. While it validates, no item counts
+    as processed (the count does not climb and fall back to 0 for the commit round)."""
+    pipeline = with_vocabulary
+    products = [product(f"{i:014d}", ImportMode="Create") for i in range(180)]
+    products[150] = product("00000000000000", ImportMode="Create")
+    job = pipeline.create("BULK_IMPORT", envelope(products, "Fail"))
+    for message in pipeline.dispatch_all():
+        jobs.process_chunk(message)
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 0, 180)
+    assert pipeline.products() == []
+    results = pipeline.results(job["id"])
+    assert results[150]["errors"][0]["code"] == "identifier_conflict"
+    assert {r["errors"][0]["code"] for i, r in enumerate(results) if i != 150} == {"not_committed"}
+
+
+def test_a_fail_job_counts_no_item_processed_until_it_commits(with_vocabulary: Pipeline) -> None:
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(250)], "Fail"))
+    first, second = pipeline.dispatch_all()
+    jobs.process_chunk(first)
+    validating = pipeline.job(job["id"])
+    assert (validating["status"], validating["processed_items"], validating["failed_items"]) == ("PROCESSING", 0, 0)
+    jobs.process_chunk(second)
+    assert pipeline.job(job["id"])["processed_items"] == 0
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["processed_items"]) == ("COMPLETED", 250)
+
+
+def test_what_if_with_error_mode_fail_reports_what_the_job_would(with_vocabulary: Pipeline) -> None:
+    pipeline = with_vocabulary
+    bad = product("00000000000024", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
+    job = pipeline.create("BULK_IMPORT", envelope([product("00000000000017"), bad], "Fail", whatIf=True))
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 0, 2)
+    assert [r["errors"][0]["code"] for r in pipeline.results(job["id"])] == ["not_committed", "unknown_attribute"]
+    assert pipeline.products() == []
+    issues, _ = catalog.list_issues(pipeline.scope, {}, limit=50, cursor=None)
+    assert issues == []
+
+
 def test_what_if_job_runs_everything_and_commits_nothing(with_vocabulary: Pipeline) -> None:
     pipeline = with_vocabulary
     job = pipeline.create(

@@ -25,6 +25,7 @@ from typing import Any
 
 from common.domain import rules
 from common.domain.engine import CatalogView, JobContext, apply_plain_item, indexed_values
+from common.store.catalog import uncommitted_failure
 
 NOW = datetime(2024, 11, 15, 14, 0, tzinfo=UTC)
 ORG = "org-1"
@@ -160,6 +161,18 @@ def commit(catalog: MemoryCatalog, view: CatalogView) -> None:
             catalog.values.pop(key, None)
     for ref, fields in view.extra_writes.items():
         _merge(catalog.extra.setdefault(ref, {}), copy.deepcopy(fields))
+    view.clear_changes()
+
+
+def commit_failures(catalog: MemoryCatalog, view: CatalogView) -> None:
+    """Apply only the failed items' new issues and their identifier entries, as `write_failures`
+    does (ErrorMode Fail's validation), then forget every change."""
+    for issue_id, data in view.issue_writes.items():
+        if data.get("job_id") and "created_at" in data:
+            catalog.issues[issue_id] = copy.deepcopy(uncommitted_failure(view, data))
+            if data.get("identifier"):
+                entry = catalog.identifiers.setdefault(data["identifier"], {"identifier": data["identifier"], "open": {}})
+                entry["open"][issue_id] = True
     view.clear_changes()
 
 

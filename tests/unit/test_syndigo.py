@@ -32,6 +32,7 @@ from common.domain.syndigo import (
     value_keys,
 )
 from common.models.syndigo import ImportRequest
+from common.store.catalog import ALL, FAILURES, NOTHING, run_step
 from tests.unit.fakes import (
     ORG,
     TENANT,
@@ -40,6 +41,7 @@ from tests.unit.fakes import (
     assert_consistent,
     assert_value_index,
     commit,
+    commit_failures,
     make_context,
     new_view,
     run_syndigo,
@@ -1284,6 +1286,53 @@ def test_a_dropped_view_commits_nothing(catalog: MemoryCatalog) -> None:
     assert [r["result"] for r in results] == ["created", "failed"]
     assert view.write_count() > 0
     assert catalog.snapshot() == MemoryCatalog().snapshot()
+
+
+def in_steps(catalog: MemoryCatalog, raws: list[Any], mode: str, step: int) -> list[dict[str, Any]]:
+    """A pass over `raws` as `apply_items` and a chunk make it: a fresh view per step of at most
+    `step` items, committed after it as `mode` says."""
+    results: list[dict[str, Any]] = []
+    while len(results) < len(raws):
+        view = new_view(catalog)
+        results += run_step(
+            view,
+            raws,
+            len(results),
+            0,
+            lambda v, i, raw: apply_syndigo_item(v, i, raw, OPTIONS),
+            lambda v, batch: v.prefetch(*syndigo_needs(batch, OPTIONS), values=value_keys(batch, OPTIONS)),
+            mode,
+            max_items=step,
+        )
+        if mode == ALL:
+            commit(catalog, view)
+        elif mode == FAILURES:
+            commit_failures(catalog, view)
+    return results
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    entries=st.lists(st.tuples(st.sampled_from([G1, G2, G3]), st.sampled_from(["Create", "Update", "CreateOrUpdate"]), st.booleans()), max_size=10),
+    step=st.integers(1, 4),
+    mode=st.sampled_from([FAILURES, NOTHING]),
+)
+def test_a_pass_that_commits_nothing_gives_every_item_the_committing_pass_result(entries: list[tuple[str, str, bool]], step: int, mode: str) -> None:
+    """whatIf and ErrorMode Fail's validation: an item meets what the payload's earlier items would
+    have done in earlier steps (the same identifier created twice, created then updated), as when
+    every step commits; what the pass leaves behind is only the failures' issues."""
+    raws = [
+        item(g, val("Product Name", {"en-US": f"P {i}"}) if ok else val("Colour", {"en-US": "x"}), mode=m) for i, (g, m, ok) in enumerate(entries)
+    ]
+    committed = in_steps(MemoryCatalog(), raws, ALL, step)
+    dry = MemoryCatalog()
+    assert in_steps(dry, raws, mode, step) == committed
+    assert dry.products == {} and dry.audits == {} and dry.values == {}
+    failures = {(r["index"], r["identifier"]) for r in committed if r["result"] == "failed"}
+    expected = failures if mode == FAILURES else set()
+    assert {(doc["item_index"], doc["identifier"]) for doc in dry.issues.values()} == expected
+    assert all(doc["resolved"] is False for doc in dry.issues.values())
+    assert_consistent(dry)
 
 
 # -- the seed's example -------------------------------------------------------------------------
