@@ -482,8 +482,10 @@ def save_product(
             action, result = "product.updated", UPDATED
             details["changes"] = {k: {"old": _short(old.get(k)), "new": _short(new.get(k))} for k in _data_keys(old, new) if old.get(k) != new.get(k)}
     view.audit(index, action, "product", product_id, details)
-    if old is not None and new is not None and old.get("variants") != new.get("variants"):
-        _audit_variants(view, index, old.get("variants") or [], new.get("variants") or [])
+    # A product's variants are created, changed and deleted with it: each is audited as a variant.
+    before, after = (old or {}).get("variants") or [], (new or {}).get("variants") or []
+    if before != after:
+        _audit_variants(view, index, before, after)
     _resolve_failures(view, identifiers)
     return result
 

@@ -776,6 +776,15 @@ def test_variant_changes_write_variant_events(catalog: MemoryCatalog) -> None:
     assert variant_ids == [derived_id(pid, "variant", "V-1"), derived_id(pid, "variant", "V-3")]
 
 
+def test_a_product_created_or_deleted_with_variants_audits_each_variant(catalog: MemoryCatalog) -> None:
+    pid = create(catalog, {**GOOD, "variants": [{"sku": "V-1"}, {"sku": "V-2"}]}, "job-c")
+    run_one(catalog, "BULK_DELETE", pid, "job-d")
+    for job_id, verb in (("job-c", "created"), ("job-d", "deleted")):
+        events = sorted((e["action"], e["entity_type"], e["entity_id"]) for e in events_for(catalog, job_id))
+        variants = [(f"variant.{verb}", "variant", derived_id(pid, "variant", sku)) for sku in ("V-1", "V-2")]
+        assert events == sorted([(f"product.{verb}", "product", pid), *variants])
+
+
 def test_a_changed_issue_message_is_merged_into_the_same_issue(catalog: MemoryCatalog) -> None:
     pid = create(catalog, {"title": "T"})
     [low] = catalog.open_issues(product_id=pid, issue_type="LOW_QUALITY_SCORE")
