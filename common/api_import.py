@@ -9,12 +9,14 @@ from common.models.syndigo import ImportRequest, ImportResponse, TaxonomyNodeIn,
 from common.services import product_import
 
 IMPORT_QUERY = (
+    QueryParam("companyId", "Accepted as the vendor's feeds send it, and not used: the company is the token's X-Org-ID.", {"type": "string"}),
     QueryParam("vocabularyId", "The vocabulary to read attribute names with (the tenant's default when omitted).", {"type": "string"}),
     QueryParam("verbose", "true: each result lists what changed and the issues opened or resolved.", {"type": "boolean", "default": False}),
     QueryParam("whatIf", "true: run everything, commit nothing.", {"type": "boolean", "default": False}),
     QueryParam(
         "shouldIncludeMissingVocabularyAttributes",
-        "true: keep attributes the vocabulary lacks under their own name instead of failing the product.",
+        "true: keep attributes the vocabulary lacks under their own name instead of failing the product"
+        " (default: the vocabulary's include_missing_attributes).",
         {"type": "boolean"},
     ),
 )

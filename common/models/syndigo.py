@@ -204,6 +204,9 @@ class VocabularyIn(_Strict):
     name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]
     default: StrictBool = False
     default_locale: Annotated[StrictStr, StringConstraints(min_length=2, max_length=35)] = "en-US"
+    # The default of an import's shouldIncludeMissingVocabularyAttributes ("defaults to setting in
+    # customer vocabulary, else defaults to false").
+    include_missing_attributes: StrictBool = False
     attributes: list[VocabularyAttribute] = Field(default_factory=list, max_length=2000)
 
     @field_validator("attributes")
@@ -225,6 +228,7 @@ class VocabularyPublic(PublicModel):
     name: str
     default: bool
     default_locale: str
+    include_missing_attributes: bool
     attributes: list[dict[str, Any]]
     created_at: str
     updated_at: str

@@ -54,6 +54,7 @@ def _vocabulary_public(doc: dict[str, Any]) -> dict[str, Any]:
         "name": doc["name"],
         "default": doc["default"],
         "default_locale": doc.get("default_locale", "en-US"),
+        "include_missing_attributes": doc.get("include_missing_attributes", False),
         "attributes": doc["attributes"],
         "created_at": rfc3339(doc["created_at"]),
         "updated_at": rfc3339(doc["updated_at"]),

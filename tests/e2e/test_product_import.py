@@ -214,6 +214,14 @@ def test_values_delete_explicit_null_and_unknown_attributes(vocab_tenant: Tenant
     assert run(tenant, envelope(kept))["OverallResult"] == "Failure"
     assert run(tenant, envelope(kept), shouldIncludeMissingVocabularyAttributes="true")["OverallResult"] == "Success"
     assert tenant.get(f"/api/v1/pim/products/{pid}").json()["values"]["Colour"]["*"]["by_locale"] == {"en-US": "Red"}
+    # Without the parameter, the vocabulary's own setting decides.
+    [vocabulary] = tenant.get("/api/v1/pim/vocabularies").json()
+    assert vocabulary["include_missing_attributes"] is False
+    put = tenant.request("PUT", f"/api/v1/pim/vocabularies/{vocabulary['id']}", json={**VOCABULARY, "include_missing_attributes": True})
+    assert put.status_code == 200 and put.json()["include_missing_attributes"] is True, put.text
+    sized = product_body("00000000000079", "Update", Values=[{"Name": "Size", "ValuesByLocale": {"en-US": "L"}}])
+    assert run(tenant, envelope(sized), shouldIncludeMissingVocabularyAttributes="false")["OverallResult"] == "Failure"
+    assert run(tenant, envelope(sized))["OverallResult"] == "Success"
 
 
 def test_assets_are_deduplicated_by_source_url(vocab_tenant: Tenant) -> None:
