@@ -329,12 +329,19 @@ def _apply_assets(
                 errors.append(ItemError("invalid_locale", f"'{bad_locales[0][:20]}' is not a locale like en-US.", where))
             continue
         scopes = assets.setdefault(attr.name, {})
+        # A locale's own Recipient makes that locale's asset specific to it; else the entry's applies.
+        at = {
+            loc: _scope_of(asset.Recipient, errors, f"{where}.ValuesByLocale.{loc}") if asset.Recipient else scope
+            for loc, asset in entry.ValuesByLocale.items()
+        }
         if entry.Delete:
-            if entry.ValuesByLocale and scope in scopes:
-                for loc in entry.ValuesByLocale:
-                    scopes[scope].pop(loc, None)
-            if not entry.ValuesByLocale or not scopes.get(scope):
+            if not entry.ValuesByLocale:
                 scopes.pop(scope, None)
+            for loc, loc_scope in at.items():
+                if loc_scope in scopes:
+                    scopes[loc_scope].pop(loc, None)
+                    if not scopes[loc_scope]:
+                        scopes.pop(loc_scope)
         elif entry.IsExplicitNullValue:
             scopes[scope] = {}
         else:
@@ -344,11 +351,13 @@ def _apply_assets(
                 if not source:
                     errors.append(ItemError("missing_field", f"Asset '{attr.name}' ({loc}) needs Url or SourceUrl.", where))
                     continue
+                if at[loc] is None:
+                    continue
                 # One asset per SourceUrl in the tenant: the same source always gets the same id.
                 asset_id = derived_id(view.ctx.org_id, view.ctx.tenant_id, "asset", source)
                 record = {"asset_id": asset_id, "name": asset.Name, "url": url or source, "source_url": source, "format": asset.Format}
-                scopes.setdefault(scope, {})[loc] = record
                 registry[asset_id] = {**record, "org_id": view.ctx.org_id, "tenant_id": view.ctx.tenant_id}
+                scopes.setdefault(at[loc], {})[loc] = {**record, "source_party": asset.SourceParty or entry.SourceParty or ""}
         if not scopes:
             assets.pop(attr.name, None)
 

@@ -117,7 +117,7 @@ class ProductPublic(PublicModel):
     # From ProductImportData imports (empty for products that never had them):
     # values[attribute][recipient or "*"] = {"by_locale": {locale: value}, "explicit_null", "source_party"}
     values: dict[str, Any] = Field(default_factory=dict)
-    # assets[attribute][recipient or "*"][locale] = {"asset_id", "name", "url", "source_url", "format"}
+    # assets[attribute][recipient or "*"][locale] = {"asset_id", "name", "url", "source_url", "format", "source_party"}
     assets: dict[str, Any] = Field(default_factory=dict)
     taxonomy_nodes: list[str] = Field(default_factory=list)
     parents: list[dict[str, Any]] = Field(default_factory=list)

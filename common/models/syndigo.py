@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints, field_validator
 
 from common.models.base import PublicModel
 from common.models.product import check_storable
@@ -73,7 +73,7 @@ class AssetLocaleValue(_Strict):
 
 class AssetValue(_Strict):
     Name: Short = Field(min_length=1)
-    ValuesByLocale: dict[str, AssetLocaleValue] = Field(default_factory=dict)
+    ValuesByLocale: dict[str, AssetLocaleValue]  # required for AssetValues; {} with Delete removes them all
     SourceParty: StrictStr | None = ""
     Recipient: StrictStr | None = ""
     Delete: StrictBool
@@ -82,7 +82,7 @@ class AssetValue(_Strict):
 
 class ParentDetails(_Strict):
     ProductIdentifier: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
-    Quantity: int = Field(gt=0)
+    Quantity: StrictInt = Field(gt=0)
 
 
 class LifeCycleDate(_Strict):

@@ -830,12 +830,48 @@ def test_the_same_source_url_is_the_same_asset_across_products(catalog: MemoryCa
     b = catalog.products[results[1]["product_id"]]["assets"]["Gallery"][GENERAL]["de-DE"]
     expected_id = derived_id(ORG, TENANT, "asset", SRC)
     assert a["asset_id"] == b["asset_id"] == expected_id
-    assert a == {"asset_id": expected_id, "name": "a.jpg", "url": "https://cdn.example.com/a.jpg", "source_url": SRC, "format": "jpeg"}
+    assert a == {
+        "asset_id": expected_id,
+        "name": "a.jpg",
+        "url": "https://cdn.example.com/a.jpg",
+        "source_url": SRC,
+        "format": "jpeg",
+        "source_party": "",
+    }
     assert (b["url"], b["format"]) == ("https://cdn.example.com/b.jpg", "png")
     # One registry document per source in the tenant; the later write wins.
     assert list(catalog.extra) == [("assets", expected_id)]
-    assert catalog.extra[("assets", expected_id)] == {**b, "org_id": ORG, "tenant_id": TENANT}
+    # The registry holds the asset, not how a product uses it (its source party).
+    registered = {k: v for k, v in b.items() if k != "source_party"}
+    assert catalog.extra[("assets", expected_id)] == {**registered, "org_id": ORG, "tenant_id": TENANT}
     consistent(catalog)
+
+
+def test_an_asset_keeps_its_source_party_and_a_locale_its_own_recipient(catalog: MemoryCatalog) -> None:
+    """SourceParty and Recipient may sit in a locale's value (the reference's asset table) or beside
+    ValuesByLocale: a locale's own Recipient makes its asset specific to that recipient."""
+    us = image("https://cdn.example.com/us.jpg", Recipient="Amazon US", SourceParty="Marketplace")
+    de = image("https://cdn.example.com/de.jpg")
+    pid = create(catalog, item(G1, AssetValues=[asset("Gallery", {"en-US": us, "de-DE": de}, SourceParty="Supplier")]))
+    scopes = catalog.products[pid]["assets"]["Gallery"]
+    assert set(scopes) == {GENERAL, "Amazon US"}
+    assert (scopes["Amazon US"]["en-US"]["url"], scopes["Amazon US"]["en-US"]["source_party"]) == (us["Url"], "Marketplace")
+    assert list(scopes[GENERAL]) == ["de-DE"] and scopes[GENERAL]["de-DE"]["source_party"] == "Supplier"
+    # Deleting by locale finds the asset under the locale's recipient, and leaves the general one.
+    gone = one(catalog, item(G1, AssetValues=[asset("Gallery", {"en-US": {"Recipient": "Amazon US"}}, Delete=True)], mode="Update"))
+    assert gone["result"] == "updated"
+    assert set(catalog.products[pid]["assets"]["Gallery"]) == {GENERAL}
+    consistent(catalog)
+
+
+def test_asset_values_need_values_by_locale(catalog: MemoryCatalog) -> None:
+    pid = create(catalog, item(G1, AssetValues=[asset("Gallery", {"en-US": image("https://cdn.example.com/a.jpg")})]))
+    missing = {"Name": "Gallery", "Delete": False, "IsExplicitNullValue": False}
+    res = one(catalog, item(G1, AssetValues=[missing], mode="Update"))
+    assert res["result"] == "failed" and codes(res) == ["missing_field"]
+    # An empty one, with Delete, removes the attribute's assets.
+    cleared = one(catalog, item(G1, AssetValues=[asset("Gallery", {}, Delete=True)], mode="Update"))
+    assert cleared["result"] == "updated" and "Gallery" not in catalog.products[pid]["assets"]
 
 
 def test_the_same_source_url_is_a_different_asset_in_another_tenant() -> None:
@@ -1077,6 +1113,9 @@ def test_a_parent_gtin_held_twice_names_no_single_parent(catalog: MemoryCatalog)
         {"ProductIdentifier": G1},
         {"Quantity": 2},
         {"ProductIdentifier": "", "Quantity": 2},
+        {"ProductIdentifier": G1, "Quantity": True},
+        {"ProductIdentifier": G1, "Quantity": "3"},
+        {"ProductIdentifier": G1, "Quantity": 2.0},
     ],
 )
 def test_parent_details_need_an_identifier_and_a_positive_quantity(catalog: MemoryCatalog, details: Any) -> None:
