@@ -495,25 +495,26 @@ def _apply(view: CatalogView, index: int, raw: Any, options: ImportOptions, iden
     for asset_id, record in asset_records.items():
         view.extra_writes[("assets", asset_id)] = record
 
-    new.update(
-        {
-            "taxonomy_nodes": item.TaxonomyNodes or old.get("taxonomy_nodes", []),
-            "parents": parents or old.get("parents", []),
-            "package_type": item.PackageType or old.get("package_type"),
-            "lifecycle": lifecycle,
-            "archived": item.Archived or options.archived,
-            "recipients_to_link": item.RecipientsToLink,
-            "recipients_requirement_sets": item.RecipientsRequirementSets,
-            "catalog_items": [c.model_dump() for c in item.CatalogItems],
-            "workflow_id": item.WorkflowId,
-            "source_parties": item.SourceParties,
-            "multi_values": item.MultiValues,
-            "container_values": item.ContainerValues,
-            "complex_values": item.ComplexValues,
-            "nutritional_information_module": item.NutritionalInformationModule,
-            "vocabulary_id": options.vocabulary.id,
-        }
-    )
+    # The vendor's payload clears with Delete flags, and its own example sends empty placeholders
+    # ("TaxonomyNodes": [], "ImmediateParentDetails": {}): a field left out or empty keeps the
+    # product's value. Archived is a flag: sent, it is the product's; else the envelope's true archives.
+    given = {
+        "taxonomy_nodes": item.TaxonomyNodes,
+        "parents": parents,
+        "package_type": item.PackageType,
+        "recipients_to_link": item.RecipientsToLink,
+        "recipients_requirement_sets": item.RecipientsRequirementSets,
+        "catalog_items": [c.model_dump() for c in item.CatalogItems],
+        "workflow_id": item.WorkflowId,
+        "source_parties": item.SourceParties,
+        "multi_values": item.MultiValues,
+        "container_values": item.ContainerValues,
+        "complex_values": item.ComplexValues,
+        "nutritional_information_module": item.NutritionalInformationModule,
+    }
+    new.update({key: old.get(key, value) if value in (None, [], {}) else value for key, value in given.items()})
+    archived = item.Archived if "Archived" in item.model_fields_set else options.archived or old.get("archived", False)
+    new.update({"lifecycle": lifecycle, "archived": archived, "vocabulary_id": options.vocabulary.id})
     if not new.get("title"):
         new["title"] = None
     audits_before = len(view.audits)

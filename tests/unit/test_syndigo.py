@@ -1170,6 +1170,32 @@ def test_archived_comes_from_the_item_or_the_envelope(catalog: MemoryCatalog) ->
     assert [catalog.products[p]["archived"] for p in (a, b, c)] == [True, True, False]
 
 
+def test_an_update_keeps_what_it_leaves_out_or_sends_empty(catalog: MemoryCatalog) -> None:
+    """Like its values, a product's other fields change only when an update gives them: an update
+    that only renames it keeps its recipients, workflow, catalog items and archived flag."""
+    catalog_item = {"Party": "P-1", "TargetMarket": "840"}
+    pid = create(
+        catalog,
+        item(G1, RecipientsToLink=["R-1"], WorkflowId="W-1", CatalogItems=[catalog_item], SourceParties=["S-1"], PackageType="Case", Archived=True),
+    )
+    kept = ("recipients_to_link", "workflow_id", "catalog_items", "source_parties", "package_type", "archived")
+    before = {k: catalog.products[pid][k] for k in kept}
+    assert before == {
+        "recipients_to_link": ["R-1"],
+        "workflow_id": "W-1",
+        "catalog_items": [catalog_item],
+        "source_parties": ["S-1"],
+        "package_type": "Case",
+        "archived": True,
+    }
+    renamed = item(G1, val("Product Name", {"en-US": "Renamed"}), mode="Update", RecipientsToLink=[], TaxonomyNodes=[], ImmediateParentDetails={})
+    assert one(catalog, renamed)["result"] == "updated"
+    assert {k: catalog.products[pid][k] for k in kept} == before and catalog.products[pid]["title"] == "Renamed"
+    assert one(catalog, item(G1, mode="Update", RecipientsToLink=["R-2"], Archived=False))["result"] == "updated"
+    assert (catalog.products[pid]["recipients_to_link"], catalog.products[pid]["archived"]) == (["R-2"], False)
+    consistent(catalog)
+
+
 # -- the value index ----------------------------------------------------------------------------
 
 
