@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import errors
+from common.config import get_settings
 from common.http import Request, is_safe_id
 from common.models.base import utcnow
 from common.store import tokens
@@ -62,7 +63,7 @@ def authenticate(request: Request) -> Principal:
         email=record["email"],
         role=record.get("role", "viewer"),
         scope=Scope(org_id, tenant_id),
-        ip_address=request.client_ip,
+        ip_address=request.client_ip(get_settings().trusted_proxies),
     )
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         principal.require("editor")

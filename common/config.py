@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     tasks_queue: str = "notifications"
     deliver_url: str = "http://127.0.0.1:8085/"
 
+    # Proxies in front of the API that append the address they were reached from to X-Forwarded-For:
+    # the audit log's ip_address is that many entries from its end (what a caller sends before them
+    # is forgeable). 0, locally: the connection's address. The deploy sets 1, the Google front end.
+    trusted_proxies: int = Field(default=0, ge=0)
+
     # Request limits (Cloud Functions takes HTTP bodies of at most 32 MB).
     max_body_bytes: int = 32 * 1024 * 1024
     # Payloads larger than this go to Cloud Storage: a Firestore document holds at most 1 MiB.

@@ -65,11 +65,14 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     _body: bytes | None = field(default=None, repr=False)
 
-    @property
-    def client_ip(self) -> str:
-        forwarded = self.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",")[0].strip()
-        return first or self.remote_addr
+    def client_ip(self, trusted_proxies: int) -> str:
+        """The caller's address. A proxy appends the address it was reached from to X-Forwarded-For,
+        and anything before that is what the caller sent (forgeable): so the entry `trusted_proxies`
+        from the end is the caller's, and with none, the connection's own address."""
+        if trusted_proxies <= 0:
+            return self.remote_addr
+        entries = [e.strip() for e in self.headers.get("X-Forwarded-For", "").split(",")]
+        return entries[-trusted_proxies] if len(entries) >= trusted_proxies and entries[-trusted_proxies] else self.remote_addr
 
     def query(self, name: str, default: str | None = None) -> str | None:
         return self.args.get(name, default)

@@ -365,6 +365,9 @@ def env_vars(cfg: Config, fns: Sequence[Function]) -> dict[str, str]:
     # The queue is created in the deploy's region, so the code must enqueue there.
     values["tasks_queue"], values["tasks_location"] = str(topology.setting_default("tasks_queue")), cfg.region
     values["public_api_url"] = cfg.public_api_url
+    # Google's front end appends the caller's address to X-Forwarded-For; behind a load balancer of
+    # your own there is one proxy more (--setting trusted_proxies=2).
+    values["trusted_proxies"] = "1"
     if any(fn.name == TASKS_TARGET for fn in fns):
         values["deliver_url"] = cfg.deliver_url
         # Whatever the code calls the identity it puts in the tasks' OIDC token.

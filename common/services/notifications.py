@@ -17,7 +17,7 @@ from common.config import get_settings
 from common.domain import webhooks
 from common.domain.engine import derived_id
 from common.logging import get_logger
-from common.models.base import utcnow
+from common.models.base import rfc3339, utcnow
 from common.models.export import DeliveryPublic, DeliveryTask, NotificationSettingsIn, NotificationSettingsPublic
 from common.store import exports as store
 from common.store import tasks
@@ -90,7 +90,7 @@ def rotate_secret(principal: Principal) -> dict[str, Any]:
     store.put_settings_doc(
         principal.scope, doc, audit_by(principal, "notification_settings.secret_rotated", "notification_settings", principal.scope.tenant_id)
     )
-    return {"signing_secret": issued, "previous_secret_expires_at": doc["previous_expires_at"].isoformat().replace("+00:00", "Z")}
+    return {"signing_secret": issued, "previous_secret_expires_at": rfc3339(doc["previous_expires_at"])}
 
 
 def live_secrets(doc: dict[str, Any]) -> list[str]:

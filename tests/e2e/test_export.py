@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -153,6 +154,7 @@ def test_rotated_secret_signs_alongside_the_old_one_and_redeliver_sends_again(te
     assert rotated.status_code == 200
     new = rotated.json()["signing_secret"]
     assert new != old
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rotated.json()["previous_secret_expires_at"])  # as every timestamp
     export(tenant)
     [call] = receiver.wait_for(1)
     Webhook(old).verify(call["body"], call["headers"])

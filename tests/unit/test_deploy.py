@@ -415,6 +415,8 @@ def test_download_links_are_signed_with_a_secret_and_point_at_the_api(capsys: py
         assert env["SYNQ_PUBLIC_API_URL"] == API_URL, name
         # The code enqueues into the queue the deploy created, in the deploy's region.
         assert env["SYNQ_TASKS_LOCATION"] == REGION, name
+        # The audit log's ip_address is the one Google's front end appended to X-Forwarded-For.
+        assert env["SYNQ_TRUSTED_PROXIES"] == "1", name
     # The secret is created once, and the deploy stops with instructions while it has no value.
     text = "\n".join(plan_lines)
     assert text.count(f"gcloud secrets create {deploy.SIGNING_KEY_SECRET} ") == 1

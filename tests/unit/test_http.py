@@ -299,6 +299,27 @@ def test_itemised_reading_agrees_on_any_damaged_body(text: str, data: st.DataObj
     agrees_with_loads_strict(text)
 
 
+# -- the caller's address ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "proxies", "expected"),
+    [
+        (None, 0, "10.0.0.9"),
+        ("198.51.100.7", 0, "10.0.0.9"),  # no proxy in front: whatever the caller sent is not believed
+        ("198.51.100.7", 1, "198.51.100.7"),
+        ("6.6.6.6, 198.51.100.7", 1, "198.51.100.7"),  # a forged first entry, then the front end's
+        ("6.6.6.6,198.51.100.7, 35.191.0.1", 2, "198.51.100.7"),  # a load balancer of one's own too
+        ("198.51.100.7", 2, "10.0.0.9"),  # fewer entries than proxies: not what they wrote
+        (None, 1, "10.0.0.9"),
+    ],
+)
+def test_the_client_ip_is_what_the_trusted_proxies_appended(forwarded: str | None, proxies: int, expected: str) -> None:
+    headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+    request = Request(method="GET", path="/", headers=headers, args={}, remote_addr="10.0.0.9", raw=flask.Request.from_values())
+    assert request.client_ip(proxies) == expected
+
+
 # -- parse_json_body --------------------------------------------------------------------------------
 
 
