@@ -98,7 +98,7 @@ class LifeCycleIn(_Strict):
 
 class CatalogItem(_Strict):
     Party: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
-    TargetMarket: Annotated[StrictStr, StringConstraints(pattern=r"^\d{3}$")]
+    TargetMarket: Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{3}$")]
 
 
 class ProductToImport(_Strict):

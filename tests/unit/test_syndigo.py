@@ -385,6 +385,17 @@ def test_export_only_leaves_an_existing_product_alone(catalog: MemoryCatalog) ->
         ({"ImportMode": "Create", "ProductIdentifierValue": 12345}, "invalid_value", "ProductIdentifierValue"),
         ({"ImportMode": "Create", "ProductIdentifierValue": "X", "Colour": "red"}, "unknown_field", "Colour"),
         ({"ImportMode": "Create", "ProductIdentifierValue": "X", "Archived": "yes"}, "invalid_value", "Archived"),
+        # A target market is a three-digit code, in ASCII digits (Arabic-Indic ٨٤٠ is not 840).
+        (
+            {"ImportMode": "Create", "ProductIdentifierValue": "X", "CatalogItems": [{"Party": "P", "TargetMarket": "\u0668\u0664\u0660"}]},
+            "invalid_value",
+            "CatalogItems.0.TargetMarket",
+        ),
+        (
+            {"ImportMode": "Create", "ProductIdentifierValue": "X", "CatalogItems": [{"Party": "P", "TargetMarket": "84"}]},
+            "invalid_value",
+            "CatalogItems.0.TargetMarket",
+        ),
     ],
 )
 def test_malformed_entries_fail_with_the_field_named(catalog: MemoryCatalog, raw: dict[str, Any], code: str, field: str) -> None:
