@@ -25,9 +25,11 @@ from pydantic import ValidationError
 
 from common.domain.engine import (
     AMBIGUOUS_IDENTIFIER,
+    CREATED,
     IDENTIFIER_CONFLICT,
     IMPORT_REJECTED,
     PRODUCT_NOT_FOUND,
+    UPDATED,
     CatalogView,
     ItemError,
     ItemFailure,
@@ -397,6 +399,28 @@ def apply_syndigo_item(view: CatalogView, index: int, raw: Any, options: ImportO
         return _apply(view, index, raw, options, identifier)
     except ItemFailure as failure:
         return record_failure(view, index, identifier, failure)
+
+
+def apply_named_before(view: CatalogView, index: int, raw: Any, options: ImportOptions) -> dict[str, Any]:
+    """An entry whose product an earlier chunk of its job names too, in a pass that commits nothing
+    (whatIf, ErrorMode Fail's validation). The chunks run in order, but that chunk's products were not
+    committed: when the store lacks the product, the earlier entry is what would create it (or fail,
+    and the job with it). So a Create fails as it would then, and an Update or a CreateOrUpdate is
+    checked as one that creates it, and answers as the update it would be."""
+    mode = raw.get("ImportMode") if isinstance(raw, dict) else None
+    if mode not in (ImportModeValue.Create, ImportModeValue.Update, ImportModeValue.CreateOrUpdate):
+        return apply_syndigo_item(view, index, raw, options)
+    out = apply_syndigo_item(
+        view, index, {**raw, "ImportMode": ImportModeValue.CreateOrUpdate.value} if mode == ImportModeValue.Update else raw, options
+    )
+    if out["result"] != CREATED:
+        return out
+    if mode == ImportModeValue.Create:
+        error = ItemError(
+            "identifier_conflict", "An earlier product of this job creates this product; ImportMode Create only creates.", "ProductIdentifierValue"
+        )
+        return record_failure(view, index, out["identifier"], ItemFailure(IDENTIFIER_CONFLICT, [error]))
+    return {**out, "result": UPDATED, "product_id": None}
 
 
 def _apply(view: CatalogView, index: int, raw: Any, options: ImportOptions, identifier: str | None) -> dict[str, Any]:

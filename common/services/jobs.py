@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -350,6 +351,44 @@ def split_chunks(texts: Iterable[str], size: int, max_bytes: int) -> Iterator[tu
         yield n, first, "[" + ",".join(group) + "]", len(group)
 
 
+def item_keys(job: dict[str, Any], raw: Any) -> tuple[str, ...]:
+    """How an item names its product: a ProductImportData entry by its ProductIdentifierValue, a plain
+    item as the engine matches it (an import by sku, an update by id or sku, a delete by id)."""
+    if job.get("payload_kind") == "ProductImportData":
+        value = raw.get("ProductIdentifierValue") if isinstance(raw, dict) else None
+        return (value,) if isinstance(value, str) and value else ()
+    ident = engine.plain_identifier(job["job_type"], raw)
+    return (ident,) if ident else ()
+
+
+class Repeats:
+    """Notes, chunk by chunk, the items that name a product an earlier chunk names too."""
+
+    def __init__(self, keys: Callable[[Any], Iterable[str]]) -> None:
+        self.keys = keys
+        self.found = False
+        self._chunk_of: dict[str, int] = {}  # each key's latest chunk
+
+    def named_before(self, n: int, items: list[Any]) -> list[int]:
+        marked = []
+        for at, raw in enumerate(items):
+            keys = self.keys(raw)
+            if any(self._chunk_of.get(key, n) < n for key in keys):
+                marked.append(at)
+            self._chunk_of.update(dict.fromkeys(keys, n))
+        self.found = self.found or bool(marked)
+        return marked
+
+    def mark(self, chunks: Iterable[tuple[int, int, str, int]]) -> Iterator[tuple[int, int, str, int, list[int]]]:
+        for n, first, text, count in chunks:
+            yield n, first, text, count, self.named_before(n, json.loads(text))
+
+
+def window_of(job: dict[str, Any]) -> int:
+    """How many of the job's chunks run at once: 1 when two of them name one product."""
+    return int(job.get("window") or get_settings().chunk_window)
+
+
 def dispatch(message: JobMessage) -> None:
     """PENDING → PROCESSING: store the chunks, then publish one pointer message per chunk."""
     settings = get_settings()
@@ -364,9 +403,10 @@ def dispatch(message: JobMessage) -> None:
     options = job.get("import_options") or {}
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
+    repeats = Repeats(functools.partial(item_keys, job))
     try:
         with payload_items(job) as texts:
-            chunks = split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes)
+            chunks = repeats.mark(split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes))
             count = store.create_chunks(scope, message.job_id, chunks, phase, settings.chunk_window)
     except errors.Gone:
         # The payload outlived its retention before the job ran, so no item of it can ever run. The
@@ -375,9 +415,15 @@ def dispatch(message: JobMessage) -> None:
         if store.fail_pending(scope, message.job_id, _job_audit(job, "bulk_job.failed", {"reason": "payload_expired"}, "failed")):
             log.error("dispatch: the job's payload is gone; job failed", extra={"job_id": message.job_id})
         return
-    if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=count, phase=phase):
+    window = settings.chunk_window
+    if repeats.found:
+        # Chunks run side by side; when two name one product, they run one after the other instead,
+        # so that the product's items apply in payload order.
+        window = 1
+        store.unpublish(scope, message.job_id, range(1, min(count, settings.chunk_window)))
+    if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=count, phase=phase, window=window):
         return
-    publish_chunks(scope, message.job_id, range(min(count, settings.chunk_window)))
+    publish_chunks(scope, message.job_id, range(min(count, window)))
     log.info("dispatched", extra={"job_id": message.job_id, "chunks": count, "items": job["item_count"]})
 
 
@@ -411,8 +457,9 @@ def _context(job: dict[str, Any]) -> engine.JobContext:
     )
 
 
-def _item_functions(scope: Scope, job: dict[str, Any]) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
-    """How this job's items are applied, and what a step commits (see catalog.ALL/FAILURES/NOTHING)."""
+def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[int] | None = None) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
+    """How this job's items are applied, and what a step commits (see catalog.ALL/FAILURES/NOTHING).
+    `named_before`: the payload indexes of the chunk's items whose product an earlier chunk names too."""
     options = job.get("import_options")
     if options is None:
         job_type = job["job_type"]
@@ -434,11 +481,15 @@ def _item_functions(scope: Scope, job: dict[str, Any]) -> tuple[catalog.ItemFn, 
     )
     import_options = product_import.options_for(request, vocabulary)
     mode = catalog.NOTHING if options["what_if"] else catalog.FAILURES if job.get("phase") == "validate" else catalog.ALL
-    return (
-        lambda view, index, raw: syndigo.apply_syndigo_item(view, index, raw, import_options),
-        product_import.prefetcher(import_options),
-        mode,
-    )
+    # In a pass that commits nothing, the earlier chunk's products are not in the store (see apply_named_before).
+    marked = set(named_before or ()) if mode != catalog.ALL else set()
+
+    def apply(view: engine.CatalogView, index: int, raw: Any) -> dict[str, Any]:
+        if index in marked:
+            return syndigo.apply_named_before(view, index, raw, import_options)
+        return syndigo.apply_syndigo_item(view, index, raw, import_options)
+
+    return apply, product_import.prefetcher(import_options), mode
 
 
 # What a chunk worker reads of its job: not the payload (inline up to 700 KB), which dispatch split.
@@ -450,6 +501,7 @@ WORKER_FIELDS = (
     "status",
     "phase",
     "chunk_count",
+    "window",
     "import_options",
     "actor_email",
     "created_by",
@@ -491,7 +543,8 @@ def process_chunk(message: ChunkMessage) -> None:
         if stored is None:
             raise errors.Transient("chunk items are not readable yet")
         items = loads_strict(stored["items_json"])
-        apply_item, prefetch, mode = _item_functions(scope, job)
+        named_before = [stored["first_index"] + at for at in stored.get("named_before", [])]
+        apply_item, prefetch, mode = _item_functions(scope, job, named_before)
         isolate = 0  # steps left to take one item at a time, after the store refused a whole step
         while not progress["done"]:
             try:
@@ -520,7 +573,7 @@ def process_chunk(message: ChunkMessage) -> None:
                 store.skip_chunk(scope, message.job_id, message.chunk)
                 return
     store.count_progress(scope, message.job_id, message.chunk)
-    successor = message.chunk + settings.chunk_window
+    successor = message.chunk + window_of(job)
     if finished_here and successor < job.get("chunk_count", 0):
         # This chunk leaves the job's window and its successor enters it (a redelivery releases nothing).
         release(scope, message.job_id, [successor])
@@ -578,7 +631,7 @@ def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
         # Every chunk validated without a failure: now every chunk commits.
         chunks = job.get("chunk_count") or store.get(scope, job["id"], ["chunk_count"]).get("chunk_count", 0)  # type: ignore[union-attr]
         # The commit round keeps the window too: these open it, each finishing chunk releases the next.
-        publish_chunks(scope, job["id"], range(min(chunks, get_settings().chunk_window)))
+        publish_chunks(scope, job["id"], range(min(chunks, window_of(job))))
         log.info("job validated; committing", extra={"job_id": job["id"]})
         return None
     if status:
@@ -621,13 +674,14 @@ def reconcile() -> dict[str, int]:
             store.count_progress(scope, job["id"], n)
         if job.get("phase") == "commit" and (job.get("import_options") or {}).get("error_mode") == "Fail":
             # The commit round's messages may have been lost: chunks still in the validate phase wait for one.
+            # (The lowest of them, as many as the window holds: each releases the next.)
             chunk_messages.extend(
                 ChunkMessage(job_id=job["id"], org_id=scope.org_id, tenant_id=scope.tenant_id, chunk=n)
-                for n in store.chunks_in_phase(scope, job["id"], "validate")
+                for n in sorted(store.chunks_in_phase(scope, job["id"], "validate"))[: window_of(job)]
             )
         if store.chunks_in_flight(scope, job["id"]) == 0:
             # The worker that should have released the next chunks died first: restart the window.
-            counts["chunks_republished"] += release(scope, job["id"], store.unpublished_chunks(scope, job["id"], settings.chunk_window))
+            counts["chunks_republished"] += release(scope, job["id"], store.unpublished_chunks(scope, job["id"], window_of(job)))
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
 

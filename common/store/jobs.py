@@ -111,10 +111,17 @@ def list_page(
 COMMIT_BYTES = 3_000_000
 
 
-def create_chunks(scope: Scope, job_id: str, chunks: Iterable[tuple[int, int, str, int]], phase: str = "commit", window: int | None = None) -> int:
+def create_chunks(
+    scope: Scope,
+    job_id: str,
+    chunks: Iterable[tuple[int, int, str, int] | tuple[int, int, str, int, list[int]]],
+    phase: str = "commit",
+    window: int | None = None,
+) -> int:
     """Store each chunk's items and an empty progress record, unless a previous attempt already did.
 
-    `chunks`: (number, first item index, items as a JSON array, item count). Create-only, so a
+    `chunks`: (number, first item index, items as a JSON array, item count[, the chunk's items that
+    name a product an earlier chunk names, by position in the chunk]). Create-only, so a
     duplicate dispatch can never reset a chunk a worker has already advanced. The first `window`
     chunks (all when None) are created published: the dispatcher publishes them next, and should it
     die first, the reconciler finds them published and stale. Consumes `chunks` as it goes (a few
@@ -124,11 +131,13 @@ def create_chunks(scope: Scope, job_id: str, chunks: Iterable[tuple[int, int, st
     job = job_ref(scope, job_id)
     now = utcnow()
 
-    def docs(n: int, first: int, items_json: str, count: int) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
+    def docs(
+        n: int, first: int, items_json: str, count: int, named_before: list[int] | None = None
+    ) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
         return [
             (
                 job.collection("chunk_items").document(chunk_id(n)),
-                {"n": n, "first_index": first, "count": count, "items_json": items_json},
+                {"n": n, "first_index": first, "count": count, "items_json": items_json, "named_before": named_before or []},
             ),
             (
                 job.collection("chunks").document(chunk_id(n)),
@@ -183,7 +192,16 @@ def _create_all(db: firestore.Client, docs: list[tuple[firestore.DocumentReferen
                 ref.create(fields)
 
 
-def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count: int, phase: str = "commit") -> bool:
+def unpublish(scope: Scope, job_id: str, chunks: Iterable[int]) -> None:
+    """Take chunks back out of the window they were created in (a job that must run in order)."""
+    db = firestore_client()
+    batch = db.batch()
+    for n in chunks:
+        batch.update(job_ref(scope, job_id).collection("chunks").document(chunk_id(n)), {"published": False})
+    batch.commit()
+
+
+def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count: int, phase: str = "commit", window: int | None = None) -> bool:
     """PENDING → PROCESSING, once: False when the job was not PENDING (a redelivered message)."""
     db = firestore_client()
     ref = job_ref(scope, job_id)
@@ -207,6 +225,7 @@ def start_processing(scope: Scope, job_id: str, *, total_items: int, chunk_count
                 "updated_at": now,
                 "touched_at": now,
                 "phase": phase,
+                **({"window": window} if window is not None else {}),
             },
         )
         return True

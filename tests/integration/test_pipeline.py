@@ -226,6 +226,35 @@ def test_reconciler_republishes_a_job_whose_message_was_lost(pipeline: Pipeline)
     assert pipeline.job(job["id"])["status"] == "COMPLETED"
 
 
+def test_chunks_naming_one_product_run_one_after_the_other(pipeline: Pipeline) -> None:
+    """A job's chunks run side by side, except when two of them name one product: then one at a
+    time, so that product's items apply in payload order however the messages are delivered."""
+    items = products(450, "ORD")
+    items[420] = {**items[10], "title": "The later title"}
+    job = pipeline.create("BULK_IMPORT", items)
+    messages = pipeline.dispatch_all()
+    assert [m.chunk for m in messages] == [0]
+    assert job_store.get(pipeline.scope, job["id"], ["window"]) == {"window": 1}
+    while messages:
+        for message in reversed(messages):
+            jobs.process_chunk(message)
+        messages = [jobs.ChunkMessage.model_validate_json(d) for d in pipeline.pull("chunks")]
+        assert len(messages) <= 1
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 450, 0)
+    [product] = [p for p in pipeline.products() if p["sku"] == "ORD-10"]
+    assert product["title"] == "The later title"
+    results = pipeline.results(job["id"])
+    assert (results[10]["result"], results[420]["result"]) == ("created", "updated")
+    assert results[420]["product_id"] == results[10]["product_id"] == product["id"]
+
+
+def test_chunks_naming_different_products_run_side_by_side(pipeline: Pipeline) -> None:
+    job = pipeline.create("BULK_IMPORT", products(450, "SIDE"))
+    assert sorted(m.chunk for m in pipeline.dispatch_all()) == [0, 1, 2]
+    assert job_store.get(pipeline.scope, job["id"], ["window"]) == {"window": get_settings().chunk_window}
+
+
 def test_a_payload_bigger_than_one_commit_dispatches_every_chunk(pipeline: Pipeline) -> None:
     # ~8 MB of items: their chunks take several commits (the emulator refuses a message over 4 MiB).
     items = products(4000, "BIG")

@@ -28,8 +28,9 @@ def envelope(products: list[dict[str, Any]], error_mode: str, **extra: Any) -> d
 
 
 def drive(pipeline: Pipeline, job_id: str) -> dict[str, Any]:
-    """Deliver chunk messages until the job ends (ErrorMode Fail publishes a second, commit round)."""
-    for _ in range(5):
+    """Deliver chunk messages until the job ends (ErrorMode Fail publishes a second, commit round;
+    a job whose chunks run one at a time publishes each chunk when the one before it ends)."""
+    for _ in range(100):
         messages = pipeline.dispatch_all()
         if not messages:
             break
@@ -97,6 +98,35 @@ def test_error_mode_fail_validates_each_item_after_the_chunks_earlier_items(with
     results = pipeline.results(job["id"])
     assert results[150]["errors"][0]["code"] == "identifier_conflict"
     assert {r["errors"][0]["code"] for i, r in enumerate(results) if i != 150} == {"not_committed"}
+
+
+def test_error_mode_fail_refuses_a_product_an_earlier_chunk_creates_again(with_vocabulary: Pipeline) -> None:
+    """Chunk 2 creates what chunk 0 creates: its validation, with chunk 0 not committed, still
+    refuses the second Create, and the job commits nothing."""
+    pipeline = with_vocabulary
+    products = [product(f"{i:014d}", ImportMode="Create") for i in range(450)]
+    products[420] = product(f"{10:014d}", ImportMode="Create")
+    job = pipeline.create("BULK_IMPORT", envelope(products, "Fail"))
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 0, 450)
+    assert pipeline.products() == []
+    results = pipeline.results(job["id"])
+    assert results[420]["errors"][0]["code"] == "identifier_conflict"
+    assert {r["errors"][0]["code"] for i, r in enumerate(results) if i != 420} == {"not_committed"}
+
+
+def test_error_mode_fail_updates_a_product_an_earlier_chunk_creates(with_vocabulary: Pipeline) -> None:
+    pipeline = with_vocabulary
+    products = [product(f"{i:014d}", ImportMode="Create") for i in range(450)]
+    products[420] = product(f"{10:014d}", ImportMode="Update", Values=[{"Name": "Product Name", "ValuesByLocale": {"en-US": "Renamed"}}])
+    job = pipeline.create("BULK_IMPORT", envelope(products, "Fail"))
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 450, 0)
+    results = pipeline.results(job["id"])
+    assert [results[i]["result"] for i in (10, 420)] == ["created", "updated"]
+    assert results[420]["product_id"] == results[10]["product_id"]
+    titles = {p["id"]: p["title"] for p in pipeline.products()}
+    assert len(titles) == 449 and titles[results[10]["product_id"]] == "Renamed"  # the 420th created none
 
 
 def test_a_fail_job_counts_no_item_processed_until_it_commits(with_vocabulary: Pipeline) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from common import errors
 from common.config import Settings
 from common.http import loads_strict
 from common.models.job import JobType
-from common.services.jobs import read_request, split_chunks, validate_request
+from common.services.jobs import Repeats, item_keys, read_request, split_chunks, validate_request
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SettingsEnv = Callable[..., Settings]
@@ -317,3 +318,40 @@ def test_chunk_budget_counts_utf8_bytes() -> None:
     texts = [json.dumps({"title": "é" * 100}, ensure_ascii=False)] * 10  # 112 characters, 212 bytes each
     chunks = list(split_chunks(texts, 100, 500))
     assert all(len(c[2].encode("utf-8")) <= 500 + 2 for c in chunks if c[3] > 1)
+
+
+# -- items that name a product an earlier chunk names -------------------------------------------------
+
+
+def marked(job: dict[str, Any], payload: list[Any], size: int) -> tuple[list[list[int]], bool]:
+    repeats = Repeats(functools.partial(item_keys, job))
+    chunks = list(repeats.mark(split_chunks([json.dumps(item) for item in payload], size, 10**6)))
+    return [chunk[4] for chunk in chunks], repeats.found
+
+
+def test_an_item_naming_a_product_of_an_earlier_chunk_is_marked() -> None:
+    imports = {"job_type": "BULK_IMPORT"}
+    payload = [{"sku": "A"}, {"sku": "B"}, {"sku": "A"}, {"title": "no sku"}, {"sku": "B"}, {"sku": "C"}]
+    assert marked(imports, payload, 2) == ([[], [0], [0]], True)  # A in chunk 1, B in chunk 2
+    # Named twice within one chunk only: that chunk applies them in order by itself.
+    assert marked(imports, payload, 6) == ([[]], False)
+    assert marked(imports, [{"sku": "A"}, {"sku": "A"}, {"sku": "B"}], 2) == ([[], []], False)
+
+
+@pytest.mark.parametrize(
+    ("job", "payload", "expected"),
+    [
+        ({"job_type": "BULK_UPDATE"}, [{"id": "p-1"}, {"id": "p-1"}, {"id": "p-2", "sku": "S"}, {"sku": "S"}], [[], [0], [], []]),
+        ({"job_type": "BULK_DELETE"}, ["p-1", "p-2", 5, "p-1"], [[], [], [], [0]]),
+        (
+            {"job_type": "BULK_IMPORT", "payload_kind": "ProductImportData"},
+            [{"ProductIdentifierValue": "G"}, {"ProductIdentifierValue": 7}, "x", {"ProductIdentifierValue": "G"}],
+            [[], [], [], [0]],
+        ),
+    ],
+)
+def test_items_name_products_as_the_engine_matches_them(job: dict[str, Any], payload: list[Any], expected: list[list[int]]) -> None:
+    """An update names its product by id, else by sku (as engine.plain_identifier: one named by id,
+    then by sku, is not seen as the same); a delete by id; an import entry by its
+    ProductIdentifierValue. What names nothing is never marked."""
+    assert marked(job, payload, 1) == (expected, any(expected))

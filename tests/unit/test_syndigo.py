@@ -25,6 +25,7 @@ from common.domain.syndigo import (
     Identifier,
     ImportOptions,
     Vocabulary,
+    apply_named_before,
     apply_syndigo_item,
     resolve_identifier,
     syndigo_needs,
@@ -1409,6 +1410,33 @@ def test_a_pass_that_commits_nothing_gives_every_item_the_committing_pass_result
     assert {(doc["item_index"], doc["identifier"]) for doc in dry.issues.values()} == expected
     assert all(doc["resolved"] is False for doc in dry.issues.values())
     assert_consistent(dry)
+
+
+@pytest.mark.parametrize(
+    ("mode", "stored", "expected"),
+    [
+        ("Create", False, ("failed", "identifier_conflict")),
+        ("Update", False, ("updated", None)),
+        ("CreateOrUpdate", False, ("updated", None)),
+        ("Create", True, ("failed", "identifier_conflict")),
+        ("Update", True, ("updated", None)),
+        ("CreateOrUpdate", True, ("updated", None)),
+    ],
+)
+def test_an_entry_an_earlier_chunk_names_is_checked_against_what_that_chunk_would_create(
+    catalog: MemoryCatalog, mode: str, stored: bool, expected: tuple[str, str | None]
+) -> None:
+    """In a pass that commits nothing, an earlier chunk's products are not in the store: an entry
+    naming one of them gets the result it will get once that chunk has committed it."""
+    if stored:
+        create(catalog, item(G1))
+    view = new_view(catalog, job_id="job-w")
+    res = apply_named_before(view, 250, item(G1, val("Product Name", {"en-US": "Later"}), mode=mode), OPTIONS)
+    assert (res["result"], (res["errors"] or [{}])[0].get("code")) == expected
+    assert res["product_id"] is None or stored
+    # Content is still checked: an unknown attribute fails the entry whatever names it.
+    bad = apply_named_before(new_view(catalog), 251, item(G1, val("Colour", {"en-US": "x"}), mode=mode), OPTIONS)
+    assert codes(bad) == (["identifier_conflict"] if mode == "Create" and stored else ["unknown_attribute"])
 
 
 # -- the seed's example -------------------------------------------------------------------------
