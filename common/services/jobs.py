@@ -279,8 +279,8 @@ def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: b
         scope, job_id, start=start, limit=limit, failed_only=failed_only and committed, chunk_size=get_settings().chunk_size
     )
     if not committed:
-        # ErrorMode Fail: nothing was committed, so every item failed; the good ones say why. (A chunk
-        # validates on its own, so a product another chunk would have created is not known here.)
+        # ErrorMode Fail: nothing was committed, so every item failed; the good ones say why, and none
+        # names a product this page's items would have created.
         created = product_import.created_by(items)
         items = [product_import.held_back(i, created) for i in items]
     if job.get("payload_kind") == "ProductImportData":
