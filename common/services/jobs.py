@@ -354,10 +354,7 @@ def split_chunks(texts: Iterable[str], size: int, max_bytes: int) -> Iterator[tu
 def item_keys(job: dict[str, Any], raw: Any) -> tuple[str, ...]:
     """How an item names its product: a ProductImportData entry by its ProductIdentifierValue, a plain
     item as the engine matches it (an import by sku, an update by id or sku, a delete by id)."""
-    if job.get("payload_kind") == "ProductImportData":
-        value = raw.get("ProductIdentifierValue") if isinstance(raw, dict) else None
-        return (value,) if isinstance(value, str) and value else ()
-    ident = engine.plain_identifier(job["job_type"], raw)
+    ident = syndigo.identifier_of(raw) if job.get("payload_kind") == "ProductImportData" else engine.plain_identifier(job["job_type"], raw)
     return (ident,) if ident else ()
 
 
