@@ -575,12 +575,20 @@ def _str_field(raw: Any, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def plain_identifier(job_type: str, raw: Any) -> str | None:
+def plain_name(job_type: str, raw: Any) -> tuple[str, str] | None:
+    """How a plain item names its product: the way ("id" or "sku") and the value. A delete names it
+    by id, an update by id or else sku, an import by sku."""
     if job_type == "BULK_DELETE":
-        return raw if isinstance(raw, str) and raw else None
-    if job_type == "BULK_UPDATE":
-        return _str_field(raw, "id") or _str_field(raw, "sku")
-    return _str_field(raw, "sku")
+        return ("id", raw) if isinstance(raw, str) and raw else None
+    if job_type == "BULK_UPDATE" and (product_id := _str_field(raw, "id")):
+        return ("id", product_id)
+    sku = _str_field(raw, "sku")
+    return ("sku", sku) if sku else None
+
+
+def plain_identifier(job_type: str, raw: Any) -> str | None:
+    name = plain_name(job_type, raw)
+    return name[1] if name else None
 
 
 def plain_needs(job_type: str, items: Iterable[Any]) -> tuple[set[str], set[str], set[str], set[str]]:

@@ -162,6 +162,19 @@ def syndigo_needs(items: Iterable[Any], options: ImportOptions) -> tuple[set[str
     return ids, skus, idents
 
 
+def name_of(raw: Any, options: ImportOptions) -> tuple[str, str] | None:
+    """How an entry names its product: the way ("sku", "id", or "value:" and the value index
+    attribute) and the value. None when it names none, or by a property the vocabulary lacks."""
+    value = identifier_of(raw)
+    if not value:
+        return None
+    try:
+        ident = resolve_identifier(options, _override(raw) or options.identifier_property)
+    except ItemFailure:
+        return None
+    return (f"value:{ident.attribute}" if ident.kind == "value" else ident.kind, value)
+
+
 def value_keys(items: Iterable[Any], options: ImportOptions) -> set[str]:
     keys = set()
     for raw in items:

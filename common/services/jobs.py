@@ -351,30 +351,45 @@ def split_chunks(texts: Iterable[str], size: int, max_bytes: int) -> Iterator[tu
         yield n, first, "[" + ",".join(group) + "]", len(group)
 
 
-def item_keys(job: dict[str, Any], raw: Any) -> tuple[str, ...]:
-    """How an item names its product: a ProductImportData entry by its ProductIdentifierValue, a plain
-    item as the engine matches it (an import by sku, an update by id or sku, a delete by id)."""
-    ident = syndigo.identifier_of(raw) if job.get("payload_kind") == "ProductImportData" else engine.plain_identifier(job["job_type"], raw)
-    return (ident,) if ident else ()
+def item_namer(job: dict[str, Any], options: syndigo.ImportOptions | None) -> Callable[[Any], tuple[str, str] | None]:
+    """How the job's items name their products, as the engine matches them (see engine.plain_name,
+    syndigo.name_of); `options` are a ProductImportData job's."""
+    if options is None:
+        return functools.partial(engine.plain_name, job["job_type"])
+    return functools.partial(syndigo.name_of, options=options)
 
 
 class Repeats:
-    """Notes, chunk by chunk, the items that name a product an earlier chunk names too."""
+    """Notes, chunk by chunk, the items that name a product an earlier chunk names too, and the ways
+    the items name products."""
 
-    def __init__(self, keys: Callable[[Any], Iterable[str]]) -> None:
-        self.keys = keys
-        self.found = False
-        self._chunk_of: dict[str, int] = {}  # each key's latest chunk
+    def __init__(self, name_of: Callable[[Any], tuple[str, str] | None]) -> None:
+        self.name_of = name_of
+        self.marked = False
+        self._chunk_of: dict[tuple[str, str], int] = {}  # each name's latest chunk
+        self._ways: set[str] = set()
+        self._chunks = 0
 
     def named_before(self, n: int, items: list[Any]) -> list[int]:
         marked = []
         for at, raw in enumerate(items):
-            keys = self.keys(raw)
-            if any(self._chunk_of.get(key, n) < n for key in keys):
+            name = self.name_of(raw)
+            if name is None:
+                continue
+            if self._chunk_of.get(name, n) < n:
                 marked.append(at)
-            self._chunk_of.update(dict.fromkeys(keys, n))
-        self.found = self.found or bool(marked)
+            self._chunk_of[name] = n
+            self._ways.add(name[0])
+        self.marked = self.marked or bool(marked)
+        self._chunks = max(self._chunks, n + 1)
         return marked
+
+    @property
+    def serial(self) -> bool:
+        """Whether the chunks must run one at a time: two of them name one product, or the items name
+        products in more than one way (by id and by sku, by SKU and by GTIN), when two chunks may
+        name one product without a dispatch that reads no product being able to tell."""
+        return self.marked or (len(self._ways) > 1 and self._chunks > 1)
 
     def mark(self, chunks: Iterable[tuple[int, int, str, int]]) -> Iterator[tuple[int, int, str, int, list[int]]]:
         for n, first, text, count in chunks:
@@ -400,7 +415,7 @@ def dispatch(message: JobMessage) -> None:
     options = job.get("import_options") or {}
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
-    repeats = Repeats(functools.partial(item_keys, job))
+    repeats = Repeats(item_namer(job, _import_options(scope, options) if options else None))
     try:
         with payload_items(job) as texts:
             chunks = repeats.mark(split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes))
@@ -413,9 +428,9 @@ def dispatch(message: JobMessage) -> None:
             log.error("dispatch: the job's payload is gone; job failed", extra={"job_id": message.job_id})
         return
     window = settings.chunk_window
-    if repeats.found:
-        # Chunks run side by side; when two name one product, they run one after the other instead,
-        # so that the product's items apply in payload order.
+    if repeats.serial:
+        # Chunks run side by side; when two may name one product, they run one after the other
+        # instead, so that the product's items apply in payload order.
         window = 1
         store.unpublish(scope, message.job_id, range(1, min(count, settings.chunk_window)))
     if not store.start_processing(scope, message.job_id, total_items=job["item_count"], chunk_count=count, phase=phase, window=window):
@@ -465,6 +480,21 @@ def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[in
             lambda view, batch: engine.plain_prefetch(view, job_type, batch),
             catalog.ALL,
         )
+    import_options = _import_options(scope, options)
+    mode = catalog.NOTHING if options["what_if"] else catalog.FAILURES if job.get("phase") == "validate" else catalog.ALL
+    # In a pass that commits nothing, the earlier chunk's products are not in the store (see apply_named_before).
+    marked = set(named_before or ()) if mode != catalog.ALL else set()
+
+    def apply(view: engine.CatalogView, index: int, raw: Any) -> dict[str, Any]:
+        if index in marked:
+            return syndigo.apply_named_before(view, index, raw, import_options)
+        return syndigo.apply_syndigo_item(view, index, raw, import_options)
+
+    return apply, product_import.prefetcher(import_options), mode
+
+
+def _import_options(scope: Scope, options: dict[str, Any]) -> syndigo.ImportOptions:
+    """A ProductImportData job's import options, from the ones stored on the job."""
     vocabulary = product_import.load_vocabulary(scope, options["vocabulary_id"])
     request = product_import.parse_request(
         {
@@ -476,17 +506,7 @@ def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[in
         },
         include_missing=options["include_missing"],
     )
-    import_options = product_import.options_for(request, vocabulary)
-    mode = catalog.NOTHING if options["what_if"] else catalog.FAILURES if job.get("phase") == "validate" else catalog.ALL
-    # In a pass that commits nothing, the earlier chunk's products are not in the store (see apply_named_before).
-    marked = set(named_before or ()) if mode != catalog.ALL else set()
-
-    def apply(view: engine.CatalogView, index: int, raw: Any) -> dict[str, Any]:
-        if index in marked:
-            return syndigo.apply_named_before(view, index, raw, import_options)
-        return syndigo.apply_syndigo_item(view, index, raw, import_options)
-
-    return apply, product_import.prefetcher(import_options), mode
+    return product_import.options_for(request, vocabulary)
 
 
 # What a chunk worker reads of its job: not the payload (inline up to 700 KB), which dispatch split.

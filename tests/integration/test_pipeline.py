@@ -249,6 +249,26 @@ def test_chunks_naming_one_product_run_one_after_the_other(pipeline: Pipeline) -
     assert results[420]["product_id"] == results[10]["product_id"] == product["id"]
 
 
+def test_an_update_naming_products_by_id_and_by_sku_runs_its_chunks_in_order(pipeline: Pipeline) -> None:
+    """Whether an id and a SKU name one product, dispatch cannot tell without reading the catalog:
+    such a job runs one chunk at a time, so the later item wins however the messages arrive."""
+    pipeline.run("BULK_IMPORT", products(450, "WAY"))
+    id_of = {p["sku"]: p["id"] for p in pipeline.products() if p["sku"].startswith("WAY-")}
+    items: list[dict[str, Any]] = [{"id": id_of[f"WAY-{i}"], "title": f"Renamed {i}"} for i in range(450)]
+    items[420] = {"sku": "WAY-10", "title": "Renamed by SKU, later"}
+    job = pipeline.create("BULK_UPDATE", items)
+    messages = pipeline.dispatch_all()
+    assert job_store.get(pipeline.scope, job["id"], ["window"]) == {"window": 1}
+    while messages:
+        for message in reversed(messages):
+            jobs.process_chunk(message)
+        messages = [jobs.ChunkMessage.model_validate_json(d) for d in pipeline.pull("chunks")]
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 450, 0)
+    [product] = [p for p in pipeline.products() if p["sku"] == "WAY-10"]
+    assert product["title"] == "Renamed by SKU, later"
+
+
 def test_chunks_naming_different_products_run_side_by_side(pipeline: Pipeline) -> None:
     job = pipeline.create("BULK_IMPORT", products(450, "SIDE"))
     assert sorted(m.chunk for m in pipeline.dispatch_all()) == [0, 1, 2]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 from collections.abc import Callable
@@ -15,9 +14,11 @@ from hypothesis import strategies as st
 
 from common import errors
 from common.config import Settings
+from common.domain import syndigo
+from common.domain.syndigo import ImportOptions
 from common.http import loads_strict
 from common.models.job import JobType
-from common.services.jobs import Repeats, item_keys, read_request, split_chunks, validate_request
+from common.services.jobs import Repeats, item_namer, read_request, split_chunks, validate_request
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SettingsEnv = Callable[..., Settings]
@@ -323,10 +324,10 @@ def test_chunk_budget_counts_utf8_bytes() -> None:
 # -- items that name a product an earlier chunk names -------------------------------------------------
 
 
-def marked(job: dict[str, Any], payload: list[Any], size: int) -> tuple[list[list[int]], bool]:
-    repeats = Repeats(functools.partial(item_keys, job))
+def marked(job: dict[str, Any], payload: list[Any], size: int, options: ImportOptions | None = None) -> tuple[list[list[int]], bool]:
+    repeats = Repeats(item_namer(job, options))
     chunks = list(repeats.mark(split_chunks([json.dumps(item) for item in payload], size, 10**6)))
-    return [chunk[4] for chunk in chunks], repeats.found
+    return [chunk[4] for chunk in chunks], repeats.serial
 
 
 def test_an_item_naming_a_product_of_an_earlier_chunk_is_marked() -> None:
@@ -338,20 +339,57 @@ def test_an_item_naming_a_product_of_an_earlier_chunk_is_marked() -> None:
     assert marked(imports, [{"sku": "A"}, {"sku": "A"}, {"sku": "B"}], 2) == ([[], []], False)
 
 
+VOCABULARY = syndigo.Vocabulary.from_doc(
+    {"id": "v", "attributes": [{"name": "GTIN", "maps_to": "gtin"}, {"name": "SKU", "maps_to": "sku"}, {"name": "MPN", "identifier": True}]}
+)
+
+
 @pytest.mark.parametrize(
     ("job", "payload", "expected"),
     [
-        ({"job_type": "BULK_UPDATE"}, [{"id": "p-1"}, {"id": "p-1"}, {"id": "p-2", "sku": "S"}, {"sku": "S"}], [[], [0], [], []]),
+        ({"job_type": "BULK_UPDATE"}, [{"id": "p-1"}, {"id": "p-1"}, {"id": "p-2", "sku": "S"}, {"sku": "p-2"}], [[], [0], [], []]),
         ({"job_type": "BULK_DELETE"}, ["p-1", "p-2", 5, "p-1"], [[], [], [], [0]]),
         (
             {"job_type": "BULK_IMPORT", "payload_kind": "ProductImportData"},
-            [{"ProductIdentifierValue": "G"}, {"ProductIdentifierValue": 7}, "x", {"ProductIdentifierValue": "G"}],
-            [[], [], [], [0]],
+            [
+                {"ProductIdentifierValue": "G"},
+                {"ProductIdentifierValue": 7},
+                "x",
+                {"ProductIdentifierValue": "G", "ProductIdentifierPropertyOverride": "Nope"},
+                {"ProductIdentifierValue": "G"},
+            ],
+            [[], [], [], [], [0]],
         ),
     ],
 )
 def test_items_name_products_as_the_engine_matches_them(job: dict[str, Any], payload: list[Any], expected: list[list[int]]) -> None:
-    """An update names its product by id, else by sku (as engine.plain_identifier: one named by id,
-    then by sku, is not seen as the same); a delete by id; an import entry by its
-    ProductIdentifierValue. What names nothing is never marked."""
-    assert marked(job, payload, 1) == (expected, any(expected))
+    """An update names its product by id, else by sku; a delete by id; an import entry by its
+    ProductIdentifierValue under its identifier property. What names nothing is never marked."""
+    options = syndigo.ImportOptions(VOCABULARY, "GTIN") if "payload_kind" in job else None
+    assert marked(job, payload, 1, options) == (expected, True)
+
+
+def test_one_value_named_two_ways_is_two_products() -> None:
+    """The same text as a GTIN and as a vendor part number names two products, so neither is marked
+    (a marked entry is checked as one an earlier chunk creates)."""
+    payload = [{"ProductIdentifierValue": "X1"}, {"ProductIdentifierValue": "X1", "ProductIdentifierPropertyOverride": "MPN"}]
+    job = {"job_type": "BULK_IMPORT", "payload_kind": "ProductImportData"}
+    assert marked(job, payload, 1, syndigo.ImportOptions(VOCABULARY, "GTIN")) == ([[], []], True)
+
+
+@pytest.mark.parametrize(
+    ("job", "payload", "options"),
+    [
+        ({"job_type": "BULK_UPDATE"}, [{"id": "p-1"}, {"sku": "S"}], None),
+        ({"job_type": "BULK_UPDATE"}, [{"id": "p-1"}, {"sku": "S"}, {"id": "p-2"}], None),
+        (
+            {"job_type": "BULK_IMPORT", "payload_kind": "ProductImportData"},
+            [{"ProductIdentifierValue": "G"}, {"ProductIdentifierValue": "S", "ProductIdentifierPropertyOverride": "SKU"}],
+            syndigo.ImportOptions(VOCABULARY, "GTIN"),
+        ),
+    ],
+)
+def test_items_naming_products_in_two_ways_run_one_chunk_at_a_time(job: dict[str, Any], payload: list[Any], options: Any) -> None:
+    """Product p-1 may have SKU S: nothing short of reading the catalog tells, so the chunks run in order."""
+    assert marked(job, payload, 1, options) == ([[]] * len(payload), True)
+    assert marked(job, payload, len(payload), options) == ([[]], False)  # one chunk applies its items in order anyway
