@@ -1,6 +1,6 @@
 """Idempotency-Key on every POST, as Stripe and draft-ietf-httpapi-idempotency-key-header have it.
 
-The first request with a key claims it (per tenant) and its answer is kept for 24 h; a repeat with
+The first request with a key claims it (per caller: the token's user, in its tenant) and its answer is kept for 24 h; a repeat with
 the same method, path and body gets that answer again, marked `Idempotent-Replayed: true`, without
 the work being done again. The same key with another request is 422 `idempotency_key_reused`; a
 repeat while the first still runs is 409 `idempotency_key_in_progress`. 4xx answers are kept too
@@ -49,9 +49,11 @@ def parse_key(value: str) -> str:
     return value
 
 
-def key_id(key: str) -> str:
-    """The record's document id: keys may hold '/', so they are never path segments themselves."""
-    return hashlib.sha256(key.encode("ascii")).hexdigest()
+def key_id(user_id: str, key: str) -> str:
+    """The record's document id: the caller's key, so that one caller's key never replays another's
+    answer (an answer the other may not be allowed to see: a rotated signing secret). Keys may hold
+    '/', so they are never path segments themselves."""
+    return hashlib.sha256(f"{user_id}\n{key}".encode()).hexdigest()
 
 
 def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
@@ -90,7 +92,7 @@ class Idempotency:
         key = parse_key(header)
         settings = get_settings()
         body = request.body(max_bytes=settings.max_body_bytes)
-        scope, kid = principal.scope, key_id(key)
+        scope, kid = principal.scope, key_id(principal.user_id, key)
         now = utcnow()
         record = {
             "fingerprint": fingerprint(request.method, request.path, request.raw.query_string, body),

@@ -1,8 +1,9 @@
-"""Idempotency-Key records: orgs/{org}/tenants/{tenant}/idempotency_keys/{sha256(key)}.
+"""Idempotency-Key records: orgs/{org}/tenants/{tenant}/idempotency_keys/{key_id}, the key_id being
+the SHA-256 of the caller's user id and the key (common/idempotency.py `key_id`).
 
 A record is claimed with `create()`, so of two requests with one key exactly one runs; it holds the
 request's fingerprint, then the stored answer. Bodies too large for a document go to Cloud Storage
-under idempotency/{org}/{tenant}/{sha256(key)}.json. Records carry `expires_at` for a TTL policy.
+under idempotency/{org}/{tenant}/{key_id}.json. Records carry `expires_at` for a TTL policy.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
-from tests.conftest import Tenant
+from tests.conftest import Tenant, mint
 
 GOOD = {"description": "A long enough description of this product for shoppers.", "category": "Shirts", "brand": "HarbourLine"}
 SETTINGS = "/api/v1/pim/notification-settings"
@@ -146,6 +146,20 @@ def test_failing_receiver_gets_the_same_webhook_id_until_it_accepts(tenant: Tena
     [delivery] = tenant.get("/api/v1/pim/notification-deliveries").json()
     assert delivery["attempts"] == 3 and delivery["delivered_at"] and delivery["last_status_code"] == 204
     assert delivery["event_id"] == calls[0]["headers"]["webhook-id"]
+
+
+def test_a_rotation_answer_is_never_replayed_to_another_caller(tenant: Tenant, receiver: Receiver) -> None:
+    """Idempotency keys are per caller: an editor sending the admin's key gets the editor's own 403,
+    not the admin's kept answer with its signing secret."""
+    set_webhook(tenant, receiver.url)
+    keyed = tenant.headers(**{"Idempotency-Key": "rotate-1"})
+    rotated = tenant.post(f"{SETTINGS}/rotate-secret", headers=keyed)
+    assert rotated.status_code == 200 and rotated.json()["signing_secret"].startswith("whsec_")
+    editor, _, _ = mint(tenant.org_id, [tenant.tenant_id], role="editor")
+    refused = tenant.post(f"{SETTINGS}/rotate-secret", headers={**keyed, "Authorization": f"Bearer {editor}"})
+    assert refused.status_code == 403 and "whsec_" not in refused.text
+    again = tenant.post(f"{SETTINGS}/rotate-secret", headers=keyed)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == rotated.json()
 
 
 def test_rotated_secret_signs_alongside_the_old_one_and_redeliver_sends_again(tenant: Tenant, receiver: Receiver) -> None:

@@ -32,7 +32,7 @@ def error_code(response: requests.Response) -> str:
 
 
 def stored(tenant: Tenant, key: str) -> dict[str, Any] | None:
-    ref = coll(Scope(tenant.org_id, tenant.tenant_id), "idempotency_keys").document(hashlib.sha256(key.encode()).hexdigest())
+    ref = coll(Scope(tenant.org_id, tenant.tenant_id), "idempotency_keys").document(hashlib.sha256(f"{tenant.user_id}\n{key}".encode()).hexdigest())
     snap = read(ref)
     return snap.to_dict() if snap.exists else None
 
@@ -136,7 +136,7 @@ def test_an_answer_too_large_for_a_document_is_replayed_from_storage(tenant: Ten
 def test_an_expired_key_runs_the_request_again(tenant: Tenant) -> None:
     key = str(uuid.uuid4())
     first = post_job(tenant, key).json()
-    ref = coll(Scope(tenant.org_id, tenant.tenant_id), "idempotency_keys").document(hashlib.sha256(key.encode()).hexdigest())
+    ref = coll(Scope(tenant.org_id, tenant.tenant_id), "idempotency_keys").document(hashlib.sha256(f"{tenant.user_id}\n{key}".encode()).hexdigest())
     ref.update({"expires_at": utcnow() - timedelta(seconds=1)})
     again = post_job(tenant, key, payload=[{"title": "After expiry"}])
     assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers

@@ -39,9 +39,9 @@ def test_other_keys_are_400(key: str) -> None:
     assert info.value.status == 400
 
 
-def test_key_ids_are_sha256_hex_path_segments() -> None:
-    assert key_id("a/b") == "c14cddc033f64b9dea80ea675cf280a015e672516090a5626781153dc68fea11"
-    assert len({key_id("k1"), key_id("k2"), key_id("K1")}) == 3
+def test_key_ids_are_sha256_hex_path_segments_per_caller() -> None:
+    assert key_id("user-1", "a/b") == "9be9596a05e88a70b734549fd243cd737f8d3d9f2cad00e904f194ddb8127534"
+    assert len({key_id("user-1", "k1"), key_id("user-1", "k2"), key_id("user-1", "K1"), key_id("user-2", "k1")}) == 4
 
 
 def test_the_fingerprint_covers_method_path_query_and_body() -> None:
@@ -128,14 +128,18 @@ class MemoryKeys:
         return self.bodies[name]
 
     def record(self, tenant: str, key: str) -> dict[str, Any] | None:
-        found = self.docs.get((Scope("org", tenant), key_id(key)))
+        found = self.docs.get((Scope("org", tenant), key_id("user-1", key)))
         return found[0] if found else None
 
 
 def _authenticate(request: Request) -> Principal:
-    if request.headers.get("Authorization") != "Bearer good":
-        raise errors.Unauthorized("The token is unknown or revoked.")
-    return Principal("user-1", "u@example.com", "admin", Scope("org", request.headers.get("X-Tenant-ID", "t1")), "127.0.0.1")
+    """Two callers: `good` (user-1, admin) and `other` (user-2, editor)."""
+    scope = Scope("org", request.headers.get("X-Tenant-ID", "t1"))
+    if request.headers.get("Authorization") == "Bearer good":
+        return Principal("user-1", "u@example.com", "admin", scope, "127.0.0.1")
+    if request.headers.get("Authorization") == "Bearer other":
+        return Principal("user-2", "o@example.com", "editor", scope, "127.0.0.1")
+    raise errors.Unauthorized("The token is unknown or revoked.")
 
 
 @pytest.fixture
@@ -200,6 +204,16 @@ def test_keys_are_per_tenant(api: Api) -> None:
     assert api.call(**{"X-Tenant-ID": "t1"}).get_json()["n"] == 1
     assert api.call(**{"X-Tenant-ID": "t2"}).get_json()["n"] == 2
     assert api.call(body='{"b":1}', **{"X-Tenant-ID": "t3"}).status_code == 200
+
+
+def test_keys_are_per_caller(api: Api) -> None:
+    """Another caller's request with the same key runs as its own: it neither replays the first
+    caller's answer (which it might not be allowed to see) nor collides with it."""
+    assert api.call().get_json()["n"] == 1
+    other = api.call(Authorization="Bearer other")
+    assert other.get_json()["n"] == 2 and "Idempotent-Replayed" not in other.headers
+    assert api.call(body='{"b":1}', Authorization="Bearer other").status_code == 422  # its own key now
+    assert api.call().headers["Idempotent-Replayed"] == "true"
 
 
 def test_a_repeat_while_the_first_runs_is_409_in_progress(api: Api) -> None:
@@ -269,7 +283,7 @@ def test_an_exit_inside_the_handler_releases_the_key_and_propagates(api: Api, ke
 
 def test_expired_records_and_lapsed_locks_count_as_absent(api: Api, keys: MemoryKeys) -> None:
     api.call()
-    scope_key = (Scope("org", "t1"), key_id("k-1"))
+    scope_key = (Scope("org", "t1"), key_id("user-1", "k-1"))
     stored, version = keys.docs[scope_key]
     keys.docs[scope_key] = ({**stored, "expires_at": utcnow() - timedelta(seconds=1)}, version)
     assert api.call(body='{"other":true}').status_code == 200  # an expired key is free for any request
