@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -72,6 +73,17 @@ class Transient(SynqError):
     """A storage or network fault that a retry (Pub/Sub redelivery) can get past."""
 
     code, status, retryable = "unavailable", 503, True
+
+
+def invalid_body(first: Mapping[str, Any]) -> SynqError:
+    """A request body's first validation error (pydantic's `errors()[0]`): a missing field is 400
+    `missing_field`, as for every route; an unknown one 422 `unknown_field`; any other 422
+    `invalid_value`. Each names the field."""
+    where = ".".join(str(p) for p in first["loc"])
+    message = f"Field '{where}': {first['msg']}."
+    if first["type"] == "missing":
+        return BadRequest(message, code="missing_field", details={"field": where})
+    return Unprocessable(message, code="unknown_field" if first["type"] == "extra_forbidden" else "invalid_value", details={"field": where})
 
 
 def unexpected(exc: Exception) -> SynqError:

@@ -51,13 +51,11 @@ def put_notification_settings(principal: Principal, body: Any) -> dict[str, Any]
     try:
         wanted = NotificationSettingsIn.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise errors.Unprocessable(f"Field '{field}': {first['msg']}.", code="invalid_value", details={"field": field}) from None
+        raise errors.invalid_body(exc.errors()[0]) from None
     if wanted.channel == "webhook" and not wanted.webhook_url:
-        raise errors.Unprocessable("channel webhook needs webhook_url.", code="missing_field", details={"field": "webhook_url"})
+        raise errors.BadRequest("channel webhook needs webhook_url.", code="missing_field", details={"field": "webhook_url"})
     if wanted.channel == "email" and not wanted.email:
-        raise errors.Unprocessable("channel email needs email.", code="missing_field", details={"field": "email"})
+        raise errors.BadRequest("channel email needs email.", code="missing_field", details={"field": "email"})
     if wanted.webhook_url:
         _check_url(wanted.webhook_url)
     current = store.get_settings_doc(principal.scope)

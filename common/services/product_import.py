@@ -29,20 +29,14 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _parse(model: type[M], body: Any, what: str = "a JSON object") -> M:
-    """A request body as `model`: 400 when it is not an object, 422 naming the first invalid field."""
+    """A request body as `model`: 400 when it is not an object or lacks a field, 422 naming the
+    first invalid field."""
     if not isinstance(body, dict):
         raise errors.BadRequest(f"The body must be {what}.", code="invalid_body")
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise _first_error(exc) from None
-
-
-def _first_error(exc: ValidationError) -> errors.SynqError:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    code = "unknown_field" if first["type"] == "extra_forbidden" else "missing_field" if first["type"] == "missing" else "invalid_value"
-    return errors.Unprocessable(f"Field '{where}': {first['msg']}.", code=code, details={"field": where})
+        raise errors.invalid_body(exc.errors()[0]) from None
 
 
 # -- vocabularies and taxonomy ------------------------------------------------------------------

@@ -203,15 +203,18 @@ def test_email_channel_leaves_an_eml(tenant: Tenant, stack) -> None:  # type: ig
 def test_notification_settings_validation_and_roles(tenant: Tenant, make_tenant) -> None:  # type: ignore[no-untyped-def]
     assert tenant.get(SETTINGS).json()["channel"] is None
     bad = [
-        {"channel": "pigeon"},
-        {"channel": "webhook"},
-        {"channel": "webhook", "webhook_url": "ftp://example.com/x"},
-        {"channel": "email", "email": "not-an-address"},
-        {"channel": "webhook", "webhook_url": "https://example.com/x", "extra": 1},
+        ({"channel": "pigeon"}, 422, "invalid_value", "channel"),
+        ({}, 400, "missing_field", "channel"),
+        ({"channel": "webhook"}, 400, "missing_field", "webhook_url"),
+        ({"channel": "email", "webhook_url": "https://example.com/x"}, 400, "missing_field", "email"),
+        ({"channel": "webhook", "webhook_url": "ftp://example.com/x"}, 422, "invalid_webhook_url", "webhook_url"),
+        ({"channel": "email", "email": "not-an-address"}, 422, "invalid_value", "email"),
+        ({"channel": "webhook", "webhook_url": "https://example.com/x", "extra": 1}, 422, "unknown_field", "extra"),
     ]
-    for body in bad:
+    for body, status, code, field in bad:
         response = tenant.request("PUT", SETTINGS, json=body)
-        assert response.status_code == 422, (body, response.text)
+        assert response.status_code == status, (body, response.text)
+        assert (response.json()["error"]["code"], response.json()["error"]["details"]) == (code, {"field": field})
     assert tenant.get(SETTINGS).json()["channel"] is None
     editor = make_tenant(role="editor")
     refused = editor.request("PUT", SETTINGS, json={"channel": "email", "email": "a@example.com"})
