@@ -113,10 +113,10 @@ def _envelope(payload: dict[str, Any], keep: int) -> tuple[dict[str, Any], ItemA
     products = data.get("ProductsToImport") if isinstance(data, dict) else None
     if isinstance(data, dict) and isinstance(products, ItemArray):
         stand_in: list[Any] = [{}] if products.count else []
-        envelope = product_import.parse_request({**payload, "ProductImportData": {**data, "ProductsToImport": stand_in}})
+        envelope = _parse_envelope({**payload, "ProductImportData": {**data, "ProductsToImport": stand_in}})
         items = products
     else:
-        envelope = product_import.parse_request(payload)
+        envelope = _parse_envelope(payload)
         items = ItemArray.of(envelope.ProductImportData.ProductsToImport, keep)
     options = {
         "vocabulary_id": envelope.vocabularyId,
@@ -127,6 +127,14 @@ def _envelope(payload: dict[str, Any], keep: int) -> tuple[dict[str, Any], ItemA
         "archived": envelope.ProductImportData.Archived,
     }
     return options, items
+
+
+def _parse_envelope(payload: dict[str, Any]) -> Any:
+    try:
+        return product_import.parse_request(payload)
+    except errors.BadRequest as exc:
+        # A field missing inside the payload makes the payload invalid: 422, as every payload check.
+        raise errors.Unprocessable(exc.message, code=exc.code, details=exc.details) from None
 
 
 def _compact_around(value: dict[str, Any], path: tuple[str, ...], text: str) -> str:

@@ -211,10 +211,10 @@ def test_notification_settings_validation_and_roles(tenant: Tenant, make_tenant)
         ({"channel": "email", "email": "not-an-address"}, 422, "invalid_value", "email"),
         ({"channel": "webhook", "webhook_url": "https://example.com/x", "extra": 1}, 422, "unknown_field", "extra"),
     ]
-    for body, status, code, field in bad:
+    for body, status, code, named in bad:
         response = tenant.request("PUT", SETTINGS, json=body)
         assert response.status_code == status, (body, response.text)
-        assert (response.json()["error"]["code"], response.json()["error"]["details"]) == (code, {"field": field})
+        assert (response.json()["error"]["code"], response.json()["error"]["details"]) == (code, {"field": named})
     assert tenant.get(SETTINGS).json()["channel"] is None
     editor = make_tenant(role="editor")
     refused = editor.request("PUT", SETTINGS, json={"channel": "email", "email": "a@example.com"})
