@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_transaction import _CANT_COMMIT, _WRITE_READ_ONLY
@@ -141,13 +142,23 @@ def add_set(writer: firestore.Transaction | firestore.WriteBatch, ref: firestore
         writer.set(ref, data)
 
 
+# The largest commit request sent. Cloud Firestore takes requests of up to 10 MiB; the emulator's
+# gRPC server refuses a message over 4 MiB with RESOURCE_EXHAUSTED, which the client retries for a
+# minute before giving up. Past this size the commit is refused here at once, as Firestore refuses a
+# request that is too large: InvalidArgument, so a chunk step retries its items one by one.
+COMMIT_MAX_BYTES = 4_000_000
+
+
 class Transaction(firestore.Transaction):
     """`firestore.Transaction` that builds its commit request as writes are added, not at commit.
 
     `add_set` and `add_append` fill their writes in place; the client's own writes (their fallbacks,
     deletes) are copied in as they come, so the request keeps the order the writes were made in.
     Everything else, retries, rollback and the transactional decorator included, is the client's.
+    A request over `max_bytes` is refused before it is sent (InvalidArgument).
     """
+
+    max_bytes = COMMIT_MAX_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -181,6 +192,8 @@ class Transaction(firestore.Transaction):
         client, request = self._client, self._request
         request.database = client._database_string
         request.transaction = self._id
+        if request.ByteSize() > self.max_bytes:
+            raise gexc.InvalidArgument(f"The commit request would hold {request.ByteSize()} bytes, over {self.max_bytes}.")
         response = client._firestore_api.commit(request=_CommitRequest.wrap(request), metadata=client._rpc_metadata)
         self._clean_up()
         self.write_results = list(response.write_results)

@@ -61,12 +61,20 @@ class Pipeline:
             jobs.dispatch(JobMessage.model_validate_json(data))
         return [ChunkMessage.model_validate_json(d) for d in self.pull("chunks")]
 
-    def run(self, job_type: str, payload: list[Any]) -> dict[str, Any]:
+    def run(self, job_type: str, payload: Any) -> dict[str, Any]:
         """Create a job and drive it to its end with single, in-order delivery."""
-        job = self.create(job_type, payload)
-        for message in self.dispatch_all():
-            jobs.process_chunk(message)
-        return self.job(job["id"])
+        return self.drive(self.create(job_type, payload)["id"])
+
+    def drive(self, job_id: str) -> dict[str, Any]:
+        """Deliver chunk messages until none is left: a window releases the next chunks as its own
+        end, ErrorMode Fail publishes a second, commit round."""
+        for _ in range(1000):
+            messages = self.dispatch_all()
+            if not messages:
+                break
+            for message in messages:
+                jobs.process_chunk(message)
+        return self.job(job_id)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return jobs.public(jobs.get_job(self.scope, job_id))

@@ -275,6 +275,19 @@ def test_chunks_naming_different_products_run_side_by_side(pipeline: Pipeline) -
     assert job_store.get(pipeline.scope, job["id"], ["window"]) == {"window": get_settings().chunk_window}
 
 
+def test_small_updates_to_big_products_commit_in_steps_the_store_takes(pipeline: Pipeline) -> None:
+    """25 one-field updates of 200 KB products would be one 5 MB commit: more than the emulator takes
+    in a request (4 MiB; Firestore 10 MiB). Such a step is refused before it is sent and its items
+    go one per step, instead of the chunk failing every delivery."""
+    big = {"blob": "y" * 200_000}
+    pipeline.run("BULK_IMPORT", [{"title": f"Big {i}", "sku": f"BIG-STEP-{i}", "attributes": big} for i in range(25)])
+    ids = [p["id"] for p in pipeline.products()]
+    assert len(ids) == 25
+    done = pipeline.run("BULK_UPDATE", [{"id": i, "title": "Renamed"} for i in ids])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 25, 0)
+    assert {p["title"] for p in pipeline.products()} == {"Renamed"}
+
+
 def test_a_payload_bigger_than_one_commit_dispatches_every_chunk(pipeline: Pipeline) -> None:
     # ~8 MB of items: their chunks take several commits (the emulator refuses a message over 4 MiB).
     items = products(4000, "BIG")

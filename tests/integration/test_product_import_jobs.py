@@ -28,15 +28,7 @@ def envelope(products: list[dict[str, Any]], error_mode: str, **extra: Any) -> d
 
 
 def drive(pipeline: Pipeline, job_id: str) -> dict[str, Any]:
-    """Deliver chunk messages until the job ends (ErrorMode Fail publishes a second, commit round;
-    a job whose chunks run one at a time publishes each chunk when the one before it ends)."""
-    for _ in range(100):
-        messages = pipeline.dispatch_all()
-        if not messages:
-            break
-        for message in messages:
-            jobs.process_chunk(message)
-    return pipeline.job(job_id)
+    return pipeline.drive(job_id)
 
 
 @pytest.fixture
