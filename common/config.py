@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     max_items_per_job: int = 200_000
     max_item_bytes: int = 256 * 1024
 
-    # A chunk is what one worker invocation applies; its items live in one Firestore document.
-    chunk_size: int = 200
+    # A chunk is what one worker invocation applies; its items live in one Firestore document, and
+    # so do their results (each under 3,000 bytes: engine.result), hence the ceiling.
+    chunk_size: int = Field(default=200, ge=1, le=250)
     chunk_max_bytes: int = 600_000
     # Fairness: a job keeps at most this many chunk messages outstanding; each finished chunk
     # releases the next, so another tenant's chunks queue behind a window, not behind a whole job.

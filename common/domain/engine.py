@@ -541,8 +541,8 @@ def _validation_errors(exc: ValidationError) -> list[ItemError]:
 def record_failure(view: CatalogView, index: int, identifier: str | None, failure: ItemFailure) -> dict[str, Any]:
     """A failed item: its result, plus an ERROR validation issue a person can act on."""
     issue_id = derived_id(view.ctx.job_id, index, "failure")
-    what = f"Item {index}" + (f" ('{identifier}')" if identifier else "")
-    reasons = " ".join(e.message for e in failure.errors[:5])
+    what = f"Item {index}" + (f" ('{_clip(identifier, IDENTIFIER_CHARS)}')" if identifier else "")
+    reasons = _clip(" ".join(e.message for e in failure.errors[:5]), 2_000)
     view.open_issue(
         issue_id,
         {
@@ -563,8 +563,41 @@ def record_failure(view: CatalogView, index: int, identifier: str | None, failur
     return result(index, identifier, failure.product_id, FAILED, [e.dump() for e in failure.errors])
 
 
+# A chunk's results share one Firestore document (1 MiB) among its items (at most 250, see
+# Settings.chunk_size): each result stays under 3,000 bytes, however many errors its item has (one
+# per unknown attribute of a ProductImportData entry) and however long the texts they quote.
+RESULT_ERRORS_BYTES = 1_500
+IDENTIFIER_CHARS = 256  # as long as any valid identifier (ProductIdentifierValue)
+
+
 def result(index: int, identifier: str | None, product_id: str | None, outcome: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"index": index, "identifier": identifier, "product_id": product_id, "result": outcome, "errors": errors or []}
+    return {
+        "index": index,
+        "identifier": _clip(identifier, IDENTIFIER_CHARS),
+        "product_id": product_id,
+        "result": outcome,
+        "errors": bounded_errors(errors or []),
+    }
+
+
+def bounded_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first errors that fit RESULT_ERRORS_BYTES, each clipped, then one `more_errors` naming how
+    many were left out. The first error is always kept."""
+    out: list[dict[str, Any]] = []
+    used = 0
+    for n, error in enumerate(errors):
+        clipped = {**error, "field": _clip(error.get("field"), 100), "message": _clip(error["message"], 300)}
+        cost = len(clipped["code"]) + len((clipped["field"] or "").encode()) + len(clipped["message"].encode()) + 40
+        if out and used + cost > RESULT_ERRORS_BYTES:
+            out.append({"code": "more_errors", "field": None, "message": f"… and {len(errors) - n} more errors in this item."})
+            break
+        out.append(clipped)
+        used += cost
+    return out
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- the plain (Synq) payload ---------------------------------------------------------------

@@ -233,6 +233,22 @@ def test_an_item_the_store_refuses_fails_alone_instead_of_wedging_its_chunk(with
     assert results[-1]["result"] == "created"  # the chunk went on past the refused item
 
 
+def test_items_with_hundreds_of_errors_keep_their_chunk_storable(with_vocabulary: Pipeline) -> None:
+    """200 entries with 80 unknown attributes each: one error per attribute would make the chunk's
+    results outgrow their 1 MiB document, and the chunk would fail every delivery. Each result keeps
+    the errors that fit and counts the rest."""
+    pipeline = with_vocabulary
+    unknown = [{"Name": f"Unknown attribute {n:02d} {'z' * 40}", "ValuesByLocale": {"en-US": "x"}} for n in range(80)]
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}", Values=unknown) for i in range(200)], "Ignore"))
+    done = drive(pipeline, job["id"])
+    assert (done["status"], done["failed_items"]) == ("FAILED", 200)
+    results = pipeline.results(job["id"])
+    assert len(results) == 200
+    errors = results[0]["errors"]
+    assert errors[0]["code"] == "unknown_attribute" and errors[-1]["code"] == "more_errors"
+    assert errors[-1]["message"] == f"… and {80 - (len(errors) - 1)} more errors in this item."
+
+
 class Reads(dict):  # type: ignore[type-arg]
     """A job document that records in `seen` which of its fields the code reads."""
 

@@ -1,7 +1,7 @@
 """Benchmark fixtures: a stack of their own, product generators, an RSS sampler and timed helpers.
 
 Sizes scale with SYNQ_BENCH_SCALE (0.1 runs everything at a tenth). Settings for the functions can
-be tried without editing code: SYNQ_BENCH_ENV="THREADS=16,SYNQ_CHUNK_SIZE=400" is merged into every
+be tried without editing code: SYNQ_BENCH_ENV="THREADS=16,SYNQ_CHUNK_WINDOW=16" is merged into every
 function's environment (`Stack.extra_env`). SYNQ_BENCH_OUT=path appends every result line to a file.
 
 Every benchmark prints ONE JSON object on stdout:

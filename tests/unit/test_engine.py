@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.domain import engine
 from common.domain.engine import CatalogView, apply_plain_item, derived_id, plain_needs, plain_prefetch
@@ -976,3 +978,32 @@ def test_sample_import_payload(catalog: MemoryCatalog) -> None:
     assert [r["result"] for r in results] == ["updated", "updated", "failed"]
     assert results[2]["errors"][0]["code"] == "product_not_found"
     assert_consistent(catalog)
+
+
+# -- a result's size ---------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    errors=st.lists(
+        st.builds(
+            lambda code, field, message: {"code": code, "field": field, "message": message},
+            st.sampled_from(["unknown_field", "invalid_value", "unknown_attribute"]),
+            st.none() | st.text(max_size=3_000),
+            st.text(min_size=1, max_size=3_000),
+        ),
+        min_size=1,
+        max_size=300,
+    ),
+    identifier=st.none() | st.text(max_size=5_000),
+)
+def test_a_result_stays_small_whatever_its_item_sent(errors: list[dict[str, Any]], identifier: str | None) -> None:
+    """A chunk's results share one 1 MiB document among up to 250 items."""
+    out = engine.result(7, identifier, None, "failed", errors)
+    assert len(json.dumps(out, ensure_ascii=False).encode()) < 3_000
+    kept = out["errors"]
+    assert kept[0]["code"] == errors[0]["code"] and kept[0]["message"] == engine._clip(errors[0]["message"], 300)
+    if kept[-1]["code"] == "more_errors":
+        assert kept[-1]["message"] == f"… and {len(errors) - (len(kept) - 1)} more errors in this item."
+    else:
+        assert [e["message"] for e in kept] == [engine._clip(e["message"], 300) for e in errors]
