@@ -546,7 +546,9 @@ def process_chunk(message: ChunkMessage) -> None:
         log.info("chunk: job not processing; skipped", extra={"job_id": message.job_id, "status": job["status"]})
         if job["status"] != JobStatus.PENDING:
             # The job ended (cancelled, or failed before it ran): this chunk never will, and marking it
-            # done stops the reconciler republishing it.
+            # done stops the reconciler republishing it. What it applied before a worker died uncounted
+            # is counted first: the reconciler settles only PROCESSING jobs.
+            store.count_progress(scope, message.job_id, message.chunk)
             store.skip_chunk(scope, message.job_id, message.chunk)
         return
     progress = store.chunk_progress(scope, message.job_id, message.chunk)
@@ -554,6 +556,16 @@ def process_chunk(message: ChunkMessage) -> None:
         log.warning("chunk: no such chunk; message acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
         return
     phase = job.get("phase", "commit")
+    if phase == "validate" and progress.get("phase", "commit") == "commit":
+        # This delivery read the job before its commit round began, and the chunk is already in it
+        # (phases only move forward): it runs as what the job is now.
+        job, phase = {**job, "phase": "commit"}, "commit"
+    if window_of(job) == 1 and message.chunk and not store.chunk_finished(scope, message.job_id, message.chunk - 1, phase):
+        # A job whose chunks must run in order: only the chunk before this one releases it. This is
+        # an early message (a duplicate from an earlier round, or a dispatch that died before it
+        # narrowed the window); the release will send another.
+        log.info("chunk: the chunk before it has not finished; acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
+        return
     if progress.get("phase", "commit") != phase:
         # The job moved from validating to committing (ErrorMode Fail): this chunk starts over, once.
         progress = store.reset_chunk(scope, message.job_id, message.chunk, phase)

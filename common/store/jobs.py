@@ -273,15 +273,23 @@ def chunk_progress(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     return existing(snap)
 
 
+def chunk_finished(scope: Scope, job_id: str, n: int, phase: str) -> bool:
+    """Whether the chunk is done in `phase` (its results not read)."""
+    snap = read(job_ref(scope, job_id).collection("chunks").document(chunk_id(n)), ("done", "phase"))
+    progress = existing(snap) or {}
+    return bool(progress.get("done")) and progress.get("phase", "commit") == phase
+
+
 def reset_chunk(scope: Scope, job_id: str, n: int, phase: str) -> dict[str, Any]:
-    """Start a chunk over in a new phase, once: a concurrent reset finds it already in that phase."""
+    """Start a chunk over in the commit phase, once: a concurrent reset finds it already there.
+    Phases only move forward (validate → commit): a chunk already committing is never reset."""
     db = firestore_client()
     ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
 
     @firestore.transactional
     def reset(tx: firestore.Transaction) -> dict[str, Any]:
         progress = data(read(ref, transaction=tx))
-        if progress.get("phase", "commit") == phase:
+        if progress.get("phase", "commit") == phase or phase != "commit":
             return progress
         fresh = {
             "phase": phase,

@@ -43,6 +43,25 @@ def test_cancel_in_flight_skips_chunks_not_started_and_counts_what_was_applied(p
     assert all(job_chunk["done"] for job_chunk in (jobs.store.chunk_progress(pipeline.scope, job["id"], n) or {} for n in range(3)))
 
 
+def test_a_step_a_dead_worker_left_uncounted_is_counted_when_the_job_was_cancelled_meanwhile(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = pipeline.create("BULK_IMPORT", products(200, "CD"))
+    [message] = pipeline.dispatch_all()
+
+    def died(*args: Any) -> None:
+        raise SystemExit("the worker died after its step committed, before counting it")
+
+    monkeypatch.setattr(jobs.store, "count_progress", died)
+    with pytest.raises(SystemExit):
+        jobs.process_chunk(message)
+    monkeypatch.undo()
+    jobs.cancel_job(pipeline.principal, job["id"])
+    jobs.process_chunk(message)  # the redelivery finds the job ended
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"]) == ("CANCELLED", 200) and len(pipeline.products()) == 200
+
+
 def test_retry_failed_items_with_a_correction_links_both_jobs(pipeline: Pipeline) -> None:
     payload = products(5, "RT")
     payload[1] = {"sku": "RT-1", "colour": "red"}

@@ -249,6 +249,23 @@ def test_chunks_naming_one_product_run_one_after_the_other(pipeline: Pipeline) -
     assert results[420]["product_id"] == results[10]["product_id"] == product["id"]
 
 
+def test_an_early_message_of_a_job_that_runs_in_order_is_acknowledged_untouched(pipeline: Pipeline) -> None:
+    """A message for chunk 2 before chunk 1 finished (from a dispatch that died before it narrowed
+    the window, which the reconciler republishes) does not run it: chunk 1's end releases it."""
+    items = products(450, "EARLY")
+    items[420] = {**items[10], "title": "The later title"}
+    job = pipeline.create("BULK_IMPORT", items)
+    [first] = pipeline.dispatch_all()
+    for n in (2, 1):
+        jobs.process_chunk(jobs.ChunkMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id, chunk=n))
+        assert job_store.chunk_progress(pipeline.scope, job["id"], n)["applied"] == 0  # type: ignore[index]
+    jobs.process_chunk(first)
+    done = pipeline.drive(job["id"])
+    assert (done["status"], done["processed_items"]) == ("COMPLETED", 450)
+    [product] = [p for p in pipeline.products() if p["sku"] == "EARLY-10"]
+    assert product["title"] == "The later title"
+
+
 def test_an_update_naming_products_by_id_and_by_sku_runs_its_chunks_in_order(pipeline: Pipeline) -> None:
     """Whether an id and a SKU name one product, dispatch cannot tell without reading the catalog:
     such a job runs one chunk at a time, so the later item wins however the messages arrive."""

@@ -233,6 +233,59 @@ def test_an_item_the_store_refuses_fails_alone_instead_of_wedging_its_chunk(with
     assert results[-1]["result"] == "created"  # the chunk went on past the refused item
 
 
+def chunk_messages(pipeline: Pipeline) -> list[jobs.ChunkMessage]:
+    return [jobs.ChunkMessage.model_validate_json(data) for data in pipeline.pull("chunks")]
+
+
+def test_a_validate_round_duplicate_never_runs_a_chunk_before_the_one_it_follows(with_vocabulary: Pipeline) -> None:
+    """Chunk 2 updates what chunk 0 creates, so the job runs one chunk at a time. A duplicate of
+    chunk 2's validation message arriving once the commit round began, before chunk 0 committed,
+    is acknowledged: chunk 1's end releases chunk 2 in this round."""
+    pipeline = with_vocabulary
+    items = [product(f"{i:014d}", ImportMode="Create") for i in range(450)]
+    items[420] = product(f"{10:014d}", ImportMode="Update", Values=[{"Name": "Product Name", "ValuesByLocale": {"en-US": "Renamed"}}])
+    job = pipeline.create("BULK_IMPORT", envelope(items, "Fail"))
+    sent: dict[int, jobs.ChunkMessage] = {}
+    queue = pipeline.dispatch_all()
+    while job_store.get(pipeline.scope, job["id"], ["phase"]) == {"phase": "validate"}:
+        message = queue.pop(0)
+        sent[message.chunk] = message
+        jobs.process_chunk(message)
+        queue += chunk_messages(pipeline)
+    jobs.process_chunk(sent[2])  # the duplicate
+    while queue:
+        jobs.process_chunk(queue.pop(0))
+        queue += chunk_messages(pipeline)
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 450, 0)
+    results = pipeline.results(job["id"])
+    [renamed] = [p for p in pipeline.products() if p["id"] == results[10]["product_id"]]
+    assert renamed["title"] == "Renamed"
+
+
+def test_a_delivery_that_read_the_job_before_its_commit_round_never_resets_a_committed_chunk(
+    with_vocabulary: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(450)], "Fail"))
+    validate_round = pipeline.dispatch_all()
+    before_flip = job_store.get(pipeline.scope, job["id"], jobs.WORKER_FIELDS)
+    for message in validate_round:
+        jobs.process_chunk(message)
+    commit_round = chunk_messages(pipeline)
+    assert job_store.get(pipeline.scope, job["id"], ["phase"]) == {"phase": "commit"} and before_flip["phase"] == "validate"  # type: ignore[index]
+    jobs.process_chunk(commit_round[0])  # chunk 0 commits
+    read_job = job_store.get
+    monkeypatch.setattr(jobs.store, "get", lambda scope, job_id, fields=None: dict(before_flip) if fields == jobs.WORKER_FIELDS else read_job(scope, job_id, fields))
+    jobs.process_chunk(commit_round[0])  # a slower delivery of it, with the job as it read it before the flip
+    monkeypatch.undo()
+    assert job_store.chunk_progress(pipeline.scope, job["id"], 0)["phase"] == "commit"  # type: ignore[index]
+    for message in commit_round[1:]:
+        jobs.process_chunk(message)
+    done = pipeline.drive(job["id"])
+    assert (done["status"], done["processed_items"]) == ("COMPLETED", 450) and len(pipeline.products()) == 450
+
+
 def test_items_with_hundreds_of_errors_keep_their_chunk_storable(with_vocabulary: Pipeline) -> None:
     """200 entries with 80 unknown attributes each: one error per attribute would make the chunk's
     results outgrow their 1 MiB document, and the chunk would fail every delivery. Each result keeps
