@@ -382,6 +382,7 @@ class RouteDoc:
     summary: str = ""
     description: str = ""
     request_model: type[BaseModel] | None = None
+    body_required: bool = True  # whether a route with a request_model may be called without a body
     response_model: type[BaseModel] | None = None
     response_status: int = 200
     list_response: bool = False
@@ -458,6 +459,7 @@ class Router:
         summary: str = "",
         description: str = "",
         request_model: type[BaseModel] | None = None,
+        body_required: bool = True,
         response_model: type[BaseModel] | None = None,
         response_status: int = 200,
         list_response: bool = False,
@@ -472,6 +474,7 @@ class Router:
             summary=summary,
             description=description,
             request_model=request_model,
+            body_required=body_required,
             response_model=response_model,
             response_status=response_status,
             list_response=list_response,

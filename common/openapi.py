@@ -196,7 +196,7 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
         operation["x-undocumented"] = True
     if doc.request_model is not None:
         schema = refs[(doc.request_model, "validation")]
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        operation["requestBody"] = {"required": doc.body_required, "content": {"application/json": {"schema": schema}}}
     elif route.method in BODY_METHODS and not documented:
         operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": {}}}}
     for status in error_statuses(route):

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import io
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -192,7 +193,8 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) 
     checked = validate_request(body)
     job_type, payload_json, import_options = checked.job_type, checked.payload_json, checked.import_options
     check_integrity(body, checked.item_count, payload_json)
-    job_id = str(uuid.uuid4())
+    # A job has one retry: its id derives from the original's, so of two racing retries one is stored.
+    job_id = engine.derived_id(retry_of, "retry") if retry_of is not None else str(uuid.uuid4())
     scope = principal.scope
     if import_options is not None:
         vocabulary = product_import.load_vocabulary(scope, import_options["vocabulary_id"])
@@ -226,10 +228,19 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) 
     if job["payload_bytes"] <= settings.inline_payload_max_bytes:
         job["payload_json"] = payload_json
     else:
-        job["payload_object"] = f"payloads/{scope.org_id}/{scope.tenant_id}/{job_id}.json"
+        # Named for this request too: a racing retry that loses must not overwrite the winner's payload.
+        job["payload_object"] = f"payloads/{scope.org_id}/{scope.tenant_id}/{job_id}-{uuid.uuid4().hex[:12]}.json"
         blobs.put_text(job["payload_object"], payload_json)
     audit = audit_by(principal, "bulk_job.created", "bulk_job", job_id, {"job_type": job_type.value, "items": checked.item_count})
-    store.create(scope, job, audit)
+    try:
+        store.create(scope, job, audit, retry_of=retry_of)
+    except gexc.AlreadyExists:
+        if retry_of is None:
+            raise
+        if "payload_object" in job:
+            with contextlib.suppress(gexc.GoogleAPICallError):  # left to the bucket's retention rule
+                blobs.delete(job["payload_object"])
+        raise errors.Conflict("The job was already retried.", code="already_retried", details={"retried_by": job_id}) from None
     try:
         queue.publish(settings.jobs_topic, [JobMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id)])
     except errors.Transient:
@@ -309,6 +320,9 @@ def cancel_job(principal: Principal, job_id: str) -> dict[str, Any]:
     return public(cancelled, include_payload=False)
 
 
+_INDEX = re.compile(r"0|[1-9][0-9]{0,9}")  # a payload index as JSON writes it, ASCII digits only
+
+
 def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
     """A new job of the same type from only the failed items of a FAILED job, optionally corrected.
 
@@ -322,12 +336,12 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
         raise errors.Conflict(
             f"The job was already retried by {job['retried_by']}.", code="already_retried", details={"retried_by": job["retried_by"]}
         )
-    corrections = (body or {}).get("corrections", {}) if isinstance(body, dict) else None
-    if corrections is None or not isinstance(corrections, dict) or set(body or {}) - {"corrections"}:
-        raise errors.Unprocessable('The body may only hold corrections: {"<index>": item}.', code="invalid_body")
+    corrections = {} if body is None else body.get("corrections", {}) if isinstance(body, dict) else None
+    if not isinstance(corrections, dict) or set(body or {}) - {"corrections"}:
+        raise errors.Unprocessable('The body may only hold corrections: {"corrections": {"<index>": item}}.', code="invalid_body")
     failed = {r["index"] for r in results(scope, job_id, start=0, limit=10**7, failed_only=True)[0]}
     for key in corrections:
-        if not key.isdigit() or int(key) not in failed:
+        if not _INDEX.fullmatch(key) or int(key) not in failed:
             raise errors.Unprocessable(f"corrections['{key[:20]}'] names no failed item of the job.", code="invalid_correction")
     original = loads_strict(payload_text(job))
     items = original["ProductImportData"]["ProductsToImport"] if job.get("payload_kind") == "ProductImportData" else original
@@ -336,9 +350,7 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
         payload: Any = {**original, "ProductImportData": {**original["ProductImportData"], "ProductsToImport": retried}}
     else:
         payload = retried
-    new = create_job(principal, {"job_type": job["job_type"], "payload": payload}, retry_of=job_id)
-    store.link_retry(scope, job_id, new["id"])
-    return new
+    return create_job(principal, {"job_type": job["job_type"], "payload": payload}, retry_of=job_id)
 
 
 # -- pipeline ---------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from common.clients import storage_client
@@ -25,3 +27,9 @@ def open_text(name: str, chunk_size: int = 1 << 20) -> Any:
 
 def get_text(name: str) -> str:
     return bucket().blob(name).download_as_bytes().decode("utf-8")
+
+
+def delete(name: str) -> None:
+    """Delete the object if it is there."""
+    with contextlib.suppress(gexc.NotFound):
+        bucket().blob(name).delete()

@@ -17,11 +17,14 @@ from common.store import pages
 from common.store.paths import Scope, chunk_id, coll, data, existing, job_ref, read, rows
 
 
-def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any]) -> None:
-    """Store a new job and its audit event in one commit."""
+def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any], retry_of: str | None = None) -> None:
+    """Store a new job and its audit event in one commit, and link the job it retries (`retried_by`)
+    in the same commit. Raises AlreadyExists when the job id is taken (a retry already stored)."""
     batch = firestore_client().batch()
     batch.create(job_ref(scope, job["id"]), job)
     batch.create(coll(scope, "audit_events").document(audit["id"]), audit)
+    if retry_of is not None:
+        batch.update(job_ref(scope, retry_of), {"retried_by": job["id"]})
     batch.commit()
 
 
@@ -71,10 +74,6 @@ def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any]) -> bool:
         return True
 
     return end(db.transaction())  # type: ignore[no-any-return]
-
-
-def link_retry(scope: Scope, job_id: str, retry_id: str) -> None:
-    job_ref(scope, job_id).update({"retried_by": retry_id})
 
 
 def skip_chunk(scope: Scope, job_id: str, n: int) -> None:

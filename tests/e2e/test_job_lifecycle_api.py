@@ -40,3 +40,13 @@ def test_cancel_and_retry_routes(tenant: Tenant, make_tenant) -> None:  # type: 
     assert tenant.get("/api/v1/pim/validation", params={"job_id": job["id"]}).json() == []
     viewer = make_tenant(role="viewer")
     assert viewer.post(f"{JOBS}/{job['id']}/cancel").status_code == 403
+
+
+def test_a_retry_needs_no_body(tenant: Tenant) -> None:
+    job = tenant.create_job("BULK_IMPORT", [*PAYLOAD, {"sku": "no-title"}])
+    assert tenant.wait_job(job["id"])["status"] == "FAILED"
+    retry = tenant.post(f"{JOBS}/{job['id']}/retry")
+    assert retry.status_code == 200, retry.text
+    assert json.loads(retry.json()["payload_json"]) == [{"sku": "no-title"}]
+    again = tenant.post(f"{JOBS}/{job['id']}/retry")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_retried"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -68,12 +71,12 @@ def test_retry_failed_items_with_a_correction_links_both_jobs(pipeline: Pipeline
     payload[3] = {"title": "", "sku": "RT-3"}
     failed = pipeline.run("BULK_IMPORT", payload)
     assert failed["status"] == "FAILED"
-    with pytest.raises(errors.Unprocessable):
-        jobs.retry_job(pipeline.principal, failed["id"], {"corrections": {"0": {"title": "not a failed item"}}})
+    for key in ("0", "03", "³", "٣", " 3"):  # not a failed item, or not an index as JSON writes it
+        with pytest.raises(errors.Unprocessable) as refused:
+            jobs.retry_job(pipeline.principal, failed["id"], {"corrections": {key: {"title": "Fixed", "sku": "RT-3"}}})
+        assert refused.value.code == "invalid_correction"
     retry = jobs.retry_job(pipeline.principal, failed["id"], {"corrections": {"3": {"title": "Fixed", "sku": "RT-3"}}})
     assert retry["retry_of"] == failed["id"] and pipeline.job(failed["id"])["retried_by"] == retry["id"]
-    import json
-
     assert json.loads(retry["payload_json"]) == [{"sku": "RT-1", "colour": "red"}, {"title": "Fixed", "sku": "RT-3"}]
     for message in pipeline.dispatch_all():
         jobs.process_chunk(message)
@@ -84,6 +87,35 @@ def test_retry_failed_items_with_a_correction_links_both_jobs(pipeline: Pipeline
     completed = pipeline.run("BULK_IMPORT", products(1, "RC"))
     with pytest.raises(errors.Conflict):
         jobs.retry_job(pipeline.principal, completed["id"], None)
+
+
+def test_racing_retries_of_one_job_store_one(pipeline: Pipeline) -> None:
+    """Each racing retry creates the same job id; the one stored also links the original, in one
+    commit, so the others get 409 already_retried and nothing of theirs is left behind."""
+    failed = pipeline.run("BULK_IMPORT", [*products(2, "RR"), {"sku": "RR-2"}])
+    assert failed["status"] == "FAILED"
+    barrier = threading.Barrier(6)
+
+    def retry(n: int) -> str:
+        barrier.wait()
+        try:
+            return str(jobs.retry_job(pipeline.principal, failed["id"], None if n % 2 else {"corrections": {"2": {"title": f"Fix {n}", "sku": "RR-2"}}})["id"])
+        except errors.Conflict as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(retry, range(6)))
+    [stored] = [o for o in outcomes if o != "already_retried"]
+    assert outcomes.count("already_retried") == 5
+    assert pipeline.job(failed["id"])["retried_by"] == stored
+    created = [e for e in pipeline.audit_events() if e["action"] == "bulk_job.created"]
+    assert sorted(e["entity_id"] for e in created) == sorted([failed["id"], stored])
+
+
+def test_a_retry_without_a_body_retries_every_failed_item(pipeline: Pipeline) -> None:
+    failed = pipeline.run("BULK_IMPORT", [*products(2, "RN"), {"sku": "RN-2", "colour": "red"}])
+    retry = jobs.retry_job(pipeline.principal, failed["id"], None)
+    assert json.loads(retry["payload_json"]) == [{"sku": "RN-2", "colour": "red"}]
 
 
 def big_payload(prefix: str) -> list[dict[str, Any]]:
