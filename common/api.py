@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -130,7 +131,7 @@ def get_bulk_job_results(request: Request) -> Response:
     cursor = request.query("cursor")
     start = 0
     if cursor:
-        if not cursor.isdigit() or len(cursor) > 9:
+        if not re.fullmatch(r"[0-9]{1,9}", cursor):
             raise errors.BadRequest("The cursor is not valid.", code="invalid_cursor")
         start = int(cursor)
     items, next_start = jobs.results(

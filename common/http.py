@@ -496,13 +496,14 @@ class Router:
         self.hooks.append(hook)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for the request; HEAD is served by the GET route (the server sends no body)."""
         allowed: list[str] = []
         for route in self.routes:
             match = route.pattern.match(path)
             if match:
-                if route.method == method:
+                if route.method == method or (method == "HEAD" and route.method == "GET"):
                     return route, match.groupdict()
-                allowed.append(route.method)
+                allowed += [route.method, "HEAD"] if route.method == "GET" else [route.method]
         if allowed:
             raise errors.MethodNotAllowed(f"{method} is not allowed on {path}.", details={"allowed": sorted(set(allowed))})
         raise errors.NotFound(f"No route for {path}.")
@@ -523,12 +524,26 @@ class Router:
         )
         try:
             route, request.params = self.match(raw.method, raw.path)
+            _check_parameter_names(route, raw.args)
         except errors.SynqError as exc:
             return to_flask(error_response(exc, raw.path))
         call = _answering(route.handler)
         for hook in reversed(self.hooks):
             call = _answering(functools.partial(_run_hook, hook, route, call))
         return to_flask(call(request))
+
+
+def _check_parameter_names(route: Route, args: Any) -> None:
+    """A query parameter named like one of the route's in another case (`whatif` for `whatIf`) is
+    400, not ignored: a dry run asked for that way would otherwise commit. Other unknown names are
+    ignored."""
+    known = {q.name.lower(): q.name for q in route.doc.query}
+    for name in args:
+        meant = known.get(name.lower())
+        if meant is not None and meant != name:
+            raise errors.BadRequest(
+                f"Query parameter '{name[:60]}' is not known; did you mean '{meant}'?", code="unknown_parameter", details={"parameter": name[:60]}
+            )
 
 
 def _run_hook(hook: Hook, route: Route, call_next: Next, request: Request) -> Response:
@@ -549,14 +564,16 @@ def to_flask(response: Response) -> flask.Response:
     return out
 
 
+_ASCII_INT = re.compile(r"-?[0-9]{1,18}")
+
+
 def query_int(request: Request, name: str, default: int, *, low: int, high: int) -> int:
     raw = request.query(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise errors.BadRequest(f"Query parameter '{name}' must be an integer.", code="invalid_query") from exc
+    if not _ASCII_INT.fullmatch(raw):  # int() also takes "1_0", "+5", " 5" and non-ASCII digits
+        raise errors.BadRequest(f"Query parameter '{name}' must be an integer.", code="invalid_query")
+    value = int(raw)
     if not low <= value <= high:
         raise errors.BadRequest(f"Query parameter '{name}' must be between {low} and {high}.", code="invalid_query")
     return value

@@ -133,7 +133,11 @@ def test_auth_statuses(tenant: Tenant, make_tenant) -> None:  # type: ignore[no-
 def test_routing_statuses(tenant: Tenant) -> None:
     assert tenant.get("/api/v1/pim/nope").status_code == 404
     not_allowed = tenant.request("DELETE", JOBS)
-    assert not_allowed.status_code == 405 and "GET" in not_allowed.headers["Allow"]
+    assert not_allowed.status_code == 405 and not_allowed.headers["Allow"] == "GET, HEAD, POST"
+    head = tenant.request("HEAD", JOBS, params={"type": "BULK_IMPORT"})
+    assert head.status_code == 200 and head.content == b"" and head.headers["Content-Type"] == "application/json"
+    misnamed = tenant.post("/api/v1/pim/product-import", params={"whatif": "true"}, json={})
+    assert misnamed.status_code == 400 and error_code(misnamed) == "unknown_parameter"
     assert tenant.get(f"{JOBS}/{uuid.uuid4()}").status_code == 404
     assert tenant.get(f"{JOBS}/not-a-uuid").status_code == 404
     assert tenant.get(JOBS, params={"type": "BULK_EXPLODE"}).status_code == 400

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from common import errors
 from common.http import (
     ItemArray,
+    QueryParam,
     Request,
     Response,
     Router,
@@ -457,10 +458,35 @@ def test_a_known_path_with_another_method_is_405_listing_the_allowed(router: Rou
     with pytest.raises(errors.MethodNotAllowed) as info:
         router.resolve("PATCH", "/api/v1/pim/bulk-jobs/j-1")
     assert info.value.status == 405
-    assert info.value.details == {"allowed": ["DELETE", "GET"]}
+    assert info.value.details == {"allowed": ["DELETE", "GET", "HEAD"]}
     with pytest.raises(errors.MethodNotAllowed) as info:
         router.resolve("DELETE", "/api/v1/pim/bulk-jobs")
-    assert info.value.details == {"allowed": ["GET", "POST"]}
+    assert info.value.details == {"allowed": ["GET", "HEAD", "POST"]}
+
+
+def test_head_is_served_by_the_get_route_and_post_routes_have_none(router: Router) -> None:
+    assert router.match("HEAD", "/api/v1/pim/bulk-jobs/j-1")[0].method == "GET"
+    router.add("POST", "/api/v1/pim/bulk-jobs/{job_id}/cancel", _handler("cancel"))
+    with pytest.raises(errors.MethodNotAllowed) as info:
+        router.resolve("HEAD", "/api/v1/pim/bulk-jobs/j-1/cancel")
+    assert info.value.details == {"allowed": ["POST"]}
+
+
+def test_a_query_parameter_named_in_another_case_is_400(router: Router) -> None:
+    @router.route("POST", "/import", summary="x", query=(QueryParam("whatIf", "A dry run.", {"type": "boolean"}),))
+    def run(request: Request) -> Response:
+        return Response({"what_if": request.query("whatIf")})
+
+    with app.test_request_context("/import?whatif=true&other=1", method="POST"):
+        response = router.handle(flask.request)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == {
+        "code": "unknown_parameter",
+        "message": "Query parameter 'whatif' is not known; did you mean 'whatIf'?",
+        "details": {"parameter": "whatif"},
+    }
+    with app.test_request_context("/import?whatIf=true&other=1", method="POST"):
+        assert router.handle(flask.request).get_json() == {"what_if": "true"}
 
 
 def test_unknown_method_on_unknown_path_is_404(router: Router) -> None:
@@ -480,12 +506,12 @@ def call(router: Router) -> Callable[[str, str], flask.Response]:
 def test_handle_sets_the_allow_header_on_405(call: Any) -> None:
     response = call("PUT", "/api/v1/pim/bulk-jobs")
     assert response.status_code == 405
-    assert response.headers["Allow"] == "GET, POST"
+    assert response.headers["Allow"] == "GET, HEAD, POST"
     assert response.get_json() == {
         "error": {
             "code": "method_not_allowed",
             "message": "PUT is not allowed on /api/v1/pim/bulk-jobs.",
-            "details": {"allowed": ["GET", "POST"]},
+            "details": {"allowed": ["GET", "HEAD", "POST"]},
         }
     }
 
