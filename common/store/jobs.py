@@ -401,6 +401,7 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
             return None
         now = utcnow()
         options = job.get("import_options") or {}
+        counts = {"processed_items": job.get("processed_items"), "failed_items": job.get("failed_items")}
         validated = job.get("phase") == "validate"
         if validated and not job.get("failed_items"):
             # All validated: start the commit pass (chunks reset themselves when they see it).
@@ -409,17 +410,9 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
         if job.get("failed_items") and (validated or (options.get("what_if") and options.get("error_mode") == "Fail")):
             # ErrorMode Fail: one failure and nothing is committed; every item is reported as failed
             # (whatIf reports what the import would).
+            counts = {"processed_items": 0, "failed_items": job.get("total_items")}
             tx.update(
-                ref,
-                {
-                    "status": JobStatus.FAILED.value,
-                    "committed": False,
-                    "processed_items": 0,
-                    "failed_items": job.get("total_items"),
-                    "completed_at": now,
-                    "updated_at": now,
-                    "touched_at": now,
-                },
+                ref, {"status": JobStatus.FAILED.value, "committed": False, **counts, "completed_at": now, "updated_at": now, "touched_at": now}
             )
             status = JobStatus.FAILED
         else:
@@ -427,11 +420,7 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
             tx.update(ref, {"status": status.value, "completed_at": now, "updated_at": now, "touched_at": now})
         if audit is not None:
             event = {**audit, "action": f"bulk_job.{status.value.lower()}", "created_at": now}
-            event["details"] = {
-                **audit.get("details", {}),
-                "processed_items": job.get("processed_items"),
-                "failed_items": job.get("failed_items"),
-            }
+            event["details"] = {**audit.get("details", {}), **counts}  # as the job record says
             tx.set(coll(scope, "audit_events").document(event["id"]), event)
         return status.value
 

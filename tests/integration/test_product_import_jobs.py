@@ -87,6 +87,8 @@ def test_error_mode_fail_validates_each_item_after_the_chunks_earlier_items(with
     done = pipeline.job(job["id"])
     assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 0, 180)
     assert pipeline.products() == []
+    [event] = [e for e in pipeline.audit_events() if e["entity_id"] == job["id"] and e["action"] == "bulk_job.failed"]
+    assert (event["details"]["processed_items"], event["details"]["failed_items"]) == (0, 180)  # as the job says
     results = pipeline.results(job["id"])
     assert results[150]["errors"][0]["code"] == "identifier_conflict"
     assert {r["errors"][0]["code"] for i, r in enumerate(results) if i != 150} == {"not_committed"}
