@@ -247,12 +247,13 @@ def download_export(request: Request) -> Response:
 @router.route(
     "GET",
     f"{PREFIX}/notification-settings",
-    summary="Get how the tenant is notified of exports",
+    summary="Get how the tenant is notified of exports (admin)",
     response_model=NotificationSettingsPublic,
     tags=("notifications",),
 )
 def get_notification_settings(request: Request) -> Response:
     principal = authenticate(request)
+    principal.require("admin")  # a webhook URL is often a credential of its own (a chat service's hook)
     return Response(notifications.get_notification_settings(principal.scope))
 
 

@@ -219,6 +219,7 @@ def test_notification_settings_validation_and_roles(tenant: Tenant, make_tenant)
     editor = make_tenant(role="editor")
     refused = editor.request("PUT", SETTINGS, json={"channel": "email", "email": "a@example.com"})
     assert refused.status_code == 403
+    assert editor.get(SETTINGS).status_code == 403  # the URL may itself be a credential
     assert tenant.post(f"{SETTINGS}/rotate-secret").status_code == 409
 
 
