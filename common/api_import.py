@@ -84,9 +84,10 @@ def get_vocabulary(request: Request) -> Response:
     "PUT",
     f"{PREFIX}/vocabularies/{{vocabulary_id}}",
     summary="Replace a vocabulary",
+    description="Without `default`, the vocabulary stays the default or not as it was; the default cannot be unset (409), only moved.",
     request_model=VocabularyIn,
     response_model=VocabularyPublic,
-    error_statuses=(422,),
+    error_statuses=(409, 422),
     tags=("product import",),
 )
 def put_vocabulary(request: Request) -> Response:

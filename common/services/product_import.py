@@ -65,6 +65,13 @@ def save_vocabulary(principal: Principal, body: Any, vocabulary_id: str | None =
     attributes = [{**a.model_dump(), "id": derived_id(vocabulary_id, "attribute", a.name.casefold())} for a in wanted.attributes]
     if not current and not store.list_vocabularies(principal.scope):
         wanted.default = True  # a tenant's first vocabulary is its default
+    if current and "default" not in wanted.model_fields_set:
+        wanted.default = current["default"]  # a replacement that does not say keeps the flag
+    if current and current["default"] and not wanted.default:
+        # Imports without vocabularyId read the default: a tenant never goes without one.
+        raise errors.Conflict(
+            'This vocabulary is the tenant\'s default; make another one the default ("default": true) instead.', code="default_vocabulary"
+        )
     doc = {
         "id": vocabulary_id,
         **wanted.model_dump(exclude={"attributes"}),
@@ -131,7 +138,8 @@ def load_vocabulary(scope: Scope, vocabulary_id: str | None) -> dict[str, Any]:
     doc = store.default_vocabulary(scope)
     if doc is None:
         raise errors.Unprocessable(
-            "Importing products needs a vocabulary: create one with POST /api/v1/pim/vocabularies first.", code="no_vocabulary"
+            "Importing products needs a vocabulary: create one with POST /api/v1/pim/vocabularies first (a tenant's first is its default).",
+            code="no_vocabulary",
         )
     return doc
 

@@ -217,8 +217,12 @@ def test_values_delete_explicit_null_and_unknown_attributes(vocab_tenant: Tenant
     # Without the parameter, the vocabulary's own setting decides.
     [vocabulary] = tenant.get("/api/v1/pim/vocabularies").json()
     assert vocabulary["include_missing_attributes"] is False
-    put = tenant.request("PUT", f"/api/v1/pim/vocabularies/{vocabulary['id']}", json={**VOCABULARY, "include_missing_attributes": True})
+    without_flag = {k: v for k, v in VOCABULARY.items() if k != "default"}
+    put = tenant.request("PUT", f"/api/v1/pim/vocabularies/{vocabulary['id']}", json={**without_flag, "include_missing_attributes": True})
     assert put.status_code == 200 and put.json()["include_missing_attributes"] is True, put.text
+    assert put.json()["default"] is True  # a replacement that does not mention the flag keeps it
+    unset = tenant.request("PUT", f"/api/v1/pim/vocabularies/{vocabulary['id']}", json={**VOCABULARY, "default": False})
+    assert unset.status_code == 409 and unset.json()["error"]["code"] == "default_vocabulary"
     sized = product_body("00000000000079", "Update", Values=[{"Name": "Size", "ValuesByLocale": {"en-US": "L"}}])
     assert run(tenant, envelope(sized), shouldIncludeMissingVocabularyAttributes="false")["OverallResult"] == "Failure"
     assert run(tenant, envelope(sized))["OverallResult"] == "Success"
