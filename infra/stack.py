@@ -440,7 +440,7 @@ def main() -> None:
             f"environment written to {state / 'stack.env'} (source it for the CLI and tests); logs in {state / 'logs'}",
             flush=True,
         )
-        print(json.dumps({"ports": stack.ports}), flush=True)
+        print(f"ports {json.dumps(stack.ports)}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

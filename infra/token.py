@@ -33,6 +33,11 @@ def main() -> None:
     parser.add_argument("--expires-in-days", type=float, default=None)
     parser.add_argument("--env", default=str(ROOT / ".dev" / "stack.env"))
     args = parser.parse_args()
+    from common.http import is_safe_id
+
+    tenants = args.tenant.split(",")
+    if not is_safe_id(args.org) or not all(t == "*" or is_safe_id(t) for t in tenants) or "@" not in args.email:
+        parser.error("--org and --tenant must be ids (1-128 letters, digits, '.', '_', ':', '-'; a tenant may be *), --email an address")
     load_env(Path(args.env))
     from common.models.base import utcnow
     from common.store.tokens import mint_token
@@ -43,7 +48,7 @@ def main() -> None:
             user_id=str(uuid.uuid4()),
             email=args.email,
             org_id=args.org,
-            tenant_ids=args.tenant.split(","),
+            tenant_ids=tenants,
             role=args.role,
             expires_at=expires,
         )
