@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from common import errors, openapi
 from common.auth import authenticate
 from common.config import get_settings
+from common.domain.engine import ISSUE_TYPES
 from common.http import QueryParam, Request, Response, Router, query_bool, query_int
 from common.idempotency import Idempotency
 from common.models.api import Health, OpenAPIDocument
@@ -173,10 +174,8 @@ def get_product(request: Request) -> Response:
     list_response=True,
     query=(
         QueryParam("severity", "Only issues of this severity.", {"type": "string", "enum": ["ERROR", "WARNING"]}),
-        *(
-            QueryParam(name, f"Only issues with this {name}.", {"type": "string", "maxLength": 500})
-            for name in ("issue_type", "product_id", "job_id")
-        ),
+        QueryParam("issue_type", "Only issues of this type.", {"type": "string", "enum": list(ISSUE_TYPES)}),
+        *(QueryParam(name, f"Only issues with this {name}.", {"type": "string", "maxLength": 500}) for name in ("product_id", "job_id")),
         limit_param(),
         CURSOR,
     ),

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 WARNING, ERROR = "WARNING", "ERROR"
+# The issue types these rules find (an item that fails opens one of engine.FAILURE_ISSUE_TYPES).
+RULE_ISSUE_TYPES = ("MISSING_DESCRIPTION", "INVALID_BARCODE", "LOW_QUALITY_SCORE", "DUPLICATE_SKU")
 
 # The completeness score, out of 100: what a shopper and a channel need, weighted by how much a
 # missing value hurts. A description shorter than DESCRIPTION_FULL characters earns part of its share.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from common import errors
+from common.domain.engine import ISSUE_TYPES
 from common.domain.rules import ERROR, WARNING
 from common.http import is_safe_id
 from common.models.issue import AuditEventPublic, IssuePublic
@@ -37,6 +38,10 @@ def list_issues(scope: Scope, filters: dict[str, str], *, limit: int, cursor: st
     severity = filters.get("severity")
     if severity is not None and severity not in (ERROR, WARNING):
         raise errors.BadRequest("severity must be WARNING or ERROR.", code="invalid_query")
+    issue_type = filters.get("issue_type")
+    if issue_type is not None and issue_type not in ISSUE_TYPES:
+        # A typo would otherwise read as "no such issues".
+        raise errors.BadRequest(f"issue_type must be one of {', '.join(ISSUE_TYPES)}.", code="invalid_query")
     for name, value in filters.items():
         if len(value.encode("utf-8")) > 500:
             raise errors.BadRequest(f"Filter '{name}' is too long.", code="invalid_query")

@@ -49,6 +49,10 @@ def test_seed_five_steps_failed_records_are_validation_issues_until_fixed(tenant
     assert sorted((i["identifier"], i["item_index"], i["severity"]) for i in issues) == [("BAD-1", 1, "ERROR"), ("BAD-2", 3, "ERROR")]
     everything = tenant.get("/api/v1/pim/validation").json()
     assert {i["id"] for i in issues} <= {i["id"] for i in everything}
+    rejected = tenant.get("/api/v1/pim/validation", params={"issue_type": "IMPORT_REJECTED"}).json()
+    assert {i["id"] for i in issues} <= {i["id"] for i in rejected}
+    misspelt = tenant.get("/api/v1/pim/validation", params={"issue_type": "INVALID_BARCODES"})
+    assert misspelt.status_code == 400 and misspelt.json()["error"]["code"] == "invalid_query"  # not an empty list
     by_identifier = {i["identifier"]: i for i in issues}
     assert "title" in by_identifier["BAD-1"]["message"] and "colour" in by_identifier["BAD-2"]["message"]
 
