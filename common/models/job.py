@@ -90,6 +90,8 @@ class JobSummary(PublicModel):
     # The job this one retries the failed items of, and the job that retried this one.
     retry_of: str | None = None
     retried_by: str | None = None
+    # A ProductImportData dry run (whatIf): its results say what the import would do; nothing was committed.
+    what_if: bool = False
 
 
 class JobPublic(JobSummary):

@@ -225,6 +225,7 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) 
     if import_options is not None:
         job["payload_kind"] = "ProductImportData"
         job["import_options"] = import_options
+        job["what_if"] = import_options["what_if"]
     if job["payload_bytes"] <= settings.inline_payload_max_bytes:
         job["payload_json"] = payload_json
     else:
@@ -510,7 +511,7 @@ def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[in
             return syndigo.apply_named_before(view, index, raw, import_options)
         return syndigo.apply_syndigo_item(view, index, raw, import_options)
 
-    return apply, product_import.prefetcher(import_options), mode
+    return catalog.naming_no_unborn_product(apply) if mode == catalog.NOTHING else apply, product_import.prefetcher(import_options), mode
 
 
 def _import_options(scope: Scope, options: dict[str, Any]) -> syndigo.ImportOptions:

@@ -226,9 +226,10 @@ def import_products(
             quality_threshold=get_settings().quality_threshold,
         )
 
-    def apply(view: CatalogView, index: int, raw: Any) -> dict[str, Any]:
+    def apply_product(view: CatalogView, index: int, raw: Any) -> dict[str, Any]:
         return syndigo.apply_syndigo_item(view, index, raw, options)
 
+    apply = catalog.naming_no_unborn_product(apply_product) if request.whatIf else apply_product
     prefetch = prefetcher(options)
     fail_mode = request.ErrorMode == ErrorModeValue.Fail
     # whatIf runs the pass a real import starts with and commits nothing; ErrorMode Fail's first pass

@@ -223,6 +223,17 @@ def prefetch_size(writes: int, taken: int, max_items: int | None = None) -> int:
     return size if max_items is None else max(1, min(size, max_items - taken))
 
 
+def naming_no_unborn_product(apply_item: ItemFn) -> ItemFn:
+    """`apply_item` for whatIf: a result never names a product only the real import would create
+    (that id would answer 404, and the import would make another)."""
+
+    def apply(view: CatalogView, index: int, raw: Any) -> dict[str, Any]:
+        out = apply_item(view, index, raw)
+        return {**out, "product_id": None} if out.get("product_id") in view.created else out
+
+    return apply
+
+
 class StepRefused(Exception):
     """Firestore refused a step's commit for what it holds (an invalid value, a document too big):
     retrying the same step can never succeed, so the caller retries it one item at a time."""

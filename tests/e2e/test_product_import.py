@@ -139,6 +139,7 @@ def test_what_if_commits_nothing_at_all(vocab_tenant: Tenant) -> None:
     dry = run(tenant, envelope(product_body("00000000000062"), product_body("bad-gtin", Values=[{"Name": "Nope"}])), whatIf="true", verbose="true")
     results = dry["ResultsByActionType"]["ProductImportData"]
     assert dry["VerboseResponse"] is True and [r["Result"] for r in results] == ["Success", "Failure"]
+    assert results[0]["MatchedId"] is None  # the product only the real import would create has no id yet
     assert results[0]["Changes"] == [
         {"attribute": "Product Name", "recipient": None, "locale": "en-US", "old": None, "new": "Product 00000000000062"}
     ]
@@ -177,6 +178,7 @@ def test_a_product_the_payload_creates_is_there_for_its_later_products(vocab_ten
     then_update = envelope(*products, product_body(f"{2000:014d}", "Update", Values=[]), error_mode="Fail")
     dry = run(tenant, then_update, whatIf="true")
     assert dry["OverallResult"] == "Success", dry["ResultsByActionType"]["ProductImportData"][-1]
+    assert {r["MatchedId"] for r in dry["ResultsByActionType"]["ProductImportData"]} == {None}
     assert tenant.get("/api/v1/pim/products").json() == []
     assert run(tenant, then_update)["OverallResult"] == "Success"
     assert len(tenant.get("/api/v1/pim/products", params={"limit": 200}).json()) == 120

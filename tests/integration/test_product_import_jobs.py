@@ -154,11 +154,15 @@ def test_what_if_job_runs_everything_and_commits_nothing(with_vocabulary: Pipeli
         "BULK_IMPORT", envelope([product("00000000000017"), {"ImportMode": "Update", "ProductIdentifierValue": "1"}], "Ignore", whatIf=True)
     )
     done = drive(pipeline, job["id"])
-    assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 1, 1)
+    assert (done["status"], done["processed_items"], done["failed_items"], done["what_if"]) == ("FAILED", 1, 1, True)
+    listed, _ = jobs.list_jobs(pipeline.scope, "BULK_IMPORT", limit=10, cursor=None)
+    assert [(j["id"], j["what_if"]) for j in listed] == [(job["id"], True)]
     assert len(pipeline.products()) == 0
     issues, _ = catalog.list_issues(pipeline.scope, {}, limit=50, cursor=None)
     assert issues == []
-    assert [r["Result"] for r in pipeline.results(job["id"])] == ["Success", "Failure"]
+    results = pipeline.results(job["id"])
+    assert [r["Result"] for r in results] == ["Success", "Failure"]
+    assert results[0]["result"] == "created" and results[0]["product_id"] is None  # no such product exists
 
 
 def test_an_envelope_stored_in_the_bucket_is_dispatched_item_by_item(with_vocabulary: Pipeline) -> None:
