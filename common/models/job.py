@@ -82,6 +82,8 @@ class JobSummary(PublicModel):
     total_items: int | None = None
     processed_items: int | None = None
     failed_items: int | None = None
+    # The payload's item count, known from the start (total_items is null until the job starts, as the seed has it).
+    item_count: int | None = None
     created_by: str | None = None
     created_at: Timestamp
     updated_at: Timestamp

@@ -33,6 +33,7 @@ def test_create_returns_the_seed_record(tenant: Tenant) -> None:
     assert job["org_id"] == tenant.org_id and job["tenant_id"] == tenant.tenant_id
     assert job["job_type"] == "BULK_IMPORT" and job["status"] == "PENDING"
     assert job["total_items"] is None and job["processed_items"] is None
+    assert job["item_count"] == len(SEED_PAYLOAD)  # known from the start, for a progress bar
     assert json.loads(job["payload_json"]) == SEED_PAYLOAD
     assert job["created_by"] == tenant.user_id
     assert RFC3339_Z.match(job["created_at"]) and RFC3339_Z.match(job["updated_at"])
