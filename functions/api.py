@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import flask
 import functions_framework
 
-from common.api import router
+from common.api import log_request, router
 
 
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
-    return router.handle(request)
+    started = time.perf_counter()
+    response = router.handle(request)
+    log_request(request, response, time.perf_counter() - started)
+    return response

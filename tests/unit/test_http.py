@@ -585,3 +585,22 @@ def test_hooks_see_an_unhandled_exception_as_its_5xx_answer() -> None:
     with app.test_request_context("/boom"):
         assert r.handle(flask.request).status_code == 503
     assert seen == [503]
+
+
+def test_each_request_is_one_log_line_without_its_query_string(caplog: pytest.LogCaptureFixture) -> None:
+    from common.api import log_request
+
+    with app.test_request_context("/api/v1/pim/exports/e-1/download?signature=s3cr3t", headers={"X-Tenant-ID": "t-1"}):
+        for status, level in ((200, "INFO"), (404, "WARNING"), (503, "ERROR")):
+            caplog.clear()
+            with caplog.at_level("INFO", logger="synq.api"):
+                log_request(flask.request, flask.Response(status=status), 0.0123)
+            [record] = caplog.records
+            assert (record.levelname, record.status, record.path, record.ms, record.tenant_id) == (  # type: ignore[attr-defined]
+                level,
+                status,
+                "/api/v1/pim/exports/e-1/download",
+                12.3,
+                "t-1",
+            )
+            assert "s3cr3t" not in caplog.text
