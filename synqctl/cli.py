@@ -70,16 +70,34 @@ def parse_json_lines(text: str, name: str) -> tuple[list[Any], list[str]]:
     return items, places
 
 
-def parse_json_array(text: str, name: str) -> tuple[list[Any], list[str]]:
-    """(items, where each came from) for a file holding one JSON array."""
+def parse_json_file(text: str, name: str, job_type: str) -> Any:
+    """The payload a JSON file holds: an array of items, a ProductImportData envelope, or either of
+    them as the `payload` of a whole `POST /bulk-jobs` body (whose job_type must be `job_type`)."""
     try:
         value = loads_strict(text)
     except ValueError as exc:
         line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise UsageError(f"{name}{line}: not valid JSON: {_why(exc)}; nothing was sent.") from None
+    if isinstance(value, dict) and "job_type" in value and "payload" in value:
+        if value["job_type"] != job_type:
+            raise UsageError(f"{name} is a request body for {value['job_type']!s:.40}, not {job_type}; nothing was sent.")
+        value = value["payload"]
+    if isinstance(value, dict) and "ProductImportData" in value and job_type != "BULK_DELETE":
+        return value
     if not isinstance(value, list):
-        raise UsageError(f"{name}: must hold a JSON array of items (or use a .jsonl file, one item a line).")
-    return value, [f"{name}: item {i}" for i in range(len(value))]
+        raise UsageError(
+            f"{name}: must hold a JSON array of items, a ProductImportData envelope, or a POST /bulk-jobs body"
+            " (or use a .jsonl file, one item a line)."
+        )
+    return value
+
+
+def envelope_products(envelope: dict[str, Any], name: str) -> list[Any]:
+    data = envelope["ProductImportData"]
+    products = data.get("ProductsToImport") if isinstance(data, dict) else None
+    if not isinstance(products, list):
+        raise UsageError(f"{name}: ProductImportData.ProductsToImport must be an array of products; nothing was sent.")
+    return products
 
 
 def check_items(items: list[Any], places: list[str], job_type: str) -> None:
@@ -90,18 +108,26 @@ def check_items(items: list[Any], places: list[str], job_type: str) -> None:
             raise UsageError(f"{place}: each {job_type} item must be {what}; nothing was sent.")
 
 
-def read_items(path: Path, job_type: str) -> list[Any]:
-    """The payload in a JSON array file or a JSON Lines file (by suffix; other names are sniffed)."""
+def read_items(path: Path, job_type: str) -> Any:
+    """The payload in a JSON file or a JSON Lines file (by suffix; other names are sniffed: JSON
+    when they start with '[' or '{'), checked item by item."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
-    lines = path.suffix.lower() in JSONL_SUFFIXES or (path.suffix.lower() != ".json" and not text.lstrip().startswith("["))
-    items, places = parse_json_lines(text, str(path)) if lines else parse_json_array(text, str(path))
+    suffix = path.suffix.lower()
+    lines = suffix in JSONL_SUFFIXES or (suffix != ".json" and not text.lstrip().startswith(("[", "{")))
+    if lines:
+        payload, places = parse_json_lines(text, str(path))
+        items = payload
+    else:
+        payload = parse_json_file(text, str(path), job_type)
+        items = envelope_products(payload, str(path)) if isinstance(payload, dict) else payload
+        places = [f"{path}: item {i}" for i in range(len(items))]
     if not items:
         raise UsageError(f"{path} holds no items.")
     check_items(items, places, job_type)
-    return items
+    return payload
 
 
 # -- output ---------------------------------------------------------------------------------------

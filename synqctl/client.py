@@ -222,7 +222,7 @@ class Client:
 
     # -- endpoints ------------------------------------------------------------------------------
 
-    def create_job(self, job_type: str, payload: list[Any]) -> dict[str, Any]:
+    def create_job(self, job_type: str, payload: Any) -> dict[str, Any]:
         """POST /bulk-jobs: the new PENDING job."""
         return dict(self.request("POST", "/bulk-jobs", body={"job_type": job_type, "payload": payload}).body)
 

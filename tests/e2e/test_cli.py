@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import Tenant
 
 ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[1] / "data"
 JOBS = "/api/v1/pim/bulk-jobs"
 GOOD = {"description": "A long enough description of this product for shoppers.", "category": "Shirts", "brand": "HarbourLine"}
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -162,6 +163,19 @@ def test_default_errors_file_is_named_after_the_job(cli: Cli, tmp_path: Path) ->
     assert [f["index"] for f in failed] == [0, 1] and {f["errors"][0]["code"] for f in failed} == {"product_not_found"}
 
 
+def test_the_repository_s_request_bodies_and_a_vendor_envelope_import_as_they_are(tenant: Tenant, cli: Cli) -> None:
+    body = cli("import", DATA / "bulk_import.json", "--type", "BULK_IMPORT", "--wait", "--timeout", 120)
+    assert body.returncode == 0, body.stderr
+    sent = json.loads((DATA / "bulk_import.json").read_text())["payload"]
+    assert json.loads(tenant.get(f"{JOBS}/{job_id_of(body)}").json()["payload_json"]) == sent
+    vocabulary = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
+    assert tenant.post("/api/v1/pim/vocabularies", json=vocabulary).status_code == 201
+    envelope = cli("import", DATA / "syndigo_seed_request.json", "--type", "BULK_IMPORT")
+    assert envelope.returncode == 0, envelope.stderr
+    stored = json.loads(tenant.get(f"{JOBS}/{envelope.stdout.strip()}").json()["payload_json"])
+    assert stored == json.loads((DATA / "syndigo_seed_request.json").read_text())
+
+
 def test_import_without_wait_prints_only_the_job_id(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
     source = tmp_path / "one.jsonl"
     source.write_text(json.dumps({"title": "Solo", **GOOD}) + "\n")
@@ -216,6 +230,8 @@ def test_missing_configuration_exits_2(tenant: Tenant, cli: Cli, tmp_path: Path)
         ("dup.jsonl", '{"title": "a", "title": "b"}\n', "BULK_IMPORT", "dup.jsonl:1: not valid JSON: duplicate key 'title'"),
         ("kind.jsonl", '"8d9f…"\n{"id": "x"}\n', "BULK_DELETE", "kind.jsonl:2: each BULK_DELETE item must be a product id string"),
         ("obj.json", '{"title": "not in an array"}', "BULK_IMPORT", "obj.json: must hold a JSON array"),
+        ("body.json", '{"job_type": "BULK_DELETE", "payload": ["x"]}', "BULK_IMPORT", "body.json is a request body for BULK_DELETE, not BULK_IMPORT"),
+        ("env.json", '{"ProductImportData": {"ProductsToImport": [1]}}', "BULK_IMPORT", "env.json: item 0: each BULK_IMPORT item must be a JSON object"),
         ("empty.jsonl", "\n\n", "BULK_IMPORT", "empty.jsonl holds no items"),
     ],
 )
