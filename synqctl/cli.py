@@ -108,15 +108,25 @@ def check_items(items: list[Any], places: list[str], job_type: str) -> None:
             raise UsageError(f"{place}: each {job_type} item must be {what}; nothing was sent.")
 
 
+def _one_object(text: str) -> bool:
+    """Whether the text is one JSON object (an envelope or a request body), not JSON Lines."""
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(loads_strict(text), dict)
+    except ValueError:
+        return False
+
+
 def read_items(path: Path, job_type: str) -> Any:
     """The payload in a JSON file or a JSON Lines file (by suffix; other names are sniffed: JSON
-    when they start with '[' or '{'), checked item by item."""
+    when they hold an array or one object), checked item by item."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
     suffix = path.suffix.lower()
-    lines = suffix in JSONL_SUFFIXES or (suffix != ".json" and not text.lstrip().startswith(("[", "{")))
+    lines = suffix in JSONL_SUFFIXES or (suffix != ".json" and not text.lstrip().startswith("[") and not _one_object(text))
     if lines:
         payload, places = parse_json_lines(text, str(path))
         items = payload
