@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import flask
 
 from common import errors, openapi
-from common.auth import authenticate
+from common.auth import SCOPE_ENVIRON_KEY, authenticate
 from common.config import get_settings
 from common.domain.engine import ISSUE_TYPES
 from common.http import QueryParam, Request, Response, Router, query_bool, query_int
@@ -37,23 +37,30 @@ log = get_logger("synq.api")
 
 
 def log_request(request: flask.Request, response: flask.Response, seconds: float) -> None:
-    """One line per request: WARNING for a 4xx, ERROR for a 5xx. The path without its query string
-    (a signed download link carries its signature there); no header but the tenant's ids."""
+    """One line per request: WARNING for a 4xx, ERROR for a 5xx. The route's template, not the path
+    (a caller may paste anything into a path), and the org and tenant only once a token was accepted
+    for them: nothing a caller sends is written as sent, so a token sent in the wrong place is not."""
     status = response.status_code
+    try:
+        route = router.match(request.method, request.path)[0].template
+    except errors.SynqError:
+        route = None
+    scope = request.environ.get(SCOPE_ENVIRON_KEY)
     log.log(
         logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO,
         "request",
         extra={
-            "method": request.method,
-            "path": request.path[:300],
+            "method": request.method if request.method in KNOWN_METHODS else "other",
+            "route": route,
             "status": status,
             "ms": round(seconds * 1000, 1),
-            "org_id": (request.headers.get("X-Org-ID") or "")[:128],
-            "tenant_id": (request.headers.get("X-Tenant-ID") or "")[:128],
+            "org_id": scope.org_id if scope else None,
+            "tenant_id": scope.tenant_id if scope else None,
         },
     )
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 router = Router()
 # Outermost first: a request over its token's budget is refused before any idempotency work.
 router.use(RateLimiter())

@@ -27,6 +27,8 @@ from common.http import (
     parse_json_body,
     utf8_size,
 )
+from common.logging import JsonFormatter
+from common.store.paths import Scope
 
 app = flask.Flask(__name__)
 
@@ -587,20 +589,22 @@ def test_hooks_see_an_unhandled_exception_as_its_5xx_answer() -> None:
     assert seen == [503]
 
 
-def test_each_request_is_one_log_line_without_its_query_string(caplog: pytest.LogCaptureFixture) -> None:
+def test_each_request_is_one_log_line_naming_its_route_and_only_an_accepted_scope(caplog: pytest.LogCaptureFixture) -> None:
+    """What a caller sent is never logged as sent: a token pasted into a path, a query string or a
+    tenant header would be a secret in the log."""
     from common.api import log_request
+    from common.auth import SCOPE_ENVIRON_KEY
 
-    with app.test_request_context("/api/v1/pim/exports/e-1/download?signature=s3cr3t", headers={"X-Tenant-ID": "t-1"}):
-        for status, level in ((200, "INFO"), (404, "WARNING"), (503, "ERROR")):
+    secret = "synq_s3cr3t"
+    path = f"/api/v1/pim/exports/{secret}/download?signature={secret}"
+    for accepted, status, level in ((True, 200, "INFO"), (False, 403, "WARNING"), (True, 503, "ERROR")):
+        with app.test_request_context(path, headers={"X-Tenant-ID": secret, "X-Org-ID": secret}):
+            if accepted:
+                flask.request.environ[SCOPE_ENVIRON_KEY] = Scope("org-1", "t-1")
             caplog.clear()
             with caplog.at_level("INFO", logger="synq.api"):
                 log_request(flask.request, flask.Response(status=status), 0.0123)
-            [record] = caplog.records
-            assert (record.levelname, record.status, record.path, record.ms, record.tenant_id) == (  # type: ignore[attr-defined]
-                level,
-                status,
-                "/api/v1/pim/exports/e-1/download",
-                12.3,
-                "t-1",
-            )
-            assert "s3cr3t" not in caplog.text
+        [record] = caplog.records
+        logged = (record.levelname, record.route, record.status, record.ms, record.tenant_id)  # type: ignore[attr-defined]
+        assert logged == (level, "/api/v1/pim/exports/{export_id}/download", status, 12.3, "t-1" if accepted else None)
+        assert secret not in JsonFormatter().format(record)
