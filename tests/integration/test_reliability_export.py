@@ -140,11 +140,15 @@ def test_worker_slower_than_its_lease_does_not_notify_twice(
     lease = get_settings().stale_after_seconds
     real_iter = export_store.iter_products
     slow = threading.local()
+    release = threading.Event()
 
     def lagging_iter(scope: Scope) -> Iterator[dict[str, Any]]:
         for product in real_iter(scope):
             if getattr(slow, "on", False):
-                time.sleep(lease)  # a storage or Firestore hiccup: alive, but slower than the lease
+                # A storage or Firestore hiccup: alive, but slower than the lease. Held until the other
+                # worker has finished, rather than slept for one lease: a worker waking a few ms after
+                # its lease lapsed renewed it before the test could claim, and the test failed.
+                assert release.wait(60)
             yield product
 
     monkeypatch.setattr(export_store, "iter_products", lagging_iter)
@@ -160,10 +164,13 @@ def test_worker_slower_than_its_lease_does_not_notify_twice(
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(slow_worker)
-        until("claimed", lambda: stored()["status"] == "RUNNING")
-        until("lease lapsed", lambda: stored()["lease_until"] < utcnow(), timeout=2 * lease + 5)
-        exports.run_export(message)  # the reconciler's republished copy, while the first worker still runs
-        delivered_at = until("delivered", lambda: the_delivery(scope)["delivered_at"])
+        try:
+            until("claimed", lambda: stored()["status"] == "RUNNING")
+            until("lease lapsed", lambda: stored()["lease_until"] < utcnow(), timeout=2 * lease + 5)
+            exports.run_export(message)  # the reconciler's republished copy, while the first worker still runs
+            delivered_at = until("delivered", lambda: the_delivery(scope)["delivered_at"])
+        finally:
+            release.set()  # the first worker goes on, and finds its lease taken over
         first.result(timeout=60)
     until("delivered again, if re-sent", lambda: the_delivery(scope)["delivered_at"])
     time.sleep(1.0)
