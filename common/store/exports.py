@@ -45,6 +45,8 @@ def claim_export(scope: Scope, export_id: str, lease_seconds: float) -> dict[str
             return None
         changes = {
             "status": ExportStatus.RUNNING.value,
+            # Numbers the claims, so each names a file of its own (`services.exports.object_name`).
+            "claims": int(export.get("claims") or 0) + 1,
             "started_at": now,
             "updated_at": now,
             "lease_until": now + timedelta(seconds=lease_seconds),
@@ -83,8 +85,12 @@ def finish_export(scope: Scope, export_id: str, owner: str, changes: dict[str, A
     @firestore.transactional
     def finish(tx: firestore.Transaction) -> bool:
         export = data(read(ref, transaction=tx))
-        if export.get("lease_owner") != owner or export.get("status") != ExportStatus.RUNNING:
+        if export.get("lease_owner") != owner:
             return False
+        if export.get("status") != ExportStatus.RUNNING:
+            # Finished by this very claim: a commit whose answer was lost, run again by the client.
+            # Refusing it would have the worker delete the file the record now names.
+            return export.get("status") in (ExportStatus.COMPLETED, ExportStatus.FAILED)
         tx.update(ref, changes)
         if delivery is not None:
             tx.create(coll(scope, "notification_deliveries", db).document(delivery["id"]), delivery)

@@ -10,6 +10,7 @@ with a pull subscription, so the stack's run_export never sees them.
 from __future__ import annotations
 
 import email
+import json
 import os
 import threading
 import time
@@ -213,3 +214,68 @@ def test_a_chunk_locked_by_a_dead_worker_does_not_stop_the_reconciler(pipeline: 
         if message.job_id == lost["id"]:
             jobs.process_chunk(message)
     assert pipeline.job(lost["id"])["status"] == "COMPLETED"
+
+
+def test_a_worker_that_outlived_its_lease_never_overwrites_the_finished_file(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A writes every product, then stalls (a slow upload) past its lease; worker B claims the
+    export, with a product more in the catalog, and finishes it. When A wakes, its file must not
+    replace B's: the record and the file it names both say 3 products."""
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=2)
+    real_iter = export_store.iter_products
+    stalled, release = threading.Event(), threading.Event()
+    slow = threading.local()
+
+    def stalling_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+        yield from real_iter(scope)
+        if getattr(slow, "on", False):
+            stalled.set()  # every product written: only the upload's close and the compose are left
+            assert release.wait(60)
+
+    monkeypatch.setattr(export_store, "iter_products", stalling_iter)
+
+    def stalled_worker() -> None:
+        slow.on = True
+        exports.run_export(message)
+
+    def stored() -> dict[str, Any]:
+        export = export_store.get_export(scope, message.export_id)
+        assert export is not None
+        return export
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(stalled_worker)
+        try:
+            assert stalled.wait(30)
+            until("lease lapsed", lambda: stored()["lease_until"] < utcnow(), timeout=2 * get_settings().stale_after_seconds + 5)
+            assert pipeline.run("BULK_IMPORT", [{"title": "Dup 2", "sku": "DUP-2", **GOOD}])["status"] == "COMPLETED"
+            exports.run_export(message)  # the reconciler's copy: a second claim, which finishes
+        finally:
+            release.set()
+        first.result(timeout=60)
+
+    record = exports.get_export(scope, message.export_id)
+    assert record["status"] == "COMPLETED" and record["product_count"] == 3, record
+    assert record["object"] == f"exports/{scope.org_id}/{scope.tenant_id}/{message.export_id}.2.jsonl"  # the second claim's own name
+    lines = blobs.bucket().blob(record["object"]).download_as_bytes().splitlines()
+    assert sorted(json.loads(line)["sku"] for line in lines) == ["DUP-0", "DUP-1", "DUP-2"]
+    # The refused worker removed what it composed; no partial is left either.
+    assert [b.name for b in blobs.bucket().list_blobs(prefix=f"exports/{scope.org_id}/{scope.tenant_id}/")] == [record["object"]]
+    delivery = export_store.get_delivery(scope, the_delivery(scope)["id"])
+    assert delivery is not None and json.loads(delivery["body"])["data"]["object"] == record["object"]
+
+
+def test_finishing_again_with_the_same_claim_is_not_refused(pipeline: Pipeline, exports_topic: str) -> None:
+    """A finish commit run again by the client after its answer was lost finds the export finished by
+    its own claim: that is not a refusal, or the worker would delete the file the record names."""
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=1)
+    claim = export_store.claim_export(scope, message.export_id, 60)
+    assert claim is not None and claim["claims"] == 1
+    audit = {"id": str(uuid.uuid4()), "action": "export.completed"}
+    changes = {"status": "COMPLETED", "object": exports.object_name(scope, message.export_id, 1)}
+    assert export_store.finish_export(scope, message.export_id, claim["lease_owner"], changes, None, audit)
+    assert export_store.finish_export(scope, message.export_id, claim["lease_owner"], changes, None, audit)
+    assert not export_store.finish_export(scope, message.export_id, "another claim", changes, None, audit)
