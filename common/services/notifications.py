@@ -186,10 +186,12 @@ def _post_webhook(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> int
     url = settings_doc.get("webhook_url") or ""
     _check_url(url)  # again at send time: DNS may have changed since the URL was set
     headers = webhooks.signed_headers(delivery["event_id"], utcnow(), delivery["body"], live_secrets(settings_doc))
-    response = requests.post(
-        url, data=delivery["body"].encode(), headers=headers, timeout=get_settings().webhook_timeout_seconds, allow_redirects=False
-    )
-    return int(response.status_code)
+    # Only the status counts. The body is never read (stream=True, closed unread): a receiver may
+    # answer with any amount, and a 400 MiB answer once took this function past its memory.
+    with requests.post(
+        url, data=delivery["body"].encode(), headers=headers, timeout=get_settings().webhook_timeout_seconds, allow_redirects=False, stream=True
+    ) as response:
+        return int(response.status_code)
 
 
 def _send_email(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> None:

@@ -28,7 +28,9 @@ class Receiver:
 
     fail_first: int = 0
     delay: float = 0.0
+    answer_bytes: int = 0  # the size of a body sent with each answer
     calls: list[dict[str, Any]] = field(default_factory=list)
+    answered: list[dict[str, Any]] = field(default_factory=list)  # per call: body bytes sent, whether all
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -54,8 +56,21 @@ def receiver() -> Iterator[Receiver]:
             state.calls.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()})
             time.sleep(state.delay)
             status = 500 if len(state.calls) <= state.fail_first else 204
-            self.send_response(status)
+            if not state.answer_bytes:
+                self.send_response(status)
+                self.end_headers()
+                return
+            self.send_response(200 if status == 204 else status)
+            self.send_header("Content-Length", str(state.answer_bytes))
             self.end_headers()
+            sent, block = 0, b"x" * (1 << 20)
+            try:
+                while sent < state.answer_bytes:
+                    self.wfile.write(block)  # blocks once the socket buffers are full, until the caller reads
+                    sent += len(block)
+            except OSError:  # the caller closed the connection
+                pass
+            state.answered.append({"sent": sent, "whole": sent >= state.answer_bytes})
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -130,6 +145,27 @@ def test_signed_webhook_and_download_hold_exactly_the_exportable_products(tenant
     assert sorted(record["excluded_product_ids"]) == sorted([ids["E-1"], ids["E-3"]]) and record["product_count"] == 2
     # A tampered link is refused.
     assert requests.get(data["download_url"].replace("signature=", "signature=0"), timeout=30).status_code == 401
+
+
+def test_a_receiver_answering_a_huge_body_is_not_read(tenant: Tenant, receiver: Receiver) -> None:
+    """Only the answer's status counts: a 64 MiB body is left unread (deliver_notification has 256 MiB,
+    and a 400 MiB answer once took it to 896 MiB). The receiver sees its connection closed after at
+    most what the sockets' buffers take, a few MiB, instead of sending all of it."""
+    receiver.answer_bytes = 64 << 20
+    import_catalog(tenant)
+    set_webhook(tenant, receiver.url)
+    export(tenant)
+    receiver.wait_for(1)
+    deadline = time.monotonic() + 60
+    while not receiver.answered:
+        assert time.monotonic() < deadline, "the receiver is still sending its answer"
+        time.sleep(0.1)
+    [answer] = receiver.answered
+    assert not answer["whole"] and answer["sent"] < 32 << 20, answer
+    while not (delivery := tenant.get("/api/v1/pim/notification-deliveries").json()[0])["delivered_at"]:
+        assert time.monotonic() < deadline, delivery
+        time.sleep(0.1)
+    assert delivery["attempts"] == 1 and delivery["last_status_code"] == 200, delivery
 
 
 def test_failing_receiver_gets_the_same_webhook_id_until_it_accepts(tenant: Tenant, receiver: Receiver) -> None:
