@@ -123,17 +123,35 @@ def signed_scope(args: dict[str, str], export_id: str) -> Scope | None:
 
 
 def download(scope: Scope, export_id: str) -> Iterator[bytes]:
+    """The export's file, a block at a time. The first block is fetched here, before the answer
+    starts: the storage client fetches nothing until a read, and an error raised while streaming
+    cannot become a JSON error any more."""
     export = store.get_export(scope, export_id) if is_uuid(export_id) else None
     if export is None:
         raise errors.NotFound("No export with that id in this tenant.")
     if export["status"] != ExportStatus.COMPLETED:
         raise errors.Conflict(f"The export is {export['status']}; its file is not ready.", code="export_not_ready")
-    reader = blobs.bucket().blob(export["object"]).open("rb", chunk_size=1024 * 1024)
+    block_size = 1024 * 1024
+    reader = blobs.bucket().blob(export["object"]).open("rb", chunk_size=block_size)
+    try:
+        first = reader.read(block_size)
+    except gexc.NotFound as exc:
+        reader.close()
+        raise errors.Gone(
+            "The export's file is no longer kept (export files are deleted after their retention period). "
+            "Request a new export with POST /api/v1/pim/export.",
+            code="export_file_gone",
+        ) from exc
+    except RETRYABLE as exc:
+        reader.close()
+        raise errors.Transient("A storage service was unavailable; retry.") from exc
 
     def chunks() -> Iterator[bytes]:
         with reader:
-            while block := reader.read(1024 * 1024):
+            block = first
+            while block:
                 yield block
+                block = reader.read(block_size)
 
     return chunks()
 

@@ -16,6 +16,7 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
+from common.store import blobs
 from tests.conftest import Tenant, mint
 
 GOOD = {"description": "A long enough description of this product for shoppers.", "category": "Shirts", "brand": "HarbourLine"}
@@ -262,3 +263,18 @@ def test_export_unknown_and_not_ready(tenant: Tenant) -> None:
     assert tenant.get("/api/v1/pim/exports/00000000-0000-0000-0000-000000000000").status_code == 404
     assert tenant.get("/api/v1/pim/exports/00000000-0000-0000-0000-000000000000/download").status_code == 404
     assert tenant.get("/api/v1/pim/exports/x/download", headers={"Accept": "*/*"}).status_code == 401
+
+
+def test_downloading_an_export_whose_file_is_gone_is_a_json_410(tenant: Tenant) -> None:
+    """The bucket's lifecycle rule deletes export files after 30 days (docs/deploy.md); the record stays."""
+    import_catalog(tenant)
+    export_id = export(tenant)
+    record = wait_export(tenant, export_id)
+    assert record["status"] == "COMPLETED"
+    assert tenant.get(f"/api/v1/pim/exports/{export_id}/download").status_code == 200
+    blobs.bucket().blob(record["object"]).delete()
+    response = tenant.get(f"/api/v1/pim/exports/{export_id}/download")
+    assert response.status_code == 410, response.text[:300]
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "export_file_gone" and "POST /api/v1/pim/export" in error["message"]
