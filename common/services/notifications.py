@@ -16,6 +16,7 @@ from common.auth import Principal, audit_by
 from common.config import get_settings
 from common.domain import webhooks
 from common.domain.engine import derived_id
+from common.http import is_uuid
 from common.logging import get_logger
 from common.models.base import rfc3339, utcnow
 from common.models.export import DeliveryPublic, DeliveryTask, NotificationSettingsIn, NotificationSettingsPublic
@@ -233,7 +234,9 @@ def list_deliveries(scope: Scope, *, limit: int, cursor: str | None) -> tuple[li
 def redeliver(principal: Principal, delivery_id: str) -> dict[str, Any]:
     """Send an event again (same webhook-id, so a receiver that already has it can tell)."""
     scope = principal.scope
-    delivery = store.get_delivery(scope, delivery_id) if len(delivery_id) <= 64 else None
+    # Delivery ids are UUIDs (derived_id); any other string is not one, and some (`__x__`) are ids
+    # Firestore refuses outright.
+    delivery = store.get_delivery(scope, delivery_id) if is_uuid(delivery_id) else None
     if delivery is None:
         raise errors.NotFound("No notification delivery with that id in this tenant.")
     if not store.get_settings_doc(scope).get("channel"):

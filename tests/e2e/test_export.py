@@ -278,3 +278,12 @@ def test_downloading_an_export_whose_file_is_gone_is_a_json_410(tenant: Tenant) 
     assert response.headers["Content-Type"] == "application/json"
     error = response.json()["error"]
     assert error["code"] == "export_file_gone" and "POST /api/v1/pim/export" in error["message"]
+
+
+@pytest.mark.parametrize("delivery_id", ["__x__", "__name__", "not-a-delivery", "00000000-0000-0000-0000-000000000000"])
+def test_redelivering_an_id_that_is_no_delivery_is_a_json_404(tenant: Tenant, receiver: Receiver, delivery_id: str) -> None:
+    """Delivery ids are UUIDs; any other string (Firestore refuses `__x__` as a document id) is not found."""
+    set_webhook(tenant, receiver.url)
+    response = tenant.post(f"/api/v1/pim/notification-deliveries/{delivery_id}/redeliver")
+    assert response.status_code == 404, response.text[:300]
+    assert response.json()["error"]["code"] == "not_found"
