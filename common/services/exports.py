@@ -175,6 +175,7 @@ def run_export(message: ExportMessage) -> None:
         log.warning("export taken over by another worker; this one stops", extra={"export_id": export["id"]})
         return
     except RETRYABLE as exc:
+        _release(scope, export)
         raise errors.Transient("export storage was unavailable") from exc
     except Exception as exc:
         log.exception("export failed", extra={"export_id": export["id"]})
@@ -221,6 +222,16 @@ def _delete_quietly(name: str) -> None:
     """Best effort: what is left behind, the bucket's lifecycle rule deletes (docs/deploy.md)."""
     with contextlib.suppress(gexc.NotFound, *RETRYABLE):
         blobs.bucket().blob(name).delete()
+
+
+def _release(scope: Scope, export: dict[str, Any]) -> None:
+    """Give the claim back before asking for a redelivery: left RUNNING under a live lease, the
+    redelivered message would be acknowledged as a no-op, and the export would wait for the lease
+    to lapse and the reconciler. If the release fails too, that is still how it recovers."""
+    try:
+        store.release_export(scope, export["id"], export["lease_owner"])
+    except (gexc.GoogleAPICallError, ValueError) as exc:  # ValueError: a transaction out of attempts
+        log.warning("export claim not released; the reconciler will retry", extra={"export_id": export["id"], "error": str(exc)[:200]})
 
 
 class LostClaim(Exception):

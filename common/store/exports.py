@@ -76,6 +76,24 @@ def renew_lease(scope: Scope, export_id: str, owner: str, lease_seconds: float) 
     return bool(renew(db.transaction()))
 
 
+def release_export(scope: Scope, export_id: str, owner: str) -> bool:
+    """RUNNING → QUEUED, lease cleared, while `owner` still holds the claim: a worker that met a
+    storage fault gives the export back, so the message's redelivery claims it at once instead of
+    finding it under a live lease. False when the claim is no longer this worker's."""
+    db = firestore_client()
+    ref = coll(scope, "exports").document(export_id)
+
+    @firestore.transactional
+    def release(tx: firestore.Transaction) -> bool:
+        export = data(read(ref, transaction=tx))
+        if export.get("lease_owner") != owner or export.get("status") != ExportStatus.RUNNING:
+            return False
+        tx.update(ref, {"status": ExportStatus.QUEUED.value, "lease_until": None, "lease_owner": None, "updated_at": utcnow()})
+        return True
+
+    return bool(release(db.transaction()))
+
+
 def finish_export(scope: Scope, export_id: str, owner: str, changes: dict[str, Any], delivery: dict[str, Any] | None, audit: dict[str, Any]) -> bool:
     """The export's final state, its delivery record and its audit event, in one transaction, only
     while `owner` still holds the claim: a worker that outlived its lease finishes nothing."""

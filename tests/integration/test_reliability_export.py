@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 
+from common import errors
 from common.clients import firestore_client
 from common.config import get_settings
 from common.models.base import utcnow
@@ -279,3 +281,49 @@ def test_finishing_again_with_the_same_claim_is_not_refused(pipeline: Pipeline, 
     assert export_store.finish_export(scope, message.export_id, claim["lease_owner"], changes, None, audit)
     assert export_store.finish_export(scope, message.export_id, claim["lease_owner"], changes, None, audit)
     assert not export_store.finish_export(scope, message.export_id, "another claim", changes, None, audit)
+
+
+@pytest.mark.streams_left_open  # the failing read stops mid-catalog, as a broken stream would
+def test_a_storage_fault_releases_the_claim_so_the_redelivery_runs_it(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_export raises Transient for Pub/Sub to redeliver; the redelivery must find the export
+    claimable, not RUNNING under a live lease that makes it acknowledge and do nothing."""
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=2)
+    real_iter = export_store.iter_products
+    calls = []
+
+    def breaking_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+        calls.append(1)
+        for n, product in enumerate(real_iter(scope)):
+            if len(calls) == 1 and n == 1:
+                # What paths.rows raises once a broken stream would not resume.
+                raise gexc.ServiceUnavailable("the stream broke")
+            yield product
+
+    monkeypatch.setattr(export_store, "iter_products", breaking_iter)
+    with pytest.raises(errors.Transient):
+        exports.run_export(message)
+    stored = export_store.get_export(scope, message.export_id)
+    assert stored is not None and stored["status"] == "QUEUED", stored
+    assert stored["lease_until"] is None and stored["lease_owner"] is None
+
+    exports.run_export(message)  # Pub/Sub's redelivery, at once: no lease to wait out
+    record = exports.get_export(scope, message.export_id)
+    assert record["status"] == "COMPLETED" and record["product_count"] == 2, record
+    assert [b.name for b in blobs.bucket().list_blobs(prefix=f"exports/{scope.org_id}/{scope.tenant_id}/")] == [record["object"]]
+
+
+def test_only_the_claims_owner_releases_it(pipeline: Pipeline, exports_topic: str) -> None:
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=1)
+    claim = export_store.claim_export(scope, message.export_id, 60)
+    assert claim is not None
+    assert not export_store.release_export(scope, message.export_id, "another claim")
+    stored = export_store.get_export(scope, message.export_id)
+    assert stored is not None and stored["status"] == "RUNNING" and stored["lease_owner"] == claim["lease_owner"]
+    assert export_store.release_export(scope, message.export_id, claim["lease_owner"])
+    stored = export_store.get_export(scope, message.export_id)
+    assert stored is not None and stored["status"] == "QUEUED" and stored["lease_owner"] is None
+    assert not export_store.release_export(scope, message.export_id, claim["lease_owner"])  # released once
