@@ -7,8 +7,6 @@ session stack's Firestore; `deliver` runs in this process.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import ssl
 import uuid
@@ -20,10 +18,6 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from common.config import get_settings
 from common.models.export import DeliveryTask
@@ -31,32 +25,10 @@ from common.services import notifications
 from common.store import exports as store
 from common.store.paths import coll
 from infra.stack import free_port
+from tests.helpers import self_signed
 from tests.integration.conftest import Pipeline
 
 PASSWORD = "smtp-password-never-sent-in-clear"
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1 that no system trust store knows."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 @dataclass
@@ -78,7 +50,7 @@ class TlsMailServer:
 
 @pytest.fixture
 def mail_server(tmp_path: Path) -> Iterator[TlsMailServer]:
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "localhost")
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     server = TlsMailServer(cert=cert, port=free_port())
