@@ -259,11 +259,15 @@ def get_export(request: Request) -> Response:
     "GET",
     f"{PREFIX}/exports/{{export_id}}/download",
     summary="Download a completed export",
-    description="JSON Lines, one product per line. A notification's signed link (the four query parameters) needs no token.",
+    description=(
+        "JSON Lines, one product per line. A notification's signed link (the four query parameters) needs no token. "
+        "409 `export_not_ready` while the export is not COMPLETED; 410 `export_file_gone` once the bucket's retention "
+        "rule has deleted the file (request a new export)."
+    ),
     response_model=ProductPublic,
     media_type="application/x-ndjson",
     query=tuple(QueryParam(name, "Part of a signed download link.", {"type": "string"}) for name in ("org_id", "tenant_id", "expires", "signature")),
-    error_statuses=(409,),
+    error_statuses=(409, 410),
     tags=("exports",),
 )
 def download_export(request: Request) -> Response:

@@ -33,8 +33,14 @@ QUEUED_MESSAGE = "Export job queued. You will be notified when the file is ready
 RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.BadGateway)
 
 
-def object_name(scope: Scope, export_id: str) -> str:
-    return f"exports/{scope.org_id}/{scope.tenant_id}/{export_id}.jsonl"
+def object_name(scope: Scope, export_id: str, claim: int = 1) -> str:
+    """The file claim number `claim` writes: `{id}.jsonl` for the first, `{id}.{n}.jsonl` after.
+
+    A name per claim, because a worker that outlived its lease still writes its file after another
+    claim finished the export: under a shared name its older file would replace the finished one.
+    The export's record names the file of the claim that finished it."""
+    suffix = f".{claim}" if claim > 1 else ""
+    return f"exports/{scope.org_id}/{scope.tenant_id}/{export_id}{suffix}.jsonl"
 
 
 def request_export(principal: Principal) -> dict[str, Any]:
@@ -117,17 +123,35 @@ def signed_scope(args: dict[str, str], export_id: str) -> Scope | None:
 
 
 def download(scope: Scope, export_id: str) -> Iterator[bytes]:
+    """The export's file, a block at a time. The first block is fetched here, before the answer
+    starts: the storage client fetches nothing until a read, and an error raised while streaming
+    cannot become a JSON error any more."""
     export = store.get_export(scope, export_id) if is_uuid(export_id) else None
     if export is None:
         raise errors.NotFound("No export with that id in this tenant.")
     if export["status"] != ExportStatus.COMPLETED:
         raise errors.Conflict(f"The export is {export['status']}; its file is not ready.", code="export_not_ready")
-    reader = blobs.bucket().blob(export["object"]).open("rb", chunk_size=1024 * 1024)
+    block_size = 1024 * 1024
+    reader = blobs.bucket().blob(export["object"]).open("rb", chunk_size=block_size)
+    try:
+        first = reader.read(block_size)
+    except gexc.NotFound as exc:
+        reader.close()
+        raise errors.Gone(
+            "The export's file is no longer kept (export files are deleted after their retention period). "
+            "Request a new export with POST /api/v1/pim/export.",
+            code="export_file_gone",
+        ) from exc
+    except RETRYABLE as exc:
+        reader.close()
+        raise errors.Transient("A storage service was unavailable; retry.") from exc
 
     def chunks() -> Iterator[bytes]:
         with reader:
-            while block := reader.read(1024 * 1024):
+            block = first
+            while block:
                 yield block
+                block = reader.read(block_size)
 
     return chunks()
 
@@ -151,6 +175,7 @@ def run_export(message: ExportMessage) -> None:
         log.warning("export taken over by another worker; this one stops", extra={"export_id": export["id"]})
         return
     except RETRYABLE as exc:
+        _release(scope, export)
         raise errors.Transient("export storage was unavailable") from exc
     except Exception as exc:
         log.exception("export failed", extra={"export_id": export["id"]})
@@ -166,9 +191,10 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
     count, excluded = 0, 0
     excluded_ids: list[str] = []
     bucket = blobs.bucket()
+    name = object_name(scope, export["id"], export["claims"])
     # Closing a writer finalizes its upload even when an exception unwinds it, so the file is written
-    # under a name of this claim's own and only becomes the export's object once it is whole.
-    partial = bucket.blob(f"{export['object']}.partial-{export['lease_owner']}")
+    # under a partial name and only becomes this claim's object once it is whole.
+    partial = bucket.blob(f"{name}.partial")
     renew_every = max(settings.stale_after_seconds / 3, 1.0)
     renewed = time.monotonic()
     with partial.open("wb", content_type="application/x-ndjson", chunk_size=settings.export_upload_chunk_bytes) as out:
@@ -184,12 +210,28 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
                 if not store.renew_lease(scope, export["id"], export["lease_owner"], settings.stale_after_seconds):
                     raise LostClaim(export["id"])
                 renewed = time.monotonic()
-    final = bucket.blob(export["object"])
+    final = bucket.blob(name)
     final.content_type = "application/x-ndjson"
     final.compose([partial])
     with contextlib.suppress(gexc.NotFound):
         partial.delete()
-    return {"product_count": count, "excluded_count": excluded, "excluded_product_ids": excluded_ids}
+    return {"object": name, "product_count": count, "excluded_count": excluded, "excluded_product_ids": excluded_ids}
+
+
+def _delete_quietly(name: str) -> None:
+    """Best effort: what is left behind, the bucket's lifecycle rule deletes (docs/deploy.md)."""
+    with contextlib.suppress(gexc.NotFound, *RETRYABLE):
+        blobs.bucket().blob(name).delete()
+
+
+def _release(scope: Scope, export: dict[str, Any]) -> None:
+    """Give the claim back before asking for a redelivery: left RUNNING under a live lease, the
+    redelivered message would be acknowledged as a no-op, and the export would wait for the lease
+    to lapse and the reconciler. If the release fails too, that is still how it recovers."""
+    try:
+        store.release_export(scope, export["id"], export["lease_owner"])
+    except (gexc.GoogleAPICallError, ValueError) as exc:  # ValueError: a transaction out of attempts
+        log.warning("export claim not released; the reconciler will retry", extra={"export_id": export["id"], "error": str(exc)[:200]})
 
 
 class LostClaim(Exception):
@@ -214,6 +256,8 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
     audit = _audit(scope, export, event_type, {k: data[k] for k in ("product_count", "excluded_count")}, derived_id(export["id"], "finished"))
     if not store.finish_export(scope, export["id"], export["lease_owner"], changes, delivery, audit):
         log.warning("export finished by another worker; this one leaves it", extra={"export_id": export["id"]})
+        if changes.get("object"):
+            _delete_quietly(changes["object"])  # this claim's file, which no record names
         return
     notifications.enqueue(scope, delivery["id"])
     log.info("export finished", extra={"export_id": export["id"], "status": final["status"], "products": final.get("product_count")})

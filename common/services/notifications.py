@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import smtplib
 import socket
+import ssl
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from pydantic import ValidationError
+from requests import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 from common import errors
 from common.auth import Principal, audit_by
 from common.config import get_settings
 from common.domain import webhooks
 from common.domain.engine import derived_id
+from common.http import is_uuid
 from common.logging import get_logger
 from common.models.base import rfc3339, utcnow
 from common.models.export import DeliveryPublic, DeliveryTask, NotificationSettingsIn, NotificationSettingsPublic
@@ -32,10 +40,66 @@ def _resolve(host: str) -> list[str]:
     return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
 
 
-def _check_url(url: str) -> None:
-    problem = webhooks.webhook_url_problem(url, allow_private=get_settings().allow_private_webhooks, resolve=_resolve)
+def _check_url(url: str, resolve: webhooks.Resolver = _resolve) -> None:
+    problem = webhooks.webhook_url_problem(url, allow_private=get_settings().allow_private_webhooks, resolve=resolve)
     if problem:
         raise errors.Unprocessable(f"webhook_url {problem}.", code="invalid_webhook_url", details={"field": "webhook_url"})
+
+
+def _checked_addresses(url: str) -> list[str]:
+    """Check the URL again at send time (DNS may have changed since it was set) and return the
+    addresses that check approved, for the connection to use: resolved once, so a name server
+    answering differently a moment later (DNS rebinding) cannot move the request elsewhere."""
+    resolved: list[str] = []
+
+    def resolve(host: str) -> list[str]:
+        resolved[:] = _resolve(host)
+        return resolved
+
+    _check_url(url, resolve)
+    if not resolved:  # allowed without a look-up (allow_private_webhooks, the local stack)
+        with contextlib.suppress(OSError, UnicodeError, ValueError):
+            resolved[:] = _resolve(urlsplit(url).hostname or "")
+    if not resolved:
+        raise errors.Unprocessable("webhook_url has a host name that does not resolve.", code="invalid_webhook_url", details={"field": "webhook_url"})
+    return resolved
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to the given addresses, in turn while a connection cannot be opened, whatever the
+    URL's host resolves to by then. The URL's host name is kept where it counts: the Host header,
+    TLS's SNI and the certificate's host name check (urllib3's `server_hostname`)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        self.hostname = ""
+        super().__init__()
+
+    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+        parts = urlsplit(request.url or "")
+        self.hostname = parts.hostname or ""
+        for n, address in enumerate(self.addresses):
+            ip = ipaddress.ip_address(address.split("%")[0])
+            host = f"[{address.replace('%', '%25')}]" if ip.version == 6 else address
+            pinned = request.copy()
+            pinned.url = urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+            pinned.headers["Host"] = parts.netloc
+            try:
+                return super().send(pinned, *args, **kwargs)
+            except requests.ConnectionError as exc:
+                # Only a connection never opened moves on (nothing was sent), as urllib3 itself
+                # tries each address a name resolves to.
+                reason = getattr(exc.args[0], "reason", None) if exc.args else None
+                unopened = isinstance(exc, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
+                if not unopened or n == len(self.addresses) - 1:
+                    raise
+        raise AssertionError("no address")  # unreachable: _checked_addresses never returns an empty list
+
+    def build_connection_pool_key_attributes(self, request: PreparedRequest, verify: Any, cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = self.hostname
+        return host_params, pool_kwargs
 
 
 def get_notification_settings(scope: Scope) -> dict[str, Any]:
@@ -184,12 +248,17 @@ def _describe(exc: Exception) -> str:
 
 def _post_webhook(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> int:
     url = settings_doc.get("webhook_url") or ""
-    _check_url(url)  # again at send time: DNS may have changed since the URL was set
+    addresses = _checked_addresses(url)
     headers = webhooks.signed_headers(delivery["event_id"], utcnow(), delivery["body"], live_secrets(settings_doc))
-    response = requests.post(
-        url, data=delivery["body"].encode(), headers=headers, timeout=get_settings().webhook_timeout_seconds, allow_redirects=False
-    )
-    return int(response.status_code)
+    with requests.Session() as session:
+        session.mount("http://", _PinnedAdapter(addresses))
+        session.mount("https://", _PinnedAdapter(addresses))
+        # Only the status counts. The body is never read (stream=True, closed unread): a receiver may
+        # answer with any amount, and a 400 MiB answer once took this function past its memory.
+        with session.post(
+            url, data=delivery["body"].encode(), headers=headers, timeout=get_settings().webhook_timeout_seconds, allow_redirects=False, stream=True
+        ) as response:
+            return int(response.status_code)
 
 
 def _send_email(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> None:
@@ -217,7 +286,10 @@ def _send_email(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> None:
     message.set_content(text)
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.webhook_timeout_seconds) as smtp:
         if settings.smtp_tls:
-            smtp.starttls()
+            # A verifying context: starttls() without one accepts any certificate, and the login
+            # below would hand the password to whoever answers. (The local sink runs without TLS,
+            # with smtp_tls off.)
+            smtp.starttls(context=ssl.create_default_context())
         if settings.smtp_username:
             smtp.login(settings.smtp_username, settings.smtp_password)
         smtp.send_message(message)
@@ -231,7 +303,9 @@ def list_deliveries(scope: Scope, *, limit: int, cursor: str | None) -> tuple[li
 def redeliver(principal: Principal, delivery_id: str) -> dict[str, Any]:
     """Send an event again (same webhook-id, so a receiver that already has it can tell)."""
     scope = principal.scope
-    delivery = store.get_delivery(scope, delivery_id) if len(delivery_id) <= 64 else None
+    # Delivery ids are UUIDs (derived_id); any other string is not one, and some (`__x__`) are ids
+    # Firestore refuses outright.
+    delivery = store.get_delivery(scope, delivery_id) if is_uuid(delivery_id) else None
     if delivery is None:
         raise errors.NotFound("No notification delivery with that id in this tenant.")
     if not store.get_settings_doc(scope).get("channel"):

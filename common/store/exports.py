@@ -45,6 +45,8 @@ def claim_export(scope: Scope, export_id: str, lease_seconds: float) -> dict[str
             return None
         changes = {
             "status": ExportStatus.RUNNING.value,
+            # Numbers the claims, so each names a file of its own (`services.exports.object_name`).
+            "claims": int(export.get("claims") or 0) + 1,
             "started_at": now,
             "updated_at": now,
             "lease_until": now + timedelta(seconds=lease_seconds),
@@ -74,6 +76,24 @@ def renew_lease(scope: Scope, export_id: str, owner: str, lease_seconds: float) 
     return bool(renew(db.transaction()))
 
 
+def release_export(scope: Scope, export_id: str, owner: str) -> bool:
+    """RUNNING → QUEUED, lease cleared, while `owner` still holds the claim: a worker that met a
+    storage fault gives the export back, so the message's redelivery claims it at once instead of
+    finding it under a live lease. False when the claim is no longer this worker's."""
+    db = firestore_client()
+    ref = coll(scope, "exports").document(export_id)
+
+    @firestore.transactional
+    def release(tx: firestore.Transaction) -> bool:
+        export = data(read(ref, transaction=tx))
+        if export.get("lease_owner") != owner or export.get("status") != ExportStatus.RUNNING:
+            return False
+        tx.update(ref, {"status": ExportStatus.QUEUED.value, "lease_until": None, "lease_owner": None, "updated_at": utcnow()})
+        return True
+
+    return bool(release(db.transaction()))
+
+
 def finish_export(scope: Scope, export_id: str, owner: str, changes: dict[str, Any], delivery: dict[str, Any] | None, audit: dict[str, Any]) -> bool:
     """The export's final state, its delivery record and its audit event, in one transaction, only
     while `owner` still holds the claim: a worker that outlived its lease finishes nothing."""
@@ -83,8 +103,12 @@ def finish_export(scope: Scope, export_id: str, owner: str, changes: dict[str, A
     @firestore.transactional
     def finish(tx: firestore.Transaction) -> bool:
         export = data(read(ref, transaction=tx))
-        if export.get("lease_owner") != owner or export.get("status") != ExportStatus.RUNNING:
+        if export.get("lease_owner") != owner:
             return False
+        if export.get("status") != ExportStatus.RUNNING:
+            # Finished by this very claim: a commit whose answer was lost, run again by the client.
+            # Refusing it would have the worker delete the file the record now names.
+            return export.get("status") in (ExportStatus.COMPLETED, ExportStatus.FAILED)
         tx.update(ref, changes)
         if delivery is not None:
             tx.create(coll(scope, "notification_deliveries", db).document(delivery["id"]), delivery)

@@ -16,6 +16,7 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
+from common.store import blobs
 from tests.conftest import Tenant, mint
 
 GOOD = {"description": "A long enough description of this product for shoppers.", "category": "Shirts", "brand": "HarbourLine"}
@@ -28,7 +29,9 @@ class Receiver:
 
     fail_first: int = 0
     delay: float = 0.0
+    answer_bytes: int = 0  # the size of a body sent with each answer
     calls: list[dict[str, Any]] = field(default_factory=list)
+    answered: list[dict[str, Any]] = field(default_factory=list)  # per call: body bytes sent, whether all
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -54,8 +57,21 @@ def receiver() -> Iterator[Receiver]:
             state.calls.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()})
             time.sleep(state.delay)
             status = 500 if len(state.calls) <= state.fail_first else 204
-            self.send_response(status)
+            if not state.answer_bytes:
+                self.send_response(status)
+                self.end_headers()
+                return
+            self.send_response(200 if status == 204 else status)
+            self.send_header("Content-Length", str(state.answer_bytes))
             self.end_headers()
+            sent, block = 0, b"x" * (1 << 20)
+            try:
+                while sent < state.answer_bytes:
+                    self.wfile.write(block)  # blocks once the socket buffers are full, until the caller reads
+                    sent += len(block)
+            except OSError:  # the caller closed the connection
+                pass
+            state.answered.append({"sent": sent, "whole": sent >= state.answer_bytes})
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -130,6 +146,27 @@ def test_signed_webhook_and_download_hold_exactly_the_exportable_products(tenant
     assert sorted(record["excluded_product_ids"]) == sorted([ids["E-1"], ids["E-3"]]) and record["product_count"] == 2
     # A tampered link is refused.
     assert requests.get(data["download_url"].replace("signature=", "signature=0"), timeout=30).status_code == 401
+
+
+def test_a_receiver_answering_a_huge_body_is_not_read(tenant: Tenant, receiver: Receiver) -> None:
+    """Only the answer's status counts: a 64 MiB body is left unread (deliver_notification has 256 MiB,
+    and a 400 MiB answer once took it to 896 MiB). The receiver sees its connection closed after at
+    most what the sockets' buffers take, a few MiB, instead of sending all of it."""
+    receiver.answer_bytes = 64 << 20
+    import_catalog(tenant)
+    set_webhook(tenant, receiver.url)
+    export(tenant)
+    receiver.wait_for(1)
+    deadline = time.monotonic() + 60
+    while not receiver.answered:
+        assert time.monotonic() < deadline, "the receiver is still sending its answer"
+        time.sleep(0.1)
+    [answer] = receiver.answered
+    assert not answer["whole"] and answer["sent"] < 32 << 20, answer
+    while not (delivery := tenant.get("/api/v1/pim/notification-deliveries").json()[0])["delivered_at"]:
+        assert time.monotonic() < deadline, delivery
+        time.sleep(0.1)
+    assert delivery["attempts"] == 1 and delivery["last_status_code"] == 200, delivery
 
 
 def test_failing_receiver_gets_the_same_webhook_id_until_it_accepts(tenant: Tenant, receiver: Receiver) -> None:
@@ -227,3 +264,27 @@ def test_export_unknown_and_not_ready(tenant: Tenant) -> None:
     assert tenant.get("/api/v1/pim/exports/00000000-0000-0000-0000-000000000000").status_code == 404
     assert tenant.get("/api/v1/pim/exports/00000000-0000-0000-0000-000000000000/download").status_code == 404
     assert tenant.get("/api/v1/pim/exports/x/download", headers={"Accept": "*/*"}).status_code == 401
+
+
+def test_downloading_an_export_whose_file_is_gone_is_a_json_410(tenant: Tenant) -> None:
+    """The bucket's lifecycle rule deletes export files after 30 days (docs/deploy.md); the record stays."""
+    import_catalog(tenant)
+    export_id = export(tenant)
+    record = wait_export(tenant, export_id)
+    assert record["status"] == "COMPLETED"
+    assert tenant.get(f"/api/v1/pim/exports/{export_id}/download").status_code == 200
+    blobs.bucket().blob(record["object"]).delete()
+    response = tenant.get(f"/api/v1/pim/exports/{export_id}/download")
+    assert response.status_code == 410, response.text[:300]
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "export_file_gone" and "POST /api/v1/pim/export" in error["message"]
+
+
+@pytest.mark.parametrize("delivery_id", ["__x__", "__name__", "not-a-delivery", "00000000-0000-0000-0000-000000000000"])
+def test_redelivering_an_id_that_is_no_delivery_is_a_json_404(tenant: Tenant, receiver: Receiver, delivery_id: str) -> None:
+    """Delivery ids are UUIDs; any other string (Firestore refuses `__x__` as a document id) is not found."""
+    set_webhook(tenant, receiver.url)
+    response = tenant.post(f"/api/v1/pim/notification-deliveries/{delivery_id}/redeliver")
+    assert response.status_code == 404, response.text[:300]
+    assert response.json()["error"]["code"] == "not_found"

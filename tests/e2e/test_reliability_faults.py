@@ -453,7 +453,9 @@ def test_export_worker_killed_while_uploading_still_yields_one_file_and_one_noti
     record = until("export COMPLETED", lambda: (e := export_now(tenant, export_id))["status"] in ("COMPLETED", "FAILED") and e, 120, every=0.2)
     finished_at = time.monotonic()
     assert record["status"] == "COMPLETED" and record["product_count"] == n and record["excluded_count"] == 0, record
-    assert storage_objects(own, f"exports/{tenant.org_id}/{tenant.tenant_id}/") == [object_name]
+    # The killed worker held the first claim; the file is the second claim's, under a name of its own.
+    assert record["object"] == f"exports/{tenant.org_id}/{tenant.tenant_id}/{export_id}.2.jsonl", record
+    assert storage_objects(own, f"exports/{tenant.org_id}/{tenant.tenant_id}/") == [record["object"]]
     download = tenant.get(f"{PIM}/exports/{export_id}/download")
     assert download.status_code == 200, download.text[:500]
     lines = [json.loads(line) for line in download.text.splitlines()]

@@ -10,6 +10,7 @@ with a pull subscription, so the stack's run_export never sees them.
 from __future__ import annotations
 
 import email
+import json
 import os
 import threading
 import time
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 
+from common import errors
 from common.clients import firestore_client
 from common.config import get_settings
 from common.models.base import utcnow
@@ -140,11 +143,15 @@ def test_worker_slower_than_its_lease_does_not_notify_twice(
     lease = get_settings().stale_after_seconds
     real_iter = export_store.iter_products
     slow = threading.local()
+    release = threading.Event()
 
     def lagging_iter(scope: Scope) -> Iterator[dict[str, Any]]:
         for product in real_iter(scope):
             if getattr(slow, "on", False):
-                time.sleep(lease)  # a storage or Firestore hiccup: alive, but slower than the lease
+                # A storage or Firestore hiccup: alive, but slower than the lease. Held until the other
+                # worker has finished, rather than slept for one lease: a worker waking a few ms after
+                # its lease lapsed renewed it before the test could claim, and the test failed.
+                assert release.wait(60)
             yield product
 
     monkeypatch.setattr(export_store, "iter_products", lagging_iter)
@@ -160,10 +167,13 @@ def test_worker_slower_than_its_lease_does_not_notify_twice(
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(slow_worker)
-        until("claimed", lambda: stored()["status"] == "RUNNING")
-        until("lease lapsed", lambda: stored()["lease_until"] < utcnow(), timeout=2 * lease + 5)
-        exports.run_export(message)  # the reconciler's republished copy, while the first worker still runs
-        delivered_at = until("delivered", lambda: the_delivery(scope)["delivered_at"])
+        try:
+            until("claimed", lambda: stored()["status"] == "RUNNING")
+            until("lease lapsed", lambda: stored()["lease_until"] < utcnow(), timeout=2 * lease + 5)
+            exports.run_export(message)  # the reconciler's republished copy, while the first worker still runs
+            delivered_at = until("delivered", lambda: the_delivery(scope)["delivered_at"])
+        finally:
+            release.set()  # the first worker goes on, and finds its lease taken over
         first.result(timeout=60)
     until("delivered again, if re-sent", lambda: the_delivery(scope)["delivered_at"])
     time.sleep(1.0)
@@ -206,3 +216,114 @@ def test_a_chunk_locked_by_a_dead_worker_does_not_stop_the_reconciler(pipeline: 
         if message.job_id == lost["id"]:
             jobs.process_chunk(message)
     assert pipeline.job(lost["id"])["status"] == "COMPLETED"
+
+
+def test_a_worker_that_outlived_its_lease_never_overwrites_the_finished_file(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A writes every product, then stalls (a slow upload) past its lease; worker B claims the
+    export, with a product more in the catalog, and finishes it. When A wakes, its file must not
+    replace B's: the record and the file it names both say 3 products."""
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=2)
+    real_iter = export_store.iter_products
+    stalled, release = threading.Event(), threading.Event()
+    slow = threading.local()
+
+    def stalling_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+        yield from real_iter(scope)
+        if getattr(slow, "on", False):
+            stalled.set()  # every product written: only the upload's close and the compose are left
+            assert release.wait(60)
+
+    monkeypatch.setattr(export_store, "iter_products", stalling_iter)
+
+    def stalled_worker() -> None:
+        slow.on = True
+        exports.run_export(message)
+
+    def stored() -> dict[str, Any]:
+        export = export_store.get_export(scope, message.export_id)
+        assert export is not None
+        return export
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(stalled_worker)
+        try:
+            assert stalled.wait(30)
+            until("lease lapsed", lambda: stored()["lease_until"] < utcnow(), timeout=2 * get_settings().stale_after_seconds + 5)
+            assert pipeline.run("BULK_IMPORT", [{"title": "Dup 2", "sku": "DUP-2", **GOOD}])["status"] == "COMPLETED"
+            exports.run_export(message)  # the reconciler's copy: a second claim, which finishes
+        finally:
+            release.set()
+        first.result(timeout=60)
+
+    record = exports.get_export(scope, message.export_id)
+    assert record["status"] == "COMPLETED" and record["product_count"] == 3, record
+    assert record["object"] == f"exports/{scope.org_id}/{scope.tenant_id}/{message.export_id}.2.jsonl"  # the second claim's own name
+    lines = blobs.bucket().blob(record["object"]).download_as_bytes().splitlines()
+    assert sorted(json.loads(line)["sku"] for line in lines) == ["DUP-0", "DUP-1", "DUP-2"]
+    # The refused worker removed what it composed; no partial is left either.
+    assert [b.name for b in blobs.bucket().list_blobs(prefix=f"exports/{scope.org_id}/{scope.tenant_id}/")] == [record["object"]]
+    delivery = export_store.get_delivery(scope, the_delivery(scope)["id"])
+    assert delivery is not None and json.loads(delivery["body"])["data"]["object"] == record["object"]
+
+
+def test_finishing_again_with_the_same_claim_is_not_refused(pipeline: Pipeline, exports_topic: str) -> None:
+    """A finish commit run again by the client after its answer was lost finds the export finished by
+    its own claim: that is not a refusal, or the worker would delete the file the record names."""
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=1)
+    claim = export_store.claim_export(scope, message.export_id, 60)
+    assert claim is not None and claim["claims"] == 1
+    audit = {"id": str(uuid.uuid4()), "action": "export.completed"}
+    changes = {"status": "COMPLETED", "object": exports.object_name(scope, message.export_id, 1)}
+    assert export_store.finish_export(scope, message.export_id, claim["lease_owner"], changes, None, audit)
+    assert export_store.finish_export(scope, message.export_id, claim["lease_owner"], changes, None, audit)
+    assert not export_store.finish_export(scope, message.export_id, "another claim", changes, None, audit)
+
+
+@pytest.mark.streams_left_open  # the failing read stops mid-catalog, as a broken stream would
+def test_a_storage_fault_releases_the_claim_so_the_redelivery_runs_it(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_export raises Transient for Pub/Sub to redeliver; the redelivery must find the export
+    claimable, not RUNNING under a live lease that makes it acknowledge and do nothing."""
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=2)
+    real_iter = export_store.iter_products
+    calls = []
+
+    def breaking_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+        calls.append(1)
+        for n, product in enumerate(real_iter(scope)):
+            if len(calls) == 1 and n == 1:
+                # What paths.rows raises once a broken stream would not resume.
+                raise gexc.ServiceUnavailable("the stream broke")
+            yield product
+
+    monkeypatch.setattr(export_store, "iter_products", breaking_iter)
+    with pytest.raises(errors.Transient):
+        exports.run_export(message)
+    stored = export_store.get_export(scope, message.export_id)
+    assert stored is not None and stored["status"] == "QUEUED", stored
+    assert stored["lease_until"] is None and stored["lease_owner"] is None
+
+    exports.run_export(message)  # Pub/Sub's redelivery, at once: no lease to wait out
+    record = exports.get_export(scope, message.export_id)
+    assert record["status"] == "COMPLETED" and record["product_count"] == 2, record
+    assert [b.name for b in blobs.bucket().list_blobs(prefix=f"exports/{scope.org_id}/{scope.tenant_id}/")] == [record["object"]]
+
+
+def test_only_the_claims_owner_releases_it(pipeline: Pipeline, exports_topic: str) -> None:
+    scope = pipeline.scope
+    message, _ = export_with_email(pipeline, exports_topic, products=1)
+    claim = export_store.claim_export(scope, message.export_id, 60)
+    assert claim is not None
+    assert not export_store.release_export(scope, message.export_id, "another claim")
+    stored = export_store.get_export(scope, message.export_id)
+    assert stored is not None and stored["status"] == "RUNNING" and stored["lease_owner"] == claim["lease_owner"]
+    assert export_store.release_export(scope, message.export_id, claim["lease_owner"])
+    stored = export_store.get_export(scope, message.export_id)
+    assert stored is not None and stored["status"] == "QUEUED" and stored["lease_owner"] is None
+    assert not export_store.release_export(scope, message.export_id, claim["lease_owner"])  # released once

@@ -168,3 +168,8 @@ def test_the_api_serves_the_document_without_a_token() -> None:
     body = response.get_json()
     assert body["openapi"] == "3.1.0"
     assert "/api/v1/pim/bulk-jobs" in body["paths"]
+
+
+def test_the_export_download_declares_not_ready_and_file_gone(doc: dict[str, Any]) -> None:
+    operation = doc["paths"]["/api/v1/pim/exports/{export_id}/download"]["get"]
+    assert {"404", "409", "410"} <= set(operation["responses"])
