@@ -192,8 +192,9 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
     excluded_ids: list[str] = []
     bucket = blobs.bucket()
     name = object_name(scope, export["id"], export["claims"])
-    # Closing a writer finalizes its upload even when an exception unwinds it, so the file is written
-    # under a partial name and only becomes this claim's object once it is whole.
+    # The file is written under a partial name and becomes this claim's object only once it is whole
+    # (compose): whatever a failure leaves of an upload (the client cancels it when an exception
+    # unwinds the writer; a killed worker's is never finalized) is never under the claim's name.
     partial = bucket.blob(f"{name}.partial")
     renew_every = max(settings.stale_after_seconds / 3, 1.0)
     renewed = time.monotonic()
