@@ -274,6 +274,12 @@ def download_export(request: Request) -> Response:
     """With a token as usual, or with the signed link a notification carries (no token needed)."""
     export_id = request.params["export_id"]
     scope = exports.signed_scope(dict(request.args), export_id)
+    if scope is None and "signature" in request.args and "Authorization" not in request.headers:
+        raise errors.Unauthorized(
+            "This download link has expired or is not valid. Download with a token instead (GET this path"
+            " with 'Authorization: Bearer <token>' and the tenant headers), or export again for a new link.",
+            code="invalid_download_link",
+        )
     if scope is None:
         scope = authenticate(request).scope
     return Response(None, stream=exports.download(scope, export_id), content_type="application/x-ndjson")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import smtplib
 import socket
 import ssl
@@ -232,8 +233,10 @@ def deliver(task: DeliveryTask) -> bool:
             "updated_at": now,
         },
     )
-    log.info(
-        "notification attempt", extra={"delivery_id": delivery["id"], "channel": channel, "ok": ok, "attempt": attempts, "status_code": status_code}
+    log.log(
+        logging.INFO if ok else logging.WARNING,
+        "notification attempt",
+        extra={"delivery_id": delivery["id"], "channel": channel, "ok": ok, "attempt": attempts, "status_code": status_code, "error": error},
     )
     return ok
 

@@ -144,8 +144,10 @@ def test_signed_webhook_and_download_hold_exactly_the_exportable_products(tenant
     assert lines[0] == tenant.get(f"/api/v1/pim/products/{lines[0]['id']}").json()
     record = wait_export(tenant, export_id)
     assert sorted(record["excluded_product_ids"]) == sorted([ids["E-1"], ids["E-3"]]) and record["product_count"] == 2
-    # A tampered link is refused.
-    assert requests.get(data["download_url"].replace("signature=", "signature=0"), timeout=30).status_code == 401
+    # A tampered or expired link is refused, saying what to do instead.
+    for link in (data["download_url"].replace("signature=", "signature=0"), re.sub(r"expires=\d+", "expires=1000", data["download_url"])):
+        refused = requests.get(link, timeout=30)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_download_link"
 
 
 def test_a_receiver_answering_a_huge_body_is_not_read(tenant: Tenant, receiver: Receiver) -> None:
