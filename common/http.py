@@ -412,11 +412,12 @@ Next = Callable[[Request], Response]
 Hook = Callable[[Request, Route, Next], Response]
 
 
-def error_response(exc: errors.SynqError, path: str = "", cause: Exception | None = None) -> Response:
+def error_response(exc: errors.SynqError, route: str = "", cause: Exception | None = None) -> Response:
     """The JSON error body of `exc`, with the headers its kind calls for; `cause` is the exception
-    it stands for, whose traceback goes to the log (never to the body)."""
+    it stands for, whose traceback goes to the log (never to the body). `route` is the route's
+    template: a path as sent may hold anything a caller pasted into it."""
     if exc.status >= 500:
-        extra = {"code": exc.code, "path": path} | ({"error_type": type(cause).__name__} if cause else {})
+        extra = {"code": exc.code, "route": route} | ({"error_type": type(cause).__name__} if cause else {})
         log.error("request failed", exc_info=cause, extra=extra)
     response = Response(exc.body(), exc.status)
     if isinstance(exc, errors.MethodNotAllowed) and isinstance(exc.details, dict):
@@ -428,14 +429,14 @@ def error_response(exc: errors.SynqError, path: str = "", cause: Exception | Non
     return response
 
 
-def _answering(call: Next) -> Next:
+def _answering(call: Next, route: str) -> Next:
     def run(request: Request) -> Response:
         try:
             return call(request)
         except errors.SynqError as exc:
-            return error_response(exc, request.path)
+            return error_response(exc, route)
         except Exception as exc:
-            return error_response(errors.unexpected(exc), request.path, cause=exc)
+            return error_response(errors.unexpected(exc), route, cause=exc)
 
     return run
 
@@ -526,10 +527,10 @@ class Router:
             route, request.params = self.match(raw.method, raw.path)
             _check_parameter_names(route, raw.args)
         except errors.SynqError as exc:
-            return to_flask(error_response(exc, raw.path))
-        call = _answering(route.handler)
+            return to_flask(error_response(exc))
+        call = _answering(route.handler, route.template)
         for hook in reversed(self.hooks):
-            call = _answering(functools.partial(_run_hook, hook, route, call))
+            call = _answering(functools.partial(_run_hook, hook, route, call), route.template)
         return to_flask(call(request))
 
 

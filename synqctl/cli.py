@@ -109,13 +109,15 @@ def check_items(items: list[Any], places: list[str], job_type: str) -> None:
 
 
 def _one_object(text: str) -> bool:
-    """Whether the text is one JSON object (an envelope or a request body), not JSON Lines."""
+    """Whether the text is one envelope or one request body, not JSON Lines (whose first item a
+    one-line file would also parse as one object)."""
     if not text.lstrip().startswith("{"):
         return False
     try:
-        return isinstance(loads_strict(text), dict)
+        value = loads_strict(text)
     except ValueError:
         return False
+    return isinstance(value, dict) and ("ProductImportData" in value or {"job_type", "payload"} <= value.keys())
 
 
 def read_items(path: Path, job_type: str) -> Any:

@@ -226,22 +226,27 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) 
         job["payload_kind"] = "ProductImportData"
         job["import_options"] = import_options
         job["what_if"] = import_options["what_if"]
+    # Which request stored the job: a retry's id is the same for every request retrying one job.
+    job["request_id"] = uuid.uuid4().hex
     if job["payload_bytes"] <= settings.inline_payload_max_bytes:
         job["payload_json"] = payload_json
     else:
         # Named for this request too: a racing retry that loses must not overwrite the winner's payload.
-        job["payload_object"] = f"payloads/{scope.org_id}/{scope.tenant_id}/{job_id}-{uuid.uuid4().hex[:12]}.json"
+        job["payload_object"] = f"payloads/{scope.org_id}/{scope.tenant_id}/{job_id}-{job['request_id'][:12]}.json"
         blobs.put_text(job["payload_object"], payload_json)
     audit = audit_by(principal, "bulk_job.created", "bulk_job", job_id, {"job_type": job_type.value, "items": checked.item_count})
     try:
         store.create(scope, job, audit, retry_of=retry_of)
     except gexc.AlreadyExists:
-        if retry_of is None:
-            raise
-        if "payload_object" in job:
-            with contextlib.suppress(gexc.GoogleAPICallError):  # left to the bucket's retention rule
-                blobs.delete(job["payload_object"])
-        raise errors.Conflict("The job was already retried.", code="already_retried", details={"retried_by": job_id}) from None
+        # The client re-sends a commit whose answer it lost (ServiceUnavailable): the job that exists
+        # is then this request's own, and it goes on. Otherwise another retry was stored first.
+        if (store.get(scope, job_id, ["request_id"]) or {}).get("request_id") != job["request_id"]:
+            if retry_of is None:
+                raise
+            if "payload_object" in job:
+                with contextlib.suppress(gexc.GoogleAPICallError):  # left to the bucket's retention rule
+                    blobs.delete(job["payload_object"])
+            raise errors.Conflict("The job was already retried.", code="already_retried", details={"retried_by": job_id}) from None
     try:
         queue.publish(settings.jobs_topic, [JobMessage(job_id=job_id, org_id=scope.org_id, tenant_id=scope.tenant_id)])
     except errors.Transient:
@@ -270,11 +275,20 @@ def public(job: dict[str, Any], payload_json: str | None = None, *, include_payl
             payload_json = payload_text(job)
         except errors.Gone:
             payload_json = None
-    return JobPublic.model_validate({**job, "payload_json": payload_json}).dump()
+    return JobPublic.model_validate({**job, "what_if": _what_if(job), "payload_json": payload_json}).dump()
 
 
 def summary(job: dict[str, Any]) -> dict[str, Any]:
-    return JobSummary.model_validate(job).dump()
+    return JobSummary.model_validate({**job, "what_if": _what_if(job)}).dump()
+
+
+def _what_if(job: dict[str, Any]) -> bool:
+    # Jobs stored before `what_if` was a field of its own say it in their import options only.
+    return bool(job.get("what_if", (job.get("import_options") or {}).get("what_if", False)))
+
+
+# What the list reads of each job: its summary, and the options an older job's `what_if` is read from.
+SUMMARY_FIELDS = [*JobSummary.model_fields, "import_options"]
 
 
 def get_job(scope: Scope, job_id: str) -> dict[str, Any]:
@@ -288,7 +302,7 @@ def list_jobs(scope: Scope, job_type: str, *, limit: int, cursor: str | None) ->
     if job_type not in JobType.__members__:
         raise errors.BadRequest("type must be one of BULK_IMPORT, BULK_UPDATE, BULK_DELETE.", code="invalid_query")
     # Only what the summary shows: a job document can carry a 700 KB inline payload.
-    docs, next_cursor = store.list_page(scope, job_type, limit=limit, cursor=cursor, fields=list(JobSummary.model_fields))
+    docs, next_cursor = store.list_page(scope, job_type, limit=limit, cursor=cursor, fields=SUMMARY_FIELDS)
     return [summary(d) for d in docs], next_cursor
 
 

@@ -38,7 +38,8 @@ ROTATION_OVERLAP = timedelta(hours=24)
 
 
 def _resolve(host: str) -> list[str]:
-    return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
+    """The host's addresses, each once (getaddrinfo answers one per socket type unless asked for one)."""
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)))
 
 
 def _check_url(url: str, resolve: webhooks.Resolver = _resolve) -> None:
@@ -88,11 +89,12 @@ class _PinnedAdapter(HTTPAdapter):
             try:
                 return super().send(pinned, *args, **kwargs)
             except requests.ConnectionError as exc:
-                # Only a connection never opened moves on (nothing was sent), as urllib3 itself
-                # tries each address a name resolves to.
+                # Only a connection refused at once moves on to the next address (nothing was sent),
+                # as urllib3 itself tries each address a name resolves to. A connection that timed
+                # out has spent the attempt's time: trying more could outlast the function's timeout.
                 reason = getattr(exc.args[0], "reason", None) if exc.args else None
-                unopened = isinstance(exc, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
-                if not unopened or n == len(self.addresses) - 1:
+                refused = isinstance(reason, NewConnectionError) and not isinstance(exc, requests.ConnectTimeout)
+                if not refused or n == len(self.addresses) - 1:
                     raise
         raise AssertionError("no address")  # unreachable: _checked_addresses never returns an empty list
 

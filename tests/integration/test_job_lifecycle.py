@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 
 from common import errors
 from common.models.audit import audit_event
@@ -110,6 +111,26 @@ def test_racing_retries_of_one_job_store_one(pipeline: Pipeline) -> None:
     assert pipeline.job(failed["id"])["retried_by"] == stored
     created = [e for e in pipeline.audit_events() if e["action"] == "bulk_job.created"]
     assert sorted(e["entity_id"] for e in created) == sorted([failed["id"], stored])
+
+
+def test_a_retry_whose_commit_answer_was_lost_is_still_the_retry(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client re-sends a commit whose answer it lost and gets AlreadyExists for the job this very
+    request stored: that is the retry going through, not a retry that lost a race (whose payload
+    object would be deleted, leaving the stored job unable to run)."""
+    payload = big_payload("LOST")
+    payload[5] = {"sku": "LOST-5", "colour": "red", "description": "d" * 2000}
+    failed = pipeline.run("BULK_IMPORT", payload)
+    stored_then_lost = job_store.create
+
+    def create(*args: Any, **kwargs: Any) -> None:
+        stored_then_lost(*args, **kwargs)
+        raise gexc.AlreadyExists("the re-sent commit")
+
+    monkeypatch.setattr(job_store, "create", create)
+    retry = jobs.retry_job(pipeline.principal, failed["id"], {"corrections": {"5": {"title": "Fixed", "sku": "LOST-5"}}})
+    monkeypatch.undo()
+    assert pipeline.job(failed["id"])["retried_by"] == retry["id"]
+    assert pipeline.drive(retry["id"])["status"] == "COMPLETED"
 
 
 def test_a_retry_without_a_body_retries_every_failed_item(pipeline: Pipeline) -> None:

@@ -608,3 +608,17 @@ def test_each_request_is_one_log_line_naming_its_route_and_only_an_accepted_scop
         logged = (record.levelname, record.route, record.status, record.ms, record.tenant_id)  # type: ignore[attr-defined]
         assert logged == (level, "/api/v1/pim/exports/{export_id}/download", status, 12.3, "t-1" if accepted else None)
         assert secret not in JsonFormatter().format(record)
+
+
+def test_a_5xx_logs_the_route_not_the_path_it_was_called_with(caplog: pytest.LogCaptureFixture) -> None:
+    router = Router()
+
+    @router.route("GET", "/things/{thing_id}", summary="x")
+    def broken(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    with app.test_request_context("/things/synq_s3cr3t"), caplog.at_level("ERROR", logger="synq.http"):
+        assert router.handle(flask.request).status_code == 500
+    [record] = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert record.route == "/things/{thing_id}"  # type: ignore[attr-defined]
+    assert "synq_s3cr3t" not in JsonFormatter().format(record)

@@ -393,3 +393,15 @@ def test_items_naming_products_in_two_ways_run_one_chunk_at_a_time(job: dict[str
     """Product p-1 may have SKU S: nothing short of reading the catalog tells, so the chunks run in order."""
     assert marked(job, payload, 1, options) == ([[]] * len(payload), True)
     assert marked(job, payload, len(payload), options) == ([[]], False)  # one chunk applies its items in order anyway
+
+
+def test_a_dry_run_stored_before_what_if_was_a_field_still_says_so() -> None:
+    from datetime import UTC, datetime
+
+    from common.services.jobs import summary
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    job = {"id": "j", "org_id": "o", "tenant_id": "t", "job_type": "BULK_IMPORT", "status": "COMPLETED", "created_at": now, "updated_at": now}
+    assert summary({**job, "import_options": {"what_if": True}})["what_if"] is True
+    assert summary({**job, "what_if": False, "import_options": {"what_if": True}})["what_if"] is False
+    assert summary(job)["what_if"] is False

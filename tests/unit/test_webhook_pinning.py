@@ -159,3 +159,26 @@ def test_a_private_address_is_refused_before_any_connection(settings_env: Callab
     with pytest.raises(errors.Unprocessable, match="private"):
         notifications._post_webhook({"webhook_url": f"https://{HOST}/hooks"}, DELIVERY)
     assert lookups == [HOST]
+
+
+def test_each_address_is_looked_up_once() -> None:
+    """getaddrinfo answers once per socket type unless asked for one: each address would be tried thrice."""
+    assert notifications._resolve("127.0.0.1") == ["127.0.0.1"]
+
+
+def test_a_connection_that_timed_out_is_not_tried_at_the_next_address(
+    settings_env: Callable[..., Settings], dns: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each attempt may take the whole timeout: trying every address could outlast the function's."""
+    settings_env(allow_private_webhooks="true")
+    dns(["127.0.0.3", "127.0.0.1"], "127.0.0.2")
+    tried: list[str] = []
+
+    def timed_out(self: Any, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        tried.append(request.url or "")
+        raise requests.ConnectTimeout("timed out")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", timed_out)
+    with pytest.raises(requests.ConnectTimeout):
+        notifications._post_webhook({"webhook_url": f"http://{HOST}:9/hooks"}, DELIVERY)
+    assert tried == ["http://127.0.0.3:9/hooks"]
