@@ -113,6 +113,17 @@ def test_an_address_that_refuses_the_connection_hands_over_to_the_next_checked_o
     assert receiver.calls == [f"{HOST}:{receiver.port}"]
 
 
+def tls_receiver(name: str, tmp_path: Path, receivers: list[Receiver], monkeypatch: pytest.MonkeyPatch) -> Receiver:
+    """An HTTPS receiver on 127.0.0.1 whose certificate, for `name`, the client trusts."""
+    cert, key = self_signed(tmp_path, name)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    receiver = Receiver("127.0.0.1", tls=tls)
+    receivers.append(receiver)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    return receiver
+
+
 def test_https_keeps_sni_and_the_certificate_check_on_the_host_name(
     settings_env: Callable[..., Settings],
     dns: Callable[..., list[str]],
@@ -121,13 +132,8 @@ def test_https_keeps_sni_and_the_certificate_check_on_the_host_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings_env(allow_private_webhooks="true")
-    cert, key = self_signed(tmp_path, HOST)
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    receiver = Receiver("127.0.0.1", tls=tls)
-    receivers.append(receiver)
+    receiver = tls_receiver(HOST, tmp_path, receivers, monkeypatch)
     dns("127.0.0.1", "127.0.0.2")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     status = notifications._post_webhook({"webhook_url": f"https://{HOST}:{receiver.port}/hooks"}, DELIVERY)
     assert status == 204
     assert receiver.sni == [HOST] and receiver.calls == [f"{HOST}:{receiver.port}"]
@@ -141,13 +147,8 @@ def test_https_refuses_a_certificate_for_another_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings_env(allow_private_webhooks="true")
-    cert, key = self_signed(tmp_path, "other.example.test")
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    receiver = Receiver("127.0.0.1", tls=tls)
-    receivers.append(receiver)
+    receiver = tls_receiver("other.example.test", tmp_path, receivers, monkeypatch)
     dns("127.0.0.1", "127.0.0.1")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     with pytest.raises(requests.exceptions.SSLError):
         notifications._post_webhook({"webhook_url": f"https://{HOST}:{receiver.port}/hooks"}, DELIVERY)
     assert receiver.calls == []
