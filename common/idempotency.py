@@ -1,8 +1,8 @@
 """Idempotency-Key on every POST, as Stripe and draft-ietf-httpapi-idempotency-key-header have it.
 
-The first request with a key claims it (per caller: the token's user, in its tenant) and its answer is kept for 24 h; a repeat with
-the same method, path and body gets that answer again, marked `Idempotent-Replayed: true`, without
-the work being done again. The same key with another request is 422 `idempotency_key_reused`; a
+The first request with a key claims it (per caller: the token's user, in its tenant) and its answer
+is kept for 24 h; a repeat with the same method, path and body gets that answer again, marked
+`Idempotent-Replayed: true`, without the work being done again. The same key with another request is 422 `idempotency_key_reused`; a
 repeat while the first still runs is 409 `idempotency_key_in_progress`. 4xx answers are kept too
 (the request ran and was refused); a 5xx or a crash releases the key so that a retry can run.
 
