@@ -401,8 +401,8 @@ class Repeats:
     def __init__(self, name_of: Callable[[Any], tuple[str, str] | None]) -> None:
         self.name_of = name_of
         self.marked = False
-        self._chunk_of: dict[tuple[str, str], int] = {}  # each name's latest chunk
-        self._ways: set[str] = set()
+        # Each value's latest chunk, by way of naming (no tuple per item: a 100k-item job holds them all).
+        self._chunk_of: dict[str, dict[str, int]] = {}
         self._chunks = 0
 
     def named_before(self, n: int, items: list[Any]) -> list[int]:
@@ -411,10 +411,13 @@ class Repeats:
             name = self.name_of(raw)
             if name is None:
                 continue
-            if self._chunk_of.get(name, n) < n:
+            way, value = name
+            chunk_of = self._chunk_of.get(way)
+            if chunk_of is None:
+                chunk_of = self._chunk_of[way] = {}
+            if chunk_of.get(value, n) < n:
                 marked.append(at)
-            self._chunk_of[name] = n
-            self._ways.add(name[0])
+            chunk_of[value] = n
         self.marked = self.marked or bool(marked)
         self._chunks = max(self._chunks, n + 1)
         return marked
@@ -424,7 +427,7 @@ class Repeats:
         """Whether the chunks must run one at a time: two of them name one product, or the items name
         products in more than one way (by id and by sku, by SKU and by GTIN), when two chunks may
         name one product without a dispatch that reads no product being able to tell."""
-        return self.marked or (len(self._ways) > 1 and self._chunks > 1)
+        return self.marked or (len(self._chunk_of) > 1 and self._chunks > 1)
 
     def mark(self, chunks: Iterable[tuple[int, int, str, int]]) -> Iterator[tuple[int, int, str, int, list[int]]]:
         for n, first, text, count in chunks:
