@@ -78,6 +78,11 @@ def parse_json_file(text: str, name: str, job_type: str) -> Any:
     except ValueError as exc:
         line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise UsageError(f"{name}{line}: not valid JSON: {_why(exc)}; nothing was sent.") from None
+    return payload_of(value, name, job_type)
+
+
+def payload_of(value: Any, name: str, job_type: str) -> Any:
+    """The payload in a parsed JSON file (see `parse_json_file`)."""
     if isinstance(value, dict) and "job_type" in value and "payload" in value:
         if value["job_type"] != job_type:
             raise UsageError(f"{name} is a request body for {value['job_type']!s:.40}, not {job_type}; nothing was sent.")
@@ -108,32 +113,35 @@ def check_items(items: list[Any], places: list[str], job_type: str) -> None:
             raise UsageError(f"{place}: each {job_type} item must be {what}; nothing was sent.")
 
 
-def _one_object(text: str) -> bool:
-    """Whether the text is one envelope or one request body, not JSON Lines (whose first item a
-    one-line file would also parse as one object)."""
+def _whole_object(text: str) -> dict[str, Any] | None:
+    """The text parsed, when it is one envelope or one request body; None for anything else, JSON
+    Lines among it (whose first item a one-line file would also parse as one object)."""
     if not text.lstrip().startswith("{"):
-        return False
+        return None
     try:
         value = loads_strict(text)
     except ValueError:
-        return False
-    return isinstance(value, dict) and ("ProductImportData" in value or {"job_type", "payload"} <= value.keys())
+        return None
+    whole = isinstance(value, dict) and ("ProductImportData" in value or {"job_type", "payload"} <= value.keys())
+    return value if whole else None
 
 
 def read_items(path: Path, job_type: str) -> Any:
     """The payload in a JSON file or a JSON Lines file (by suffix; other names are sniffed: JSON
-    when they hold an array or one object), checked item by item."""
+    when they hold an array, an envelope or a request body), checked item by item."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
     suffix = path.suffix.lower()
-    lines = suffix in JSONL_SUFFIXES or (suffix != ".json" and not text.lstrip().startswith("[") and not _one_object(text))
+    whole = _whole_object(text) if suffix not in JSONL_SUFFIXES and suffix != ".json" else None
+    lines = suffix in JSONL_SUFFIXES or (suffix != ".json" and not text.lstrip().startswith("[") and whole is None)
     if lines:
         payload, places = parse_json_lines(text, str(path))
         items = payload
     else:
-        payload = parse_json_file(text, str(path), job_type)
+        # A sniffed object is parsed once.
+        payload = payload_of(whole, str(path), job_type) if whole is not None else parse_json_file(text, str(path), job_type)
         items = envelope_products(payload, str(path)) if isinstance(payload, dict) else payload
         places = [f"{path}: item {i}" for i in range(len(items))]
     if not items:
