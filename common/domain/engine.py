@@ -72,6 +72,10 @@ class Loader(Protocol):
 
     def taxonomy_nodes(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]: ...
 
+    def issues(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Validation issues by id."""
+        ...
+
     def indexes(
         self, skus: Iterable[str], identifiers: Iterable[str], values: Iterable[str]
     ) -> tuple[dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None]]:
@@ -120,6 +124,8 @@ class CatalogView:
     extra_writes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # Products created in this view, which the store holds only once the view is committed.
     created: set[str] = field(default_factory=set)
+    # Validation issues read by id, as the store held them (see `supersede_failure`).
+    issues: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -150,6 +156,13 @@ class CatalogView:
     def open_issues_of(self, product_id: str) -> list[dict[str, Any]]:
         self.prefetch_open_issues([product_id])
         return self.product_issues[product_id]
+
+    def prefetch_issues(self, issue_ids: Iterable[str]) -> None:
+        """Load issues by id, and the identifier entries that list them."""
+        wanted = {i for i in issue_ids if i not in self.issues}
+        if wanted:
+            self.issues.update(self.loader.issues(wanted))
+            self.prefetch(idents=[doc["identifier"] for i in wanted if (doc := self.issues[i]) and doc.get("identifier")])
 
     def prefetch_values(self, keys: Iterable[str]) -> None:
         wanted = {k for k in keys if k not in self.values}
@@ -396,6 +409,22 @@ def _resolve_failures(view: CatalogView, identifiers: Iterable[str | None]) -> N
                 view.resolve_issue(issue_id)
             entry["open"] = {}
             view.dirty_identifiers.add(ident)
+
+
+def supersede_failure(view: CatalogView, issue_id: str) -> None:
+    """A retry job ran again an item that failed in the job it retries: the failure recorded then is
+    resolved, whatever the item's outcome now (failing again, it opened an issue of its own). The
+    identifier index forgets it too, so the issue resolves even when the retry corrected the item's
+    identifier, or the item had none (then nothing else could ever resolve it)."""
+    view.prefetch_issues([issue_id])
+    issue = view.issues[issue_id]
+    if issue is None or issue.get("resolved"):
+        return  # no issue (an item ErrorMode Fail only left uncommitted), or already resolved
+    view.resolve_issue(issue_id)
+    view.issues[issue_id] = {**issue, "resolved": True}
+    ident = issue.get("identifier")
+    if ident and view.identifier_entry(ident)["open"].pop(issue_id, None):
+        view.dirty_identifiers.add(ident)
 
 
 # -- products ----------------------------------------------------------------------------------

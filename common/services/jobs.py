@@ -454,9 +454,12 @@ def dispatch(message: JobMessage) -> None:
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
     repeats = Repeats(item_namer(job, _import_options(scope, options) if options else None))
+    origins = retried_indexes(scope, job)
     try:
         with payload_items(job) as texts:
-            chunks = repeats.mark(split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes))
+            chunks: Iterator[store.ChunkRow] = repeats.mark(split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes))
+            if origins is not None:
+                chunks = ((*chunk, origins[chunk[1] : chunk[1] + chunk[3]]) for chunk in chunks)
             count = store.create_chunks(scope, message.job_id, chunks, phase, settings.chunk_window)
     except errors.Gone:
         # The payload outlived its retention before the job ran, so no item of it can ever run. The
@@ -475,6 +478,44 @@ def dispatch(message: JobMessage) -> None:
         return
     publish_chunks(scope, message.job_id, range(min(count, window)))
     log.info("dispatched", extra={"job_id": message.job_id, "chunks": count, "items": job["item_count"]})
+
+
+def retried_indexes(scope: Scope, job: dict[str, Any]) -> list[int] | None:
+    """A retry job's items are the failed items of the job it retries, in payload order: the index
+    each had there. None for any other job, or when the two no longer line up."""
+    retried = job.get("retry_of")
+    original = store.get(scope, retried, ("committed",)) if retried else None
+    if retried is None or original is None:
+        return None
+    # ErrorMode Fail committed nothing: every item of the job failed (see `results`).
+    failed_only = original.get("committed", True)
+    indexes: list[int] = []
+    start: int | None = 0
+    while start is not None:
+        page, start = store.results_page(scope, retried, start=start, limit=2_000, failed_only=failed_only, chunk_size=get_settings().chunk_size)
+        indexes += (r["index"] for r in page)
+    if len(indexes) != job["item_count"]:
+        log.warning("dispatch: the retried job's failed items do not match the retry's", extra={"job_id": job["id"], "retry_of": retried})
+        return None
+    return indexes
+
+
+def superseding(apply_item: catalog.ItemFn, retried: str, first_index: int, origins: list[int]) -> catalog.ItemFn:
+    """`apply_item` for a chunk of a retry job: each item also resolves the failure it had in the
+    job retried (`origins`: its index there, by position in the chunk; engine.supersede_failure)."""
+
+    def failure_of(index: int) -> str:
+        return engine.derived_id(retried, origins[index - first_index], "failure")
+
+    def apply(view: engine.CatalogView, index: int, raw: Any) -> dict[str, Any]:
+        if failure_of(index) not in view.issues:
+            # The next items' failures in one read, not one read per item.
+            view.prefetch_issues(failure_of(i) for i in range(index, min(index + catalog.PREFETCH_MAX, first_index + len(origins))))
+        out = apply_item(view, index, raw)
+        engine.supersede_failure(view, failure_of(index))
+        return out
+
+    return apply
 
 
 @contextlib.contextmanager
@@ -561,6 +602,7 @@ WORKER_FIELDS = (
     "actor_email",
     "created_by",
     "ip_address",
+    "retry_of",
 )
 
 
@@ -612,6 +654,8 @@ def process_chunk(message: ChunkMessage) -> None:
         items = loads_strict(stored["items_json"])
         named_before = [stored["first_index"] + at for at in stored.get("named_before", [])]
         apply_item, prefetch, mode = _item_functions(scope, job, named_before)
+        if stored.get("origins") and mode == catalog.ALL:
+            apply_item = superseding(apply_item, job["retry_of"], stored["first_index"], stored["origins"])
         isolate = 0  # steps left to take one item at a time, after the store refused a whole step
         while not progress["done"]:
             try:

@@ -82,6 +82,9 @@ class FirestoreLoader:
         found = self._get_all("taxonomy_nodes", {i: i for i in ids if is_safe_id(i)})
         return {i: found.get(i) for i in ids}
 
+    def issues(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        return self._get_all("validation_issues", {i: i for i in ids})
+
     def open_issues(self, product_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         """One query per 30 products (the most an `in` filter takes), not one per product.
 

@@ -110,17 +110,22 @@ def list_page(
 COMMIT_BYTES = 3_000_000
 
 
+# (number, first item index, items as a JSON array, item count[, named_before[, origins]]): see create_chunks.
+ChunkRow = tuple[int, int, str, int] | tuple[int, int, str, int, list[int]] | tuple[int, int, str, int, list[int], list[int]]
+
+
 def create_chunks(
     scope: Scope,
     job_id: str,
-    chunks: Iterable[tuple[int, int, str, int] | tuple[int, int, str, int, list[int]]],
+    chunks: Iterable[ChunkRow],
     phase: str = "commit",
     window: int | None = None,
 ) -> int:
     """Store each chunk's items and an empty progress record, unless a previous attempt already did.
 
     `chunks`: (number, first item index, items as a JSON array, item count[, the chunk's items that
-    name a product an earlier chunk names, by position in the chunk]). Create-only, so a
+    name a product an earlier chunk names, by position in the chunk[, and for a retry job the index
+    each item had in the job it retries]]). Create-only, so a
     duplicate dispatch can never reset a chunk a worker has already advanced. The first `window`
     chunks (all when None) are created published: the dispatcher publishes them next, and should it
     die first, the reconciler finds them published and stale. Consumes `chunks` as it goes (a few
@@ -131,13 +136,11 @@ def create_chunks(
     now = utcnow()
 
     def docs(
-        n: int, first: int, items_json: str, count: int, named_before: list[int] | None = None
+        n: int, first: int, items_json: str, count: int, named_before: list[int] | None = None, origins: list[int] | None = None
     ) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
+        items = {"n": n, "first_index": first, "count": count, "items_json": items_json, "named_before": named_before or []}
         return [
-            (
-                job.collection("chunk_items").document(chunk_id(n)),
-                {"n": n, "first_index": first, "count": count, "items_json": items_json, "named_before": named_before or []},
-            ),
+            (job.collection("chunk_items").document(chunk_id(n)), items if origins is None else {**items, "origins": origins}),
             (
                 job.collection("chunks").document(chunk_id(n)),
                 {
@@ -168,7 +171,7 @@ def create_chunks(
     for chunk in chunks:
         count += 1
         pair = docs(*chunk)
-        pair_size = len(chunk[2].encode("utf-8")) + 1024
+        pair_size = len(chunk[2].encode("utf-8")) + 1024 + 10 * sum(len(indexes) for indexes in chunk[4:])
         if group and (len(group) + 2 > 400 or size + pair_size > COMMIT_BYTES):
             _create_all(db, group)
             group, size = [], 0

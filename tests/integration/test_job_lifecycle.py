@@ -13,7 +13,7 @@ from google.api_core import exceptions as gexc
 from common import errors
 from common.models.audit import audit_event
 from common.models.job import ChunkMessage, JobMessage
-from common.services import jobs
+from common.services import catalog, jobs
 from common.store import blobs
 from common.store import jobs as job_store
 from tests.integration.conftest import Pipeline
@@ -88,6 +88,29 @@ def test_retry_failed_items_with_a_correction_links_both_jobs(pipeline: Pipeline
     completed = pipeline.run("BULK_IMPORT", products(1, "RC"))
     with pytest.raises(errors.Conflict):
         jobs.retry_job(pipeline.principal, completed["id"], None)
+
+
+def open_failures(pipeline: Pipeline, job_id: str) -> list[tuple[int, str | None]]:
+    issues, _ = catalog.list_issues(pipeline.scope, {"job_id": job_id}, limit=100, cursor=None)
+    return sorted((i["item_index"], i["identifier"]) for i in issues)
+
+
+def test_a_retry_resolves_the_failures_of_the_items_it_runs_again(pipeline: Pipeline) -> None:
+    """Whatever identifier the item had, or none: the retry's own outcome is what stays open."""
+    payload = products(6, "RS")
+    payload[1] = {"title": ""}  # no identifier: nothing but a retry can ever resolve its failure
+    payload[3] = {"title": "", "sku": "RS 3"}  # the retry corrects the identifier itself
+    payload[4] = {"sku": "RS-4"}  # fails again in the retry
+    failed = pipeline.run("BULK_IMPORT", payload)
+    assert open_failures(pipeline, failed["id"]) == [(1, None), (3, "RS 3"), (4, "RS-4")]
+    corrections = {"1": {"title": "Named", "sku": "RS-1"}, "3": {"title": "Named", "sku": "RS-3"}}
+    retry = jobs.retry_job(pipeline.principal, failed["id"], {"corrections": corrections})
+    done = pipeline.drive(retry["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 2, 1)
+    assert open_failures(pipeline, failed["id"]) == []
+    assert open_failures(pipeline, retry["id"]) == [(2, "RS-4")]
+    # The corrected identifier's index entry went with its issue: a later "RS 3" fails on its own.
+    assert pipeline.run("BULK_IMPORT", [{"title": "Again", "sku": "RS 3", "description": "x" * 40}])["status"] == "COMPLETED"
 
 
 def test_racing_retries_of_one_job_store_one(pipeline: Pipeline) -> None:

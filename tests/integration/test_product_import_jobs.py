@@ -9,6 +9,7 @@ import pytest
 from common import errors
 from common.services import catalog, jobs, product_import
 from common.store import jobs as job_store
+from common.store.paths import coll
 from tests.integration.conftest import Pipeline
 
 VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
@@ -62,6 +63,19 @@ def test_error_mode_fail_across_chunks_commits_nothing_and_reports_every_item(wi
     # Only the item that failed opens an issue, not the good items the job refused to commit.
     issues, _ = catalog.list_issues(pipeline.scope, {"job_id": job["id"]}, limit=50, cursor=None)
     assert [(i["item_index"], i["identifier"]) for i in issues] == [(420, "00000000000420")]
+
+
+def test_a_retry_of_an_error_mode_fail_job_resolves_its_one_issue_and_writes_no_other(with_vocabulary: Pipeline) -> None:
+    """The items ErrorMode Fail only held back are retried too; they had no issue, and get none."""
+    pipeline = with_vocabulary
+    products = [product(f"{i:014d}") for i in range(300)]
+    products[260] = product("00000000000260", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
+    failed = drive(pipeline, pipeline.create("BULK_IMPORT", envelope(products, "Fail"))["id"])
+    retry = jobs.retry_job(pipeline.principal, failed["id"], {"corrections": {"260": product("00000000000260")}})
+    assert drive(pipeline, retry["id"])["status"] == "COMPLETED" and len(pipeline.products()) == 300
+    # Failure issues, not the products' quality findings; a stub from a merge would have no job_id either.
+    stored = [doc.to_dict() for doc in coll(pipeline.scope, "validation_issues").stream()]
+    assert [(i.get("job_id"), i.get("item_index"), i["resolved"]) for i in stored if "issue_type" not in i or i.get("job_id")] == [(failed["id"], 260, True)]
 
 
 def test_error_mode_fail_commits_everything_when_every_chunk_validates(with_vocabulary: Pipeline) -> None:

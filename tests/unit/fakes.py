@@ -93,6 +93,11 @@ class MemoryLoader:
         self.calls.append(("taxonomy_nodes", tuple(sorted(ids))))
         return {i: copy.deepcopy(self.catalog.taxonomy.get(i)) for i in ids}
 
+    def issues(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        ids = list(ids)
+        self.calls.append(("issues", tuple(sorted(ids))))
+        return {i: copy.deepcopy(self.catalog.issues.get(i)) for i in ids}
+
     def indexes(
         self, skus: Iterable[str], identifiers: Iterable[str], values: Iterable[str]
     ) -> tuple[dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None], dict[str, dict[str, Any] | None]]:

@@ -670,6 +670,47 @@ def test_success_under_another_identifier_leaves_the_failure_open(catalog: Memor
     assert set(catalog.identifiers) == {"S-1"}
 
 
+def retry_one(catalog: MemoryCatalog, item: dict[str, Any], retried: tuple[str, int], job_id: str = "job-retry") -> dict[str, Any]:
+    """Apply one item of a retry job as its chunk worker does: then supersede its old failure."""
+    view = new_view(catalog, "BULK_IMPORT", job_id, now=LATER)
+    res = apply_plain_item(view, 0, item)
+    engine.supersede_failure(view, derived_id(*retried, "failure"))
+    commit(catalog, view)
+    return res
+
+
+def test_a_retry_resolves_a_failure_that_had_no_identifier(catalog: MemoryCatalog) -> None:
+    run_one(catalog, "BULK_IMPORT", {"title": ""}, "job-1")
+    assert failure_issue(catalog, "job-1", 0)["identifier"] is None
+    assert retry_one(catalog, {"title": "Has one"}, ("job-1", 0))["result"] == "created"
+    issue = failure_issue(catalog, "job-1", 0)
+    assert (issue["resolved"], issue["updated_at"], issue["created_at"]) == (True, LATER, NOW)
+    assert_consistent(catalog)
+
+
+def test_a_retry_that_corrects_the_identifier_resolves_the_failure_and_unindexes_it(catalog: MemoryCatalog) -> None:
+    run_one(catalog, "BULK_IMPORT", {"sku": "S-1", "title": ""}, "job-1")
+    assert retry_one(catalog, {"sku": "S-2", "title": "Fixed"}, ("job-1", 0))["result"] == "created"
+    assert failure_issue(catalog, "job-1", 0)["resolved"] is True
+    assert catalog.identifiers == {}
+    assert_consistent(catalog)
+
+
+def test_a_retry_that_fails_again_replaces_the_failure_with_its_own(catalog: MemoryCatalog) -> None:
+    run_one(catalog, "BULK_IMPORT", {"sku": "S-1", "title": ""}, "job-1")
+    assert retry_one(catalog, {"sku": "S-1", "title": 5}, ("job-1", 0))["result"] == "failed"
+    assert failure_issue(catalog, "job-1", 0)["resolved"] is True
+    assert failure_issue(catalog, "job-retry", 0)["resolved"] is False
+    assert catalog.identifiers == {"S-1": {"identifier": "S-1", "open": {derived_id("job-retry", 0, "failure"): True}}}
+    assert_consistent(catalog)
+
+
+def test_a_retry_writes_no_issue_where_there_was_none(catalog: MemoryCatalog) -> None:
+    """ErrorMode Fail reports items it only left uncommitted as failed, without an issue."""
+    retry_one(catalog, {"sku": "S-1", "title": "Fine"}, ("job-1", 0))
+    assert derived_id("job-1", 0, "failure") not in catalog.issues
+
+
 def test_an_unchanged_reapply_still_resolves_the_failure(catalog: MemoryCatalog) -> None:
     pid = create(catalog, GOOD)
     run_one(catalog, "BULK_UPDATE", {"id": pid, "brand": 5}, "job-bad")
