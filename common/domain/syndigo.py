@@ -377,17 +377,25 @@ def _apply_assets(
             assets.pop(attr.name, None)
 
 
-def _core_from_values(product: dict[str, Any], options: ImportOptions) -> None:
-    """Attributes mapped to a core field fill it from the general value in the default locale."""
+def _general_default(values: dict[str, Any], name: str, locale: str) -> Any:
+    scope = values.get(name, {}).get(GENERAL)
+    return None if scope is None or scope.get("explicit_null") else scope["by_locale"].get(locale)
+
+
+def _core_from_values(product: dict[str, Any], old_values: dict[str, Any], options: ImportOptions) -> None:
+    """Attributes mapped to a core field fill it from the general value in the default locale, when
+    the item changed that value: set, deleted or made an explicit null. A value sent only in other
+    locales leaves the field as it was: the GTIN a product was created with from its
+    ProductIdentifierValue stays, and so the product stays findable by it."""
     locale = options.vocabulary.default_locale
     for attr in {a.name: a for a in options.vocabulary.attributes.values()}.values():
         if not attr.maps_to:
             continue
-        scope = (product.get("values") or {}).get(attr.name, {}).get(GENERAL)
-        if scope is None:
-            continue
-        value = None if scope.get("explicit_null") else scope["by_locale"].get(locale)
-        product[attr.maps_to] = None if value is None else str(value)
+        values = product.get("values") or {}
+        value = _general_default(values, attr.name, locale)
+        unset = attr.maps_to not in product and GENERAL in values.get(attr.name, {})
+        if unset or value != _general_default(old_values, attr.name, locale):
+            product[attr.maps_to] = None if value is None else str(value)
 
 
 def _identifier_values(product: dict[str, Any], options: ImportOptions) -> dict[str, str]:
@@ -488,7 +496,7 @@ def _apply(view: CatalogView, index: int, raw: Any, options: ImportOptions, iden
     _apply_values(new["values"], item.Values, options, errors)
     asset_records: dict[str, dict[str, Any]] = {}
     _apply_assets(view, new["assets"], item.AssetValues, options, errors, asset_records)
-    _core_from_values(new, options)
+    _core_from_values(new, old.get("values") or {}, options)
     if creating and ident.kind == "sku" and not new.get("sku"):
         new["sku"] = value
     if creating and ident.kind == "value" and ident.attribute == "gtin" and not new.get("gtin"):

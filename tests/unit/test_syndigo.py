@@ -686,6 +686,33 @@ def test_gtin_from_values_and_from_the_identifier(catalog: MemoryCatalog) -> Non
     consistent(catalog)
 
 
+def test_a_mapped_identifier_sent_only_in_another_locale_keeps_the_core_field(catalog: MemoryCatalog) -> None:
+    """The GTIN came from ProductIdentifierValue; a pl-PL GTIN must not empty it (the product would
+    no longer be found by it, and the next CreateOrUpdate would create a second one)."""
+    pid = create(catalog, item(G1, val("Product Name", {"en-US": "Bread"})))
+    one(catalog, item(G1, val("GTIN", {"pl-PL": G2}), mode="Update"), job_id="job-2")
+    assert catalog.products[pid]["gtin"] == G1
+    assert one(catalog, item(G1, val("Product Name", {"en-US": "Loaf"})), job_id="job-3")["product_id"] == pid
+    assert len(catalog.products) == 1
+    consistent(catalog)
+
+
+def test_deleting_a_mapped_value_clears_its_core_field(catalog: MemoryCatalog) -> None:
+    pid = create(
+        catalog,
+        item(
+            G1, val("Product Name", {"en-US": "Bread"}), val("Short Description", {"en-US": "Tasty bread"}), val("MFG Brand Name", {"en-US": "Acme"})
+        ),
+    )
+    one(
+        catalog, item(G1, val("Short Description", {}, Delete=True), val("MFG Brand Name", {"en-US": ""}, Delete=True), mode="Update"), job_id="job-2"
+    )
+    product = catalog.products[pid]
+    assert (product["description"], product["brand"], product["title"]) == (None, None, "Bread")
+    assert "MISSING_DESCRIPTION" in {i["key"] for i in catalog.open_issues(product_id=pid)}
+    consistent(catalog)
+
+
 def test_non_text_values_fill_core_fields_as_text(catalog: MemoryCatalog) -> None:
     pid = create(catalog, item(G1, val("Category", {"en-US": 42}), val("Product Name", {"en-US": 1.5})))
     assert (catalog.products[pid]["category"], catalog.products[pid]["title"]) == ("42", "1.5")
