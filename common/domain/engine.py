@@ -13,6 +13,7 @@ lost commit produces the very same documents.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -469,6 +470,7 @@ def save_product(
     ctx = view.ctx
     old = view.product(product_id)
     if new is not None:
+        _check_storable(new, product_id if old is not None else None)
         new = {**new, "id": product_id, "org_id": ctx.org_id, "tenant_id": ctx.tenant_id}
         new["created_at"] = old["created_at"] if old else ctx.now
         new["open_issues"] = dict(old.get("open_issues", {})) if old else {}
@@ -519,6 +521,24 @@ def save_product(
         _audit_variants(view, index, before, after)
     _resolve_failures(view, identifiers)
     return result
+
+
+# A Firestore document holds 1 MiB (1,048,576 bytes), field names included; what the engine adds to
+# a product (ids, timestamps, issue summaries) stays well within the rest.
+PRODUCT_MAX_BYTES = 1_000_000
+
+
+def _check_storable(product: dict[str, Any], product_id: str | None) -> None:
+    """A product too big to store fails as an item (in every pass, whatIf and ErrorMode Fail's
+    validation included), rather than as a commit the store refuses. Only ProductImportData products
+    can grow so (their values merge in, update after update); a plain item replaces what it names and
+    is itself at most Settings.max_item_bytes."""
+    if "values" not in product:
+        return
+    size = len(json.dumps(product, ensure_ascii=False, default=str).encode("utf-8"))
+    if size > PRODUCT_MAX_BYTES:
+        message = f"The product would take {size:,} bytes; a product holds at most {PRODUCT_MAX_BYTES:,}. Delete values it no longer needs."
+        raise ItemFailure(IMPORT_REJECTED, [ItemError("product_too_large", message)], product_id)
 
 
 _INTERNAL = {"id", "org_id", "tenant_id", "created_at", "updated_at", "open_issues", "issue_counts", "version", "quality_score"}

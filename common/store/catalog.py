@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from google.cloud import firestore
 
 from common import errors
 from common.clients import firestore_client
-from common.domain.engine import CatalogView, JobContext
+from common.domain.engine import IMPORT_REJECTED, CatalogView, ItemError, ItemFailure, JobContext, record_failure
 from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
@@ -308,7 +309,8 @@ def apply_chunk_step(
     except gexc.InvalidArgument as exc:
         if max_items != 1:
             raise StepRefused(str(exc)[:300]) from exc
-        return _refuse_item(db, progress_ref, first_index, len(items), lease_seconds, str(exc))
+        refusal = Refusal(scope, items, first_index, make_context, apply_item, mode, str(exc))
+        return _refuse_item(db, progress_ref, refusal, lease_seconds)
     except (ValueError, gexc.Aborted) as exc:
         # The client gives up on a transaction that kept losing to others: let Pub/Sub redeliver.
         raise errors.Transient("chunk step kept conflicting; retry later") from exc
@@ -344,42 +346,79 @@ def _advance(
     return {**progress, **update, "results": results}
 
 
-def _refuse_item(
-    db: firestore.Client, progress_ref: firestore.DocumentReference, first_index: int, total: int, lease_seconds: float, why: str
-) -> dict[str, Any]:
-    """The one item Firestore will not store fails alone, so it cannot wedge its chunk."""
+@dataclass(frozen=True)
+class Refusal:
+    """An item whose one-item step the store refused (a document over 1 MiB, too many index entries):
+    it fails alone, with its result and an ERROR issue, so it can wedge neither its chunk nor an import."""
 
+    scope: Scope
+    items: list[Any]
+    first_index: int
+    make_context: Callable[[], JobContext]
+    apply_item: ItemFn
+    mode: str
+    why: str
+
+    def record(self, tx: firestore.Transaction, at: int) -> dict[str, Any]:
+        """Queue, on `tx`, the failure of the item at position `at`, named as applying it names it."""
+        view = CatalogView(FirestoreLoader(self.scope, tx), self.make_context())
+        applied = self.apply_item(view, self.first_index + at, self.items[at])
+        view.clear_changes()  # what the store refused
+        product_id = None if applied.get("product_id") in view.created else applied.get("product_id")
+        error = ItemError("not_storable", f"The catalog store refused this item: {self.why[:200]}")
+        out = record_failure(view, self.first_index + at, applied.get("identifier"), ItemFailure(IMPORT_REJECTED, [error], product_id))
+        commit_view(tx, self.scope, view, self.mode)
+        return out
+
+
+def _refuse_item(db: firestore.Client, progress_ref: firestore.DocumentReference, refusal: Refusal, lease_seconds: float) -> dict[str, Any]:
     @firestore.transactional
     def refuse(tx: firestore.Transaction) -> dict[str, Any]:
         progress = existing(read(progress_ref, STEP_FIELDS, transaction=tx)) or {"done": True}
         if progress["done"]:
             return progress
-        error = {"code": "not_storable", "field": None, "message": f"The catalog store refused this item: {why[:200]}"}
-        result = {"index": first_index + progress["applied"], "identifier": None, "product_id": None, "result": "failed", "errors": [error]}
-        return _advance(tx, progress_ref, progress, [result], total, lease_seconds)
+        result = refusal.record(tx, progress["applied"])
+        return _advance(tx, progress_ref, progress, [result], len(refusal.items), lease_seconds)
 
-    return refuse(db.transaction())  # type: ignore[no-any-return]
+    return refuse(Transaction(db))  # type: ignore[no-any-return]
+
+
+def _record_alone(db: firestore.Client, refusal: Refusal, at: int) -> dict[str, Any]:
+    @firestore.transactional
+    def record(tx: firestore.Transaction) -> dict[str, Any]:
+        return refusal.record(tx, at)
+
+    return record(Transaction(db))  # type: ignore[no-any-return]
 
 
 def apply_items(
     scope: Scope, items: list[Any], make_context: Callable[[], JobContext], apply_item: ItemFn, prefetch: PrefetchFn, mode: str
 ) -> list[dict[str, Any]]:
-    """Apply items outside a job (the synchronous import): step by step, one transaction each."""
+    """Apply items outside a job (the synchronous import): step by step, one transaction each. A step
+    the store refuses is taken again one item at a time, and the item it refuses fails alone."""
     db = firestore_client()
     results: list[dict[str, Any]] = []
+    isolate = 0  # steps left to take one item at a time, after the store refused a whole step
     while len(results) < len(items):
+        start, max_items = len(results), 1 if isolate else None
 
         @firestore.transactional
-        def step(tx: firestore.Transaction, start: int = len(results)) -> list[dict[str, Any]]:
+        def step(tx: firestore.Transaction, start: int = start, max_items: int | None = max_items) -> list[dict[str, Any]]:
             view = CatalogView(FirestoreLoader(scope, tx), make_context())
-            done = run_step(view, items, start, 0, apply_item, prefetch, mode)
+            done = run_step(view, items, start, 0, apply_item, prefetch, mode, max_items)
             commit_view(tx, scope, view, mode)
             return done
 
         try:
-            results += step(db.transaction(max_attempts=10))
+            results += step(Transaction(db, max_attempts=10))
+        except gexc.InvalidArgument as exc:
+            if max_items != 1:
+                isolate = STEP_WRITES  # at least as many items as the refused step held
+                continue
+            results.append(_record_alone(db, Refusal(scope, items, 0, make_context, apply_item, mode, str(exc)), start))
         except (ValueError, gexc.Aborted) as exc:
             raise errors.Transient("the import kept conflicting with other writes; send it again") from exc
+        isolate = max(isolate - 1, 0)
     return results
 
 
