@@ -221,6 +221,24 @@ def list_validation_issues(request: Request) -> Response:
 
 
 @router.route(
+    "POST",
+    f"{PREFIX}/validation/{{issue_id}}/resolve",
+    summary="Resolve a failed item's issue by hand",
+    description=(
+        "For an issue a job item's failure opened (it has a job_id) that no later item will resolve. "
+        "An issue about a product's data resolves itself once the product is fixed: 409. "
+        "Resolving a resolved issue answers it as it is."
+    ),
+    response_model=IssuePublic,
+    error_statuses=(409,),
+    tags=("validation",),
+)
+def resolve_validation_issue(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(catalog.resolve_issue(principal, request.params["issue_id"]))
+
+
+@router.route(
     "GET",
     f"{PREFIX}/audit",
     summary="List audit events, newest first",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from common import errors
+from common.auth import Principal, audit_by
 from common.domain.engine import ISSUE_TYPES
 from common.domain.rules import ERROR, WARNING
 from common.http import is_safe_id
@@ -47,6 +48,19 @@ def list_issues(scope: Scope, filters: dict[str, str], *, limit: int, cursor: st
             raise errors.BadRequest(f"Filter '{name}' is too long.", code="invalid_query")
     docs, next_cursor = store.list_issues(scope, filters=filters, limit=limit, cursor=cursor)
     return [IssuePublic.model_validate(d).dump() for d in docs], next_cursor
+
+
+def resolve_issue(principal: Principal, issue_id: str) -> dict[str, Any]:
+    """Resolve a failed item's issue that nothing will: a delete of a product that was never there,
+    an item whose data was fixed some other way. A finding about a product's data (MISSING_DESCRIPTION,
+    DUPLICATE_SKU…) resolves itself once the product is fixed, and cannot be resolved by hand."""
+    audit = audit_by(principal, "validation_issue.resolved", "validation_issue", issue_id)
+    issue = store.resolve_failure(principal.scope, issue_id, audit) if is_safe_id(issue_id) else None
+    if issue is None:
+        raise errors.NotFound("No validation issue with that id in this tenant.")
+    if not issue.get("job_id"):
+        raise errors.Conflict("This issue is about the product's data: it resolves itself once the product is fixed.", code="issue_not_resolvable")
+    return IssuePublic.model_validate(issue).dump()
 
 
 def list_audit(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:

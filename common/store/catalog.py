@@ -442,6 +442,31 @@ def list_audit(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[di
     return pages.page(query, events, limit=limit, cursor=cursor)
 
 
+def resolve_failure(scope: Scope, issue_id: str, audit: dict[str, Any]) -> dict[str, Any] | None:
+    """Resolve a failed item's issue by hand, out of the identifier index too, with its audit event
+    (given the issue's type, job and item), in one transaction. Returns the issue as it is after,
+    unchanged when it is already resolved or is not a failure issue (no `job_id`); None if absent."""
+    db = firestore_client()
+    ref = coll(scope, "validation_issues", db).document(issue_id)
+
+    @firestore.transactional
+    def resolve(tx: firestore.Transaction) -> dict[str, Any] | None:
+        issue = existing(read(ref, transaction=tx))
+        if issue is None or issue.get("resolved") or not issue.get("job_id"):
+            return issue
+        entry_ref = coll(scope, "identifier_index", db).document(index_key(issue["identifier"])) if issue.get("identifier") else None
+        entry = existing(read(entry_ref, transaction=tx)) if entry_ref is not None else None
+        now = audit["created_at"]
+        tx.update(ref, {"resolved": True, "updated_at": now})
+        if entry_ref is not None and entry is not None and entry.get("open", {}).pop(issue_id, None):
+            tx.set(entry_ref, entry) if entry["open"] else tx.delete(entry_ref)
+        details = {"issue_type": issue.get("issue_type"), "job_id": issue["job_id"], "item_index": issue.get("item_index")}
+        tx.set(coll(scope, "audit_events", db).document(audit["id"]), {**audit, "details": {**audit["details"], **details}})
+        return {**issue, "resolved": True, "updated_at": now}
+
+    return resolve(db.transaction())  # type: ignore[no-any-return]
+
+
 def list_issues(scope: Scope, *, filters: dict[str, str], limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     issues = coll(scope, "validation_issues")
     query = issues.where(filter=firestore.FieldFilter("resolved", "==", False))

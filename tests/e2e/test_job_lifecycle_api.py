@@ -50,3 +50,29 @@ def test_a_retry_needs_no_body(tenant: Tenant) -> None:
     assert json.loads(retry.json()["payload_json"]) == [{"sku": "no-title"}]
     again = tenant.post(f"{JOBS}/{job['id']}/retry")
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_retried"
+
+
+def test_a_failure_issue_nothing_will_resolve_can_be_resolved_by_hand(tenant: Tenant, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    """A delete of a product that was never there: no later item can ever succeed with that id."""
+    job = tenant.create_job("BULK_DELETE", ["00000000-0000-4000-8000-000000000000"])
+    assert tenant.wait_job(job["id"])["status"] == "FAILED"
+    [issue] = tenant.get("/api/v1/pim/validation", params={"job_id": job["id"]}).json()
+    assert make_tenant(role="viewer").post(f"/api/v1/pim/validation/{issue['id']}/resolve").status_code == 403
+    resolved = tenant.post(f"/api/v1/pim/validation/{issue['id']}/resolve")
+    assert resolved.status_code == 200, resolved.text
+    assert (resolved.json()["id"], resolved.json()["resolved"]) == (issue["id"], True)
+    assert tenant.get("/api/v1/pim/validation", params={"job_id": job["id"]}).json() == []
+    again = tenant.post(f"/api/v1/pim/validation/{issue['id']}/resolve")
+    assert again.status_code == 200 and again.json() == resolved.json()
+    events = [e for e in tenant.get("/api/v1/pim/audit").json() if e["action"] == "validation_issue.resolved"]
+    assert [(e["entity_id"], e["details"]["job_id"], e["details"]["issue_type"]) for e in events] == [(issue["id"], job["id"], "PRODUCT_NOT_FOUND")]
+    assert tenant.post("/api/v1/pim/validation/no-such-issue/resolve").status_code == 404
+
+
+def test_a_finding_about_a_products_data_is_not_resolved_by_hand(tenant: Tenant) -> None:
+    job = tenant.create_job("BULK_IMPORT", [{"title": "No description yet", "sku": "ND-1"}])
+    assert tenant.wait_job(job["id"])["status"] == "COMPLETED"
+    [finding] = tenant.get("/api/v1/pim/validation", params={"issue_type": "MISSING_DESCRIPTION"}).json()
+    refused = tenant.post(f"/api/v1/pim/validation/{finding['id']}/resolve")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "issue_not_resolvable"
+    assert tenant.get("/api/v1/pim/validation", params={"issue_type": "MISSING_DESCRIPTION"}).json() == [finding]

@@ -11,11 +11,13 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from common import errors
+from common.domain import engine
 from common.models.audit import audit_event
 from common.models.job import ChunkMessage, JobMessage
 from common.services import catalog, jobs
 from common.store import blobs
 from common.store import jobs as job_store
+from common.store.paths import coll, index_key, read
 from tests.integration.conftest import Pipeline
 
 
@@ -210,3 +212,14 @@ def test_a_chunk_of_a_job_that_ended_before_it_ran_is_marked_done(pipeline: Pipe
     chunk = job_store.chunk_progress(pipeline.scope, job["id"], 0)
     assert chunk is not None and chunk["done"] and chunk["skipped"]
     assert pipeline.job(job["id"])["status"] == "FAILED" and pipeline.products() == []
+
+
+def test_an_issue_resolved_by_hand_leaves_the_identifier_index(pipeline: Pipeline) -> None:
+    """Otherwise a later success under that identifier would resolve it a second time."""
+    failed = pipeline.run("BULK_IMPORT", [{"sku": "HR-1"}])
+    assert open_failures(pipeline, failed["id"]) == [(0, "HR-1")]
+    issue_id = engine.derived_id(failed["id"], 0, "failure")
+    entry = coll(pipeline.scope, "identifier_index").document(index_key("HR-1"))
+    assert read(entry).exists
+    catalog.resolve_issue(pipeline.principal, issue_id)
+    assert open_failures(pipeline, failed["id"]) == [] and not read(entry).exists
