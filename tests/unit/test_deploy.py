@@ -225,20 +225,23 @@ def test_reconcile_is_ticked_every_minute(plan_lines: list[str]) -> None:
     assert flag(create, "--topic") == stack.TOPICS["reconcile_topic"]
 
 
-def with_export_and_notifications() -> list[str]:
+SMTP_LOGIN = ("--setting", "smtp_username=synq")  # mail through a server that wants a login: the SMTP password is used
+
+
+def with_export_and_notifications(*args: str) -> list[str]:
     """The plan once main.py also has run_export (topic exports) and deliver_notification (Cloud Tasks)."""
     fns = topology.functions(
         targets={**topology.main_targets(), "run_export": "cloudevent", "deliver_notification": "http"},
         http=[*stack.HTTP_FUNCTIONS, "deliver_notification"],
         events={**stack.EVENT_FUNCTIONS, "run_export": "exports_topic"},
     )
-    cfg, _ = deploy.parse_args(ARGS)
+    cfg, _ = deploy.parse_args([*ARGS, *args])
     return deploy.build_plan(cfg, fns)
 
 
 def test_the_future_export_and_notification_functions_get_their_wiring() -> None:
     cfg, _ = deploy.parse_args(ARGS)
-    lines = commands(with_export_and_notifications())
+    lines = commands(with_export_and_notifications(*SMTP_LOGIN))
     deployed = deploy_lines(lines)
     assert flag(deployed["run_export"], "--trigger-topic") == "exports"
     deliver = deployed["deliver_notification"]
@@ -376,9 +379,50 @@ def planned_needs(lines: list[str], cfg: deploy.Config, name: str) -> Needs:
 
 
 def test_every_function_may_do_exactly_what_its_code_does(plan_lines: list[str]) -> None:
+    cfg, _ = deploy.parse_args([*ARGS, *SMTP_LOGIN])
+    lines = deploy.build_plan(cfg)
+    for name in deploy_lines(lines):
+        assert planned_needs(lines, cfg, name) == code_needs(name), name
+    # Without an SMTP login the password is never sent, so no function gets it; all else is the same.
     cfg, _ = deploy.parse_args(ARGS)
     for name in deploy_lines(plan_lines):
-        assert planned_needs(plan_lines, cfg, name) == code_needs(name), name
+        needs = code_needs(name)
+        needs.secrets -= {"smtp_password"}
+        assert planned_needs(plan_lines, cfg, name) == needs, name
+
+
+def test_the_smtp_password_is_created_required_and_wired_only_with_an_smtp_username(capsys: pytest.CaptureFixture[str]) -> None:
+    """The password is only sent when smtp_username is set (notifications._send_email): without it the
+    deploy must not stop until a secret it never uses has a value."""
+    for args in ((), ("--setting", "smtp_username=")):
+        lines = dry_run(capsys, *args)
+        assert deploy.SMTP_SECRET not in "\n".join(lines), args
+        deliver = deploy_lines(lines)["deliver_notification"]
+        # An earlier deploy with a login wired the secret in: this one takes it out again.
+        assert flag(deliver, "--set-secrets") is None and "--clear-secrets" in deliver, args
+        # The download-link key is still required: it is always used.
+        assert sum(f"secrets versions describe latest --secret={deploy.SIGNING_KEY_SECRET} " in line for line in lines) == 1
+    lines = dry_run(capsys, *SMTP_LOGIN)
+    text = "\n".join(lines)
+    assert text.count(f"gcloud secrets create {deploy.SMTP_SECRET} ") == 1
+    [require] = [line for line in lines if f"secrets versions describe latest --secret={deploy.SMTP_SECRET} " in line]
+    assert "SMTP_PASSWORD" in require
+    deliver = deploy_lines(lines)["deliver_notification"]
+    assert flag(deliver, "--set-secrets") == f"SYNQ_SMTP_PASSWORD={deploy.SMTP_SECRET}:latest" and "--clear-secrets" not in deliver
+    # Functions that never had a secret to drop are left as they are.
+    assert not [name for name, words in deploy_lines(lines).items() if "--clear-secrets" in words]
+
+
+def test_the_smtp_password_instructions_never_add_an_empty_version(tmp_path: Path) -> None:
+    """Secret Manager refuses an empty payload: with SMTP_PASSWORD unset or empty the documented
+    command must stop before anything is added, with a message naming the variable."""
+    received = tmp_path / "received"
+    command = f"{deploy.SECRET_VALUES[deploy.SMTP_SECRET]} | cat > {received}"
+    for env in ({}, {"SMTP_PASSWORD": ""}):
+        done = subprocess.run(["bash", "-c", command], env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, check=False)
+        assert done.returncode != 0 and "SMTP_PASSWORD" in done.stderr and not received.exists(), env
+    done = subprocess.run(["bash", "-c", command], env={"PATH": os.environ["PATH"], "SMTP_PASSWORD": "pw 1"}, check=False)
+    assert done.returncode == 0 and received.read_text() == "pw 1"
 
 
 def test_the_code_scan_finds_the_known_publishers_and_readers() -> None:
@@ -555,7 +599,7 @@ def test_dry_run_through_deploy_sh_calls_no_gcloud(script_dry_run: tuple[subproc
 
 def test_running_twice_creates_nothing_the_second_time(fake_gcloud: tuple[dict[str, str], Path]) -> None:
     env, state = fake_gcloud
-    lines = with_export_and_notifications()  # every kind of step the deploy has
+    lines = with_export_and_notifications(*SMTP_LOGIN)  # every kind of step the deploy has
     deploy.execute(lines, env=env, attempts=1, out=io.StringIO())
     first = (state / "created.log").read_text().splitlines()
     assert {"pubsub topics bulk-jobs", "functions api", "secrets synq-smtp-password", "tasks queues notifications"} <= set(first)
