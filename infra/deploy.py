@@ -492,12 +492,15 @@ def _firestore(plan: Plan, ctx: Context) -> None:
         if override.get("indexes"):
             raise DeployError("infra/firestore.indexes.json: only fieldOverrides that disable indexing are supported")
         path, group = str(override["fieldPath"]), f"--collection-group={override['collectionGroup']}"
+        # A TTL field's policy is set right after (_ttl): wait for its index change rather than start
+        # a second operation on a field that still has one running.
+        wait = (str(override["collectionGroup"]), path) in TTL_FIELDS
         # A field uses its collection's default indexes until overridden; once it is, leave it be.
         plan.update_while(
             ("firestore indexes fields describe", path, group),
             "indexConfig.usesAncestorConfig",
             "True",
-            ("firestore indexes fields update", path, group, "--disable-indexes", "--async"),
+            ("firestore indexes fields update", path, group, "--disable-indexes", *(() if wait else ("--async",))),
         )
     _ttl(plan)
 
