@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -84,10 +84,16 @@ SIGNING_KEY_SECRET = "synq-download-signing-key"
 # How a person gives each secret its value (the deploy creates the secret, never its value): the
 # shell words whose output `gcloud secrets versions add SECRET --data-file=-` reads.
 SECRET_VALUES = {
-    SMTP_SECRET: 'printf %s "$SMTP_PASSWORD"',
+    # An unset or empty SMTP_PASSWORD stops the command line with that message (`${VAR:?}` fails
+    # before the pipe starts), instead of adding an empty payload, which Secret Manager refuses.
+    SMTP_SECRET: 'test -n "${SMTP_PASSWORD:?set SMTP_PASSWORD to the SMTP password}" && printf %s "$SMTP_PASSWORD"',
     # Any long random string; it signs download links (HMAC-SHA256), so 32 random bytes.
     SIGNING_KEY_SECRET: 'printf %s "$(openssl rand -hex 32)"',
 }
+# Secrets whose value the code reads only when a setting is set: without that setting the deploy
+# neither creates nor waits for the secret, nor wires it into any function. The SMTP password is
+# only sent when `smtp_username` is set (common/services/notifications.py logs in only then).
+SECRET_ONLY_WITH = {SMTP_SECRET: "smtp_username"}
 # The public route a deploy checks the download links' base URL with (needs no token).
 API_CHECK_PATH = "/api/v1/pim/openapi.json"
 
@@ -330,6 +336,13 @@ def profile_for(fn: Function) -> Profile:
     return profile
 
 
+def wired_profile(profile: Profile, cfg: Config) -> Profile:
+    """The profile with only the secrets this deploy uses (see SECRET_ONLY_WITH)."""
+    settings = dict(cfg.settings)
+    used = tuple((var, secret) for var, secret in profile.secrets if secret not in SECRET_ONLY_WITH or settings.get(SECRET_ONLY_WITH[secret]))
+    return replace(profile, secrets=used)
+
+
 def tasks_max_attempts() -> int:
     """Attempts that spread over TASKS_RETRY_SPAN_S with the queue's backoff.
 
@@ -426,9 +439,9 @@ class Context:
 def build_plan(cfg: Config, fns: Sequence[Function] | None = None) -> list[str]:
     """Every line of the deploy, in order; raises DeployError/TopologyError before printing anything."""
     fns = topology.functions() if fns is None else fns
-    profiles = {fn.name: profile_for(fn) for fn in fns}
+    declared = {fn.name: profile_for(fn) for fn in fns}
     topics = topology.topics()
-    for fn_name, profile in profiles.items():
+    for fn_name, profile in declared.items():
         unknown = [key for key in profile.publishes if key not in topics]
         if unknown:
             raise DeployError(f"{fn_name!r} publishes to {unknown}, which are not topic settings")
@@ -436,6 +449,7 @@ def build_plan(cfg: Config, fns: Sequence[Function] | None = None) -> list[str]:
             secret_field(var)
             if secret not in SECRET_VALUES:
                 raise DeployError(f"{fn_name!r} reads secret {secret!r}, which has no entry in SECRET_VALUES saying how to set it")
+    profiles = {name: wired_profile(profile, cfg) for name, profile in declared.items()}
     # One identity per function, plus the shared ones that something uses.
     shared = [BUILD_IDENTITY]
     if any(fn.kind == "event" for fn in fns):
@@ -478,12 +492,15 @@ def _firestore(plan: Plan, ctx: Context) -> None:
         if override.get("indexes"):
             raise DeployError("infra/firestore.indexes.json: only fieldOverrides that disable indexing are supported")
         path, group = str(override["fieldPath"]), f"--collection-group={override['collectionGroup']}"
+        # A TTL field's policy is set right after (_ttl): wait for its index change rather than start
+        # a second operation on a field that still has one running.
+        wait = (str(override["collectionGroup"]), path) in TTL_FIELDS
         # A field uses its collection's default indexes until overridden; once it is, leave it be.
         plan.update_while(
             ("firestore indexes fields describe", path, group),
             "indexConfig.usesAncestorConfig",
             "True",
-            ("firestore indexes fields update", path, group, "--disable-indexes", "--async"),
+            ("firestore indexes fields update", path, group, "--disable-indexes", *(() if wait else ("--async",))),
         )
     _ttl(plan)
 
@@ -613,8 +630,12 @@ def _functions(plan: Plan, ctx: Context) -> None:
             build,
             env,
         ]
+        # --set-secrets replaces what a function had; a function whose only secrets this deploy leaves
+        # out (the SMTP password without smtp_username) is cleared of what an earlier deploy gave it.
         if profile.secrets:
             args.append("--set-secrets=" + ",".join(f"{var}={secret}:latest" for var, secret in profile.secrets))
+        elif profile_for(fn).secrets:
+            args.append("--clear-secrets")
         plan.run("functions deploy", *args)
 
 

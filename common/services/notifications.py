@@ -171,6 +171,8 @@ def new_delivery(scope: Scope, delivery_id: str, event_type: str, data: dict[str
     now = utcnow()
     return {
         "id": delivery_id,
+        "org_id": scope.org_id,
+        "tenant_id": scope.tenant_id,
         "event_id": f"msg_{derived_id(delivery_id, 'event').replace('-', '')}",
         "type": event_type,
         "channel": channel,

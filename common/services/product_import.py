@@ -74,6 +74,8 @@ def save_vocabulary(principal: Principal, body: Any, vocabulary_id: str | None =
         )
     doc = {
         "id": vocabulary_id,
+        "org_id": principal.scope.org_id,
+        "tenant_id": principal.scope.tenant_id,
         **wanted.model_dump(exclude={"attributes"}),
         "attributes": attributes,
         "created_at": current["created_at"] if current else now,
@@ -99,15 +101,26 @@ def create_taxonomy_node(principal: Principal, body: Any) -> dict[str, Any]:
     wanted = _parse(TaxonomyNodeIn, body)
     if wanted.parent_id and (not is_safe_id(wanted.parent_id) or store.get_taxonomy_node(principal.scope, wanted.parent_id) is None):
         raise errors.Unprocessable("parent_id names no taxonomy node of this tenant.", code="parent_not_found", details={"field": "parent_id"})
-    node: dict[str, Any] = {"id": str(uuid.uuid4()), "name": wanted.name, "parent_id": wanted.parent_id, "created_at": utcnow()}
-    store.create_taxonomy_node(
-        principal.scope, node, audit_by(principal, "taxonomy_node.created", "taxonomy_node", node["id"], {"name": wanted.name})
-    )
-    return {**node, "created_at": rfc3339(node["created_at"])}
+    scope = principal.scope
+    node: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "org_id": scope.org_id,
+        "tenant_id": scope.tenant_id,
+        "name": wanted.name,
+        "parent_id": wanted.parent_id,
+        "created_at": utcnow(),
+    }
+    store.create_taxonomy_node(scope, node, audit_by(principal, "taxonomy_node.created", "taxonomy_node", node["id"], {"name": wanted.name}))
+    return _taxonomy_node_public(node)
+
+
+def _taxonomy_node_public(node: dict[str, Any]) -> dict[str, Any]:
+    # The stored node also carries org_id and tenant_id, which the caller's own headers already name.
+    return {"id": node["id"], "name": node["name"], "parent_id": node.get("parent_id"), "created_at": rfc3339(node["created_at"])}
 
 
 def list_taxonomy_nodes(scope: Scope) -> list[dict[str, Any]]:
-    return [{**n, "created_at": rfc3339(n["created_at"])} for n in store.list_taxonomy_nodes(scope)]
+    return [_taxonomy_node_public(n) for n in store.list_taxonomy_nodes(scope)]
 
 
 # -- imports ------------------------------------------------------------------------------------

@@ -225,20 +225,23 @@ def test_reconcile_is_ticked_every_minute(plan_lines: list[str]) -> None:
     assert flag(create, "--topic") == stack.TOPICS["reconcile_topic"]
 
 
-def with_export_and_notifications() -> list[str]:
+SMTP_LOGIN = ("--setting", "smtp_username=synq")  # mail through a server that wants a login: the SMTP password is used
+
+
+def with_export_and_notifications(*args: str) -> list[str]:
     """The plan once main.py also has run_export (topic exports) and deliver_notification (Cloud Tasks)."""
     fns = topology.functions(
         targets={**topology.main_targets(), "run_export": "cloudevent", "deliver_notification": "http"},
         http=[*stack.HTTP_FUNCTIONS, "deliver_notification"],
         events={**stack.EVENT_FUNCTIONS, "run_export": "exports_topic"},
     )
-    cfg, _ = deploy.parse_args(ARGS)
+    cfg, _ = deploy.parse_args([*ARGS, *args])
     return deploy.build_plan(cfg, fns)
 
 
 def test_the_future_export_and_notification_functions_get_their_wiring() -> None:
     cfg, _ = deploy.parse_args(ARGS)
-    lines = commands(with_export_and_notifications())
+    lines = commands(with_export_and_notifications(*SMTP_LOGIN))
     deployed = deploy_lines(lines)
     assert flag(deployed["run_export"], "--trigger-topic") == "exports"
     deliver = deployed["deliver_notification"]
@@ -376,9 +379,50 @@ def planned_needs(lines: list[str], cfg: deploy.Config, name: str) -> Needs:
 
 
 def test_every_function_may_do_exactly_what_its_code_does(plan_lines: list[str]) -> None:
+    cfg, _ = deploy.parse_args([*ARGS, *SMTP_LOGIN])
+    lines = deploy.build_plan(cfg)
+    for name in deploy_lines(lines):
+        assert planned_needs(lines, cfg, name) == code_needs(name), name
+    # Without an SMTP login the password is never sent, so no function gets it; all else is the same.
     cfg, _ = deploy.parse_args(ARGS)
     for name in deploy_lines(plan_lines):
-        assert planned_needs(plan_lines, cfg, name) == code_needs(name), name
+        needs = code_needs(name)
+        needs.secrets -= {"smtp_password"}
+        assert planned_needs(plan_lines, cfg, name) == needs, name
+
+
+def test_the_smtp_password_is_created_required_and_wired_only_with_an_smtp_username(capsys: pytest.CaptureFixture[str]) -> None:
+    """The password is only sent when smtp_username is set (notifications._send_email): without it the
+    deploy must not stop until a secret it never uses has a value."""
+    for args in ((), ("--setting", "smtp_username=")):
+        lines = dry_run(capsys, *args)
+        assert deploy.SMTP_SECRET not in "\n".join(lines), args
+        deliver = deploy_lines(lines)["deliver_notification"]
+        # An earlier deploy with a login wired the secret in: this one takes it out again.
+        assert flag(deliver, "--set-secrets") is None and "--clear-secrets" in deliver, args
+        # The download-link key is still required: it is always used.
+        assert sum(f"secrets versions describe latest --secret={deploy.SIGNING_KEY_SECRET} " in line for line in lines) == 1
+    lines = dry_run(capsys, *SMTP_LOGIN)
+    text = "\n".join(lines)
+    assert text.count(f"gcloud secrets create {deploy.SMTP_SECRET} ") == 1
+    [require] = [line for line in lines if f"secrets versions describe latest --secret={deploy.SMTP_SECRET} " in line]
+    assert "SMTP_PASSWORD" in require
+    deliver = deploy_lines(lines)["deliver_notification"]
+    assert flag(deliver, "--set-secrets") == f"SYNQ_SMTP_PASSWORD={deploy.SMTP_SECRET}:latest" and "--clear-secrets" not in deliver
+    # Functions that never had a secret to drop are left as they are.
+    assert not [name for name, words in deploy_lines(lines).items() if "--clear-secrets" in words]
+
+
+def test_the_smtp_password_instructions_never_add_an_empty_version(tmp_path: Path) -> None:
+    """Secret Manager refuses an empty payload: with SMTP_PASSWORD unset or empty the documented
+    command must stop before anything is added, with a message naming the variable."""
+    received = tmp_path / "received"
+    command = f"{deploy.SECRET_VALUES[deploy.SMTP_SECRET]} | cat > {received}"
+    for env in ({}, {"SMTP_PASSWORD": ""}):
+        done = subprocess.run(["bash", "-c", command], env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, check=False)
+        assert done.returncode != 0 and "SMTP_PASSWORD" in done.stderr and not received.exists(), env
+    done = subprocess.run(["bash", "-c", command], env={"PATH": os.environ["PATH"], "SMTP_PASSWORD": "pw 1"}, check=False)
+    assert done.returncode == 0 and received.read_text() == "pw 1"
 
 
 def test_the_code_scan_finds_the_known_publishers_and_readers() -> None:
@@ -555,7 +599,7 @@ def test_dry_run_through_deploy_sh_calls_no_gcloud(script_dry_run: tuple[subproc
 
 def test_running_twice_creates_nothing_the_second_time(fake_gcloud: tuple[dict[str, str], Path]) -> None:
     env, state = fake_gcloud
-    lines = with_export_and_notifications()  # every kind of step the deploy has
+    lines = with_export_and_notifications(*SMTP_LOGIN)  # every kind of step the deploy has
     deploy.execute(lines, env=env, attempts=1, out=io.StringIO())
     first = (state / "created.log").read_text().splitlines()
     assert {"pubsub topics bulk-jobs", "functions api", "secrets synq-smtp-password", "tasks queues notifications"} <= set(first)
@@ -629,6 +673,7 @@ class _Scanner:
     where: str
     found: list[Query] = field(default_factory=list)
     names: dict[str, Query] = field(default_factory=dict)
+    selected: set[tuple[str, str]] = field(default_factory=set)  # (group, field) a projection reads
 
     def source(self, call: ast.Call) -> Query | None:
         fn, args = call.func, call.args
@@ -656,7 +701,9 @@ class _Scanner:
                 desc = isinstance(direction, ast.Attribute) and direction.attr == "DESCENDING"
                 assert isinstance(node.args[0], ast.Constant), f"{self.where}: order_by on a computed field"
                 query = base.add(("order", node.args[0].value, D if desc else A, optional))
-            else:  # limit, start_after, stream, get, ...: the same query
+            else:  # select, limit, start_after, stream, get, ...: the same query
+                if node.func.attr == "select" and node.args and isinstance(node.args[0], ast.List):
+                    self.selected |= {(base.group, e.value) for e in node.args[0].elts if isinstance(e, ast.Constant)}
                 query = base
         if query is not None:
             self.found.append(query)
@@ -674,18 +721,40 @@ class _Scanner:
 
     def walk(self, body: list[ast.stmt], optional: bool = False, looping: bool = False) -> None:
         for stmt in body:
-            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                continue  # scanned on their own
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+                # A nested function (a transaction's body) uses the names its enclosing one made.
+                inner = _Scanner(self.where, names=dict(self.names))
+                inner.walk(stmt.body, optional, looping)
+                self.found += inner.found
+                self.selected |= inner.selected
+                continue
+            if isinstance(stmt, ast.ClassDef):
+                continue
+            # Queries built in a statement's own expression (`for row in rows(q.order_by(...))`).
+            heads = {ast.If: "test", ast.For: "iter", ast.AsyncFor: "iter", ast.While: "test"}
+            head = getattr(stmt, heads.get(type(stmt), ""), None)
+            heads_of_with = [item.context_expr for item in stmt.items] if isinstance(stmt, ast.With) else []
+            for expr in [head, *heads_of_with]:
+                for node in ast.walk(expr) if expr is not None else ():
+                    if isinstance(node, ast.Call):
+                        self.eval(node, optional, looping)
             if isinstance(stmt, ast.If):
                 self.walk(stmt.body, True, looping)
                 self.walk(stmt.orelse, True, looping)
                 continue
-            if isinstance(stmt, ast.For | ast.While):
+            if isinstance(stmt, ast.For | ast.AsyncFor | ast.While):
                 self.walk(stmt.body, optional, True)
                 self.walk(stmt.orelse, optional, looping)
                 continue
-            if isinstance(stmt, ast.With | ast.Try):
+            if isinstance(stmt, ast.With):
                 self.walk(stmt.body, optional, looping)
+                continue
+            if isinstance(stmt, ast.Try):
+                self.walk(stmt.body, optional, looping)
+                for handler in stmt.handlers:
+                    self.walk(handler.body, True, looping)
+                self.walk(stmt.orelse, True, looping)
+                self.walk(stmt.finalbody, optional, looping)
                 continue
             target = value = None
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
@@ -702,24 +771,48 @@ class _Scanner:
                     self.eval(node, optional, looping)
 
 
+def source_files() -> list[Path]:
+    return sorted([*(ROOT / "common").rglob("*.py"), *(ROOT / "functions").rglob("*.py")])
+
+
+def outer_functions(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Module-level functions and methods; functions nested in them are part of theirs."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node
+        elif isinstance(node, ast.ClassDef):
+            yield from outer_functions(node)
+
+
 @functools.cache
 def scan_queries() -> list[Query]:
     """The most complete form of every query chain in common/ and functions/."""
+    return _scan()[0]
+
+
+@functools.cache
+def scan_projections() -> frozenset[tuple[str, str]]:
+    """(group, field) of every field a query chain reads by a literal `.select([...])`."""
+    return _scan()[1]
+
+
+@functools.cache
+def _scan() -> tuple[list[Query], frozenset[tuple[str, str]]]:
     queries: list[Query] = []
-    for path in sorted([*(ROOT / "common").rglob("*.py"), *(ROOT / "functions").rglob("*.py")]):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                scanner = _Scanner(f"{path.relative_to(ROOT)}:{node.name}")
-                scanner.walk(node.body)
-                built = [q for q in scanner.found if q.ops]
-                # Keep only chains no other chain extends (intermediate steps are not run alone).
-                queries += [
-                    q
-                    for q in set(built)
-                    if not any(o is not q and o.group == q.group and o.ops[: len(q.ops)] == q.ops and len(o.ops) > len(q.ops) for o in built)
-                ]
-    return sorted(queries, key=lambda q: (q.where, q.ops))
+    selected: set[tuple[str, str]] = set()
+    for path in source_files():
+        for node in outer_functions(ast.parse(path.read_text())):
+            scanner = _Scanner(f"{path.relative_to(ROOT)}:{node.name}")
+            scanner.walk(node.body)
+            selected |= scanner.selected
+            built = [q for q in scanner.found if q.ops]
+            # Keep only chains no other chain extends (intermediate steps are not run alone).
+            queries += [
+                q
+                for q in set(built)
+                if not any(o is not q and o.group == q.group and o.ops[: len(q.ops)] == q.ops and len(o.ops) > len(q.ops) for o in built)
+            ]
+    return sorted(queries, key=lambda q: (q.where, q.ops)), frozenset(selected)
 
 
 @dataclass(frozen=True)
@@ -816,11 +909,103 @@ def test_every_declared_index_serves_some_query() -> None:
     assert not unused, f"indexes no query uses (each costs writes): {unused}"
 
 
+# Projections whose field list is a variable, and where the names come from (pages.page selects
+# the fields its caller passes: the job list's summary).
+DYNAMIC_PROJECTIONS = {"common/store/pages.py:page": ("bulk_jobs", "common.services.jobs", "SUMMARY_FIELDS")}
+QUERY_CALLS = ("where", "order_by", "select", "FieldFilter")
+
+
+def named_in_query_calls() -> dict[str, set[str | None]]:
+    """What a grep finds, independent of the chain scanner: by file:function, each field named in a
+    `.where(` / `FieldFilter(` / `.order_by(` / `.select(` call (None for a name held in a variable)."""
+    found: dict[str, set[str | None]] = {}
+    for path in source_files():
+        for fn in outer_functions(ast.parse(path.read_text())):
+            for call in ast.walk(fn):
+                name = call.func.attr if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) else None
+                name = call.func.id if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) else name
+                if name not in QUERY_CALLS or not isinstance(call, ast.Call) or not call.args:
+                    continue
+                first = call.args[0]
+                values = first.elts if isinstance(first, ast.List) else [first]
+                names = found.setdefault(f"{path.relative_to(ROOT)}:{fn.name}", set())
+                names |= {v.value if isinstance(v, ast.Constant) else None for v in values}
+    return found
+
+
+def queried_fields() -> dict[str, set[str]]:
+    """Every field a query of the code filters, orders or projects on, by collection group."""
+    by_group: dict[str, set[str]] = {}
+    for query in scan_queries():
+        for shape in variants(query):  # dynamic filter names included
+            by_group.setdefault(shape.group, set()).update(shape.fields)
+    for group, name in scan_projections():
+        by_group.setdefault(group, set()).add(name)
+    for group, module, attr in DYNAMIC_PROJECTIONS.values():
+        by_group.setdefault(group, set()).update(getattr(importlib.import_module(module), attr))
+    return by_group
+
+
+def test_the_scan_sees_every_field_a_query_call_names() -> None:
+    """A query the chain scanner cannot follow would let an override hide a queried field: every
+    field named in a query call must be one the scan attributes to that function's queries."""
+    scanned: dict[str, set[str]] = {}
+    for query in scan_queries():
+        scanned.setdefault(query.where, set()).update(op[1] for op in query.ops if op[1] is not None)
+    projections = {name for _, name in scan_projections()}
+    for where, names in named_in_query_calls().items():
+        if None in names:
+            assert where in DYNAMIC_FIELDS or where in DYNAMIC_PROJECTIONS, f"{where} queries on a field held in a variable: name its source"
+        missing = {n for n in names if n is not None} - scanned.get(where, set()) - projections
+        assert not missing, f"{where}: the scan does not see the query on {missing}"
+
+
 def test_unindexed_fields_are_never_queried() -> None:
-    queried = {(q.group, op[1]) for q in scan_queries() for op in q.ops}
+    queried = queried_fields()
+    assert queried["validation_issues"] >= {"severity", "issue_type", "product_id", "job_id", "identifier"}  # dynamic and projected
+    assert "import_options" in queried["bulk_jobs"]  # the job list's projection
     for override in INDEXES["fieldOverrides"]:
         assert override["indexes"] == [], override
-        assert (override["collectionGroup"], override["fieldPath"]) not in queried, override
+        group, path = override["collectionGroup"], override["fieldPath"]
+        # A disabled map disables its subfields too.
+        hidden = {f for f in queried.get(group, set()) if f == path or f.startswith(f"{path}.")}
+        assert not hidden, f"{group}.{path} is left unindexed, but a query uses {hidden}"
+
+
+def test_big_maps_and_unsorted_timestamps_are_left_unindexed() -> None:
+    """Firestore indexes every leaf of a map (ascending and descending) up to 40,000 index entries a
+    document: a product with ~20,000 attributes is refused in production (the emulator accepts it).
+    Sequential timestamps that are indexed cap a collection near 500 writes a second."""
+    off = {(o["collectionGroup"], o["fieldPath"]) for o in INDEXES["fieldOverrides"]}
+    for group, path in [
+        *(("products", f) for f in ("attributes", "values", "assets", "multi_values", "variants", "open_issues", "updated_at")),
+        ("audit_events", "details"),
+        ("validation_issues", "updated_at"),
+        ("identifier_index", "open"),
+        ("sku_index", "holders"),
+        ("value_index", "holders"),
+        ("bulk_jobs", "payload_json"),
+        ("chunk_items", "items_json"),
+        ("chunks", "results"),
+    ]:
+        assert (group, path) in off, (group, path)
+    # Firestore allows 200 single-field index exemptions per database; each is one more deploy line.
+    assert len(off) == len(INDEXES["fieldOverrides"]) <= 200
+    # The file says which overrides hold a TTL policy, as the deploy sets them.
+    assert {(o["collectionGroup"], o["fieldPath"]) for o in INDEXES["fieldOverrides"] if o["ttl"]} == set(deploy.TTL_FIELDS)
+
+
+def test_every_field_override_is_applied_by_the_deploy(plan_lines: list[str]) -> None:
+    updates = [c for c in commands(plan_lines) if "firestore indexes fields update" in c]
+    assert len(updates) == len(INDEXES["fieldOverrides"])
+    text = "\n".join(updates)
+    for override in INDEXES["fieldOverrides"]:
+        group, path = override["collectionGroup"], override["fieldPath"]
+        # A TTL field's index change is waited for: its TTL policy is the next operation on it.
+        wanted = f"firestore indexes fields update {path} --collection-group={group} --disable-indexes{'' if override['ttl'] else ' --async'} "
+        assert text.count(wanted) == 1, wanted
+    ttl_first = next(i for i, c in enumerate(commands(plan_lines)) if "fields ttls update" in c)
+    assert max(i for i, c in enumerate(commands(plan_lines)) if "firestore indexes fields update" in c) < ttl_first
 
 
 def test_short_lived_records_get_a_ttl_policy(plan_lines: list[str]) -> None:
