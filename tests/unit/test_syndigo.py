@@ -1704,7 +1704,7 @@ def shaped(junk: bool) -> st.SearchStrategy[dict[str, Any]]:
                 )
             ),
             "PackageType": field(st.sampled_from(["Case", "Crate"])),
-            "MultiValues": field(st.lists(json_scalars, max_size=2)),
+            "MultiValues": field(st.lists(value_entries, max_size=2)),
             "Archived": field(st.booleans()),
         },
     )
