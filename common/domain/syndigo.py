@@ -7,7 +7,10 @@ index entries, its validation issues and its audit event are recorded together a
 Stored shape, beside the core fields (title, sku, description, brand, category, gtin):
 
     values:  {attribute: {scope: {"by_locale": {locale: value}, "explicit_null": bool, "source_party": str}}}
-             scope is "*" for the general value, else the recipient ("Amazon US")
+             scope is "*" for the general value, else the recipient ("Amazon US"); from Values and
+             MultiValues alike (a multi_value attribute's locale holds a list)
+    multi_values: only on products imported before MultiValues were applied: the entries as then
+             sent, kept as they are (never written, read or changed by an import now)
     assets:  {attribute: {scope: {locale: {asset_id, name, url, source_url, format}}}}
     identifier_values: {attribute: value} for identifier attributes (indexed in value_index)
 """
@@ -267,7 +270,9 @@ def _scope_of(recipient: str | None, errors: list[ItemError], where: str) -> str
     return recipient
 
 
-def _attribute(options: ImportOptions, name: str, want_asset: bool, errors: list[ItemError], where: str) -> Attribute | None:
+def _attribute(
+    options: ImportOptions, name: str, want_asset: bool, errors: list[ItemError], where: str, multi_value: bool = False
+) -> Attribute | None:
     problem = _key_problem(name)
     if problem:
         errors.append(ItemError("invalid_value", f"Attribute name {problem}.", f"{where}.Name"))
@@ -275,7 +280,8 @@ def _attribute(options: ImportOptions, name: str, want_asset: bool, errors: list
     attr = options.vocabulary.find(name)
     if attr is None:
         if options.include_missing:
-            return Attribute(name=name, id=name, type="asset" if want_asset else "text")
+            # Kept under the name sent; one sent in MultiValues holds a list per locale, like a vocabulary's multi_value.
+            return Attribute(name=name, id=name, type="asset" if want_asset else "text", multi_value=multi_value)
         errors.append(ItemError("unknown_attribute", f"Attribute '{name}' is neither an alias nor an attribute id of the vocabulary.", where))
         return None
     if (attr.type == "asset") != want_asset:
@@ -285,11 +291,18 @@ def _attribute(options: ImportOptions, name: str, want_asset: bool, errors: list
     return attr
 
 
-def _apply_values(values: dict[str, Any], entries: list[AttributeValue], options: ImportOptions, errors: list[ItemError]) -> None:
+def _apply_values(
+    values: dict[str, Any], entries: list[AttributeValue], options: ImportOptions, errors: list[ItemError], multi: bool = False
+) -> None:
+    """Values, or (`multi`) MultiValues: both land in `values`, a MultiValues locale holding a list.
+    A multi_value attribute is also accepted in Values (with a list), as it always was."""
     for n, entry in enumerate(entries):
-        where = f"Values[{n}]"
-        attr = _attribute(options, entry.Name, False, errors, where)
+        where = f"{'MultiValues' if multi else 'Values'}[{n}]"
+        attr = _attribute(options, entry.Name, False, errors, where, multi_value=multi)
         if attr is None:
+            continue
+        if multi and not attr.multi_value:
+            errors.append(ItemError("not_multi_value", f"'{attr.name}' holds one value per locale, not a list: send it in Values.", where))
             continue
         bad_locales = [loc for loc in entry.ValuesByLocale if not _LOCALE.match(loc)]
         if bad_locales:
@@ -494,6 +507,7 @@ def _apply(view: CatalogView, index: int, raw: Any, options: ImportOptions, iden
         locale = options.vocabulary.default_locale
         new["values"][ident.attribute] = {GENERAL: {"by_locale": {locale: value}, "explicit_null": False, "source_party": ""}}
     _apply_values(new["values"], item.Values, options, errors)
+    _apply_values(new["values"], item.MultiValues, options, errors, multi=True)
     asset_records: dict[str, dict[str, Any]] = {}
     _apply_assets(view, new["assets"], item.AssetValues, options, errors, asset_records)
     _core_from_values(new, old.get("values") or {}, options)
@@ -552,7 +566,6 @@ def _apply(view: CatalogView, index: int, raw: Any, options: ImportOptions, iden
         "catalog_items": [c.model_dump() for c in item.CatalogItems],
         "workflow_id": item.WorkflowId,
         "source_parties": item.SourceParties,
-        "multi_values": item.MultiValues,
         "container_values": item.ContainerValues,
         "complex_values": item.ComplexValues,
         "nutritional_information_module": item.NutritionalInformationModule,

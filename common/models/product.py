@@ -129,6 +129,7 @@ class ProductPublic(PublicModel):
     catalog_items: list[dict[str, Any]] = Field(default_factory=list)
     workflow_id: str | None = None
     source_parties: list[Any] = Field(default_factory=list)
+    # Only on products imported before MultiValues were applied into `values`: what was then sent, as is.
     multi_values: list[Any] = Field(default_factory=list)
     container_values: list[Any] = Field(default_factory=list)
     complex_values: list[Any] = Field(default_factory=list)

@@ -38,7 +38,11 @@ class _Strict(BaseModel):
 
 
 class AttributeValue(_Strict):
-    """One entry of `Values`: an attribute's value per locale, general or for one recipient."""
+    """One entry of `Values` or `MultiValues`: an attribute's value per locale, general or for one
+    recipient. The vendor's reference shows no MultiValues entry, only that it "holds all attributes of
+    type MultiValue"; its other attribute arrays (Values, AssetValues) share this Name / ValuesByLocale /
+    SourceParty / Recipient / Delete / IsExplicitNullValue shape, so MultiValues takes it too, with a
+    list in each locale."""
 
     Name: Short = Field(min_length=1)
     ValuesByLocale: dict[str, Any] = Field(default_factory=dict)
@@ -115,7 +119,7 @@ class ProductToImport(_Strict):
     WorkflowId: StrictStr | None = None
     RecipientsRequirementSets: dict[str, Any] | list[Any] | None = None
     Values: list[AttributeValue] = Field(default_factory=list)
-    MultiValues: list[Any] = Field(default_factory=list)
+    MultiValues: list[AttributeValue] = Field(default_factory=list)
     AssetValues: list[AssetValue] = Field(default_factory=list)
     ContainerValues: list[Any] = Field(default_factory=list)
     ComplexValues: list[Any] = Field(default_factory=list)
@@ -124,7 +128,7 @@ class ProductToImport(_Strict):
     Archived: StrictBool = False
     IsExplicitNullValue: StrictBool = False
 
-    @field_validator("MultiValues", "ContainerValues", "ComplexValues", "NutritionalInformationModule", "RecipientsRequirementSets")
+    @field_validator("ContainerValues", "ComplexValues", "NutritionalInformationModule", "RecipientsRequirementSets")
     @classmethod
     def _storable(cls, value: Any) -> Any:
         check_storable(value)

@@ -29,6 +29,8 @@ VOCABULARY = {
         {"name": "Feature - Benefit Bullet 3"},
         {"name": "Packaging Level"},
         {"name": "Net Weight", "type": "number"},
+        {"name": "Allergens", "multi_value": True},
+        {"name": "Claims", "multi_value": True},
         {"name": "Main Product Image", "type": "asset"},
     ],
 }
@@ -228,6 +230,40 @@ def test_values_delete_explicit_null_and_unknown_attributes(vocab_tenant: Tenant
     sized = product_body("00000000000079", "Update", Values=[{"Name": "Size", "ValuesByLocale": {"en-US": "L"}}])
     assert run(tenant, envelope(sized), shouldIncludeMissingVocabularyAttributes="false")["OverallResult"] == "Failure"
     assert run(tenant, envelope(sized))["OverallResult"] == "Success"
+
+
+def test_multi_values_are_attribute_values(vocab_tenant: Tenant) -> None:
+    tenant = vocab_tenant
+    first = product_body("00000000000086", MultiValues=[{"Name": "Allergens", "ValuesByLocale": {"en-US": ["milk", "soy"], "de-DE": ["Milch"]}}])
+    created = run(tenant, envelope(first))
+    assert created["OverallResult"] == "Success", created
+    pid = created["ResultsByActionType"]["ProductImportData"][0]["MatchedId"]
+    # Another attribute later, and one locale deleted: the rest of Allergens stays.
+    second = product_body(
+        "00000000000086",
+        "Update",
+        MultiValues=[
+            {"Name": "Claims", "ValuesByLocale": {"en-US": ["vegan"]}},
+            {"Name": "Allergens", "ValuesByLocale": {"de-DE": None}, "Delete": True},
+        ],
+    )
+    assert run(tenant, envelope(second))["OverallResult"] == "Success"
+    product = tenant.get(f"/api/v1/pim/products/{pid}").json()
+    assert product["values"]["Allergens"]["*"]["by_locale"] == {"en-US": ["milk", "soy"]}
+    assert product["values"]["Claims"]["*"]["by_locale"] == {"en-US": ["vegan"]}
+    assert product["multi_values"] == []
+    # What the vocabulary does not hold, a bad locale, a single-valued attribute: item errors, nothing stored.
+    refused = [
+        ({"Name": "No Such Attribute", "ValuesByLocale": {"en-US": ["x"]}}, "unknown_attribute"),
+        ({"Name": "Claims", "ValuesByLocale": {"xx_bad": ["x"]}}, "invalid_locale"),
+        ({"Name": "UPC", "ValuesByLocale": {"en-US": ["1", "2"]}}, "not_multi_value"),
+        ({"Name": "Claims", "ValuesByLocale": {"en-US": "vegan"}}, "invalid_value"),
+    ]
+    for entry, code in refused:
+        answer = run(tenant, envelope(product_body("00000000000086", "Update", MultiValues=[entry])))
+        [error] = answer["ResultsByActionType"]["ProductImportData"][0]["Errors"]
+        assert (answer["OverallResult"], error["Code"], error["Field"]) == ("Failure", code, "MultiValues[0]"), answer
+    assert tenant.get(f"/api/v1/pim/products/{pid}").json()["values"] == product["values"]
 
 
 def test_assets_are_deduplicated_by_source_url(vocab_tenant: Tenant) -> None:

@@ -1,7 +1,7 @@
 """ProductImportData (the vendor's import payload) applied by the pure engine over an in-memory catalog.
 
 Vocabulary look-ups, identifier resolution, ImportMode, Values/ValuesByLocale/Recipient/Delete/
-IsExplicitNullValue, typed attributes, AssetValues and their SourceUrl de-duplication, TaxonomyNodes,
+IsExplicitNullValue, MultiValues, typed attributes, AssetValues and their SourceUrl de-duplication, TaxonomyNodes,
 ImmediateParentDetails, LifeCycle, the value index, verbose changes and failure issues.
 """
 
@@ -32,6 +32,7 @@ from common.domain.syndigo import (
     value_changes,
     value_keys,
 )
+from common.models.product import ProductPublic
 from common.models.syndigo import ImportRequest
 from common.store.catalog import ALL, FAILURES, NOTHING, run_step
 from tests.unit.fakes import (
@@ -71,6 +72,7 @@ VOCAB_DOC: dict[str, Any] = {
         {"name": "Organic", "type": "boolean"},
         {"name": "Launch Date", "type": "date"},
         {"name": "Allergens", "multi_value": True},
+        {"name": "Claims", "multi_value": True},
         {"name": "Pack Sizes", "type": "number", "multi_value": True},
         {"name": "Country Of Origin", "locale_aware": False},
         {"name": "Main Product Image", "type": "asset"},
@@ -634,6 +636,129 @@ def test_explicit_null_on_a_mapped_attribute_clears_the_core_field(catalog: Memo
     assert catalog.products[pid]["brand"] is None
     assert catalog.products[pid]["title"] == "Bread"
     consistent(catalog)
+
+
+# -- MultiValues ----------------------------------------------------------------------------------
+
+
+def test_multi_values_are_stored_per_attribute_like_values(catalog: MemoryCatalog) -> None:
+    pid = create(catalog, item(G1, MultiValues=[val("Allergens", {"en-US": ["milk", "soy"], "de-DE": ["Milch"]}, SourceParty="Marketplace")]))
+    assert stored(catalog, pid, "Allergens") == {
+        "by_locale": {"en-US": ["milk", "soy"], "de-DE": ["Milch"]},
+        "explicit_null": False,
+        "source_party": "Marketplace",
+    }
+    # Not a second, opaque copy beside `values`: the read model and the export show them in `values` only.
+    assert "multi_values" not in catalog.products[pid]
+    public = ProductPublic.model_validate(catalog.products[pid]).dump()
+    assert public["values"]["Allergens"][GENERAL]["by_locale"]["en-US"] == ["milk", "soy"] and public["multi_values"] == []
+    consistent(catalog)
+
+
+def test_multi_values_merge_across_updates_and_keep_other_attributes(catalog: MemoryCatalog) -> None:
+    pid = create(
+        catalog, item(G1, val("Product Name", {"en-US": "Bread"}), MultiValues=[val("Allergens", {"en-US": ["milk", "soy"], "de-DE": ["Milch"]})])
+    )
+    # An update that gives only Claims keeps Allergens (and the single values).
+    res = one(catalog, item(G1, mode="Update", MultiValues=[val("Claims", {"en-US": ["vegan"]})]), job_id="job-2")
+    assert res["result"] == "updated", res
+    assert stored(catalog, pid, "Allergens")["by_locale"] == {"en-US": ["milk", "soy"], "de-DE": ["Milch"]}
+    assert stored(catalog, pid, "Claims")["by_locale"] == {"en-US": ["vegan"]}
+    assert catalog.products[pid]["title"] == "Bread"
+    # A locale sent again gets the list sent (whole); the attribute's other locales stay.
+    one(catalog, item(G1, mode="Update", MultiValues=[val("Allergens", {"en-US": ["gluten"], "pl-PL": ["mleko"]})]), job_id="job-3")
+    assert stored(catalog, pid, "Allergens")["by_locale"] == {"en-US": ["gluten"], "de-DE": ["Milch"], "pl-PL": ["mleko"]}
+    consistent(catalog)
+
+
+def test_multi_values_delete_of_one_locale_keeps_the_others(catalog: MemoryCatalog) -> None:
+    pid = create(catalog, item(G1, MultiValues=[val("Allergens", {"en-US": ["milk"], "de-DE": ["Milch"]}), val("Claims", {"en-US": ["vegan"]})]))
+    res = one(catalog, item(G1, mode="Update", MultiValues=[val("Allergens", {"de-DE": None}, Delete=True)]), VERBOSE, "job-2")
+    assert res["result"] == "updated", res
+    assert res["changes"] == [{"attribute": "Allergens", "recipient": None, "locale": "de-DE", "old": ["Milch"], "new": None}]
+    assert stored(catalog, pid, "Allergens")["by_locale"] == {"en-US": ["milk"]}
+    # Delete without locales removes the attribute; explicit null is kept apart from absent.
+    one(catalog, item(G1, mode="Update", MultiValues=[val("Allergens", Delete=True), val("Claims", IsExplicitNullValue=True)]), job_id="job-3")
+    assert "Allergens" not in catalog.products[pid]["values"]
+    assert stored(catalog, pid, "Claims") == {"by_locale": {}, "explicit_null": True, "source_party": ""}
+    consistent(catalog)
+
+
+def test_multi_values_for_a_recipient_sit_beside_the_general_ones(catalog: MemoryCatalog) -> None:
+    pid = create(
+        catalog, item(G1, MultiValues=[val("Allergens", {"en-US": ["milk"]}), val("Allergens", {"en-US": ["milk", "nuts"]}, Recipient="Amazon US")])
+    )
+    assert stored(catalog, pid, "Allergens")["by_locale"] == {"en-US": ["milk"]}
+    assert stored(catalog, pid, "Allergens", "Amazon US")["by_locale"] == {"en-US": ["milk", "nuts"]}
+
+
+def test_a_multi_value_attribute_in_values_and_in_multi_values_is_one_attribute(catalog: MemoryCatalog) -> None:
+    # Values still takes a multi_value attribute with a list (as before); MultiValues then adds to it.
+    pid = create(catalog, item(G1, val("Allergens", {"en-US": ["milk"]})))
+    one(catalog, item(G1, mode="Update", MultiValues=[val("Allergens", {"de-DE": ["Milch", "Soja"]})]), job_id="job-2")
+    assert catalog.products[pid]["values"]["Allergens"] == {
+        GENERAL: {"by_locale": {"en-US": ["milk"], "de-DE": ["Milch", "Soja"]}, "explicit_null": False, "source_party": ""}
+    }
+
+
+def test_an_unknown_attribute_in_multi_values_fails_unless_missing_attributes_are_included(catalog: MemoryCatalog) -> None:
+    raw = item(G1, MultiValues=[val("Allergens", {"en-US": ["milk", "soy"]}), val("Colours", {"en-US": ["red", "blue"]})])
+    res = one(catalog, raw)
+    assert (res["result"], [(e["code"], e["field"]) for e in res["errors"]]) == ("failed", [("unknown_attribute", "MultiValues[1]")])
+    assert "Colours" in res["errors"][0]["message"]
+    assert catalog.products == {}
+    res = one(catalog, raw, INCLUDE_MISSING, "job-2")
+    assert res["result"] == "created", res
+    assert stored(catalog, res["product_id"], "Colours")["by_locale"] == {"en-US": ["red", "blue"]}
+    # Kept under the name sent, it still holds a list per locale.
+    scalar = one(catalog, item(G1, mode="Update", MultiValues=[val("Sizes", {"en-US": "L"})]), INCLUDE_MISSING, "job-3")
+    assert (codes(scalar), scalar["errors"][0]["field"]) == (["invalid_value"], "MultiValues[0]")
+    consistent(catalog)
+
+
+@pytest.mark.parametrize("locale", ["xx_bad", "english", "en-US-"])
+def test_multi_values_need_locale_keys(catalog: MemoryCatalog, locale: str) -> None:
+    res = one(catalog, item(G1, MultiValues=[val("Allergens", {locale: ["milk"]})]))
+    assert (res["result"], [(e["code"], e["field"]) for e in res["errors"]]) == ("failed", [("invalid_locale", "MultiValues[0]")])
+    assert catalog.products == {}
+
+
+@pytest.mark.parametrize(("name", "code"), [("UPC", "not_multi_value"), ("Net Weight", "not_multi_value"), ("Gallery", "wrong_attribute_type")])
+def test_an_attribute_that_is_not_multi_valued_is_refused_in_multi_values(catalog: MemoryCatalog, name: str, code: str) -> None:
+    res = one(catalog, item(G1, val("Product Name", {"en-US": "A"}), MultiValues=[val(name, {"en-US": ["1", "2"]})]))
+    assert (res["result"], [(e["code"], e["field"]) for e in res["errors"]]) == ("failed", [(code, "MultiValues[0]")])
+    assert catalog.products == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [("Allergens", "milk", "holds several values"), ("Allergens", {"a": "milk"}, "holds several values"), ("Pack Sizes", [6, "many"], "is a number")],
+)
+def test_multi_values_need_a_list_of_fitting_values_per_locale(catalog: MemoryCatalog, name: str, value: Any, says: str) -> None:
+    res = one(catalog, item(G1, MultiValues=[val(name, {"en-US": value})]))
+    [error] = res["errors"]
+    assert (error["code"], error["field"]) == ("invalid_value", "MultiValues[0]") and says in error["message"]
+    assert catalog.products == {}
+
+
+def test_multi_values_entries_must_have_the_values_shape(catalog: MemoryCatalog) -> None:
+    res = one(catalog, item(G1, MultiValues=[{"Name": "Allergens", "ValuesByLocale": {"en-US": ["milk"]}, "Colour": "red"}]))
+    assert (codes(res), res["errors"][0]["field"]) == (["unknown_field"], "MultiValues.0.Colour")
+    assert codes(one(catalog, item(G1, MultiValues=["milk"]), job_id="job-2")) == ["invalid_value"]
+    assert catalog.products == {}
+
+
+def test_a_legacy_multi_values_blob_is_kept_as_it_was_and_still_reads(catalog: MemoryCatalog) -> None:
+    """Products imported before MultiValues were applied hold them as sent, in `multi_values`."""
+    pid = create(catalog, item(G1, val("Product Name", {"en-US": "Bread"})))
+    legacy = [{"Name": "Allergens", "ValuesByLocale": {"en-US": ["milk"]}}, {"Name": "No Such Attribute", "ValuesByLocale": {"xx_bad": 5}}]
+    catalog.products[pid]["multi_values"] = copy.deepcopy(legacy)
+    res = one(catalog, item(G1, mode="Update", MultiValues=[val("Claims", {"en-US": ["vegan"]})]), job_id="job-2")
+    assert res["result"] == "updated", res
+    assert catalog.products[pid]["multi_values"] == legacy
+    assert stored(catalog, pid, "Claims")["by_locale"] == {"en-US": ["vegan"]}
+    public = ProductPublic.model_validate(catalog.products[pid]).dump()
+    assert public["multi_values"] == legacy and public["values"]["Claims"][GENERAL]["by_locale"] == {"en-US": ["vegan"]}
 
 
 # -- core fields ------------------------------------------------------------------------------
@@ -1606,7 +1731,7 @@ def shaped(junk: bool) -> st.SearchStrategy[dict[str, Any]]:
                 )
             ),
             "PackageType": field(st.sampled_from(["Case", "Crate"])),
-            "MultiValues": field(st.lists(json_scalars, max_size=2)),
+            "MultiValues": field(st.lists(value_entries, max_size=2)),
             "Archived": field(st.booleans()),
         },
     )
