@@ -86,6 +86,12 @@ class Settings(BaseSettings):
 
     # Export files: read as one query stream, written through a resumable (streaming) upload.
     export_upload_chunk_bytes: int = 4 * 1024 * 1024
+    # Claims an export gets before it ends FAILED (`too_many_attempts`). Each claim starts the file
+    # from the first product, so an export whose worker dies or times out (run_export has 540 s)
+    # every time would otherwise be claimed again, and republished by the reconciler, for ever.
+    # Every claim counts, a storage fault's given-back one too; a run over the timeout costs about
+    # 11 minutes a claim (540 s, the lease lapsing, the reconciler's next tick).
+    export_max_claims: int = Field(default=3, ge=1)
     excluded_ids_listed: int = 1000
     # download_url in notifications: the API's download route with an HMAC-signed expiry, so a
     # webhook receiver needs no API token. The key comes from Secret Manager in the cloud.

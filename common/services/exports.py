@@ -30,6 +30,8 @@ from common.store.paths import Scope
 log = get_logger("synq.exports")
 
 QUEUED_MESSAGE = "Export job queued. You will be notified when the file is ready in Cloud Storage."
+# The failure of an export whose claims all ended without finishing it (Settings.export_max_claims).
+TOO_MANY_ATTEMPTS = "too_many_attempts"
 RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.BadGateway)
 
 
@@ -169,6 +171,12 @@ def run_export(message: ExportMessage) -> None:
             # Its notification may have been lost between the commit and the enqueue.
             notifications.enqueue(scope, derived_id(message.export_id, "notification"))
         return
+    if export["claims"] > settings.export_max_claims:
+        # The claims before it all ended without finishing (a worker killed, timed out, or given a
+        # storage fault): running it once more would most likely end the same way.
+        log.error("export claimed too many times; it fails", extra={"export_id": export["id"], "claims": export["claims"] - 1})
+        _finish(scope, export, {"status": ExportStatus.FAILED.value, "error": TOO_MANY_ATTEMPTS}, "export.failed")
+        return
     try:
         counts = write_file(scope, export)
     except LostClaim:
@@ -254,7 +262,10 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
         "completed_at": rfc3339(now),
     }
     delivery = notifications.new_delivery(scope, derived_id(export["id"], "notification"), event_type, data, export["id"])
-    audit = _audit(scope, export, event_type, {k: data[k] for k in ("product_count", "excluded_count")}, derived_id(export["id"], "finished"))
+    details = {k: data[k] for k in ("product_count", "excluded_count")}
+    if changes.get("error"):
+        details["error"] = changes["error"]  # why it failed, in the audit trail as on the record
+    audit = _audit(scope, export, event_type, details, derived_id(export["id"], "finished"))
     if not store.finish_export(scope, export["id"], export["lease_owner"], changes, delivery, audit):
         log.warning("export finished by another worker; this one leaves it", extra={"export_id": export["id"]})
         if changes.get("object"):
