@@ -278,11 +278,13 @@ def get_export(request: Request) -> Response:
     f"{PREFIX}/exports/{{export_id}}/download",
     summary="Download a completed export",
     description=(
-        "JSON Lines, one product per line. A notification's signed link (the four query parameters) needs no token. "
-        "409 `export_not_ready` while the export is not COMPLETED; 410 `export_file_gone` once the bucket's retention "
-        "rule has deleted the file (request a new export)."
+        "302 to a signed Cloud Storage URL of the file (JSON Lines, one product per line), valid for a few minutes: "
+        "follow the redirect without this API's headers. A notification's signed link (the four query parameters) "
+        "needs no token. 409 `export_not_ready` while the export is not COMPLETED; 410 `export_file_gone` once the "
+        "bucket's retention rule has deleted the file (request a new export)."
     ),
     response_model=ProductPublic,
+    response_status=302,
     media_type="application/x-ndjson",
     query=tuple(QueryParam(name, "Part of a signed download link.", {"type": "string"}) for name in ("org_id", "tenant_id", "expires", "signature")),
     error_statuses=(409, 410),
@@ -300,7 +302,9 @@ def download_export(request: Request) -> Response:
         )
     if scope is None:
         scope = authenticate(request).scope
-    return Response(None, stream=exports.download(scope, export_id), content_type="application/x-ndjson")
+    location = exports.download_location(scope, export_id)
+    # no-store: a cached redirect would outlive the URL it points at.
+    return Response(None, status=302, headers={"Location": location, "Cache-Control": "no-store"})
 
 
 @router.route(

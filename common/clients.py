@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
+from typing import Any
 
+import google.auth
+import google.auth.transport.requests
 import grpc
 from google.cloud import firestore, pubsub_v1, storage
 from google.cloud.firestore_v1 import base_client
@@ -52,7 +56,26 @@ def storage_client() -> storage.Client:
     return storage.Client(project=get_settings().project_id)
 
 
+_signer_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _default_credentials() -> Any:
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    return credentials
+
+
+def signing_credentials() -> Any:
+    """The function's own credentials, refreshed while they are not valid: their access token calls
+    IAM signBlob, and a metadata-server credential learns its service account's email only then."""
+    credentials = _default_credentials()
+    with _signer_lock:
+        if not credentials.valid:
+            credentials.refresh(google.auth.transport.requests.Request())
+    return credentials
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests point the process at other emulators)."""
-    for factory in (firestore_client, publisher, storage_client):
+    for factory in (firestore_client, publisher, storage_client, _default_credentials):
         factory.cache_clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,12 +86,29 @@ class Settings(BaseSettings):
 
     # Export files: read as one query stream, written through a resumable (streaming) upload.
     export_upload_chunk_bytes: int = 4 * 1024 * 1024
+    # Claims an export gets before it ends FAILED (`too_many_attempts`). Each claim starts the file
+    # from the first product, so an export whose worker dies or times out (run_export has 540 s)
+    # every time would otherwise be claimed again, and republished by the reconciler, for ever.
+    # Every claim counts, a storage fault's given-back one too; a run over the timeout costs about
+    # 11 minutes a claim (540 s, the lease lapsing, the reconciler's next tick).
+    export_max_claims: int = Field(default=3, ge=1)
     excluded_ids_listed: int = 1000
     # download_url in notifications: the API's download route with an HMAC-signed expiry, so a
     # webhook receiver needs no API token. The key comes from Secret Manager in the cloud.
     public_api_url: str = "http://127.0.0.1:8080"
     download_signing_key: str = ""
     download_url_ttl_seconds: int = 7 * 24 * 3600
+    # The download route answers 302 to a V4 signed Cloud Storage URL valid this long: the file is
+    # fetched from Cloud Storage, never through the api function (whose responses are capped at
+    # 32 MB, 10 MB streamed, and whose instance a slow download would hold). Only the start of the
+    # fetch must fall within it; a longer transfer goes on.
+    download_redirect_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    # Local stack only (the deploy refuses both): a throwaway service-account key (its JSON) that
+    # signs those URLs for the storage emulator, which checks neither signature nor expiry, and the
+    # emulator's URL for them. In the cloud the URL is signed through IAM (signBlob) as the function's
+    # own service account: no key exists.
+    emulator_signing_key: SecretStr = SecretStr("")
+    emulator_storage_url: str = ""
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25

@@ -49,9 +49,6 @@ class Response:
     body: Any
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    # A streamed body (an iterable of bytes) with its content type, for downloads.
-    stream: Iterable[bytes] | None = None
-    content_type: str = "application/json"
 
 
 @dataclass
@@ -552,8 +549,8 @@ def _run_hook(hook: Hook, route: Route, call_next: Next, request: Request) -> Re
 
 
 def to_flask(response: Response) -> flask.Response:
-    if response.stream is not None:
-        out = flask.Response(response.stream, status=response.status, content_type=response.content_type)
+    if response.body is None and 300 <= response.status < 400:
+        out = flask.Response(b"", status=response.status)  # a redirect: its Location is the answer
     else:
         out = flask.Response(
             json.dumps(response.body, separators=(",", ":"), ensure_ascii=False),

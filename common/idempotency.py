@@ -112,7 +112,7 @@ class Idempotency:
         except BaseException:
             self._release(scope, kid)
             raise
-        if response.status >= 500 or response.stream is not None:
+        if response.status >= 500:
             self._release(scope, kid)
         else:
             self._complete(scope, kid, response)

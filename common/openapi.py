@@ -226,6 +226,12 @@ def _success(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
     if route.method == "POST" and not doc.public:
         headers[REPLAYED_HEADER] = _header_ref(REPLAYED_HEADER)
     response: dict[str, Any] = {"description": doc.summary, "content": {doc.media_type: {"schema": schema}}}
+    if 300 <= doc.response_status < 400:
+        # A redirect has no body of its own: the model describes what its Location serves.
+        location = f"A short-lived URL that serves the content: {schema.get('description') or doc.response_model.__name__}"
+        headers |= {"Location": {"description": location, "schema": {"type": "string", "format": "uri"}}}
+        headers |= {"Cache-Control": {"description": "`no-store`: the URL expires.", "schema": {"type": "string"}}}
+        response = {"description": doc.summary}
     if headers:
         response["headers"] = headers
     return response

@@ -52,6 +52,7 @@ APIS = (
     "eventarc.googleapis.com",  # Pub/Sub triggers of gen2 functions
     "firestore.googleapis.com",
     "iam.googleapis.com",
+    "iamcredentials.googleapis.com",  # signBlob: api signs the export downloads' Cloud Storage URLs
     "logging.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",  # gen2 functions run on Cloud Run
@@ -121,6 +122,8 @@ class Profile:
     # (SYNQ_<FIELD> environment variable, Secret Manager secret) for each secret Settings field it reads
     secrets: tuple[tuple[str, str], ...] = ()
     max_delivery_attempts: int = 10  # Pub/Sub deliveries before a message is dead-lettered
+    # Signs Cloud Storage URLs through IAM signBlob as its own service account (it has no key file).
+    signs_urls: bool = False
 
 
 # Who publishes where, who enqueues tasks and who reads which secret is what the code does from each
@@ -137,6 +140,7 @@ PROFILES: dict[str, Profile] = {
         bucket_role=STORAGE_WRITER,  # payloads/ of large jobs
         enqueues_tasks=True,  # POST /notification-deliveries/{id}/redeliver
         secrets=(("SYNQ_DOWNLOAD_SIGNING_KEY", SIGNING_KEY_SECRET),),  # checks signed download links
+        signs_urls=True,  # the download route redirects to a signed URL of the export's file
     ),
     # Reads the stored payload, array or envelope, a piece at a time (194-225 MiB in the benchmarks); 1Gi is for the CPU
     # that splitting a 32 MB payload takes.
@@ -181,6 +185,9 @@ PROFILES: dict[str, Profile] = {
 
 # Settings the deploy itself decides; `--setting` may not override them.
 DEPLOY_SETTINGS = ("project_id", "region", "bucket", "tasks_queue", "tasks_location", "deliver_url", "public_api_url")
+# Settings of the local stack only; `--setting` refuses them. A deployment signs Cloud Storage URLs
+# through IAM as the function's own account, never with a key handed to it, for the real endpoint.
+LOCAL_ONLY_SETTINGS = ("emulator_signing_key", "emulator_storage_url")
 
 
 def secret_settings(profiles: Mapping[str, Profile] | None = None) -> set[str]:
@@ -609,6 +616,9 @@ def _grants(plan: Plan, ctx: Context) -> None:
             plan.grant("iam service-accounts", ctx.accounts[TASKS_IDENTITY], member, "roles/iam.serviceAccountUser")
         for _, secret in profile.secrets:
             plan.grant("secrets", secret, member, "roles/secretmanager.secretAccessor")
+        if profile.signs_urls:
+            # signBlob as itself: the token creator role on its own account, and on no other.
+            plan.grant("iam service-accounts", ctx.accounts[fn.name], member, "roles/iam.serviceAccountTokenCreator")
 
 
 def _functions(plan: Plan, ctx: Context) -> None:
@@ -762,6 +772,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
             parser.error(f"--setting {item!r}: expected FIELD=VALUE with a common.config.Settings field")
         if name in DEPLOY_SETTINGS:
             parser.error(f"--setting {name}: set by the deploy itself (see docs/deploy.md)")
+        if name in LOCAL_ONLY_SETTINGS:
+            parser.error(f"--setting {name}: for the local stack only; a deployment signs storage URLs through IAM (see docs/deploy.md)")
         # The name patterns also catch a secret field that no function reads from Secret Manager yet.
         if name in secret_settings() or "password" in name or "secret" in name:
             parser.error(f"--setting {name}: a secret, which functions read from Secret Manager, never from a plain setting (see docs/deploy.md)")

@@ -132,6 +132,28 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def throwaway_service_account_key() -> str:
+    """A service-account key (its JSON) made up for this stack: the functions sign Cloud Storage URLs
+    with it, which the storage emulator accepts without checking the signature. It grants nothing
+    anywhere: no such account exists."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "synq-local",
+            "private_key_id": uuid.uuid4().hex,
+            "private_key": pem,
+            "client_email": "synq-local-signer@synq-local.iam.gserviceaccount.com",
+            "client_id": "0",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
+
+
 @dataclass
 class Stack:
     state_dir: Path
@@ -149,6 +171,8 @@ class Stack:
     _stop: threading.Event = field(default_factory=threading.Event)
     # Signs download links within this stack only; production takes it from Secret Manager.
     signing_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Signs the stack's Cloud Storage URLs (the download route's redirects); production signs through IAM.
+    storage_key: str = field(default_factory=lambda: throwaway_service_account_key())
 
     @property
     def mail_dir(self) -> Path:
@@ -174,6 +198,8 @@ class Stack:
             "SYNQ_DELIVER_URL": f"http://127.0.0.1:{self.ports['deliver_notification']}/",
             "SYNQ_PUBLIC_API_URL": self.api_url,
             "SYNQ_DOWNLOAD_SIGNING_KEY": self.signing_key,
+            "SYNQ_EMULATOR_SIGNING_KEY": self.storage_key,
+            "SYNQ_EMULATOR_STORAGE_URL": f"http://127.0.0.1:{self.ports['storage']}",
             "SYNQ_SMTP_HOST": "127.0.0.1",
             "SYNQ_SMTP_PORT": str(self.ports["smtp"]),
             **self.extra_env,
@@ -372,6 +398,9 @@ class Stack:
 
     def env_lines(self) -> dict[str, str]:
         env = {"API_URL": self.api_url, **self.client_env(), **self.demo}
+        # A multi-line PEM inside JSON, which neither `. stack.env` nor infra.token's reader takes;
+        # only the functions (and the test process) sign Cloud Storage URLs.
+        env.pop("SYNQ_EMULATOR_SIGNING_KEY")
         if self.demo:
             env |= {
                 "SYNQ_API_URL": self.api_url,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
+import google.auth.exceptions
 from google.api_core import exceptions as gexc
 
 from common import errors
@@ -29,7 +29,10 @@ from common.store.paths import Scope
 
 log = get_logger("synq.exports")
 
+CONTENT_TYPE = "application/x-ndjson"
 QUEUED_MESSAGE = "Export job queued. You will be notified when the file is ready in Cloud Storage."
+# The failure of an export whose claims all ended without finishing it (Settings.export_max_claims).
+TOO_MANY_ATTEMPTS = "too_many_attempts"
 RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.BadGateway)
 
 
@@ -122,38 +125,36 @@ def signed_scope(args: dict[str, str], export_id: str) -> Scope | None:
     return Scope(org_id, tenant_id)
 
 
-def download(scope: Scope, export_id: str) -> Iterator[bytes]:
-    """The export's file, a block at a time. The first block is fetched here, before the answer
-    starts: the storage client fetches nothing until a read, and an error raised while streaming
-    cannot become a JSON error any more."""
+def download_location(scope: Scope, export_id: str) -> str:
+    """Where the export's file is fetched: a short-lived signed Cloud Storage URL for the download
+    route to redirect to. The file never passes through the api function, whose responses Cloud
+    Functions caps (32 MB, 10 MB streamed) and whose instance a slow download would hold.
+
+    The object is looked up first, so a file the retention rule deleted is this API's JSON 410, not
+    Cloud Storage's XML 404 after the redirect."""
     export = store.get_export(scope, export_id) if is_uuid(export_id) else None
     if export is None:
         raise errors.NotFound("No export with that id in this tenant.")
     if export["status"] != ExportStatus.COMPLETED:
         raise errors.Conflict(f"The export is {export['status']}; its file is not ready.", code="export_not_ready")
-    block_size = 1024 * 1024
-    reader = blobs.bucket().blob(export["object"]).open("rb", chunk_size=block_size)
     try:
-        first = reader.read(block_size)
-    except gexc.NotFound as exc:
-        reader.close()
-        raise errors.Gone(
-            "The export's file is no longer kept (export files are deleted after their retention period). "
-            "Request a new export with POST /api/v1/pim/export.",
-            code="export_file_gone",
-        ) from exc
+        if not blobs.exists(export["object"]):
+            raise errors.Gone(
+                "The export's file is no longer kept (export files are deleted after their retention period). "
+                "Request a new export with POST /api/v1/pim/export.",
+                code="export_file_gone",
+            )
+        return blobs.signed_url(
+            export["object"],
+            seconds=get_settings().download_redirect_seconds,
+            content_type=CONTENT_TYPE,
+            disposition=f'attachment; filename="{export_id}.jsonl"',
+        )
     except RETRYABLE as exc:
-        reader.close()
         raise errors.Transient("A storage service was unavailable; retry.") from exc
-
-    def chunks() -> Iterator[bytes]:
-        with reader:
-            block = first
-            while block:
-                yield block
-                block = reader.read(block_size)
-
-    return chunks()
+    except google.auth.exceptions.TransportError as exc:  # IAM signBlob, or the metadata server, failed
+        log.warning("download URL not signed", extra={"export_id": export_id, "error": str(exc)[:200]})
+        raise errors.Transient("The download link could not be signed; retry.") from exc
 
 
 def run_export(message: ExportMessage) -> None:
@@ -168,6 +169,12 @@ def run_export(message: ExportMessage) -> None:
         elif current["status"] in (ExportStatus.COMPLETED, ExportStatus.FAILED):
             # Its notification may have been lost between the commit and the enqueue.
             notifications.enqueue(scope, derived_id(message.export_id, "notification"))
+        return
+    if export["claims"] > settings.export_max_claims:
+        # The claims before it all ended without finishing (a worker killed, timed out, or given a
+        # storage fault): running it once more would most likely end the same way.
+        log.error("export claimed too many times; it fails", extra={"export_id": export["id"], "claims": export["claims"] - 1})
+        _finish(scope, export, {"status": ExportStatus.FAILED.value, "error": TOO_MANY_ATTEMPTS}, "export.failed")
         return
     try:
         counts = write_file(scope, export)
@@ -198,7 +205,7 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
     partial = bucket.blob(f"{name}.partial")
     renew_every = max(settings.stale_after_seconds / 3, 1.0)
     renewed = time.monotonic()
-    with partial.open("wb", content_type="application/x-ndjson", chunk_size=settings.export_upload_chunk_bytes) as out:
+    with partial.open("wb", content_type=CONTENT_TYPE, chunk_size=settings.export_upload_chunk_bytes) as out:
         for product in store.iter_products(scope):
             if (product.get("issue_counts") or {}).get("ERROR"):
                 excluded += 1
@@ -212,7 +219,7 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
                     raise LostClaim(export["id"])
                 renewed = time.monotonic()
     final = bucket.blob(name)
-    final.content_type = "application/x-ndjson"
+    final.content_type = CONTENT_TYPE
     final.compose([partial])
     with contextlib.suppress(gexc.NotFound):
         partial.delete()
@@ -254,7 +261,10 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
         "completed_at": rfc3339(now),
     }
     delivery = notifications.new_delivery(scope, derived_id(export["id"], "notification"), event_type, data, export["id"])
-    audit = _audit(scope, export, event_type, {k: data[k] for k in ("product_count", "excluded_count")}, derived_id(export["id"], "finished"))
+    details = {k: data[k] for k in ("product_count", "excluded_count")}
+    if changes.get("error"):
+        details["error"] = changes["error"]  # why it failed, in the audit trail as on the record
+    audit = _audit(scope, export, event_type, details, derived_id(export["id"], "finished"))
     if not store.finish_export(scope, export["id"], export["lease_owner"], changes, delivery, audit):
         log.warning("export finished by another worker; this one leaves it", extra={"export_id": export["id"]})
         if changes.get("object"):

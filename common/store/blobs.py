@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from datetime import timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
+from google.oauth2 import service_account
 
-from common.clients import storage_client
+from common.clients import signing_credentials, storage_client
 from common.config import get_settings
 
 
@@ -33,3 +36,31 @@ def delete(name: str) -> None:
     """Delete the object if it is there."""
     with contextlib.suppress(gexc.NotFound):
         bucket().blob(name).delete()
+
+
+def exists(name: str) -> bool:
+    """Whether the object is there (one metadata read); storage faults raise."""
+    return bucket().get_blob(name) is not None
+
+
+def signed_url(name: str, *, seconds: int, content_type: str, disposition: str) -> str:
+    """A V4 signed URL that GETs the object without credentials for `seconds`, answered with
+    `content_type` and `disposition` (the response-content-* parameters, part of the signature).
+
+    In the cloud the function has no key to sign with: the signature comes from IAM's signBlob, as
+    the function's own service account (roles/iam.serviceAccountTokenCreator on itself, which the
+    deploy grants). The local stack gives a throwaway key and the emulator's URL instead."""
+    settings = get_settings()
+    blob = bucket().blob(name)
+    options: dict[str, Any] = {
+        "version": "v4",
+        "method": "GET",
+        "expiration": timedelta(seconds=seconds),
+        "response_type": content_type,
+        "response_disposition": disposition,
+    }
+    if settings.emulator_signing_key.get_secret_value():
+        key = service_account.Credentials.from_service_account_info(json.loads(settings.emulator_signing_key.get_secret_value()))
+        return str(blob.generate_signed_url(credentials=key, api_access_endpoint=settings.emulator_storage_url or None, **options))
+    credentials = signing_credentials()
+    return str(blob.generate_signed_url(service_account_email=credentials.service_account_email, access_token=credentials.token, **options))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import re
 import threading
 import time
@@ -136,9 +137,21 @@ def test_signed_webhook_and_download_hold_exactly_the_exportable_products(tenant
     assert data["export_id"] == export_id and data["status"] == "COMPLETED"
     assert data["product_count"] == 2 and data["excluded_count"] == 2
     assert data["object"] == f"exports/{tenant.org_id}/{tenant.tenant_id}/{export_id}.jsonl"
-    # The receiver downloads with the signed link alone: no token, no tenant headers.
-    download = requests.get(data["download_url"], timeout=30)
-    assert download.status_code == 200
+    # The receiver downloads with the signed link alone: no token, no tenant headers. The API answers
+    # with a redirect to a short-lived signed Cloud Storage URL (here the storage emulator's), which
+    # serves the file itself: it never passes through the api function.
+    redirect = requests.get(data["download_url"], timeout=30, allow_redirects=False)
+    assert redirect.status_code == 302, redirect.text[:300]
+    assert redirect.headers["Cache-Control"] == "no-store" and redirect.content == b""
+    location = redirect.headers["Location"]
+    storage_url = os.environ["STORAGE_EMULATOR_HOST"].rstrip("/")
+    assert location.startswith(f"{storage_url}/{blobs.bucket().name}/exports/"), location
+    assert "X-Goog-Algorithm=GOOG4-RSA-SHA256" in location and "X-Goog-Expires=300&" in location and "X-Goog-Signature=" in location
+    download = requests.get(location, timeout=30)  # no API headers at all
+    assert download.status_code == 200, download.text[:300]
+    assert download.headers["Content-Disposition"] == f'attachment; filename="{export_id}.jsonl"'
+    assert download.content == blobs.bucket().blob(data["object"]).download_as_bytes()  # the file itself
+    assert requests.get(data["download_url"], timeout=30).content == download.content  # as a client following redirects gets it
     lines = [json.loads(line) for line in download.text.splitlines()]
     assert sorted(p["sku"] for p in lines) == ["E-2", "E-4"]  # warnings do not block, errors do
     assert lines[0] == tenant.get(f"/api/v1/pim/products/{lines[0]['id']}").json()
@@ -274,7 +287,12 @@ def test_downloading_an_export_whose_file_is_gone_is_a_json_410(tenant: Tenant) 
     export_id = export(tenant)
     record = wait_export(tenant, export_id)
     assert record["status"] == "COMPLETED"
-    assert tenant.get(f"/api/v1/pim/exports/{export_id}/download").status_code == 200
+    # With a token the same: a redirect, which requests follows without the token (another port).
+    redirect = tenant.get(f"/api/v1/pim/exports/{export_id}/download", allow_redirects=False)
+    assert redirect.status_code == 302 and redirect.headers["Cache-Control"] == "no-store"
+    followed = tenant.get(f"/api/v1/pim/exports/{export_id}/download")
+    assert followed.status_code == 200 and followed.content == blobs.bucket().blob(record["object"]).download_as_bytes()
+    assert [r.status_code for r in followed.history] == [302] and "Authorization" not in followed.request.headers
     blobs.bucket().blob(record["object"]).delete()
     response = tenant.get(f"/api/v1/pim/exports/{export_id}/download")
     assert response.status_code == 410, response.text[:300]

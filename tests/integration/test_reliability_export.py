@@ -327,3 +327,67 @@ def test_only_the_claims_owner_releases_it(pipeline: Pipeline, exports_topic: st
     stored = export_store.get_export(scope, message.export_id)
     assert stored is not None and stored["status"] == "QUEUED" and stored["lease_owner"] is None
     assert not export_store.release_export(scope, message.export_id, claim["lease_owner"])  # released once
+
+
+class Killed(BaseException):
+    """What a worker killed by its timeout leaves: not an exception run_export handles, no release."""
+
+
+def test_an_export_that_never_finishes_fails_after_its_claims_and_is_not_republished(
+    pipeline: Pipeline, exports_topic: str, stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export longer than run_export's timeout is killed on every claim. Each claim's lease
+    lapses, the reconciler republishes it, the next claim starts over from the first product: without
+    a bound it never ends. After `export_max_claims` claims the next one fails it, and notifies."""
+    scope = pipeline.scope
+    message, address = export_with_email(pipeline, exports_topic, products=2)
+    monkeypatch.setenv("SYNQ_EXPORT_MAX_CLAIMS", "2")
+    monkeypatch.setenv("SYNQ_STALE_AFTER_SECONDS", "0.5")  # the lease, and the reconciler's staleness
+    get_settings.cache_clear()  # exports_topic's teardown clears it again once monkeypatch restored these
+    runs: list[int] = []
+
+    def killed_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+        runs.append(1)
+        raise Killed
+        yield {}  # a generator, as the real one is
+
+    monkeypatch.setattr(export_store, "iter_products", killed_iter)
+
+    def stored() -> dict[str, Any]:
+        export = export_store.get_export(scope, message.export_id)
+        assert export is not None
+        return export
+
+    def republished() -> list[str]:
+        exports.reconcile(utcnow())
+        return [m for m in (ExportMessage.model_validate_json(d).export_id for d in pull_all(exports_topic)) if m == message.export_id]
+
+    for claim in (1, 2):
+        with pytest.raises(Killed):
+            exports.run_export(message)
+        assert stored()["status"] == "RUNNING" and stored()["claims"] == claim
+        until("lease lapsed", lambda: stored()["lease_until"] < utcnow(), timeout=10)
+        time.sleep(0.6)  # untouched for longer than stale_after_seconds
+        assert republished() == [message.export_id]  # the reconciler sends it to run again
+
+    exports.run_export(message)  # the third claim: over the bound, it fails the export without running it
+    assert len(runs) == 2
+    record = exports.get_export(scope, message.export_id)
+    assert record["status"] == "FAILED" and record["error"] == "too_many_attempts" and record["completed_at"], record
+    assert record["product_count"] is None
+
+    # Its failure goes out as any failed export's: an audit event with the reason, a notification.
+    events, _ = catalog.list_audit(scope, limit=200, cursor=None)
+    [failed] = [e for e in events if e["entity_id"] == message.export_id and e["action"] != "export.created"]
+    assert failed["action"] == "export.failed" and failed["details"]["error"] == "too_many_attempts", failed
+    until("delivered", lambda: the_delivery(scope)["delivered_at"])
+    delivery = the_delivery(scope)
+    assert delivery["type"] == "export.failed" and delivery["export_id"] == message.export_id
+    [mail] = mails(stack.mail_dir, f"<{delivery['event_id']}@synq>")
+    assert mail["To"] == address and "failed" in mail["Subject"]
+
+    # And nothing runs it again: no claim, and the reconciler leaves it alone.
+    time.sleep(0.6)
+    assert republished() == []
+    exports.run_export(message)
+    assert len(runs) == 2 and stored()["claims"] == 3 and stored()["status"] == "FAILED"

@@ -263,7 +263,7 @@ def test_the_future_export_and_notification_functions_get_their_wiring() -> None
 
 # -- permissions and secrets, derived from the code --------------------------------------------------
 
-PUBLISH, ENQUEUE = "common.store.queue.publish", "common.store.tasks.enqueue_delivery"
+PUBLISH, ENQUEUE, SIGN_URL = "common.store.queue.publish", "common.store.tasks.enqueue_delivery", "common.store.blobs.signed_url"
 TOPIC_FIELDS = {f for f in Settings.model_fields if f.endswith("_topic")}
 SECRET_NAME = re.compile(r"password|secret|(signing|private|api)_key|credential")
 
@@ -280,6 +280,7 @@ class Needs:
     topics: set[str] = field(default_factory=set)  # Settings fields of the topics it publishes to
     enqueues: bool = False
     secrets: set[str] = field(default_factory=set)  # secret Settings fields it reads
+    signs_urls: bool = False  # signs Cloud Storage URLs (IAM signBlob as itself, in the cloud)
 
 
 @functools.cache
@@ -346,7 +347,9 @@ def code_needs(target: str) -> Needs:
             assert topics, f"{name} publishes to a topic this test cannot name"
             needs.topics |= topics
         needs.enqueues |= ENQUEUE in refs
-        needs.secrets |= reads & secret_fields()
+        needs.signs_urls |= SIGN_URL in refs
+        # The local stack's storage signing key never reaches a deployment (the deploy refuses it).
+        needs.secrets |= reads & (secret_fields() - set(deploy.LOCAL_ONLY_SETTINGS))
         todo += sorted(refs - seen)
         seen |= refs
     return needs
@@ -359,8 +362,12 @@ def planned_needs(lines: list[str], cfg: deploy.Config, name: str) -> Needs:
     needs = Needs()
     tasks_sa = deploy.account_email(cfg, deploy.TASKS_IDENTITY)
     queue = act_as = False
+    own = deploy.account_email(cfg, name)
     for words in (shlex.split(line) for line in commands(lines) if member in line.split()):
         role = flag(words, "--role")
+        if words[1:4] == ["iam", "service-accounts", "add-iam-policy-binding"] and role == "roles/iam.serviceAccountTokenCreator":
+            assert words[4] == own, f"{name} may sign as {words[4]}, not only as itself"
+            needs.signs_urls = True
         if words[1:4] == ["pubsub", "topics", "add-iam-policy-binding"] and role == "roles/pubsub.publisher":
             needs.topics.add(topics[words[4]])
         queue |= words[1:4] == ["tasks", "queues", "add-iam-policy-binding"] and role == "roles/cloudtasks.enqueuer"
@@ -433,6 +440,24 @@ def test_the_code_scan_finds_the_known_publishers_and_readers() -> None:
     assert code_needs("run_export").secrets == {"download_signing_key"}  # signs download_url
     assert code_needs("api").secrets == {"download_signing_key"}  # checks signed links
     assert code_needs("deliver_notification").secrets == {"smtp_password"}
+    assert code_needs("api").signs_urls and not code_needs("run_export").signs_urls  # the download redirect
+
+
+def test_the_api_signs_download_urls_through_iam_as_itself(plan_lines: list[str]) -> None:
+    """The api has no key file: it signs the download redirect's Cloud Storage URL with IAM signBlob,
+    which needs the IAM Credentials API and the token creator role on its own service account."""
+    cfg, _ = deploy.parse_args(ARGS)
+    api = deploy.account_email(cfg, "api")
+    text = "\n".join(plan_lines)
+    assert "iamcredentials.googleapis.com" in next(line for line in commands(plan_lines) if "services enable" in line)
+    grant = f"iam service-accounts add-iam-policy-binding {api} --member=serviceAccount:{api} --role=roles/iam.serviceAccountTokenCreator"
+    assert grant in text
+    assert text.count("roles/iam.serviceAccountTokenCreator") == 1  # no other function may sign as anyone
+    # Nor can a deployment be handed the local stack's key or endpoint instead.
+    for name in deploy.LOCAL_ONLY_SETTINGS:
+        with pytest.raises(SystemExit):
+            deploy.parse_args([*ARGS, "--setting", f"{name}=x"])
+        assert all(f"SYNQ_{name.upper()}" not in env_of(words) for words in deploy_lines(plan_lines).values())
 
 
 def test_chunk_workers_reconciler_and_api_get_their_grants(plan_lines: list[str]) -> None:
