@@ -421,11 +421,16 @@ def supersede_failure(view: CatalogView, issue_id: str) -> None:
     issue = view.issues[issue_id]
     if issue is None or issue.get("resolved"):
         return  # no issue (an item ErrorMode Fail only left uncommitted), or already resolved
-    view.resolve_issue(issue_id)
     view.issues[issue_id] = {**issue, "resolved": True}
-    ident = issue.get("identifier")
-    if ident and view.identifier_entry(ident)["open"].pop(issue_id, None):
-        view.dirty_identifiers.add(ident)
+    forget_failure(view, issue_id, issue.get("identifier"))
+
+
+def forget_failure(view: CatalogView, issue_id: str, identifier: str | None) -> None:
+    """Resolve a failure issue, and take it out of its identifier's index entry, so that a later
+    success under that identifier does not resolve it again."""
+    view.resolve_issue(issue_id)
+    if identifier and view.identifier_entry(identifier)["open"].pop(issue_id, None):
+        view.dirty_identifiers.add(identifier)
 
 
 # -- products ----------------------------------------------------------------------------------
@@ -495,11 +500,7 @@ def save_product(
             view.resolve_issue(entry["id"])
         # Failure issues of items that matched this product go with it, out of the identifier index too.
         for issue in view.open_issues_of(product_id):
-            view.resolve_issue(issue["id"])
-            if issue.get("identifier"):
-                entry = view.identifier_entry(issue["identifier"])
-                if entry["open"].pop(issue["id"], None):
-                    view.dirty_identifiers.add(issue["identifier"])
+            forget_failure(view, issue["id"], issue.get("identifier"))
         action, result = "product.deleted", DELETED
         details["sku"] = old.get("sku")
     else:

@@ -19,7 +19,7 @@ from google.cloud import firestore
 
 from common import errors
 from common.clients import firestore_client
-from common.domain.engine import IMPORT_REJECTED, CatalogView, ItemError, ItemFailure, JobContext, record_failure
+from common.domain.engine import IMPORT_REJECTED, CatalogView, ItemError, ItemFailure, JobContext, record_failure, supersede_failure
 from common.http import is_safe_id
 from common.models.base import utcnow
 from common.store import pages
@@ -443,26 +443,35 @@ def list_audit(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[di
 
 
 def resolve_failure(scope: Scope, issue_id: str, audit: dict[str, Any]) -> dict[str, Any] | None:
-    """Resolve a failed item's issue by hand, out of the identifier index too, with its audit event
-    (given the issue's type, job and item), in one transaction. Returns the issue as it is after,
-    unchanged when it is already resolved or is not a failure issue (no `job_id`); None if absent."""
+    """Resolve a failed item's issue by hand, out of the identifier index too (as a retry does,
+    `engine.supersede_failure`), with its audit event (given the issue's type, job and item), in one
+    transaction. Returns the issue as it is after, unchanged when it is already resolved or is not a
+    failure issue (no `job_id`); None if absent."""
     db = firestore_client()
-    ref = coll(scope, "validation_issues", db).document(issue_id)
+    # Only `now` is used: the view records no product, audit event or new issue.
+    context = JobContext(
+        job_id="",
+        job_type="",
+        org_id=scope.org_id,
+        tenant_id=scope.tenant_id,
+        actor_email=audit["actor_email"],
+        user_id="",
+        ip_address=audit["ip_address"],
+        now=audit["created_at"],
+    )
 
     @firestore.transactional
     def resolve(tx: firestore.Transaction) -> dict[str, Any] | None:
-        issue = existing(read(ref, transaction=tx))
+        view = CatalogView(FirestoreLoader(scope, tx), context)
+        view.prefetch_issues([issue_id])
+        issue = view.issues[issue_id]
         if issue is None or issue.get("resolved") or not issue.get("job_id"):
             return issue
-        entry_ref = coll(scope, "identifier_index", db).document(index_key(issue["identifier"])) if issue.get("identifier") else None
-        entry = existing(read(entry_ref, transaction=tx)) if entry_ref is not None else None
-        now = audit["created_at"]
-        tx.update(ref, {"resolved": True, "updated_at": now})
-        if entry_ref is not None and entry is not None and entry.get("open", {}).pop(issue_id, None):
-            tx.set(entry_ref, entry) if entry["open"] else tx.delete(entry_ref)
+        supersede_failure(view, issue_id)
+        write_view(tx, scope, view)
         details = {"issue_type": issue.get("issue_type"), "job_id": issue["job_id"], "item_index": issue.get("item_index")}
         tx.set(coll(scope, "audit_events", db).document(audit["id"]), {**audit, "details": {**audit["details"], **details}})
-        return {**issue, "resolved": True, "updated_at": now}
+        return {**issue, "resolved": True, "updated_at": context.now}
 
     return resolve(db.transaction())  # type: ignore[no-any-return]
 
