@@ -75,14 +75,18 @@ class Vocabulary:
     def from_doc(cls, doc: dict[str, Any]) -> Vocabulary:
         vocab = cls(id=doc["id"], default_locale=doc.get("default_locale") or "en-US")
         for raw in doc.get("attributes", []):
+            multi_value, type_ = raw.get("multi_value", False), raw.get("type", "text")
+            # A vocabulary stored before the API refused a list or an asset mapped to a core field
+            # (which holds one text) keeps the attribute, unmapped.
+            maps_to = None if multi_value or type_ == "asset" else raw.get("maps_to")
             attr = Attribute(
                 name=raw["name"],
                 id=raw.get("id") or derived_id(doc["id"], "attribute", raw["name"].casefold()),
-                maps_to=raw.get("maps_to"),
-                type=raw.get("type", "text"),
-                multi_value=raw.get("multi_value", False),
+                maps_to=maps_to,
+                type=type_,
+                multi_value=multi_value,
                 locale_aware=raw.get("locale_aware", True),
-                identifier=raw.get("identifier", False) or raw.get("maps_to") in ("sku", "gtin"),
+                identifier=raw.get("identifier", False) or maps_to in ("sku", "gtin"),
             )
             vocab.attributes[attr.name.casefold()] = attr
             vocab.attributes[attr.id.casefold()] = attr

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints, field_validator, model_validator
 
 from common.models.base import PublicModel
 from common.models.product import check_storable
@@ -203,6 +203,16 @@ class VocabularyAttribute(_Strict):
     # An identifier attribute can name products in ProductIdentifierProperty (sku and gtin always can).
     identifier: StrictBool = False
 
+    @model_validator(mode="after")
+    def _mappable(self) -> VocabularyAttribute:
+        # A core field holds one text: a list, or an asset (kept in `assets`, never in `values`),
+        # would fill it with a list's repr or never fill it at all.
+        if self.maps_to and self.multi_value:
+            raise ValueError(f"a multi_value attribute cannot map to '{self.maps_to}', which holds one value")
+        if self.maps_to and self.type == "asset":
+            raise ValueError(f"an asset attribute cannot map to '{self.maps_to}'")
+        return self
+
 
 class VocabularyIn(_Strict):
     name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]
@@ -219,6 +229,11 @@ class VocabularyIn(_Strict):
         names = [a.name.casefold() for a in value]
         if len(names) != len(set(names)):
             raise ValueError("attribute names must be unique")
+        targets = [a.maps_to for a in value if a.maps_to]
+        for target in targets:
+            if targets.count(target) > 1:
+                # Which of two filled it would depend on which of them an item happened to change.
+                raise ValueError(f"only one attribute may map to '{target}'")
         return value
 
 

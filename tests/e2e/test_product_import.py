@@ -76,6 +76,16 @@ def test_importing_needs_a_vocabulary(tenant: Tenant) -> None:
     assert response.status_code == 422 and response.json()["error"]["code"] == "no_vocabulary"
 
 
+def test_a_core_field_is_mapped_from_one_single_valued_attribute(tenant: Tenant) -> None:
+    listed = {"name": "v", "attributes": [{"name": "Tags", "multi_value": True, "maps_to": "category"}]}
+    response = tenant.post("/api/v1/pim/vocabularies", json=listed)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"] == {"field": "attributes.0"}
+    twice = {"name": "v", "attributes": [{"name": "Brand", "maps_to": "brand"}, {"name": "Maker", "maps_to": "brand"}]}
+    assert tenant.post("/api/v1/pim/vocabularies", json=twice).status_code == 422
+    assert tenant.get("/api/v1/pim/vocabularies").json() == []
+
+
 def test_seed_request_imports_with_the_seed_response_shape(vocab_tenant: Tenant) -> None:
     tenant = vocab_tenant
     # The example as written is an Update: the product must exist first.

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from common.domain import engine, rules
 from common.domain.engine import CatalogView, ItemFailure, derived_id, value_key
@@ -33,7 +34,7 @@ from common.domain.syndigo import (
     value_keys,
 )
 from common.models.product import ProductPublic
-from common.models.syndigo import ImportRequest
+from common.models.syndigo import ImportRequest, VocabularyIn
 from common.store.catalog import ALL, FAILURES, NOTHING, run_step
 from tests.unit.fakes import (
     ORG,
@@ -190,6 +191,49 @@ def test_vocabulary_defaults() -> None:
     assert vocab.find("code").identifier is True  # type: ignore[union-attr]
     assert VOCAB.find("GTIN").identifier is True  # type: ignore[union-attr]
     assert VOCAB.find("UPC").identifier is False  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("attribute", "message"),
+    [
+        ({"name": "Tags", "multi_value": True, "maps_to": "category"}, "a multi_value attribute cannot map to 'category'"),
+        ({"name": "Logo", "type": "asset", "maps_to": "brand"}, "an asset attribute cannot map to 'brand'"),
+    ],
+)
+def test_a_core_field_takes_one_text_value_only(attribute: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        VocabularyIn.model_validate({"name": "v", "attributes": [attribute]})
+    VocabularyIn.model_validate({"name": "v", "attributes": [{k: v for k, v in attribute.items() if k != "maps_to"}]})
+
+
+def test_one_attribute_per_core_field() -> None:
+    twice = [{"name": "Brand", "maps_to": "brand"}, {"name": "MFG Brand Name", "maps_to": "brand"}]
+    with pytest.raises(ValidationError, match="only one attribute may map to 'brand'"):
+        VocabularyIn.model_validate({"name": "v", "attributes": twice})
+
+
+def test_a_stored_list_or_asset_mapped_to_a_core_field_is_kept_unmapped(catalog: MemoryCatalog) -> None:
+    """Vocabularies stored before the API refused these: the core field is left alone, the value kept."""
+    vocab = Vocabulary.from_doc(
+        {
+            "id": "old",
+            "attributes": [
+                {"name": "GTIN", "maps_to": "gtin"},
+                {"name": "Tags", "multi_value": True, "maps_to": "category"},
+                {"name": "Codes", "multi_value": True, "maps_to": "sku"},
+                {"name": "Logo", "type": "asset", "maps_to": "brand"},
+            ],
+        }
+    )
+    tags, codes = vocab.find("Tags"), vocab.find("Codes")
+    assert tags is not None and (tags.maps_to, tags.multi_value) == (None, True)
+    assert codes is not None and (codes.maps_to, codes.identifier) == (None, False)
+    options = ImportOptions(vocab, "GTIN")
+    res = one(catalog, item(G1, val("Tags", {"en-US": ["organic", "vegan"]})), options)
+    assert (res["result"], res["errors"]) == ("created", [])
+    product = catalog.products[res["product_id"]]
+    assert product.get("category") is None
+    assert stored(catalog, res["product_id"], "Tags")["by_locale"] == {"en-US": ["organic", "vegan"]}
 
 
 @pytest.mark.parametrize("name", ["Colour", "", "product", "Product Name "])
