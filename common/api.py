@@ -84,7 +84,7 @@ def paged(request: Request, items: list[dict[str, Any]], next_cursor: str | None
     return response
 
 
-def _limit(request: Request) -> int:
+def page_limit(request: Request) -> int:
     return query_int(request, "limit", 50, low=1, high=200)
 
 
@@ -124,7 +124,7 @@ def create_bulk_job(request: Request) -> Response:
 def list_bulk_jobs(request: Request) -> Response:
     principal = authenticate(request)
     job_type = request.query("type") or "BULK_UPDATE"
-    items, next_cursor = jobs.list_jobs(principal.scope, job_type, limit=_limit(request), cursor=request.query("cursor"))
+    items, next_cursor = jobs.list_jobs(principal.scope, job_type, limit=page_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
 
 
@@ -188,7 +188,7 @@ def get_bulk_job_results(request: Request) -> Response:
 )
 def list_products(request: Request) -> Response:
     principal = authenticate(request)
-    items, next_cursor = catalog.list_products(principal.scope, sku=request.query("sku"), limit=_limit(request), cursor=request.query("cursor"))
+    items, next_cursor = catalog.list_products(principal.scope, sku=request.query("sku"), limit=page_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
 
 
@@ -216,7 +216,7 @@ def get_product(request: Request) -> Response:
 def list_validation_issues(request: Request) -> Response:
     principal = authenticate(request)
     filters = {name: value for name in catalog.ISSUE_FILTERS if (value := request.query(name))}
-    items, next_cursor = catalog.list_issues(principal.scope, filters, limit=_limit(request), cursor=request.query("cursor"))
+    items, next_cursor = catalog.list_issues(principal.scope, filters, limit=page_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
 
 
@@ -358,7 +358,7 @@ def rotate_signing_secret(request: Request) -> Response:
 )
 def list_notification_deliveries(request: Request) -> Response:
     principal = authenticate(request)
-    items, next_cursor = notifications.list_deliveries(principal.scope, limit=_limit(request), cursor=request.query("cursor"))
+    items, next_cursor = notifications.list_deliveries(principal.scope, limit=page_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.api import PREFIX, router
+from common.api import CURSOR, PREFIX, limit_param, page_limit, paged, router
 from common.auth import authenticate
 from common.http import QueryParam, Request, Response, query_bool
 from common.models.syndigo import ImportRequest, ImportResponse, TaxonomyNodeIn, TaxonomyNodePublic, VocabularyIn, VocabularyPublic
@@ -113,8 +113,16 @@ def create_taxonomy_node(request: Request) -> Response:
 
 
 @router.route(
-    "GET", f"{PREFIX}/taxonomy-nodes", summary="List taxonomy nodes", response_model=TaxonomyNodePublic, list_response=True, tags=("product import",)
+    "GET",
+    f"{PREFIX}/taxonomy-nodes",
+    summary="List taxonomy nodes",
+    description="Oldest first, so a node comes after its parent.",
+    response_model=TaxonomyNodePublic,
+    list_response=True,
+    query=(limit_param(), CURSOR),
+    tags=("product import",),
 )
 def list_taxonomy_nodes(request: Request) -> Response:
     principal = authenticate(request)
-    return Response(product_import.list_taxonomy_nodes(principal.scope))
+    items, next_cursor = product_import.list_taxonomy_nodes(principal.scope, limit=page_limit(request), cursor=request.query("cursor"))
+    return paged(request, items, next_cursor)

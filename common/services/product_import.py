@@ -119,8 +119,9 @@ def _taxonomy_node_public(node: dict[str, Any]) -> dict[str, Any]:
     return {"id": node["id"], "name": node["name"], "parent_id": node.get("parent_id"), "created_at": rfc3339(node["created_at"])}
 
 
-def list_taxonomy_nodes(scope: Scope) -> list[dict[str, Any]]:
-    return [_taxonomy_node_public(n) for n in store.list_taxonomy_nodes(scope)]
+def list_taxonomy_nodes(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    nodes, next_cursor = store.list_taxonomy_nodes(scope, limit=limit, cursor=cursor)
+    return [_taxonomy_node_public(n) for n in nodes], next_cursor
 
 
 # -- imports ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 from google.cloud import firestore
 
 from common.clients import firestore_client
+from common.store import pages
 from common.store.paths import Scope, coll, existing, read, rows
 
 
@@ -56,5 +57,7 @@ def get_taxonomy_node(scope: Scope, node_id: str) -> dict[str, Any] | None:
     return existing(snap)
 
 
-def list_taxonomy_nodes(scope: Scope) -> list[dict[str, Any]]:
-    return [fields for _, fields in rows(coll(scope, "taxonomy_nodes").order_by("created_at").limit(5000))]
+def list_taxonomy_nodes(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Oldest first, so a parent comes before its children; ties in id order."""
+    nodes = coll(scope, "taxonomy_nodes")
+    return pages.page(nodes.order_by("created_at").order_by("__name__"), nodes, limit=limit, cursor=cursor)

@@ -323,6 +323,22 @@ def test_taxonomy_parent_and_identifier_overrides(vocab_tenant: Tenant) -> None:
         assert run(tenant, envelope(product_body("00000000000123", **broken)))["OverallResult"] == "Failure", broken
 
 
+def test_taxonomy_nodes_are_listed_a_page_at_a_time_oldest_first(tenant: Tenant) -> None:
+    root = tenant.post("/api/v1/pim/taxonomy-nodes", json={"name": "Food"}).json()
+    made = [root] + [tenant.post("/api/v1/pim/taxonomy-nodes", json={"name": f"Shelf {i}", "parent_id": root["id"]}).json() for i in range(4)]
+    listed, params = [], {"limit": "2"}
+    while True:
+        page = tenant.get("/api/v1/pim/taxonomy-nodes", params=params)
+        assert page.status_code == 200, page.text
+        assert len(page.json()) <= 2
+        listed += page.json()
+        if "X-Next-Cursor" not in page.headers:
+            break
+        params = {"limit": "2", "cursor": page.headers["X-Next-Cursor"]}
+    assert listed == made
+    assert tenant.get("/api/v1/pim/taxonomy-nodes", params={"cursor": "bm9wZQ"}).json()["error"]["code"] == "invalid_cursor"
+
+
 def test_sync_import_is_bounded(vocab_tenant: Tenant) -> None:
     body = envelope(*[product_body(f"{i:014d}") for i in range(1001)])
     response = vocab_tenant.post(IMPORT, json=body)
