@@ -532,16 +532,24 @@ class Router:
 
 
 def _check_parameter_names(route: Route, args: Any) -> None:
-    """A query parameter named like one of the route's in another case (`whatif` for `whatIf`) is
-    400, not ignored: a dry run asked for that way would otherwise commit. Other unknown names are
-    ignored."""
+    """A query parameter the route does not take is 400, not ignored: a dry run asked for where
+    there is none (`POST /bulk-jobs?whatIf=true`), or in another case (`whatif`), would otherwise
+    commit, and a filter the list lacks (`GET /bulk-jobs?status=FAILED`) would answer unfiltered."""
     known = {q.name.lower(): q.name for q in route.doc.query}
     for name in args:
+        if name in known.values():
+            continue
         meant = known.get(name.lower())
-        if meant is not None and meant != name:
-            raise errors.BadRequest(
-                f"Query parameter '{name[:60]}' is not known; did you mean '{meant}'?", code="unknown_parameter", details={"parameter": name[:60]}
-            )
+        hint = f"; did you mean '{meant}'?" if meant else f"; {route.method} {route.template} takes {_listed(sorted(known.values()))}."
+        raise errors.BadRequest(
+            f"Query parameter '{name[:60]}' is not known{hint}",
+            code="unknown_parameter",
+            details={"parameter": name[:60], "accepted": sorted(known.values())},
+        )
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names) if names else "no query parameters"
 
 
 def _run_hook(hook: Hook, route: Route, call_next: Next, request: Request) -> Response:

@@ -479,16 +479,46 @@ def test_a_query_parameter_named_in_another_case_is_400(router: Router) -> None:
     def run(request: Request) -> Response:
         return Response({"what_if": request.query("whatIf")})
 
-    with app.test_request_context("/import?whatif=true&other=1", method="POST"):
+    with app.test_request_context("/import?whatif=true", method="POST"):
         response = router.handle(flask.request)
     assert response.status_code == 400
     assert response.get_json()["error"] == {
         "code": "unknown_parameter",
         "message": "Query parameter 'whatif' is not known; did you mean 'whatIf'?",
-        "details": {"parameter": "whatif"},
+        "details": {"parameter": "whatif", "accepted": ["whatIf"]},
     }
-    with app.test_request_context("/import?whatIf=true&other=1", method="POST"):
+    with app.test_request_context("/import?whatIf=true", method="POST"):
         assert router.handle(flask.request).get_json() == {"what_if": "true"}
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter", "message"),
+    [
+        # A dry run asked of a route that has none would commit.
+        ("/jobs?whatIf=true", "whatIf", "Query parameter 'whatIf' is not known; POST /jobs takes no query parameters."),
+        ("/list?status=FAILED", "status", "Query parameter 'status' is not known; POST /list takes 'cursor', 'type'."),
+        ("/list?type=A&cursor=x&%E2%9C%93=1", "\u2713", "Query parameter '\u2713' is not known; POST /list takes 'cursor', 'type'."),
+    ],
+)
+def test_a_query_parameter_the_route_does_not_take_is_400(router: Router, path: str, parameter: str, message: str) -> None:
+    ran = []
+
+    @router.route("POST", "/jobs", summary="x")
+    def jobs(request: Request) -> Response:
+        ran.append(request)
+        return Response({})
+
+    @router.route("POST", "/list", summary="x", query=(QueryParam("type", "A filter.", {"type": "string"}), QueryParam("cursor", "A page.", {})))
+    def listed(request: Request) -> Response:
+        ran.append(request)
+        return Response({})
+
+    with app.test_request_context(path, method="POST"):
+        response = router.handle(flask.request)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert (error["code"], error["message"], error["details"]["parameter"]) == ("unknown_parameter", message, parameter)
+    assert ran == []
 
 
 def test_unknown_method_on_unknown_path_is_404(router: Router) -> None:
