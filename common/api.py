@@ -74,13 +74,20 @@ def limit_param(default: int = 50, high: int = 200) -> QueryParam:
 
 
 def paged(request: Request, items: list[dict[str, Any]], next_cursor: str | None, **params: Any) -> Response:
-    """The seed's bare array, with the next page's cursor in `Link` and `X-Next-Cursor`."""
+    """The seed's bare array, with the next page's cursor in `Link` and `X-Next-Cursor`.
+
+    The link is a query-only reference (`<?…&cursor=…>`): a client resolves it against the URL it
+    requested (RFC 8288 §3.1, RFC 3986 §5.2.2), which keeps that URL's whole path. The path this
+    function sees is not always the path the client sent: on the api function's cloudfunctions.net
+    URL the function's name (`/api`) is taken off the front, so a link naming the path it sees
+    (`</api/v1/pim/…>`) sent that client to `…cloudfunctions.net/api/v1/pim/…`, outside the API; and
+    a load balancer or gateway may mount the API under a prefix of its own."""
     response = Response(items)
     if next_cursor is not None:
         query = {k: v for k, v in request.args.items() if k != "cursor"} | {k: str(v) for k, v in params.items()}
         query["cursor"] = next_cursor
         response.headers["X-Next-Cursor"] = next_cursor
-        response.headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
+        response.headers["Link"] = f'<?{urlencode(query)}>; rel="next"'
     return response
 
 

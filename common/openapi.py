@@ -137,7 +137,11 @@ def _headers() -> dict[str, Any]:
         "RateLimit-Reset": integer("Seconds until the current minute's budget renews."),
         "Retry-After": integer("Seconds to wait before retrying."),
         "X-Next-Cursor": {"description": "The cursor of the next page; absent on the last page.", "schema": {"type": "string"}},
-        "Link": {"description": 'The next page, as `<url>; rel="next"`.', "schema": {"type": "string"}},
+        "Link": {
+            "description": 'The next page, as `<?query>; rel="next"`: a reference relative to the URL requested, which is that URL '
+            "with the same query and the next `cursor`.",
+            "schema": {"type": "string"},
+        },
         REPLAYED_HEADER: {
             "description": "`true` when this is the stored answer to an earlier request with the same Idempotency-Key.",
             "schema": {"type": "string", "enum": ["true"]},

@@ -62,6 +62,10 @@ APIS = (
 
 # Cloud Functions (2nd gen) gives an event-driven function at most 9 minutes.
 EVENT_TIMEOUT_MAX_S = 540
+# Concurrent requests per instance. functions-framework serves them from gunicorn threads, which the
+# deploy sets to the same number (THREADS), as Google asks for Python functions; Google's guidance is
+# to start at 8 and raise it only once measured (cloud.google.com/functions/docs/configuring/concurrency).
+MAX_CONCURRENCY = 8
 # Pub/Sub's longest ack deadline; a push delivery is redelivered if unanswered for that long.
 ACK_DEADLINE_MAX_S = 600
 # Pub/Sub push retries: exponential backoff between these two (the largest maximum Pub/Sub allows).
@@ -115,6 +119,10 @@ class Profile:
     memory: str = "256Mi"
     timeout_s: int = 60
     max_instances: int = 10
+    # Requests one instance serves at once (Cloud Run's default for a function is 1). More than one
+    # needs at least 1 vCPU, so `cpu` must say so; None leaves the CPU that `memory` comes with.
+    concurrency: int = 1
+    cpu: str | None = None
     publishes: tuple[str, ...] = ()  # Settings fields of the topics it publishes to
     bucket_role: str | None = None
     enqueues_tasks: bool = False  # creates Cloud Tasks carrying an OIDC token
@@ -129,10 +137,18 @@ class Profile:
 # Who publishes where, who enqueues tasks and who reads which secret is what the code does from each
 # entry point; tests/unit/test_deploy.py follows the calls from main.py and checks these against it.
 PROFILES: dict[str, Profile] = {
-    # Reads request bodies of up to 32 MB an item at a time: 339 / 366 MiB at the benchmark's 31 MB
-    # POSTs, array / envelope (docs/performance.md), which 512Mi would hold; 1Gi is for its CPU (0.583 vCPU, 0.333 at 512Mi).
+    # Eight requests at once per instance: a request is mostly waiting on Firestore (about 8 ms of CPU
+    # in a few hundred ms), so one request per instance left the CPU idle, started an instance (a cold
+    # start) for every concurrent caller, capped the whole API at max_instances requests in flight,
+    # and spread a token's requests over so many instances that the rate limiter's one write a second
+    # per instance became about one per request. Concurrency above 1 needs 1 vCPU. A request body of
+    # up to 32 MB is read an item at a time: one 31 MB POST peaked at 339 / 366 MiB (array / envelope)
+    # and three at once at 639 MiB (docs/performance.md), about 150 MiB more per POST, so eight large
+    # POSTs at once take about 1.4 GiB: 2Gi, which is also the size that comes with 1 vCPU.
     "api": Profile(
-        memory="1Gi",
+        memory="2Gi",
+        cpu="1",
+        concurrency=8,
         timeout_s=120,
         max_instances=50,
         public=True,
@@ -340,6 +356,10 @@ def profile_for(fn: Function) -> Profile:
         raise DeployError(f"{fn.name!r}: an event-driven function may run at most {EVENT_TIMEOUT_MAX_S}s")
     if profile.public and fn.kind != "http":
         raise DeployError(f"{fn.name!r}: only an HTTP function can be public")
+    if profile.concurrency < 1 or profile.concurrency > MAX_CONCURRENCY:
+        raise DeployError(f"{fn.name!r}: concurrency must be between 1 and {MAX_CONCURRENCY}")
+    if profile.concurrency > 1 and float(profile.cpu or 0) < 1:
+        raise DeployError(f"{fn.name!r}: a concurrency above 1 needs cpu of at least 1 (a 2nd gen function's rule)")
     return profile
 
 
@@ -564,7 +584,7 @@ def _tasks(plan: Plan, ctx: Context) -> None:
         f"--max-backoff={TASKS_MAX_BACKOFF_S}s",
         f"--max-doublings={TASKS_MAX_DOUBLINGS}",
         f"--max-dispatches-per-second={TASKS_MAX_DISPATCHES_PER_S}",
-        f"--max-concurrent-dispatches={PROFILES[TASKS_TARGET].max_instances}",
+        f"--max-concurrent-dispatches={PROFILES[TASKS_TARGET].max_instances * PROFILES[TASKS_TARGET].concurrency}",
     )
     plan.upsert(
         ("tasks queues describe", ctx.queue, f"--location={ctx.cfg.region}"),
@@ -623,7 +643,7 @@ def _grants(plan: Plan, ctx: Context) -> None:
 
 def _functions(plan: Plan, ctx: Context) -> None:
     plan.section("Functions (2nd gen), each from the repository root with main.py's target of the same name")
-    env = _env_flag(env_vars(ctx.cfg, ctx.fns))
+    env = env_vars(ctx.cfg, ctx.fns)
     build = f"--build-service-account=projects/{ctx.cfg.project}/serviceAccounts/{ctx.accounts[BUILD_IDENTITY]}"
     for fn in ctx.fns:
         profile = ctx.profiles[fn.name]
@@ -632,13 +652,17 @@ def _functions(plan: Plan, ctx: Context) -> None:
             args += ["--trigger-http", "--allow-unauthenticated" if profile.public else "--no-allow-unauthenticated"]
         else:
             args += [f"--trigger-topic={fn.topic}", f"--trigger-service-account={ctx.accounts[PUSH_IDENTITY]}", "--retry"]
+        args += [f"--memory={profile.memory}", *((f"--cpu={profile.cpu}",) if profile.cpu else ())]
+        # Always given, so a deploy also takes back a concurrency set by hand or by an earlier deploy.
+        args.append(f"--concurrency={profile.concurrency}")
         args += [
-            f"--memory={profile.memory}",
             f"--timeout={profile.timeout_s}s",
             f"--max-instances={profile.max_instances}",
             f"--service-account={ctx.accounts[fn.name]}",
             build,
-            env,
+            # functions-framework runs gunicorn with 4 threads per CPU it sees unless THREADS says
+            # otherwise; Google's guidance for Python is THREADS equal to the concurrency.
+            _env_flag({**env, **({"THREADS": str(profile.concurrency)} if profile.concurrency > 1 else {})}),
         ]
         # --set-secrets replaces what a function had; a function whose only secrets this deploy leaves
         # out (the SMTP password without smtp_username) is cleared of what an earlier deploy gave it.

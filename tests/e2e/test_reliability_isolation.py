@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 
@@ -184,8 +185,9 @@ def test_a_cursor_or_a_link_of_another_tenant_reads_nothing(make_tenant: Callabl
         cursor, link = page.headers["X-Next-Cursor"], page.headers["Link"]
         foreign = a.get(f"{PIM}{path}", params={"limit": 1, "cursor": cursor})
         assert foreign.status_code == 400 and json_error(foreign)["code"] == "invalid_cursor"
-        next_url = link.split(">")[0].lstrip("<")
-        followed = a.get(next_url)
+        # The link is relative to the URL B called; A follows it from there, with A's own token.
+        next_url = urljoin(page.url, link.split(">")[0].lstrip("<"))
+        followed = a.get(next_url.removeprefix(a.api_url))
         assert followed.status_code == 400, followed.text[:200]
         assert b.tenant_id not in followed.text
 

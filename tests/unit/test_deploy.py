@@ -24,7 +24,7 @@ import shlex
 import stat
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,41 @@ def test_only_the_api_is_public(plan_lines: list[str]) -> None:
     for name, words in deploy_lines(plan_lines).items():
         public = "--allow-unauthenticated" in words
         assert public == (name == "api"), name
+
+
+def test_the_api_serves_several_requests_per_instance_on_a_whole_cpu(plan_lines: list[str]) -> None:
+    """A 2nd gen function serves one request per instance unless told otherwise, and a concurrency
+    above 1 needs at least 1 vCPU; the api's requests mostly wait on Firestore, so it takes 8."""
+    words = deploy_lines(plan_lines)["api"]
+    assert flag(words, "--concurrency") == "8"
+    assert float(flag(words, "--cpu") or 0) >= 1
+    # Eight 31 MB POSTs at once, at ~150 MiB each over one POST's 339-366 MiB (docs/performance.md).
+    assert flag(words, "--memory") == "2Gi"
+    assert env_of(words)["THREADS"] == "8"
+
+
+def test_every_function_is_deployed_with_a_concurrency_its_cpu_and_threads_allow(plan_lines: list[str]) -> None:
+    for name, words in deploy_lines(plan_lines).items():
+        concurrency = int(flag(words, "--concurrency") or 0)  # always given: a deploy resets a hand-made change
+        assert 1 <= concurrency <= deploy.MAX_CONCURRENCY, name
+        if concurrency > 1:
+            assert float(flag(words, "--cpu") or 0) >= 1, name
+            assert env_of(words)["THREADS"] == str(concurrency), name
+        else:
+            assert "THREADS" not in env_of(words), name
+    # The queue never sends deliver_notification more calls than its instances take at once.
+    (line,) = [c for c in commands(plan_lines) if "gcloud tasks queues create notifications" in c]
+    deliver = deploy_lines(plan_lines)[deploy.TASKS_TARGET]
+    at_once = int(flag(deliver, "--max-instances") or 0) * int(flag(deliver, "--concurrency") or 0)
+    assert flag(shlex.split(line.split("; else ", 1)[1]), "--max-concurrent-dispatches") == str(at_once)
+
+
+@pytest.mark.parametrize(("cpu", "concurrency"), [(None, 2), ("0.583", 8), ("1", deploy.MAX_CONCURRENCY + 1), ("1", 0)])
+def test_a_concurrency_the_function_cannot_have_fails_loudly(monkeypatch: pytest.MonkeyPatch, cpu: str | None, concurrency: int) -> None:
+    monkeypatch.setitem(deploy.PROFILES, "api", replace(deploy.PROFILES["api"], cpu=cpu, concurrency=concurrency))
+    cfg, _ = deploy.parse_args(ARGS)
+    with pytest.raises(deploy.DeployError, match="concurrency"):
+        deploy.build_plan(cfg)
 
 
 def test_a_main_target_missing_from_the_stack_maps_fails_loudly(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
