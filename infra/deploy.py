@@ -676,6 +676,11 @@ def _functions(plan: Plan, ctx: Context) -> None:
 def _invocation(plan: Plan, ctx: Context) -> None:
     plan.section("Who may call each function, and how Pub/Sub retries and dead-letters its events")
     region = f"--region={ctx.cfg.region}"
+    # Pub/Sub's service agent mints each push delivery's OIDC token as the push identity. It may do so
+    # by default only in a project whose agent was created after 8 April 2021; an older project's
+    # agent needs the role granted, or no event function ever receives a delivery (Eventarc: "Roles
+    # and permissions for Cloud Run functions targets"). Granted on that one account only.
+    plan.grant("iam service-accounts", ctx.accounts[PUSH_IDENTITY], ctx.pubsub_agent(plan), "roles/iam.serviceAccountTokenCreator")
     for fn in ctx.fns:
         if fn.name == TASKS_TARGET:
             plan.run("functions add-invoker-policy-binding", fn.name, region, f"--member=serviceAccount:{ctx.accounts[TASKS_IDENTITY]}")
