@@ -22,6 +22,7 @@ IMPORT_QUERY = (
 )
 
 BODY_LIMIT = 32 * 1024 * 1024
+IMPORT_ID_HEADER = "X-Import-Id"
 
 
 @router.route(
@@ -33,20 +34,25 @@ BODY_LIMIT = 32 * 1024 * 1024
     query=IMPORT_QUERY,
     error_statuses=(413, 422),
     tags=("product import",),
+    response_headers=(
+        (
+            IMPORT_ID_HEADER,
+            "This import's id: the `job_id` of the failure issues it opens (`GET /validation?job_id=`) and the audit events it writes.",
+        ),
+    ),
 )
 def import_products(request: Request) -> Response:
     principal = authenticate(request)
     missing = request.query("shouldIncludeMissingVocabularyAttributes")
-    return Response(
-        product_import.import_products(
-            principal,
-            request.json(max_bytes=BODY_LIMIT),
-            verbose=query_bool(request, "verbose"),
-            what_if=query_bool(request, "whatIf"),
-            include_missing=None if missing in (None, "") else query_bool(request, "shouldIncludeMissingVocabularyAttributes"),
-            vocabulary_id=request.query("vocabularyId"),
-        )
+    import_id, answer = product_import.import_products(
+        principal,
+        request.json(max_bytes=BODY_LIMIT),
+        verbose=query_bool(request, "verbose"),
+        what_if=query_bool(request, "whatIf"),
+        include_missing=None if missing in (None, "") else query_bool(request, "shouldIncludeMissingVocabularyAttributes"),
+        vocabulary_id=request.query("vocabularyId"),
     )
+    return Response(answer, headers={IMPORT_ID_HEADER: import_id})
 
 
 @router.route(

@@ -388,6 +388,7 @@ class RouteDoc:
     public: bool = False  # no bearer token needed
     media_type: str = "application/json"
     tags: tuple[str, ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()  # (name, description) of the 2xx's own headers
 
 
 @dataclass
@@ -466,6 +467,7 @@ class Router:
         public: bool = False,
         media_type: str = "application/json",
         tags: tuple[str, ...] = (),
+        response_headers: tuple[tuple[str, str], ...] = (),
     ) -> Callable[[Handler], Handler]:
         """Register the decorated handler; the keywords describe it for the OpenAPI document."""
         doc = RouteDoc(
@@ -481,6 +483,7 @@ class Router:
             public=public,
             media_type=media_type,
             tags=tags,
+            response_headers=response_headers,
         )
 
         def decorate(handler: Handler) -> Handler:

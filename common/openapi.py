@@ -229,6 +229,7 @@ def _success(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
         headers |= {name: _header_ref(name) for name in ("X-Next-Cursor", "Link")}
     if route.method == "POST" and not doc.public:
         headers[REPLAYED_HEADER] = _header_ref(REPLAYED_HEADER)
+    headers |= {name: {"description": text, "schema": {"type": "string"}} for name, text in doc.response_headers}
     response: dict[str, Any] = {"description": doc.summary, "content": {doc.media_type: {"schema": schema}}}
     if 300 <= doc.response_status < 400:
         # A redirect has no body of its own: the model describes what its Location serves.

@@ -214,8 +214,9 @@ def overall(results: list[dict[str, Any]]) -> str:
 
 def import_products(
     principal: Principal, body: Any, *, verbose: bool, what_if: bool, include_missing: bool | None, vocabulary_id: str | None
-) -> dict[str, Any]:
-    """POST /product-import: the vendor's request and response, applied with the bulk engine."""
+) -> tuple[str, dict[str, Any]]:
+    """POST /product-import: the vendor's request and response, applied with the bulk engine; and
+    the import's id, which its failure issues and audit events carry as their job_id."""
     request = parse_request(body, what_if=what_if, include_missing=include_missing, vocabulary_id=vocabulary_id)
     products = request.ProductImportData.ProductsToImport
     if len(products) > SYNC_LIMIT:
@@ -258,7 +259,7 @@ def import_products(
         created = created_by(results)
         results = [held_back(r, created) for r in results]
     outcome = overall(results)
-    return {
+    return import_id, {
         "VerboseResponse": verbose,
         "OverallResult": outcome,
         "WhatIf": request.whatIf,

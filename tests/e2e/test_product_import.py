@@ -89,9 +89,13 @@ def test_a_core_field_is_mapped_from_one_single_valued_attribute(tenant: Tenant)
 def test_seed_request_imports_with_the_seed_response_shape(vocab_tenant: Tenant) -> None:
     tenant = vocab_tenant
     # The example as written is an Update: the product must exist first.
-    missing = run(tenant, seed())
+    response = tenant.post(IMPORT, json=seed())
+    missing = response.json()
     assert missing["OverallResult"] == "Failure"
     assert missing["ResultsByActionType"]["ProductImportData"][0]["Errors"][0]["Code"] == "product_not_found"
+    # Its id, given back, finds the failure issue it opened.
+    [issue] = tenant.get("/api/v1/pim/validation", params={"job_id": response.headers["X-Import-Id"]}).json()
+    assert (issue["issue_type"], issue["item_index"]) == ("PRODUCT_NOT_FOUND", 0)
 
     created = run(tenant, seed("CreateOrUpdate"))
     assert set(created) >= {"VerboseResponse", "OverallResult", "Errors", "ResultsByActionType"}

@@ -282,7 +282,8 @@ def test_an_item_the_store_refuses_fails_alone_with_its_issue(with_vocabulary: P
 
 def sync_import(pipeline: Pipeline, products: list[dict[str, Any]], error_mode: str) -> dict[str, Any]:
     body = envelope(products, error_mode)
-    return product_import.import_products(pipeline.principal, body, verbose=False, what_if=False, include_missing=None, vocabulary_id=None)
+    _, answer = product_import.import_products(pipeline.principal, body, verbose=False, what_if=False, include_missing=None, vocabulary_id=None)
+    return answer
 
 
 def test_the_synchronous_import_fails_a_product_too_big_to_store_before_committing_any(with_vocabulary: Pipeline) -> None:
