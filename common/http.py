@@ -418,6 +418,8 @@ def error_response(exc: errors.SynqError, route: str = "", cause: Exception | No
         extra = {"code": exc.code, "route": route} | ({"error_type": type(cause).__name__} if cause else {})
         log.error("request failed", exc_info=cause, extra=extra)
     response = Response(exc.body(), exc.status)
+    if isinstance(exc, errors.Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="synq"'  # RFC 9110 requires it on a 401; the scheme is RFC 6750's
     if isinstance(exc, errors.MethodNotAllowed) and isinstance(exc.details, dict):
         response.headers["Allow"] = ", ".join(exc.details["allowed"])
     if isinstance(exc, errors.TooManyRequests) and isinstance(exc.details, dict):

@@ -318,10 +318,7 @@ def redeliver(principal: Principal, delivery_id: str) -> dict[str, Any]:
     if not store.get_settings_doc(scope).get("channel"):
         raise errors.Conflict("No notification channel is configured for this tenant.", code="no_channel")
     series = int(delivery.get("redeliveries", 0)) + 1
-    store.update_delivery(
-        scope,
-        delivery_id,
-        {"delivered_at": None, "redeliveries": series, "channel": store.get_settings_doc(scope)["channel"], "updated_at": utcnow()},
-    )
+    changes = {"delivered_at": None, "redeliveries": series, "channel": store.get_settings_doc(scope)["channel"], "updated_at": utcnow()}
+    store.update_delivery(scope, delivery_id, changes)
     enqueue(scope, delivery_id, series)
-    return DeliveryPublic.model_validate({**delivery, "delivered_at": None}).dump()
+    return DeliveryPublic.model_validate({**delivery, **changes}).dump()

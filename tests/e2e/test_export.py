@@ -228,6 +228,7 @@ def test_rotated_secret_signs_alongside_the_old_one_and_redeliver_sends_again(te
     [delivery] = tenant.get("/api/v1/pim/notification-deliveries").json()
     again = tenant.post(f"/api/v1/pim/notification-deliveries/{delivery['id']}/redeliver")
     assert again.status_code == 200
+    assert again.json()["delivered_at"] is None and again.json()["updated_at"] > delivery["updated_at"]  # as stored
     calls = receiver.wait_for(2)
     assert calls[1]["headers"]["webhook-id"] == calls[0]["headers"]["webhook-id"]
 

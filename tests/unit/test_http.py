@@ -652,3 +652,11 @@ def test_a_5xx_logs_the_route_not_the_path_it_was_called_with(caplog: pytest.Log
     [record] = [r for r in caplog.records if r.getMessage() == "request failed"]
     assert record.route == "/things/{thing_id}"  # type: ignore[attr-defined]
     assert "synq_s3cr3t" not in JsonFormatter().format(record)
+
+
+def test_a_401_names_the_scheme_it_wants() -> None:
+    with app.test_request_context("/boom"):
+        response = _raising(errors.Unauthorized("No token.")).handle(flask.request)
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == 'Bearer realm="synq"'
+    with app.test_request_context("/boom"):
+        assert "WWW-Authenticate" not in _raising(errors.Forbidden("No.")).handle(flask.request).headers
