@@ -145,8 +145,8 @@ def test_worker_slower_than_its_lease_does_not_notify_twice(
     slow = threading.local()
     release = threading.Event()
 
-    def lagging_iter(scope: Scope) -> Iterator[dict[str, Any]]:
-        for product in real_iter(scope):
+    def lagging_iter(scope: Scope, start_after: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        for product in real_iter(scope, start_after):
             if getattr(slow, "on", False):
                 # A storage or Firestore hiccup: alive, but slower than the lease. Held until the other
                 # worker has finished, rather than slept for one lease: a worker waking a few ms after
@@ -230,8 +230,8 @@ def test_a_worker_that_outlived_its_lease_never_overwrites_the_finished_file(
     stalled, release = threading.Event(), threading.Event()
     slow = threading.local()
 
-    def stalling_iter(scope: Scope) -> Iterator[dict[str, Any]]:
-        yield from real_iter(scope)
+    def stalling_iter(scope: Scope, start_after: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield from real_iter(scope, start_after)
         if getattr(slow, "on", False):
             stalled.set()  # every product written: only the upload's close and the compose are left
             assert release.wait(60)
@@ -294,9 +294,9 @@ def test_a_storage_fault_releases_the_claim_so_the_redelivery_runs_it(
     real_iter = export_store.iter_products
     calls = []
 
-    def breaking_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+    def breaking_iter(scope: Scope, start_after: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         calls.append(1)
-        for n, product in enumerate(real_iter(scope)):
+        for n, product in enumerate(real_iter(scope, start_after)):
             if len(calls) == 1 and n == 1:
                 # What paths.rows raises once a broken stream would not resume.
                 raise gexc.ServiceUnavailable("the stream broke")
@@ -346,10 +346,10 @@ def test_an_export_that_never_finishes_fails_after_its_claims_and_is_not_republi
     get_settings.cache_clear()  # exports_topic's teardown clears it again once monkeypatch restored these
     runs: list[int] = []
 
-    def killed_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+    def killed_iter(scope: Scope, start_after: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         runs.append(1)
         raise Killed
-        yield {}  # a generator, as the real one is
+        yield "", {}  # a generator, as the real one is
 
     monkeypatch.setattr(export_store, "iter_products", killed_iter)
 
