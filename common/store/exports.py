@@ -29,7 +29,8 @@ def get_export(scope: Scope, export_id: str) -> dict[str, Any] | None:
 
 
 def claim_export(scope: Scope, export_id: str, lease_seconds: float) -> dict[str, Any] | None:
-    """QUEUED (or RUNNING with a lapsed lease, its worker died) → RUNNING; None when not ours to run."""
+    """QUEUED (or RUNNING with a lapsed lease, its worker died) → RUNNING; None when not ours to run.
+    The export's `checkpoint`, if any, comes with it: the new claim resumes from there."""
     db = firestore_client()
     ref = coll(scope, "exports").document(export_id)
 
@@ -45,7 +46,9 @@ def claim_export(scope: Scope, export_id: str, lease_seconds: float) -> dict[str
             return None
         changes = {
             "status": ExportStatus.RUNNING.value,
-            # Numbers the claims, so each names a file of its own (`services.exports.object_name`).
+            # Numbers the claims, so each names a file and segments of its own
+            # (`services.exports.object_name`, `segment_name`), and counts the claims since the
+            # checkpoint last moved (`domain.export_file.claims_without_progress`).
             "claims": int(export.get("claims") or 0) + 1,
             "started_at": now,
             "updated_at": now,
