@@ -84,13 +84,26 @@ class Settings(BaseSettings):
     tasks_min_backoff_seconds: float = 10.0
     tasks_max_backoff_seconds: float = 3600.0
 
-    # Export files: read as one query stream, written through a resumable (streaming) upload.
+    # Export files: read as one query stream, written through resumable (streaming) uploads.
     export_upload_chunk_bytes: int = 4 * 1024 * 1024
-    # Claims an export gets before it ends FAILED (`too_many_attempts`). Each claim starts the file
-    # from the first product, so an export whose worker dies or times out (run_export has 540 s)
-    # every time would otherwise be claimed again, and republished by the reconciler, for ever.
-    # Every claim counts, a storage fault's given-back one too; a run over the timeout costs about
-    # 11 minutes a claim (540 s, the lease lapsing, the reconciler's next tick).
+    # The file is written in segments, each an object of its own, and the export's record takes a
+    # checkpoint (lease-checked) as each one is whole: a new claim resumes after it, so a claim cut
+    # short loses one segment's work at most and a catalog of any size gets written. A segment ends
+    # after this many products read (written or excluded) or this many seconds, whichever is first:
+    # far within the lease (renewed as it writes) and run_export's 540 s. 25,000 products of
+    # ~1.5 KB a line are ~37 MB; a million-product catalog makes 40 segments, composed in two rounds.
+    export_segment_products: int = Field(default=25_000, ge=1)
+    export_segment_seconds: float = Field(default=60.0, gt=0)
+    # A claim starts no segment after writing this long (0: after each segment): it hands the
+    # export over (claim given back, a new message published) for a new claim to resume at once. Killed by the timeout
+    # instead, it would lose its segment and wait ~11 minutes (the lease lapsing, the reconciler's
+    # tick). 420 s leaves a segment's 60 s and the compose within run_export's 540 s.
+    export_claim_seconds: float = Field(default=420.0, ge=0)
+    # Claims in a row that may end without committing a segment (killed, timed out, a storage fault's
+    # given-back claim, a worker that died); the next one ends the export FAILED
+    # (`too_many_attempts`) instead of running it again, and republished by the reconciler, for
+    # ever. A claim that commits a checkpoint starts the count again, so an export that needs ten
+    # claims finishes as long as each moves it on (`domain.export_file.claims_without_progress`).
     export_max_claims: int = Field(default=3, ge=1)
     excluded_ids_listed: int = 1000
     # download_url in notifications: the API's download route with an HMAC-signed expiry, so a

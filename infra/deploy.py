@@ -188,6 +188,7 @@ PROFILES: dict[str, Profile] = {
         timeout_s=EVENT_TIMEOUT_MAX_S,
         max_instances=10,
         bucket_role=STORAGE_WRITER,
+        publishes=("exports_topic",),  # a claim out of time hands the export over to a new claim
         enqueues_tasks=True,  # the export's notification
         secrets=(("SYNQ_DOWNLOAD_SIGNING_KEY", SIGNING_KEY_SECRET),),  # signs the notification's download_url
     ),

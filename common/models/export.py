@@ -23,6 +23,25 @@ class ExportMessage(Record):
     tenant_id: str
 
 
+class ExportCheckpoint(Record):
+    """How far an export's file is written: stored on its record (`checkpoint`) each time a segment
+    is whole, in a transaction that checks the claim's lease owner. A new claim resumes after
+    `last_product_id` and composes `segments`, in order, into the file (`services.exports`).
+
+    The counts are running totals over every product read up to `last_product_id`; the record's own
+    `product_count`, `excluded_count` and `excluded_product_ids` stay null (empty) until COMPLETED."""
+
+    # The claim that committed this checkpoint: claims after it that commit none made no progress.
+    claim: int = 0
+    # Segment objects in file order. A segment is named by its claim, so no other claim writes it.
+    segments: list[str] = Field(default_factory=list)
+    # The document id of the last product the segments cover, written or excluded (stream order).
+    last_product_id: str | None = None
+    product_count: int = 0
+    excluded_count: int = 0
+    excluded_product_ids: list[str] = Field(default_factory=list)
+
+
 class ExportPublic(PublicModel):
     id: str
     org_id: str

@@ -1,10 +1,12 @@
-"""Catalog exports: queue, stream the tenant's exportable products into one object, notify."""
+"""Catalog exports: queue, stream the tenant's exportable products into one object (written in
+checkpointed segments that a new claim resumes, then composed), notify."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,13 +16,13 @@ from google.api_core import exceptions as gexc
 from common import errors
 from common.auth import Principal
 from common.config import get_settings
-from common.domain import webhooks
+from common.domain import export_file, webhooks
 from common.domain.engine import derived_id
 from common.http import is_uuid
 from common.logging import get_logger
 from common.models.audit import audit_event
 from common.models.base import rfc3339, utcnow
-from common.models.export import ExportMessage, ExportPublic, ExportStatus
+from common.models.export import ExportCheckpoint, ExportMessage, ExportPublic, ExportStatus
 from common.models.product import ProductPublic
 from common.services import notifications
 from common.store import blobs, queue
@@ -31,7 +33,7 @@ log = get_logger("synq.exports")
 
 CONTENT_TYPE = "application/x-ndjson"
 QUEUED_MESSAGE = "Export job queued. You will be notified when the file is ready in Cloud Storage."
-# The failure of an export whose claims all ended without finishing it (Settings.export_max_claims).
+# The failure of an export whose last claims all ended without moving it on (Settings.export_max_claims).
 TOO_MANY_ATTEMPTS = "too_many_attempts"
 RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.BadGateway)
 
@@ -44,6 +46,21 @@ def object_name(scope: Scope, export_id: str, claim: int = 1) -> str:
     The export's record names the file of the claim that finished it."""
     suffix = f".{claim}" if claim > 1 else ""
     return f"exports/{scope.org_id}/{scope.tenant_id}/{export_id}{suffix}.jsonl"
+
+
+def segment_prefix(scope: Scope, export_id: str) -> str:
+    """Where the export's segments and compose scratch objects live until it finishes: under
+    `exports/`, so the bucket's lifecycle rule deletes whatever the cleanup missed (docs/deploy.md)."""
+    return f"exports/{scope.org_id}/{scope.tenant_id}/{export_id}.parts/"
+
+
+def segment_name(scope: Scope, export_id: str, claim: int, index: int) -> str:
+    """Segment `index` of the file (its place in the checkpoint's list) as claim `claim` writes it.
+
+    A name per claim, as for the file: a worker that outlived its lease may still finish the segment
+    it was writing, and only then be refused its checkpoint. Under a shared name it would replace
+    the segment the claim that took over committed in that place."""
+    return f"{segment_prefix(scope, export_id)}{claim}-{index:05d}.jsonl"
 
 
 def request_export(principal: Principal) -> dict[str, Any]:
@@ -158,7 +175,8 @@ def download_location(scope: Scope, export_id: str) -> str:
 
 
 def run_export(message: ExportMessage) -> None:
-    """Write the file once, then record it and queue its notification; safe to redeliver."""
+    """Write the rest of the file from the export's checkpoint, then record it and queue its
+    notification; safe to redeliver."""
     settings = get_settings()
     scope = Scope(message.org_id, message.tenant_id)
     export = store.claim_export(scope, message.export_id, settings.stale_after_seconds)
@@ -170,16 +188,20 @@ def run_export(message: ExportMessage) -> None:
             # Its notification may have been lost between the commit and the enqueue.
             notifications.enqueue(scope, derived_id(message.export_id, "notification"))
         return
-    if export["claims"] > settings.export_max_claims:
-        # The claims before it all ended without finishing (a worker killed, timed out, or given a
-        # storage fault): running it once more would most likely end the same way.
-        log.error("export claimed too many times; it fails", extra={"export_id": export["id"], "claims": export["claims"] - 1})
+    idle = export_file.claims_without_progress(export["claims"], checkpoint_of(export))
+    if idle >= settings.export_max_claims:
+        # The last claims all ended without committing a segment (a worker killed, timed out, or
+        # given a storage fault): running it once more would most likely end the same way.
+        log.error("export claimed too many times without progress; it fails", extra={"export_id": export["id"], "claims": idle})
         _finish(scope, export, {"status": ExportStatus.FAILED.value, "error": TOO_MANY_ATTEMPTS}, "export.failed")
         return
     try:
         counts = write_file(scope, export)
     except LostClaim:
         log.warning("export taken over by another worker; this one stops", extra={"export_id": export["id"]})
+        return
+    except HandOver:
+        _hand_over(scope, export)
         return
     except RETRYABLE as exc:
         _release(scope, export)
@@ -191,39 +213,98 @@ def run_export(message: ExportMessage) -> None:
     _finish(scope, export, {"status": ExportStatus.COMPLETED.value, **counts}, "export.completed")
 
 
+def checkpoint_of(export: dict[str, Any]) -> ExportCheckpoint:
+    """How far the export's file is written: an empty checkpoint before its first segment."""
+    return ExportCheckpoint.model_validate(export.get("checkpoint") or {})
+
+
 def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
-    """Stream every exportable product into the object, one JSON line each; products with an open
-    ERROR issue are left out and counted. Memory holds one product and one upload chunk."""
+    """Write the rest of the file in segments, after the export's checkpoint: every exportable
+    product, one JSON line each; products with an open ERROR issue are left out and counted. Each
+    whole segment is committed in a checkpoint, then the segments are composed into this claim's
+    object. Memory holds one product and one upload chunk.
+
+    Raises LostClaim once another worker holds the claim, HandOver once this claim has written for
+    `export_claim_seconds` (its checkpoint committed)."""
     settings = get_settings()
-    count, excluded = 0, 0
-    excluded_ids: list[str] = []
-    bucket = blobs.bucket()
+    checkpoint = checkpoint_of(export)
+    lease = _Lease(scope, export)
+    started = time.monotonic()
+    products = store.iter_products(scope, start_after=checkpoint.last_product_id)
+    while True:
+        segment = segment_name(scope, export["id"], export["claims"], len(checkpoint.segments))
+        tally = _write_segment(segment, products, lease)
+        if tally.read:
+            checkpoint = _commit(scope, export, checkpoint, tally, segment if tally.written else None, lease)
+        if tally.ended:
+            break
+        if time.monotonic() - started >= settings.export_claim_seconds:
+            raise HandOver(export["id"])
     name = object_name(scope, export["id"], export["claims"])
-    # The file is written under a partial name and becomes this claim's object only once it is whole
-    # (compose): whatever a failure leaves of an upload (the client cancels it when an exception
-    # unwinds the writer; a killed worker's is never finalized) is never under the claim's name.
-    partial = bucket.blob(f"{name}.partial")
-    renew_every = max(settings.stale_after_seconds / 3, 1.0)
-    renewed = time.monotonic()
-    with partial.open("wb", content_type=CONTENT_TYPE, chunk_size=settings.export_upload_chunk_bytes) as out:
-        for product in store.iter_products(scope):
-            if (product.get("issue_counts") or {}).get("ERROR"):
-                excluded += 1
-                if len(excluded_ids) < settings.excluded_ids_listed:
-                    excluded_ids.append(product["id"])
-            else:
+    _assemble(scope, export, checkpoint.segments, name)
+    return {
+        "object": name,
+        "product_count": checkpoint.product_count,
+        "excluded_count": checkpoint.excluded_count,
+        "excluded_product_ids": checkpoint.excluded_product_ids,
+    }
+
+
+def _write_segment(name: str, products: Iterator[tuple[str, dict[str, Any]]], lease: _Lease) -> export_file.SegmentTally:
+    """Write products into the segment object `name` until the segment's bound or the stream's end.
+
+    The object is whole only once this returns: an exception unwinding the writer cancels the upload,
+    and a killed worker's is never finalized, so no object is left under a segment's name. It is
+    opened at the segment's first line: a segment of excluded products only makes no object."""
+    settings = get_settings()
+    tally = export_file.SegmentTally(listed=settings.excluded_ids_listed)
+    ends = time.monotonic() + settings.export_segment_seconds
+    with contextlib.ExitStack() as opened:
+        out = None
+        for product_id, product in products:
+            excluded = bool((product.get("issue_counts") or {}).get("ERROR"))
+            if not excluded:
+                if out is None:
+                    upload = blobs.bucket().blob(name).open("wb", content_type=CONTENT_TYPE, chunk_size=settings.export_upload_chunk_bytes)
+                    out = opened.enter_context(upload)
                 out.write(ProductPublic.model_validate(product).model_dump_json().encode() + b"\n")
-                count += 1
-            if time.monotonic() - renewed > renew_every:
-                if not store.renew_lease(scope, export["id"], export["lease_owner"], settings.stale_after_seconds):
-                    raise LostClaim(export["id"])
-                renewed = time.monotonic()
-    final = bucket.blob(name)
-    final.content_type = CONTENT_TYPE
-    final.compose([partial])
-    with contextlib.suppress(gexc.NotFound):
-        partial.delete()
-    return {"object": name, "product_count": count, "excluded_count": excluded, "excluded_product_ids": excluded_ids}
+            tally.add(product_id, excluded=excluded)
+            lease.keep()
+            if tally.read >= settings.export_segment_products or time.monotonic() >= ends:
+                return tally
+        tally.ended = True
+    return tally
+
+
+def _commit(
+    scope: Scope, export: dict[str, Any], checkpoint: ExportCheckpoint, tally: export_file.SegmentTally, segment: str | None, lease: _Lease
+) -> ExportCheckpoint:
+    """The checkpoint after a whole segment, committed while this worker holds the claim."""
+    settings = get_settings()
+    advanced = export_file.advance(checkpoint, tally, segment, export["claims"], settings.excluded_ids_listed)
+    if not store.checkpoint_export(scope, export["id"], export["lease_owner"], advanced.model_dump(), settings.stale_after_seconds):
+        if segment is not None:
+            _delete_quietly(segment)  # this claim's own name: no checkpoint will ever list it
+        raise LostClaim(export["id"])
+    lease.renewed()
+    return advanced
+
+
+def _assemble(scope: Scope, export: dict[str, Any], segments: list[str], name: str) -> None:
+    """Compose the segments, in order, into the object `name`: in rounds through scratch objects
+    when there are more than a compose takes. No segment (no exportable product): an empty file."""
+    if not segments:
+        blobs.put_text(name, "", content_type=CONTENT_TYPE)
+        return
+    prefix = segment_prefix(scope, export["id"])
+    plan = export_file.compose_plan(segments, name, lambda round_, n: f"{prefix}{export['claims']}-compose-{round_}-{n:05d}.jsonl")
+    try:
+        for steps in plan:
+            for target, sources in steps:
+                blobs.compose(target, sources, CONTENT_TYPE)
+    finally:
+        for scratch in export_file.scratch_objects(plan):
+            _delete_quietly(scratch)
 
 
 def _delete_quietly(name: str) -> None:
@@ -232,18 +313,71 @@ def _delete_quietly(name: str) -> None:
         blobs.bucket().blob(name).delete()
 
 
-def _release(scope: Scope, export: dict[str, Any]) -> None:
+def _delete_segments(scope: Scope, export_id: str) -> None:
+    """Best effort, once the export is finished: its segments, and any a lost claim left behind."""
+    try:
+        names = blobs.names(segment_prefix(scope, export_id))
+    except RETRYABLE as exc:
+        log.warning("export segments not deleted; the lifecycle rule will", extra={"export_id": export_id, "error": str(exc)[:200]})
+        return
+    for name in names:
+        _delete_quietly(name)
+
+
+def _release(scope: Scope, export: dict[str, Any]) -> bool:
     """Give the claim back before asking for a redelivery: left RUNNING under a live lease, the
     redelivered message would be acknowledged as a no-op, and the export would wait for the lease
-    to lapse and the reconciler. If the release fails too, that is still how it recovers."""
+    to lapse and the reconciler. If the release fails too, that is still how it recovers.
+    True when released; False when the claim was no longer this worker's, or the release failed."""
     try:
-        store.release_export(scope, export["id"], export["lease_owner"])
+        return store.release_export(scope, export["id"], export["lease_owner"])
     except (gexc.GoogleAPICallError, ValueError) as exc:  # ValueError: a transaction out of attempts
         log.warning("export claim not released; the reconciler will retry", extra={"export_id": export["id"], "error": str(exc)[:200]})
+        return False
+
+
+def _hand_over(scope: Scope, export: dict[str, Any]) -> None:
+    """Give the claim back and publish the export again, for a new claim to resume it from the
+    checkpoint at once. Left to run into run_export's timeout, the worker would be killed with its
+    segment, and the export would wait for its lease to lapse and the reconciler."""
+    if not _release(scope, export):
+        return  # taken over meanwhile, or still claimed until its lease lapses: the reconciler's
+    message = ExportMessage(export_id=export["id"], org_id=scope.org_id, tenant_id=scope.tenant_id)
+    try:
+        queue.publish(get_settings().exports_topic, [message])
+    except errors.Transient:
+        log.warning("export handed over but not republished; the reconciler will", extra={"export_id": export["id"]})
+        return
+    log.info("export handed over to a new claim", extra={"export_id": export["id"], "claims": export["claims"]})
 
 
 class LostClaim(Exception):
     """Another worker took the export over (this one was too slow to renew its lease): stop quietly."""
+
+
+class HandOver(Exception):
+    """This claim has written for `export_claim_seconds`, its checkpoint committed: a new one goes on."""
+
+
+class _Lease:
+    """The claim's lease, renewed a third of the way through while the worker writes (a checkpoint
+    renews it too); LostClaim once another worker holds the claim."""
+
+    def __init__(self, scope: Scope, export: dict[str, Any]) -> None:
+        self.scope, self.export_id, self.owner = scope, export["id"], export["lease_owner"]
+        self.seconds = get_settings().stale_after_seconds
+        self.every = max(self.seconds / 3, 1.0)
+        self.at = time.monotonic()
+
+    def keep(self) -> None:
+        if time.monotonic() - self.at <= self.every:
+            return
+        if not store.renew_lease(self.scope, self.export_id, self.owner, self.seconds):
+            raise LostClaim(self.export_id)
+        self.renewed()
+
+    def renewed(self) -> None:
+        self.at = time.monotonic()
 
 
 def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event_type: str) -> None:
@@ -272,6 +406,7 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
         return
     notifications.enqueue(scope, delivery["id"])
     log.info("export finished", extra={"export_id": export["id"], "status": final["status"], "products": final.get("product_count")})
+    _delete_segments(scope, export["id"])  # finished: no claim composes them any more
 
 
 def reconcile(cutoff: Any) -> int:

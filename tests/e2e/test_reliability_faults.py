@@ -38,6 +38,8 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
+from common.services.exports import segment_name
+from common.store.paths import Scope
 from infra.stack import TOPICS, Stack, free_port, port_open, wait_for
 from tests.conftest import Tenant
 from tests.helpers import until
@@ -431,11 +433,12 @@ def test_export_worker_killed_while_uploading_still_yields_one_file_and_one_noti
 
     started = time.monotonic()
     export_id = request_export(tenant)
-    object_name = f"exports/{tenant.org_id}/{tenant.tenant_id}/{export_id}.jsonl"
+    # The file is written in segments (one here: 1,000 products), each uploaded under its own name.
+    segment = segment_name(Scope(tenant.org_id, tenant.tenant_id), export_id, claim=1, index=0)
 
     def mid_upload() -> bool:
         assert export_now(tenant, export_id)["status"] in ("QUEUED", "RUNNING"), "the export ended before it could be killed"
-        return uploading(own, object_name)
+        return uploading(own, segment)
 
     until("the first upload chunk", mid_upload, 120, every=0.02)
     mark = log_size(own, "reconcile")
@@ -443,12 +446,12 @@ def test_export_worker_killed_while_uploading_still_yields_one_file_and_one_noti
         kill(own, "run_export")
         killed_at = time.monotonic()
         at_kill = export_now(tenant, export_id)
-        objects_at_kill = storage_objects(own, object_name)
+        objects_at_kill = storage_objects(own, f"exports/{tenant.org_id}/{tenant.tenant_id}/{export_id}")
     finally:
         own.start_function("run_export")
     restarted_at = time.monotonic()
     assert at_kill["status"] == "RUNNING" and at_kill["completed_at"] is None, at_kill
-    assert objects_at_kill == [], "the killed upload must not have left a finished object"
+    assert objects_at_kill == [], "the killed upload must not have left a finished object, segment or file"
 
     record = until("export COMPLETED", lambda: (e := export_now(tenant, export_id))["status"] in ("COMPLETED", "FAILED") and e, 120, every=0.2)
     finished_at = time.monotonic()

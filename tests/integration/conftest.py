@@ -120,3 +120,43 @@ def pipeline(stack) -> Iterator[Pipeline]:  # type: ignore[no-untyped-def]
             else:
                 os.environ[env] = value
         get_settings.cache_clear()
+
+
+@pytest.fixture
+def exports_topic(pipeline: Pipeline) -> Iterator[str]:
+    """SYNQ_EXPORTS_TOPIC → a topic of this test's own; yields its pull subscription."""
+    project = pipeline.project
+    topic = f"it-exports-{uuid.uuid4().hex[:8]}"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    publisher.create_topic(name=publisher.topic_path(project, topic))
+    subscription = subscriber.subscription_path(project, f"{topic}-pull")
+    subscriber.create_subscription(request={"name": subscription, "topic": publisher.topic_path(project, topic), "ack_deadline_seconds": 60})
+    subscriber.close()
+    saved = os.environ.get("SYNQ_EXPORTS_TOPIC")
+    os.environ["SYNQ_EXPORTS_TOPIC"] = topic
+    get_settings.cache_clear()
+    try:
+        yield subscription
+    finally:
+        if saved is None:
+            os.environ.pop("SYNQ_EXPORTS_TOPIC", None)
+        else:
+            os.environ["SYNQ_EXPORTS_TOPIC"] = saved
+        get_settings.cache_clear()
+
+
+def pull_all(subscription: str) -> list[bytes]:
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # return_immediately: exactly what a test wants
+            response = subscriber.pull(request={"subscription": subscription, "max_messages": 100, "return_immediately": True}, timeout=10)
+        if response.received_messages:
+            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": [m.ack_id for m in response.received_messages]})
+        return [m.message.data for m in response.received_messages]
+    finally:
+        subscriber.close()
+
+
+class Killed(BaseException):
+    """What a worker killed by its timeout leaves: not an exception run_export handles, no release."""

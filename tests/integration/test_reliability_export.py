@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import email
 import json
-import os
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions as gexc
-from google.cloud import firestore, pubsub_v1
+from google.cloud import firestore
 
 from common import errors
 from common.clients import firestore_client
@@ -36,45 +34,9 @@ from common.store import blobs
 from common.store import exports as export_store
 from common.store.paths import Scope, chunk_id, job_ref, read
 from tests.helpers import until
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Killed, Pipeline, pull_all
 
 GOOD = {"description": "A long enough description of this product for shoppers.", "category": "Shirts", "brand": "HarbourLine"}
-
-
-@pytest.fixture
-def exports_topic(pipeline: Pipeline) -> Iterator[str]:
-    """SYNQ_EXPORTS_TOPIC → a topic of this test's own; yields its pull subscription."""
-    project = pipeline.project
-    topic = f"it-exports-{uuid.uuid4().hex[:8]}"
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    publisher.create_topic(name=publisher.topic_path(project, topic))
-    subscription = subscriber.subscription_path(project, f"{topic}-pull")
-    subscriber.create_subscription(request={"name": subscription, "topic": publisher.topic_path(project, topic), "ack_deadline_seconds": 60})
-    subscriber.close()
-    saved = os.environ.get("SYNQ_EXPORTS_TOPIC")
-    os.environ["SYNQ_EXPORTS_TOPIC"] = topic
-    get_settings.cache_clear()
-    try:
-        yield subscription
-    finally:
-        if saved is None:
-            os.environ.pop("SYNQ_EXPORTS_TOPIC", None)
-        else:
-            os.environ["SYNQ_EXPORTS_TOPIC"] = saved
-        get_settings.cache_clear()
-
-
-def pull_all(subscription: str) -> list[bytes]:
-    subscriber = pubsub_v1.SubscriberClient()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # return_immediately: exactly what a test wants
-            response = subscriber.pull(request={"subscription": subscription, "max_messages": 100, "return_immediately": True}, timeout=10)
-        if response.received_messages:
-            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": [m.ack_id for m in response.received_messages]})
-        return [m.message.data for m in response.received_messages]
-    finally:
-        subscriber.close()
 
 
 def mails(mail_dir: Path, message_id: str) -> list[email.message.Message]:
@@ -145,8 +107,8 @@ def test_worker_slower_than_its_lease_does_not_notify_twice(
     slow = threading.local()
     release = threading.Event()
 
-    def lagging_iter(scope: Scope) -> Iterator[dict[str, Any]]:
-        for product in real_iter(scope):
+    def lagging_iter(scope: Scope, start_after: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        for product in real_iter(scope, start_after):
             if getattr(slow, "on", False):
                 # A storage or Firestore hiccup: alive, but slower than the lease. Held until the other
                 # worker has finished, rather than slept for one lease: a worker waking a few ms after
@@ -230,8 +192,8 @@ def test_a_worker_that_outlived_its_lease_never_overwrites_the_finished_file(
     stalled, release = threading.Event(), threading.Event()
     slow = threading.local()
 
-    def stalling_iter(scope: Scope) -> Iterator[dict[str, Any]]:
-        yield from real_iter(scope)
+    def stalling_iter(scope: Scope, start_after: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield from real_iter(scope, start_after)
         if getattr(slow, "on", False):
             stalled.set()  # every product written: only the upload's close and the compose are left
             assert release.wait(60)
@@ -294,9 +256,9 @@ def test_a_storage_fault_releases_the_claim_so_the_redelivery_runs_it(
     real_iter = export_store.iter_products
     calls = []
 
-    def breaking_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+    def breaking_iter(scope: Scope, start_after: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         calls.append(1)
-        for n, product in enumerate(real_iter(scope)):
+        for n, product in enumerate(real_iter(scope, start_after)):
             if len(calls) == 1 and n == 1:
                 # What paths.rows raises once a broken stream would not resume.
                 raise gexc.ServiceUnavailable("the stream broke")
@@ -329,10 +291,6 @@ def test_only_the_claims_owner_releases_it(pipeline: Pipeline, exports_topic: st
     assert not export_store.release_export(scope, message.export_id, claim["lease_owner"])  # released once
 
 
-class Killed(BaseException):
-    """What a worker killed by its timeout leaves: not an exception run_export handles, no release."""
-
-
 def test_an_export_that_never_finishes_fails_after_its_claims_and_is_not_republished(
     pipeline: Pipeline, exports_topic: str, stack: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -346,10 +304,10 @@ def test_an_export_that_never_finishes_fails_after_its_claims_and_is_not_republi
     get_settings.cache_clear()  # exports_topic's teardown clears it again once monkeypatch restored these
     runs: list[int] = []
 
-    def killed_iter(scope: Scope) -> Iterator[dict[str, Any]]:
+    def killed_iter(scope: Scope, start_after: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         runs.append(1)
         raise Killed
-        yield {}  # a generator, as the real one is
+        yield "", {}  # a generator, as the real one is
 
     monkeypatch.setattr(export_store, "iter_products", killed_iter)
 
