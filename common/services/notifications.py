@@ -290,7 +290,12 @@ def _send_email(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> None:
     else:
         message["Subject"] = f"Synq export {data['export_id']} failed"
         text = f"Your catalog export {data['export_id']} failed. Request a new one with POST /api/v1/pim/export.\n"
-    message.set_content(text)
+    if text.isascii() and all(len(line) <= 998 for line in text.splitlines()):
+        # As written: quoted-printable would fold the download link at 76 characters with "=" and
+        # encode its own "=" as "=3D", so a raw copy of it (a log, the local sink's .eml) is broken.
+        message.set_content(text, cte="7bit")
+    else:
+        message.set_content(text)
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.webhook_timeout_seconds) as smtp:
         if settings.smtp_tls:
             # A verifying context: starttls() without one accepts any certificate, and the login

@@ -251,6 +251,9 @@ def test_email_channel_leaves_an_eml(tenant: Tenant, stack) -> None:  # type: ig
     assert export_id in message["Subject"]
     text = message.get_payload(decode=True).decode()
     assert "Products exported: 2" in text and f"/exports/{export_id}/download" in text
+    # The link is in the raw mail as it is, one line a person can copy.
+    [link] = [line for line in text.splitlines() if line.startswith("Download: ")]
+    assert link in message.as_string() and message["Content-Transfer-Encoding"] == "7bit"
 
 
 def test_notification_settings_validation_and_roles(tenant: Tenant, make_tenant) -> None:  # type: ignore[no-untyped-def]
