@@ -13,27 +13,8 @@ from tests.conftest import Tenant
 
 SEED = json.loads((Path(__file__).parent.parent / "data" / "syndigo_seed_request.json").read_text())
 IMPORT = "/api/v1/pim/product-import"
-VOCABULARY = {
-    "name": "default",
-    "default": True,
-    "attributes": [
-        {"name": "Product Name", "maps_to": "title"},
-        {"name": "Short Description", "maps_to": "description"},
-        {"name": "MFG Brand Name", "maps_to": "brand"},
-        {"name": "GTIN", "maps_to": "gtin"},
-        {"name": "UPC"},
-        {"name": "MFG Part", "identifier": True},
-        {"name": "MFG Name"},
-        {"name": "Feature - Benefit Bullet 1"},
-        {"name": "Feature - Benefit Bullet 2"},
-        {"name": "Feature - Benefit Bullet 3"},
-        {"name": "Packaging Level"},
-        {"name": "Net Weight", "type": "number"},
-        {"name": "Allergens", "multi_value": True},
-        {"name": "Claims", "multi_value": True},
-        {"name": "Main Product Image", "type": "asset"},
-    ],
-}
+# The example vocabulary the README sends before the seed request.
+VOCABULARY = json.loads((Path(__file__).parent.parent / "data" / "syndigo_seed_vocabulary.json").read_text())
 
 
 def seed(mode: str | None = None, **changes: Any) -> dict[str, Any]:
