@@ -62,8 +62,10 @@ def claim_export(scope: Scope, export_id: str, lease_seconds: float) -> dict[str
     return claim(db.transaction())  # type: ignore[no-any-return]
 
 
-def renew_lease(scope: Scope, export_id: str, owner: str, lease_seconds: float) -> bool:
-    """Extend the claim while the worker still holds it; False when another worker took it over."""
+def renew_lease(scope: Scope, export_id: str, owner: str, lease_seconds: float, checkpoint: dict[str, Any] | None = None) -> bool:
+    """Extend the claim while `owner` still holds it, recording `checkpoint` (how far the file is
+    written, `models.export.ExportCheckpoint`) if given; False when another worker took it over,
+    whose segments the checkpoint must not name."""
     db = firestore_client()
     ref = coll(scope, "exports").document(export_id)
 
@@ -73,29 +75,18 @@ def renew_lease(scope: Scope, export_id: str, owner: str, lease_seconds: float) 
         if export.get("lease_owner") != owner or export.get("status") != ExportStatus.RUNNING:
             return False
         now = utcnow()
-        tx.update(ref, {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now})
+        changes: dict[str, Any] = {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
+        if checkpoint is not None:
+            changes["checkpoint"] = checkpoint
+        tx.update(ref, changes)
         return True
 
     return bool(renew(db.transaction()))
 
 
 def checkpoint_export(scope: Scope, export_id: str, owner: str, checkpoint: dict[str, Any], lease_seconds: float) -> bool:
-    """Record how far the file is written (`models.export.ExportCheckpoint`) and extend the lease,
-    while `owner` still holds the claim; False when another worker took it over, whose segments the
-    checkpoint must not name."""
-    db = firestore_client()
-    ref = coll(scope, "exports").document(export_id)
-
-    @firestore.transactional
-    def commit(tx: firestore.Transaction) -> bool:
-        export = data(read(ref, transaction=tx))
-        if export.get("lease_owner") != owner or export.get("status") != ExportStatus.RUNNING:
-            return False
-        now = utcnow()
-        tx.update(ref, {"checkpoint": checkpoint, "lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now})
-        return True
-
-    return bool(commit(db.transaction()))
+    """Record how far the file is written and extend the lease, while `owner` holds the claim."""
+    return renew_lease(scope, export_id, owner, lease_seconds, checkpoint)
 
 
 def release_export(scope: Scope, export_id: str, owner: str) -> bool:
