@@ -61,6 +61,28 @@ def test_list_pages_with_cursor_headers(tenant: Tenant) -> None:
     assert [j["id"] for j in seen] == ids[::-1]
 
 
+def test_a_catalog_walk_goes_on_when_a_bulk_delete_removes_the_product_a_page_ended_on(tenant: Tenant) -> None:
+    products = "/api/v1/pim/products"
+    # One import stamps its products alike: the pages split ties on created_at, by id.
+    tenant.wait_job(tenant.create_job("BULK_IMPORT", [{"title": f"Walk {i}", "sku": f"WALK-{i}"} for i in range(7)])["id"])
+    catalog = [p["id"] for p in tenant.all_pages(products)]
+    seen, deleted, params = [], [], {"limit": "2"}
+    while True:
+        page = tenant.get(products, params=params)
+        assert page.status_code == 200, page.text
+        seen += [p["id"] for p in page.json()]
+        if "X-Next-Cursor" not in page.headers:
+            break
+        boundary = page.json()[-1]["id"]
+        done = tenant.wait_job(tenant.create_job("BULK_DELETE", [boundary])["id"])
+        assert (done["status"], done["failed_items"]) == ("COMPLETED", 0)
+        assert tenant.get(f"{products}/{boundary}").status_code == 404
+        deleted.append(boundary)
+        params = {"limit": "2", "cursor": page.headers["X-Next-Cursor"]}
+    assert len(deleted) == 3 and seen == catalog  # every product once, none skipped
+    assert [p["id"] for p in tenant.all_pages(products)] == [i for i in catalog if i not in deleted]
+
+
 def test_large_payload_is_kept_out_of_the_document_and_still_returned(tenant: Tenant) -> None:
     payload = [{"title": f"Product {i}", "description": "x" * 900} for i in range(1000)]  # ~1 MB
     job = tenant.create_job("BULK_IMPORT", payload)
