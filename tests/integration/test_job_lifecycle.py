@@ -115,6 +115,19 @@ def test_a_retry_resolves_the_failures_of_the_items_it_runs_again(pipeline: Pipe
     assert pipeline.run("BULK_IMPORT", [{"title": "Again", "sku": "RS 3", "description": "x" * 40}])["status"] == "COMPLETED"
 
 
+def test_jobs_failing_one_sku_again_and_again_leave_one_open_issue(pipeline: Pipeline) -> None:
+    """Each failure supersedes the one before, whichever job type failed it; an item without an
+    identifier supersedes nothing."""
+    first = pipeline.run("BULK_IMPORT", [{"sku": "NF-1"}, {"title": ""}])
+    second = pipeline.run("BULK_UPDATE", [{"sku": "NF-1", "brand": "B"}])  # no such product
+    third = pipeline.run("BULK_IMPORT", [{"title": ""}, {"sku": "NF-1", "colour": "red"}])
+    assert [j["status"] for j in (first, second, third)] == ["FAILED"] * 3
+    issues, _ = catalog.list_issues(pipeline.scope, {}, limit=100, cursor=None)
+    assert sorted((i["job_id"], i["item_index"], i["identifier"]) for i in issues) == sorted(
+        [(first["id"], 1, None), (third["id"], 0, None), (third["id"], 1, "NF-1")]
+    )
+
+
 def test_a_retrys_results_name_the_index_each_item_had_in_the_job_retried(pipeline: Pipeline) -> None:
     """Items without an identifier can be told apart only by where they came from: over the
     retry's two chunks, each result says its index in the job retried, the key of `corrections`."""
