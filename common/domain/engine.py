@@ -127,6 +127,14 @@ class CatalogView:
     created: set[str] = field(default_factory=set)
     # Validation issues read by id, as the store held them (see `supersede_failure`).
     issues: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # Each identifier's failure issues that may stand open once the view is committed, whatever it
+    # commits: those open in the store when it was read, and those the view opened since. A newer
+    # failure supersedes them all, even those an item the view may not commit resolved
+    # (`supersede_older`); ErrorMode Fail's validation commits only failures (store.catalog.failure_writes).
+    failure_ids: dict[str, set[str]] = field(default_factory=dict)
+    # Failure issues resolved because a newer failure of their identifier supersedes them: the old
+    # issue's id, and the new one's (a pass that commits only failures writes these too).
+    superseded: dict[str, str] = field(default_factory=dict)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -147,6 +155,7 @@ class CatalogView:
             self.skus[sku] = doc or {"sku": sku, "holders": {}}
         for ident, doc in found_idents.items():
             self.identifiers[ident] = doc or {"identifier": ident, "open": {}}
+            self.failure_ids[ident] = set(self.identifiers[ident]["open"])
         self._keep_values(found_values)
 
     def prefetch_open_issues(self, product_ids: Iterable[str]) -> None:
@@ -263,6 +272,7 @@ class CatalogView:
         self.audits.clear()
         self.dirty_values.clear()
         self.extra_writes.clear()
+        self.superseded.clear()
 
 
 # -- issues on products ----------------------------------------------------------------------
@@ -591,7 +601,8 @@ def _validation_errors(exc: ValidationError) -> list[ItemError]:
 
 
 def record_failure(view: CatalogView, index: int, identifier: str | None, failure: ItemFailure) -> dict[str, Any]:
-    """A failed item: its result, plus an ERROR validation issue a person can act on."""
+    """A failed item: its result, plus an ERROR validation issue a person can act on, which
+    supersedes the older failure issues of its identifier (`supersede_older`)."""
     issue_id = derived_id(view.ctx.job_id, index, "failure")
     what = f"Item {index}" + (f" ('{_clip(identifier, IDENTIFIER_CHARS)}')" if identifier else "")
     reasons = _clip(" ".join(e.message for e in failure.errors[:5]), 2_000)
@@ -609,10 +620,24 @@ def record_failure(view: CatalogView, index: int, identifier: str | None, failur
         },
     )
     if identifier:
-        entry = view.identifier_entry(identifier)
-        entry["open"][issue_id] = True
-        view.dirty_identifiers.add(identifier)
+        supersede_older(view, identifier, issue_id)
     return result(index, identifier, failure.product_id, FAILED, [e.dump() for e in failure.errors])
+
+
+def supersede_older(view: CatalogView, identifier: str, issue_id: str) -> None:
+    """One open failure issue per identifier in a tenant: the newest. A nightly feed failing on the
+    same product would otherwise pile up an issue a night, each saying the same; the older ones are
+    resolved as the new one opens, in the same commit (the identifier's entry is read in that
+    transaction, so two failures committing at once take turns and the second resolves the first).
+    Never `issue_id` itself: running the same item again finds its own issue stored."""
+    entry = view.identifier_entry(identifier)  # reading it notes the store's open ones in `failure_ids`
+    known = view.failure_ids[identifier]
+    for old in sorted(known - {issue_id}):
+        view.resolve_issue(old)
+        view.superseded[old] = issue_id
+    known.add(issue_id)
+    entry["open"] = {issue_id: True}
+    view.dirty_identifiers.add(identifier)
 
 
 # A chunk's results share one Firestore document (1 MiB) among its items (at most 250, see

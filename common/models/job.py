@@ -132,3 +132,10 @@ class ItemResult(PublicModel):
     product_id: str | None = None
     result: str
     errors: list[ItemError] = Field(default_factory=list)
+    retry_of_index: int | None = Field(
+        default=None,
+        description=(
+            "For a job that retries another (its `retry_of`): the `index` this item had in that job, the key its"
+            " `corrections` used. Null for a job that retries none."
+        ),
+    )

@@ -184,9 +184,9 @@ def run_items(
 
 
 def _writes(view: CatalogView, mode: str, failed: int) -> int:
-    """What committing the view in `mode` writes: everything; at most a failed item's issue and its
-    identifier entry (`write_failures`); nothing."""
-    return view.write_count() if mode == ALL else 2 * failed if mode == FAILURES else 0
+    """What committing the view in `mode` writes: everything; at most a failed item's issue, its
+    identifier entry and the older issues it supersedes (`write_failures`); nothing."""
+    return view.write_count() if mode == ALL else 2 * failed + len(view.superseded) if mode == FAILURES else 0
 
 
 def run_step(
@@ -244,25 +244,47 @@ class StepRefused(Exception):
 
 
 def uncommitted_failure(view: CatalogView, issue: dict[str, Any]) -> dict[str, Any]:
-    """A failure issue as a pass that commits only failures stores it (see `write_failures`)."""
+    """A failure issue as a pass that commits only failures stores it (see `failure_writes`): open,
+    unless a later failure of the pass superseded it."""
     product_id = None if issue.get("product_id") in view.created else issue.get("product_id")
-    return {**issue, "resolved": False, "product_id": product_id}
+    return {**issue, "resolved": issue["id"] in view.superseded, "product_id": product_id}
+
+
+def failure_writes(view: CatalogView) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, bool]]]:
+    """What a pass that commits only failures writes: the failure issues it opened (whole
+    documents), the older failure issues they supersede (fields merged: resolved), and the
+    identifier entries of the failures as they then stand (empty: deleted).
+
+    An issue is written open even when a later item of the pass succeeded with the same identifier:
+    that item is not committed either, so it fixed nothing. Nor is a product an earlier item created,
+    so an issue does not point at one. A failure does supersede the older ones (`engine.supersede_older`):
+    it is committed."""
+    opened: dict[str, dict[str, Any]] = {}
+    resolved: dict[str, dict[str, Any]] = {}
+    entries: dict[str, dict[str, bool]] = {}
+    for issue_id, fields in view.issue_writes.items():
+        if fields.get("job_id") and "created_at" in fields:
+            opened[issue_id] = uncommitted_failure(view, fields)
+            if (ident := fields.get("identifier")) and ident not in entries:
+                entries[ident] = {i: True for i in sorted(view.failure_ids[ident] - view.superseded.keys())}
+        elif issue_id in view.superseded:
+            resolved[issue_id] = {"resolved": True, "updated_at": fields["updated_at"]}
+    return opened, resolved, entries
 
 
 def write_failures(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView) -> None:
-    """Only the failed items' issues and their identifier index entries (merged, never cleared).
-
-    An issue is written open even when a later item of the step succeeded with the same identifier:
-    that item is not committed either, so it fixed nothing. Nor is a product an earlier item created,
-    so an issue does not point at one."""
+    """Queue what `failure_writes` says a pass that commits only failures writes. The identifier
+    entries are set whole: the view read them in the same transaction."""
     db = firestore_client()
     issues, identifiers = coll(scope, "validation_issues", db), coll(scope, "identifier_index", db)  # once, as in write_view
-    for issue_id, fields in view.issue_writes.items():
-        if fields.get("job_id") and "created_at" in fields:
-            writer.set(issues.document(issue_id), uncommitted_failure(view, fields))
-            if fields.get("identifier"):
-                ref = identifiers.document(index_key(fields["identifier"]))
-                writer.set(ref, {"identifier": fields["identifier"], "open": {issue_id: True}}, merge=True)
+    opened, resolved, entries = failure_writes(view)
+    for issue_id, doc in opened.items():
+        writer.set(issues.document(issue_id), doc)
+    for issue_id, fields in resolved.items():
+        writer.set(issues.document(issue_id), fields, merge=True)
+    for ident, still_open in entries.items():
+        ref = identifiers.document(index_key(ident))
+        writer.set(ref, {"identifier": ident, "open": still_open}) if still_open else writer.delete(ref)
 
 
 def commit_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scope, view: CatalogView, mode: str) -> None:

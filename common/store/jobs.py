@@ -125,7 +125,7 @@ def create_chunks(
 
     `chunks`: (number, first item index, items as a JSON array, item count[, the chunk's items that
     name a product an earlier chunk names, by position in the chunk[, and for a retry job the index
-    each item had in the job it retries]]). Create-only, so a
+    each item had in the job it retries, which its results show (`chunk_results`)]]). Create-only, so a
     duplicate dispatch can never reset a chunk a worker has already advanced. The first `window`
     chunks (all when None) are created published: the dispatcher publishes them next, and should it
     die first, the reconciler finds them published and stale. Consumes `chunks` as it goes (a few
@@ -139,11 +139,14 @@ def create_chunks(
         n: int, first: int, items_json: str, count: int, named_before: list[int] | None = None, origins: list[int] | None = None
     ) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
         items = {"n": n, "first_index": first, "count": count, "items_json": items_json, "named_before": named_before or []}
+        # A retry's origins twice: the worker reads them with the items, the results with the progress.
+        retried = {} if origins is None else {"origins": origins}
         return [
-            (job.collection("chunk_items").document(chunk_id(n)), items if origins is None else {**items, "origins": origins}),
+            (job.collection("chunk_items").document(chunk_id(n)), {**items, **retried}),
             (
                 job.collection("chunks").document(chunk_id(n)),
                 {
+                    **retried,
                     "n": n,
                     "first_index": first,
                     "count": count,
@@ -171,7 +174,7 @@ def create_chunks(
     for chunk in chunks:
         count += 1
         pair = docs(*chunk)
-        pair_size = len(chunk[2].encode("utf-8")) + 1024 + 10 * sum(len(indexes) for indexes in chunk[4:])
+        pair_size = len(chunk[2].encode("utf-8")) + 1024 + 20 * sum(len(indexes) for indexes in chunk[4:])
         if group and (len(group) + 2 > 400 or size + pair_size > COMMIT_BYTES):
             _create_all(db, group)
             group, size = [], 0
@@ -451,7 +454,7 @@ def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_on
         for chunk in found:
             if chunk["first_index"] + chunk["count"] <= start:
                 continue
-            for item in chunk.get("results", []):
+            for item in chunk_results(chunk):
                 if item["index"] < start or (failed_only and item["result"] != "failed"):
                     continue
                 if len(out) == limit:
@@ -460,6 +463,17 @@ def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_on
         if len(found) < batch:
             return out, None
         after = found[-1]["first_index"]
+
+
+def chunk_results(chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chunk's per-item results; a retry job's each with `retry_of_index`, the index its item had
+    in the job retried (dispatch stored them by position in the chunk, `create_chunks`)."""
+    results: list[dict[str, Any]] = chunk.get("results", [])
+    origins = chunk.get("origins")
+    if not origins:
+        return results
+    first = chunk["first_index"]
+    return [{**item, "retry_of_index": origins[item["index"] - first]} for item in results]
 
 
 def stale_pending(cutoff: datetime, limit: int = 200) -> list[dict[str, Any]]:

@@ -52,6 +52,21 @@ def test_a_retry_needs_no_body(tenant: Tenant) -> None:
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_retried"
 
 
+def test_a_retrys_results_say_which_item_of_the_job_retried_each_one_is(tenant: Tenant) -> None:
+    """Two failed items without an identifier: only `retry_of_index` tells which result is which."""
+    job = tenant.create_job("BULK_IMPORT", [PAYLOAD[0], {"title": ""}, PAYLOAD[1], {"title": 7}])
+    assert tenant.wait_job(job["id"])["status"] == "FAILED"
+    original = tenant.get(f"{JOBS}/{job['id']}/results").json()
+    assert [(r["index"], r["retry_of_index"]) for r in original] == [(0, None), (1, None), (2, None), (3, None)]
+    retry = tenant.post(f"{JOBS}/{job['id']}/retry", json={"corrections": {"3": {"title": "Fixed"}}})
+    assert retry.status_code == 200, retry.text
+    assert tenant.wait_job(retry.json()["id"])["status"] == "FAILED"
+    rows = tenant.get(f"{JOBS}/{retry.json()['id']}/results").json()
+    assert [(r["index"], r["retry_of_index"], r["result"]) for r in rows] == [(0, 1, "failed"), (1, 3, "created")]
+    [still] = tenant.get(f"{JOBS}/{retry.json()['id']}/results", params={"status": "failed"}).json()
+    assert (still["index"], still["retry_of_index"]) == (0, 1)
+
+
 def test_a_failure_issue_nothing_will_resolve_can_be_resolved_by_hand(tenant: Tenant, make_tenant) -> None:  # type: ignore[no-untyped-def]
     """A delete of a product that was never there: no later item can ever succeed with that id."""
     job = tenant.create_job("BULK_DELETE", ["00000000-0000-4000-8000-000000000000"])

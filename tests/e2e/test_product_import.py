@@ -130,6 +130,31 @@ def test_modes_and_error_modes(vocab_tenant: Tenant) -> None:
     assert tenant.get("/api/v1/pim/products").json() == before
 
 
+def test_a_product_that_fails_import_after_import_has_one_open_issue_the_latest(vocab_tenant: Tenant) -> None:
+    """Three failed imports of one GTIN, then a failed bulk job: each failure's issue supersedes the
+    one before (whatIf's supersedes nothing), and a success resolves the last."""
+    tenant = vocab_tenant
+    bad = envelope(product_body("00000000000116", Values=[{"Name": "Nonexistent", "ValuesByLocale": {"en-US": "x"}}]))
+
+    def open_failures() -> list[dict[str, Any]]:
+        issues = tenant.get("/api/v1/pim/validation", params={"issue_type": "IMPORT_REJECTED"}).json()
+        return [i for i in issues if i["identifier"] == "00000000000116"]
+
+    seen = set()
+    for _ in range(3):
+        assert run(tenant, bad)["OverallResult"] == "Failure"
+        [issue] = open_failures()
+        assert issue["job_id"] not in seen  # each import's own
+        seen.add(issue["job_id"])
+    assert run(tenant, bad, whatIf="true")["OverallResult"] == "Failure"
+    assert [i["job_id"] for i in open_failures()] == [issue["job_id"]]
+    job = tenant.create_job("BULK_IMPORT", bad)
+    assert tenant.wait_job(job["id"])["status"] == "FAILED"
+    assert [(i["job_id"], i["item_index"]) for i in open_failures()] == [(job["id"], 0)]
+    assert run(tenant, envelope(product_body("00000000000116")))["OverallResult"] == "Success"
+    assert open_failures() == []
+
+
 def test_what_if_commits_nothing_at_all(vocab_tenant: Tenant) -> None:
     tenant = vocab_tenant
     before = {path: tenant.get(path).json() for path in ("/api/v1/pim/products", "/api/v1/pim/audit", "/api/v1/pim/validation")}

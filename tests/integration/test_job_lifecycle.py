@@ -115,6 +115,37 @@ def test_a_retry_resolves_the_failures_of_the_items_it_runs_again(pipeline: Pipe
     assert pipeline.run("BULK_IMPORT", [{"title": "Again", "sku": "RS 3", "description": "x" * 40}])["status"] == "COMPLETED"
 
 
+def test_jobs_failing_one_sku_again_and_again_leave_one_open_issue(pipeline: Pipeline) -> None:
+    """Each failure supersedes the one before, whichever job type failed it; an item without an
+    identifier supersedes nothing."""
+    first = pipeline.run("BULK_IMPORT", [{"sku": "NF-1"}, {"title": ""}])
+    second = pipeline.run("BULK_UPDATE", [{"sku": "NF-1", "brand": "B"}])  # no such product
+    third = pipeline.run("BULK_IMPORT", [{"title": ""}, {"sku": "NF-1", "colour": "red"}])
+    assert [j["status"] for j in (first, second, third)] == ["FAILED"] * 3
+    issues, _ = catalog.list_issues(pipeline.scope, {}, limit=100, cursor=None)
+    assert sorted((i["job_id"], i["item_index"], i["identifier"]) for i in issues) == sorted(
+        [(first["id"], 1, None), (third["id"], 0, None), (third["id"], 1, "NF-1")]
+    )
+
+
+def test_a_retrys_results_name_the_index_each_item_had_in_the_job_retried(pipeline: Pipeline) -> None:
+    """Items without an identifier can be told apart only by where they came from: over the
+    retry's two chunks, each result says its index in the job retried, the key of `corrections`."""
+    payload = products(450, "RI")
+    for i in range(1, 450, 2):
+        payload[i] = {"title": ""}  # no identifier, and fails
+    failed = pipeline.run("BULK_IMPORT", payload)
+    assert all(r.get("retry_of_index") is None for r in pipeline.results(failed["id"]))
+    corrections = {str(i): {"title": f"Fixed {i}"} for i in range(1, 450, 4)}  # every other failed item
+    retry = jobs.retry_job(pipeline.principal, failed["id"], {"corrections": corrections})
+    assert pipeline.drive(retry["id"])["failed_items"] == 112
+    rows = pipeline.results(retry["id"])
+    assert [(r["index"], r["retry_of_index"]) for r in rows] == [(n, 2 * n + 1) for n in range(225)]
+    assert all((r["result"] == "created") == (str(r["retry_of_index"]) in corrections) for r in rows)
+    again = pipeline.results(retry["id"], failed_only=True)
+    assert [r["retry_of_index"] for r in again] == list(range(3, 450, 4))
+
+
 def test_racing_retries_of_one_job_store_one(pipeline: Pipeline) -> None:
     """Each racing retry creates the same job id; the one stored also links the original, in one
     commit, so the others get 409 already_retried and nothing of theirs is left behind."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from common import errors
+from common.domain import engine
 from common.services import catalog, jobs, product_import
 from common.store import jobs as job_store
 from common.store.encode import Transaction
-from common.store.paths import coll
+from common.store.paths import coll, existing, index_key, read
 from tests.integration.conftest import Pipeline
 
 VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
@@ -419,3 +421,87 @@ def test_a_chunk_worker_reads_no_job_field_outside_worker_fields(with_vocabulary
     assert drive(pipeline, plain["id"])["status"] == "COMPLETED"
     assert seen <= set(jobs.WORKER_FIELDS), seen - set(jobs.WORKER_FIELDS)
     assert {"import_options", "phase", "status", "actor_email"} <= seen
+
+
+# -- one open failure issue per identifier ---------------------------------------------------------
+
+UNKNOWN = [{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}]
+
+
+def failure_docs(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Every failure issue stored, resolved or not, oldest first."""
+    docs = [d.to_dict() for d in coll(pipeline.scope, "validation_issues").stream()]
+    return sorted((d for d in docs if d.get("job_id")), key=lambda d: d["created_at"])
+
+
+def open_failures(pipeline: Pipeline) -> list[tuple[str, int, str | None]]:
+    issues, _ = catalog.list_issues(pipeline.scope, {}, limit=200, cursor=None)
+    return sorted((i["job_id"], i["item_index"], i["identifier"]) for i in issues if i.get("job_id"))
+
+
+def identifier_entry(pipeline: Pipeline, identifier: str) -> dict[str, Any] | None:
+    return existing(read(coll(pipeline.scope, "identifier_index").document(index_key(identifier))))
+
+
+def test_failed_synchronous_imports_of_one_product_leave_one_open_issue_the_latest(with_vocabulary: Pipeline) -> None:
+    """A feed failing nightly on one product: each import's issue supersedes the one before,
+    whatever the ErrorMode; whatIf commits nothing, so it supersedes nothing; a success resolves it."""
+    pipeline = with_vocabulary
+    gtin = "00000000000017"
+    for error_mode in ("Ignore", "Ignore", "Fail", "Fail"):
+        answer = sync_import(pipeline, [product("00000000000024"), product(gtin, Values=UNKNOWN)], error_mode)
+        assert answer["OverallResult"] == ("PartialSuccess" if error_mode == "Ignore" else "Failure")
+        stored = failure_docs(pipeline)
+        assert [d["resolved"] for d in stored] == [True] * (len(stored) - 1) + [False]
+        assert open_failures(pipeline) == [(stored[-1]["job_id"], 1, gtin)]
+        assert identifier_entry(pipeline, gtin) == {"identifier": gtin, "open": {stored[-1]["id"]: True}}
+    assert len({d["job_id"] for d in failure_docs(pipeline)}) == 4
+    latest = open_failures(pipeline)
+    what_if = product_import.import_products(
+        pipeline.principal, envelope([product(gtin, Values=UNKNOWN)], "Ignore"), verbose=False, what_if=True, include_missing=None, vocabulary_id=None
+    )
+    assert what_if["OverallResult"] == "Failure" and open_failures(pipeline) == latest and len(failure_docs(pipeline)) == 4
+    assert sync_import(pipeline, [product(gtin)], "Ignore")["OverallResult"] == "Success"
+    assert open_failures(pipeline) == [] and identifier_entry(pipeline, gtin) is None
+
+
+def test_bulk_jobs_failing_one_identifier_leave_one_open_issue_across_jobs_and_chunks(with_vocabulary: Pipeline) -> None:
+    """ErrorMode Ignore and Fail (whose validation commits only the failures' issues, and supersedes
+    with them), and a later item of the same job that fails again, in a later chunk."""
+    pipeline = with_vocabulary
+    gtin = "00000000000017"
+    first = drive(pipeline, pipeline.create("BULK_IMPORT", envelope([product(gtin, Values=UNKNOWN)], "Ignore"))["id"])
+    assert open_failures(pipeline) == [(first["id"], 0, gtin)]
+    items = [product(f"{i:014d}") for i in range(100, 400)]
+    items[5] = items[250] = product(gtin, Values=UNKNOWN)
+    second = drive(pipeline, pipeline.create("BULK_IMPORT", envelope(items, "Fail"))["id"])
+    assert (second["status"], second["processed_items"]) == ("FAILED", 0)
+    assert open_failures(pipeline) == [(second["id"], 250, gtin)]
+    assert [(d["job_id"], d["item_index"], d["resolved"]) for d in failure_docs(pipeline)] == [
+        (first["id"], 0, True),
+        (second["id"], 5, True),
+        (second["id"], 250, False),
+    ]
+
+
+def test_failures_of_one_identifier_committing_at_once_leave_one_open_issue(with_vocabulary: Pipeline) -> None:
+    """Each failure reads the identifier's entry in its transaction: of two committing together,
+    the second is retried, finds the first's issue and resolves it."""
+    pipeline = with_vocabulary
+    gtin = "00000000000017"
+
+    def send(_: int) -> dict[str, Any]:
+        for _attempt in range(10):
+            try:
+                return sync_import(pipeline, [product(gtin, Values=UNKNOWN)], "Ignore")
+            except errors.Transient:  # 503: a busy emulator timed the lock out; committed nothing, sent again
+                continue
+        raise AssertionError("the import never committed")
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(4)))
+    assert all(a["OverallResult"] == "Failure" for a in answers)
+    stored = failure_docs(pipeline)
+    assert len(stored) == 4 and sum(not d["resolved"] for d in stored) == 1
+    [(job_id, _, _)] = open_failures(pipeline)
+    assert identifier_entry(pipeline, gtin) == {"identifier": gtin, "open": {engine.derived_id(job_id, 0, "failure"): True}}

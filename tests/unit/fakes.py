@@ -25,7 +25,7 @@ from typing import Any
 
 from common.domain import rules
 from common.domain.engine import CatalogView, JobContext, apply_plain_item, indexed_values
-from common.store.catalog import uncommitted_failure
+from common.store.catalog import failure_writes
 
 NOW = datetime(2024, 11, 15, 14, 0, tzinfo=UTC)
 ORG = "org-1"
@@ -170,14 +170,18 @@ def commit(catalog: MemoryCatalog, view: CatalogView) -> None:
 
 
 def commit_failures(catalog: MemoryCatalog, view: CatalogView) -> None:
-    """Apply only the failed items' new issues and their identifier entries, as `write_failures`
-    does (ErrorMode Fail's validation), then forget every change."""
-    for issue_id, data in view.issue_writes.items():
-        if data.get("job_id") and "created_at" in data:
-            catalog.issues[issue_id] = copy.deepcopy(uncommitted_failure(view, data))
-            if data.get("identifier"):
-                entry = catalog.identifiers.setdefault(data["identifier"], {"identifier": data["identifier"], "open": {}})
-                entry["open"][issue_id] = True
+    """Apply only what `failure_writes` says a pass that commits only failures writes (ErrorMode
+    Fail's validation), as `write_failures` does, then forget every change."""
+    opened, resolved, entries = failure_writes(view)
+    for issue_id, doc in opened.items():
+        catalog.issues[issue_id] = copy.deepcopy(doc)
+    for issue_id, fields in resolved.items():
+        _merge(catalog.issues.setdefault(issue_id, {}), fields)
+    for ident, still_open in entries.items():
+        if still_open:
+            catalog.identifiers[ident] = {"identifier": ident, "open": dict(still_open)}
+        else:
+            catalog.identifiers.pop(ident, None)
     view.clear_changes()
 
 
@@ -233,7 +237,8 @@ def assert_consistent(catalog: MemoryCatalog) -> None:
       `issue_counts` counts them by severity;
     * a product has a DUPLICATE_SKU issue exactly for its SKUs held twice or more in the tenant;
     * no unresolved issue points at a deleted product, and every stored issue is a whole document;
-    * the identifier index lists exactly the unresolved failure issues that carry an identifier;
+    * the identifier index lists exactly the unresolved failure issues that carry an identifier,
+      at most one an identifier;
     * the value index is exactly the GTINs and identifier values the products hold, no empty entry.
     """
     expected_index: dict[str, dict[str, dict[str, int]]] = {}
@@ -272,6 +277,8 @@ def assert_consistent(catalog: MemoryCatalog) -> None:
     indexed = {(ident, issue_id) for ident, entry in catalog.identifiers.items() for issue_id in entry["open"]}
     open_failures = {(doc["identifier"], doc["id"]) for doc in catalog.open_issues() if doc.get("job_id") and doc.get("identifier")}
     assert indexed == open_failures
+    # One open failure issue per identifier, the newest: it supersedes the older (engine.supersede_older).
+    assert len(open_failures) == len({ident for ident, _ in open_failures}), sorted(open_failures)
 
 
 def run_syndigo(

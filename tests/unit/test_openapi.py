@@ -170,6 +170,12 @@ def test_the_api_serves_the_document_without_a_token() -> None:
     assert "/api/v1/pim/bulk-jobs" in body["paths"]
 
 
+def test_a_result_row_documents_the_index_its_item_had_in_the_job_retried(doc: dict[str, Any]) -> None:
+    field = doc["components"]["schemas"]["ItemResult"]["properties"]["retry_of_index"]
+    assert {"type": "integer"} in field["anyOf"] and {"type": "null"} in field["anyOf"]
+    assert "retry_of" in field["description"] and "corrections" in field["description"]
+
+
 def test_the_export_download_declares_not_ready_and_file_gone(doc: dict[str, Any]) -> None:
     operation = doc["paths"]["/api/v1/pim/exports/{export_id}/download"]["get"]
     assert {"404", "409", "410"} <= set(operation["responses"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from common.models.product import ProductPublic
 from common.models.syndigo import ImportRequest, VocabularyIn
 from common.store.catalog import ALL, FAILURES, NOTHING, run_step
 from tests.unit.fakes import (
+    NOW,
     ORG,
     TENANT,
     MemoryCatalog,
@@ -97,6 +99,7 @@ def gtin(n: int) -> str:
 
 
 G1, G2, G3 = gtin(1), gtin(2), gtin(3)
+LATER = NOW + timedelta(hours=1)
 
 
 def val(name: str, by_locale: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -1584,6 +1587,71 @@ def in_steps(catalog: MemoryCatalog, raws: list[Any], mode: str, step: int) -> l
     return results
 
 
+def open_failures(catalog: MemoryCatalog) -> list[tuple[str, int, str | None]]:
+    return sorted((d["job_id"], d["item_index"], d["identifier"]) for d in catalog.open_issues() if d.get("job_id"))
+
+
+def failing(gtin: str) -> dict[str, Any]:
+    return item(gtin, val("Colour", {"en-US": "x"}))
+
+
+def fail_pass(catalog: MemoryCatalog, raws: list[Any], job_id: str, mode: str) -> list[dict[str, Any]]:
+    """A pass of the synchronous import or a chunk in `mode`, in one step: FAILURES commits only
+    the failures (ErrorMode Fail's validation), NOTHING nothing (whatIf)."""
+    view = new_view(catalog, "PRODUCT_IMPORT", job_id, now=LATER)
+    results = run_step(
+        view, raws, 0, 0, lambda v, i, raw: apply_syndigo_item(v, i, raw, OPTIONS), lambda v, b: v.prefetch(*syndigo_needs(b, OPTIONS)), mode
+    )
+    if mode == FAILURES:
+        commit_failures(catalog, view)
+    return results
+
+
+def test_three_failed_imports_of_one_product_leave_one_open_issue(catalog: MemoryCatalog) -> None:
+    for n in range(3):
+        assert one(catalog, failing(G1), job_id=f"import-{n}")["result"] == "failed"
+    assert open_failures(catalog) == [("import-2", 0, G1)]
+    assert [failure_issue(catalog, f"import-{n}", 0)["issue_type"] for n in range(3)] == [engine.IMPORT_REJECTED] * 3
+    consistent(catalog)
+
+
+def test_an_error_mode_fail_validation_failure_supersedes_the_older_failure(catalog: MemoryCatalog) -> None:
+    """The failure's issue is committed though nothing else is: it replaces the older one."""
+    one(catalog, failing(G1), job_id="import-1")
+    results = fail_pass(catalog, [item(G2), failing(G1)], "import-2", FAILURES)
+    assert [r["result"] for r in results] == ["created", "failed"]
+    assert open_failures(catalog) == [("import-2", 1, G1)]
+    assert failure_issue(catalog, "import-1", 0)["updated_at"] == LATER
+    assert catalog.products == {}
+    consistent(catalog)
+
+
+def test_an_error_mode_fail_validation_success_resolves_nothing(catalog: MemoryCatalog) -> None:
+    """Not committed, it fixed nothing: the older failure stays open; only the pass's failures count."""
+    one(catalog, failing(G1), job_id="import-1")
+    fail_pass(catalog, [item(G1), failing(G2)], "import-2", FAILURES)
+    assert open_failures(catalog) == [("import-1", 0, G1), ("import-2", 1, G2)]
+    consistent(catalog)
+
+
+def test_an_error_mode_fail_validation_failure_after_a_success_still_supersedes(catalog: MemoryCatalog) -> None:
+    """The uncommitted success resolved the older failure in the view only: the failure after it
+    supersedes what the store holds."""
+    one(catalog, failing(G1), job_id="import-1")
+    results = fail_pass(catalog, [item(G1), failing(G1), failing(G1)], "import-2", FAILURES)
+    assert [r["result"] for r in results] == ["created", "failed", "failed"]
+    assert open_failures(catalog) == [("import-2", 2, G1)]
+    assert failure_issue(catalog, "import-2", 1)["resolved"] is True
+    consistent(catalog)
+
+
+def test_a_what_if_failure_supersedes_nothing(catalog: MemoryCatalog) -> None:
+    one(catalog, failing(G1), job_id="import-1")
+    before = catalog.snapshot()
+    assert fail_pass(catalog, [failing(G1)], "import-2", NOTHING)[0]["result"] == "failed"
+    assert catalog.snapshot() == before
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     entries=st.lists(st.tuples(st.sampled_from([G1, G2, G3]), st.sampled_from(["Create", "Update", "CreateOrUpdate"]), st.booleans()), max_size=10),
@@ -1604,7 +1672,9 @@ def test_a_pass_that_commits_nothing_gives_every_item_the_committing_pass_result
     failures = {(r["index"], r["identifier"]) for r in committed if r["result"] == "failed"}
     expected = failures if mode == FAILURES else set()
     assert {(doc["item_index"], doc["identifier"]) for doc in dry.issues.values()} == expected
-    assert all(doc["resolved"] is False for doc in dry.issues.values())
+    # Of each identifier's failures, the last stays open: it supersedes the earlier ones.
+    latest = {ident: index for index, ident in sorted(expected)}
+    assert {(doc["item_index"], doc["identifier"]) for doc in dry.issues.values() if not doc["resolved"]} == {(i, g) for g, i in latest.items()}
     assert_consistent(dry)
 
 
