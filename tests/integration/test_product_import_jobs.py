@@ -457,7 +457,7 @@ def test_failed_synchronous_imports_of_one_product_leave_one_open_issue_the_late
         assert identifier_entry(pipeline, gtin) == {"identifier": gtin, "open": {stored[-1]["id"]: True}}
     assert len({d["job_id"] for d in failure_docs(pipeline)}) == 4
     latest = open_failures(pipeline)
-    what_if = product_import.import_products(
+    _, what_if = product_import.import_products(
         pipeline.principal, envelope([product(gtin, Values=UNKNOWN)], "Ignore"), verbose=False, what_if=True, include_missing=None, vocabulary_id=None
     )
     assert what_if["OverallResult"] == "Failure" and open_failures(pipeline) == latest and len(failure_docs(pipeline)) == 4
