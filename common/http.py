@@ -540,16 +540,15 @@ def _check_parameter_names(route: Route, args: Any) -> None:
     """A query parameter the route does not take is 400, not ignored: a dry run asked for where
     there is none (`POST /bulk-jobs?whatIf=true`), or in another case (`whatif`), would otherwise
     commit, and a filter the list lacks (`GET /bulk-jobs?status=FAILED`) would answer unfiltered."""
-    known = {q.name.lower(): q.name for q in route.doc.query}
+    accepted = sorted(q.name for q in route.doc.query)
+    known = {n.lower(): n for n in accepted}
     for name in args:
-        if name in known.values():
+        if name in accepted:
             continue
         meant = known.get(name.lower())
-        hint = f"; did you mean '{meant}'?" if meant else f"; {route.method} {route.template} takes {_listed(sorted(known.values()))}."
+        hint = f"; did you mean '{meant}'?" if meant else f"; {route.method} {route.template} takes {_listed(accepted)}."
         raise errors.BadRequest(
-            f"Query parameter '{name[:60]}' is not known{hint}",
-            code="unknown_parameter",
-            details={"parameter": name[:60], "accepted": sorted(known.values())},
+            f"Query parameter '{name[:60]}' is not known{hint}", code="unknown_parameter", details={"parameter": name[:60], "accepted": accepted}
         )
 
 

@@ -309,8 +309,8 @@ def _assemble(scope: Scope, export: dict[str, Any], segments: list[str], name: s
 
 def _delete_quietly(name: str) -> None:
     """Best effort: what is left behind, the bucket's lifecycle rule deletes (docs/deploy.md)."""
-    with contextlib.suppress(gexc.NotFound, *RETRYABLE):
-        blobs.bucket().blob(name).delete()
+    with contextlib.suppress(*RETRYABLE):
+        blobs.delete(name)  # which already takes a missing object as deleted
 
 
 def _delete_segments(scope: Scope, export_id: str) -> None:
