@@ -1,4 +1,4 @@
-"""Routes that act on a bulk job after it was created: cancel it, retry its failed items."""
+"""Routes that act on a bulk job after it was created: cancel it, retry the items it did not apply."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def cancel_bulk_job(request: Request) -> Response:
 @router.route(
     "POST",
     f"{PREFIX}/bulk-jobs/{{job_id}}/retry",
-    summary="Create a job from only the failed items of a FAILED job, optionally corrected by index",
-    description="Without a body, every failed item is retried as it was.",
+    summary="Create a job from the items a FAILED or CANCELLED job did not apply, optionally corrected by index",
+    description="The failed items, and those a cancel stopped before they ran. Without a body, each runs as it was.",
     request_model=RetryRequest,
     body_required=False,
     response_model=JobPublic,

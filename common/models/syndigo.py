@@ -261,6 +261,6 @@ class TaxonomyNodePublic(PublicModel):
 
 
 class RetryRequest(_Strict):
-    """POST /bulk-jobs/{id}/retry: corrected items, by their index in the failed job's payload."""
+    """POST /bulk-jobs/{id}/retry: corrected items, by their index in the retried job's payload."""
 
     corrections: dict[str, Any] = Field(default_factory=dict)

@@ -313,10 +313,12 @@ def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: b
         scope, job_id, start=start, limit=limit, failed_only=failed_only and committed, chunk_size=get_settings().chunk_size
     )
     if not committed:
-        # ErrorMode Fail: nothing was committed, so every item failed; the good ones say why, and none
-        # names a product this page's items would have created.
+        # ErrorMode Fail: nothing was committed (an item failed validation, or the job was cancelled
+        # before its commit pass), so every item failed; the good ones say why, and none names a
+        # product this page's items would have created.
         created = product_import.created_by(items)
-        items = [product_import.held_back(i, created) for i in items]
+        why = product_import.CANCELLED_UNCOMMITTED if job["status"] == JobStatus.CANCELLED else product_import.NOT_COMMITTED
+        items = [product_import.held_back(i, created, why) for i in items]
     if job.get("payload_kind") == "ProductImportData":
         items = [{**i, **product_import.vendor_result(i)} for i in items]
     return [ItemResult.model_validate(i).dump() | {k: v for k, v in i.items() if k[0].isupper()} for i in items], next_start
@@ -339,14 +341,15 @@ _INDEX = re.compile(r"0|[1-9][0-9]{0,9}")  # a payload index as JSON writes it, 
 
 
 def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
-    """A new job of the same type from only the failed items of a FAILED job, optionally corrected.
+    """A new job of the same type from the items a FAILED or CANCELLED job did not apply: those that
+    failed, and those a cancel stopped before they ran (`rerun_indexes`), optionally corrected.
 
-    Body (optional): `{"corrections": {"<index>": <item>}}` replaces failed items by payload index.
+    Body (optional): `{"corrections": {"<index>": <item>}}` replaces those items by payload index.
     """
     scope = principal.scope
     job = get_job(scope, job_id)
-    if job["status"] != JobStatus.FAILED:
-        raise errors.Conflict(f"The job is {job['status']}; only FAILED jobs can be retried.", code="job_not_failed")
+    if job["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise errors.Conflict(f"The job is {job['status']}; only FAILED or CANCELLED jobs can be retried.", code="job_not_failed")
     if job.get("retried_by"):
         raise errors.Conflict(
             f"The job was already retried by {job['retried_by']}.", code="already_retried", details={"retried_by": job["retried_by"]}
@@ -354,18 +357,42 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
     corrections = {} if body is None else body.get("corrections", {}) if isinstance(body, dict) else None
     if not isinstance(corrections, dict) or set(body or {}) - {"corrections"}:
         raise errors.Unprocessable('The body may only hold corrections: {"corrections": {"<index>": item}}.', code="invalid_body")
-    failed = {r["index"] for r in results(scope, job_id, start=0, limit=10**7, failed_only=True)[0]}
+    original = loads_strict(payload_text(job))  # 410 first when it is gone: no retry could run
+    indexes = rerun_indexes(scope, job)
+    if not indexes:
+        raise errors.Conflict("Every item of the job was applied before it was cancelled: there is nothing to retry.", code="nothing_to_retry")
+    rerun = set(indexes)
     for key in corrections:
-        if not _INDEX.fullmatch(key) or int(key) not in failed:
-            raise errors.Unprocessable(f"corrections['{key[:20]}'] names no failed item of the job.", code="invalid_correction")
-    original = loads_strict(payload_text(job))
+        if not _INDEX.fullmatch(key) or int(key) not in rerun:
+            raise errors.Unprocessable(f"corrections['{key[:20]}'] names no item the retry runs (failed, or not run).", code="invalid_correction")
     items = original["ProductImportData"]["ProductsToImport"] if job.get("payload_kind") == "ProductImportData" else original
-    retried = [corrections.get(str(i), items[i]) for i in sorted(failed)]
+    retried = [corrections.get(str(i), items[i]) for i in indexes]
     if job.get("payload_kind") == "ProductImportData":
         payload: Any = {**original, "ProductImportData": {**original["ProductImportData"], "ProductsToImport": retried}}
     else:
         payload = retried
     return create_job(principal, {"job_type": job["job_type"], "payload": payload}, retry_of=job_id)
+
+
+def rerun_indexes(scope: Scope, job: dict[str, Any]) -> list[int]:
+    """The payload indexes a retry of the job runs, in order: the items that failed, and those a
+    cancel stopped before they ran; every item when the job committed nothing (ErrorMode Fail).
+
+    A CANCELLED job's chunks are sealed first (`store.seal`), so that no step of it still in flight
+    can apply an item after it was counted as not run: the retry would apply it a second time."""
+    if not job.get("committed", True):
+        return list(range(job["item_count"]))
+    failed: list[int] = []
+    start: int | None = 0
+    while start is not None:
+        page, start = store.results_page(scope, job["id"], start=start, limit=2_000, failed_only=True, chunk_size=get_settings().chunk_size)
+        failed += (r["index"] for r in page)
+    if job["status"] != JobStatus.CANCELLED:
+        return failed
+    ran = bytearray(job["item_count"])
+    for first, applied in store.seal(scope, job["id"], job.get("chunk_count") or 0):
+        ran[first : first + applied] = b"\x01" * applied
+    return sorted({*failed, *(i for i, r in enumerate(ran) if not r)})
 
 
 # -- pipeline ---------------------------------------------------------------------------------
@@ -481,19 +508,13 @@ def dispatch(message: JobMessage) -> None:
 
 
 def retried_indexes(scope: Scope, job: dict[str, Any]) -> list[int] | None:
-    """A retry job's items are the failed items of the job it retries, in payload order: the index
-    each had there. None for any other job, or when the two no longer line up."""
+    """A retry job's items are the items of the job it retries that `rerun_indexes` names, in
+    payload order: the index each had there. None for any other job, or when the two no longer line up."""
     retried = job.get("retry_of")
-    original = store.get(scope, retried, ("committed",)) if retried else None
+    original = store.get(scope, retried, ("id", "status", "committed", "item_count", "chunk_count")) if retried else None
     if retried is None or original is None:
         return None
-    # ErrorMode Fail committed nothing: every item of the job failed (see `results`).
-    failed_only = original.get("committed", True)
-    indexes: list[int] = []
-    start: int | None = 0
-    while start is not None:
-        page, start = store.results_page(scope, retried, start=start, limit=2_000, failed_only=failed_only, chunk_size=get_settings().chunk_size)
-        indexes += (r["index"] for r in page)
+    indexes = rerun_indexes(scope, original)
     if len(indexes) != job["item_count"]:
         log.warning("dispatch: the retried job's failed items do not match the retry's", extra={"job_id": job["id"], "retry_of": retried})
         return None

@@ -192,13 +192,17 @@ def vendor_result(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def held_back(item: dict[str, Any], created: set[str]) -> dict[str, Any]:
-    """An item of an import that ErrorMode Fail held back: one that passed fails as not committed,
-    and none names a product that only the import would have created (`created`)."""
+NOT_COMMITTED = "Not committed: another product failed and ErrorMode is Fail."
+CANCELLED_UNCOMMITTED = "Not committed: the job was cancelled before ErrorMode Fail's commit pass."
+
+
+def held_back(item: dict[str, Any], created: set[str], why: str = NOT_COMMITTED) -> dict[str, Any]:
+    """An item of an import that ErrorMode Fail held back: one that passed fails as not committed
+    (`why`), and none names a product that only the import would have created (`created`)."""
     product_id = None if item.get("product_id") in created else item.get("product_id")
     if item["result"] == "failed":
         return {**item, "product_id": product_id}
-    error = {"code": "not_committed", "field": None, "message": "Not committed: another product failed and ErrorMode is Fail."}
+    error = {"code": "not_committed", "field": None, "message": why}
     return {**item, "result": "failed", "product_id": product_id, "errors": [error]}
 
 

@@ -40,6 +40,10 @@ def cancel(scope: Scope, job_id: str, audit: dict[str, Any]) -> dict[str, Any] |
             return None
         now = utcnow()
         changes = {"status": JobStatus.CANCELLED.value, "completed_at": now, "updated_at": now, "touched_at": now}
+        if job.get("phase") == "validate":
+            # ErrorMode Fail stopped before its commit pass: nothing was committed, whatever the
+            # validation results say (phases only move forward, and this transaction holds the job).
+            changes["committed"] = False
         tx.update(ref, changes)
         tx.set(coll(scope, "audit_events").document(audit["id"]), {**audit, "created_at": now})
         return {**job, **changes}
@@ -74,6 +78,34 @@ def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any]) -> bool:
         return True
 
     return end(db.transaction())  # type: ignore[no-any-return]
+
+
+def seal(scope: Scope, job_id: str, chunk_count: int) -> list[tuple[int, int]]:
+    """Mark every chunk of a cancelled job that is not done yet done (skipped), so that no step of
+    the job can commit any more: a step's transaction reads its chunk's progress, so a step in flight
+    either committed before this or finds its chunk done. Counts what a published chunk's worker
+    applied and did not count before it died. Returns each chunk's first index and how many of its
+    items ran, so the items the job never reached are known for good (a retry runs them); a job
+    never started (no `chunk_count`) ran none."""
+    db = firestore_client()
+    chunks = job_ref(scope, job_id).collection("chunks")
+    query = chunks.where(filter=firestore.FieldFilter("done", "==", False)).select(["n", "published"])
+    open_chunks = [fields for _, fields in rows(query)]
+    now = utcnow()
+    for start in range(0, len(open_chunks), 400):
+        batch = db.batch()
+        for chunk in open_chunks[start : start + 400]:
+            batch.update(chunks.document(chunk_id(chunk["n"])), {"done": True, "skipped": True, "updated_at": now})
+        batch.commit()
+    for chunk in open_chunks:
+        if chunk.get("published"):
+            count_progress(scope, job_id, chunk["n"])
+    refs = [chunks.document(chunk_id(n)) for n in range(chunk_count)]
+    # Read by id, each whole stream (see paths.read): `applied` is not indexed, so no query projects it.
+    snaps = [
+        snap for start in range(0, len(refs), 500) for snap in list(db.get_all(refs[start : start + 500], field_paths=["first_index", "applied"]))
+    ]
+    return [(int(snap.get("first_index")), int(snap.get("applied"))) for snap in snaps if snap.exists]
 
 
 def skip_chunk(scope: Scope, job_id: str, n: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 from tests.conftest import Tenant
 
@@ -40,6 +41,24 @@ def test_cancel_and_retry_routes(tenant: Tenant, make_tenant) -> None:  # type: 
     assert tenant.get("/api/v1/pim/validation", params={"job_id": job["id"]}).json() == []
     viewer = make_tenant(role="viewer")
     assert viewer.post(f"{JOBS}/{job['id']}/cancel").status_code == 403
+
+
+def test_a_cancelled_job_is_retried_with_the_items_it_did_not_apply(tenant: Tenant) -> None:
+    """Wherever the cancel stopped the workers (dispatch, a chunk's step, between chunks), the two
+    jobs apply every item once between them."""
+    payload = [{"title": f"Cancelled {i}", "sku": f"CR-{i}", "description": "A long enough description."} for i in range(3_000)]
+    job = tenant.create_job("BULK_IMPORT", payload)
+    while tenant.get(f"{JOBS}/{job['id']}").json()["status"] == "PENDING":  # cancelled while its chunks run
+        time.sleep(0.01)
+    cancel = tenant.post(f"{JOBS}/{job['id']}/cancel")
+    assert cancel.status_code == 200, cancel.text
+    retry = tenant.post(f"{JOBS}/{job['id']}/retry")
+    assert retry.status_code == 200, retry.text
+    done = tenant.wait_job(retry.json()["id"])
+    cancelled = tenant.get(f"{JOBS}/{job['id']}").json()
+    assert (done["status"], done["failed_items"]) == ("COMPLETED", 0)
+    assert cancelled["processed_items"] + done["processed_items"] == 3_000 == done["total_items"] + cancelled["processed_items"]
+    assert sorted(p["sku"] for p in tenant.all_pages("/api/v1/pim/products", limit=200)) == sorted(p["sku"] for p in payload)
 
 
 def test_a_retry_needs_no_body(tenant: Tenant) -> None:

@@ -195,6 +195,72 @@ def test_a_retry_without_a_body_retries_every_failed_item(pipeline: Pipeline) ->
     assert json.loads(retry["payload_json"]) == [{"sku": "RN-2", "colour": "red"}]
 
 
+def test_a_cancelled_job_is_retried_with_its_failures_and_the_items_it_never_reached(pipeline: Pipeline) -> None:
+    payload = products(600, "RC")
+    payload[5] = {"sku": "RC-5"}  # no title: fails before the cancel
+    job = pipeline.create("BULK_IMPORT", payload)
+    first, *rest = pipeline.dispatch_all()
+    jobs.process_chunk(first)
+    jobs.cancel_job(pipeline.principal, job["id"])
+    for message in rest:
+        jobs.process_chunk(message)
+    assert open_failures(pipeline, job["id"]) == [(5, "RC-5")]
+    with pytest.raises(errors.Unprocessable) as refused:  # applied before the cancel: not the retry's
+        jobs.retry_job(pipeline.principal, job["id"], {"corrections": {"4": {"title": "Again", "sku": "RC-4"}}})
+    assert refused.value.code == "invalid_correction"
+    retry = jobs.retry_job(pipeline.principal, job["id"], {"corrections": {"5": {"title": "Fixed", "sku": "RC-5"}}})
+    assert retry["item_count"] == 401 and json.loads(retry["payload_json"])[:2] == [{"title": "Fixed", "sku": "RC-5"}, payload[200]]
+    done = pipeline.drive(retry["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 401, 0)
+    rows = pipeline.results(retry["id"])
+    assert [r["retry_of_index"] for r in rows] == [5, *range(200, 600)] and {r["result"] for r in rows} == {"created"}
+    assert len(pipeline.products()) == 600 and open_failures(pipeline, job["id"]) == []
+    assert pipeline.job(job["id"])["retried_by"] == retry["id"]
+
+
+def test_a_step_in_flight_when_a_cancelled_job_is_retried_applies_nothing_more(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker read the job's status just before the cancel, so it goes on to its next step while
+    the retry is made: the retry seals the job's chunks first, so that step finds its chunk done
+    rather than applying items the retry runs too."""
+    job = pipeline.create("BULK_IMPORT", products(200, "SF"))
+    [message] = pipeline.dispatch_all()
+    made: list[dict[str, Any]] = []
+
+    def status_read_before_the_cancel(scope: Any, job_id: str) -> str:
+        if not made:
+            jobs.cancel_job(pipeline.principal, job_id)
+            made.append(jobs.retry_job(pipeline.principal, job_id, None))
+        return "PROCESSING"
+
+    monkeypatch.setattr(jobs.store, "status", status_read_before_the_cancel)
+    jobs.process_chunk(message)
+    monkeypatch.undo()
+    [retry] = made
+    chunk = job_store.chunk_progress(pipeline.scope, job["id"], 0)
+    assert chunk is not None and chunk["done"] and chunk.get("skipped") and 0 < chunk["applied"] < 200
+    cancelled = pipeline.job(job["id"])
+    assert (cancelled["status"], cancelled["processed_items"]) == ("CANCELLED", chunk["applied"])
+    assert retry["item_count"] == 200 - chunk["applied"]
+    done = pipeline.drive(retry["id"])
+    assert (done["status"], done["processed_items"]) == ("COMPLETED", 200 - chunk["applied"])
+    assert {r["result"] for r in pipeline.results(retry["id"])} == {"created"} and len(pipeline.products()) == 200
+
+
+def test_only_a_failed_or_cancelled_job_with_items_left_can_be_retried(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    completed = pipeline.run("BULK_IMPORT", products(2, "NR"))
+    with pytest.raises(errors.Conflict) as refused:
+        jobs.retry_job(pipeline.principal, completed["id"], None)
+    assert refused.value.code == "job_not_failed"
+    # Cancelled after its last item was applied, before the job was finished.
+    job = pipeline.create("BULK_IMPORT", products(2, "NA"))
+    monkeypatch.setattr(jobs, "finish_if_done", lambda scope, job: None)
+    [jobs.process_chunk(m) for m in pipeline.dispatch_all()]
+    jobs.cancel_job(pipeline.principal, job["id"])
+    with pytest.raises(errors.Conflict) as nothing:
+        jobs.retry_job(pipeline.principal, job["id"], None)
+    assert nothing.value.code == "nothing_to_retry" and "retried_by" not in job_store.get(pipeline.scope, job["id"], ["retried_by"])  # type: ignore[operator]
+
+
 def big_payload(prefix: str) -> list[dict[str, Any]]:
     """Over the inline limit (700,000 bytes), so the payload is stored in the bucket."""
     items = products(400, prefix)

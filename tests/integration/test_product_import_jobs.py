@@ -41,6 +41,24 @@ def with_vocabulary(pipeline: Pipeline) -> Pipeline:
     return pipeline
 
 
+def test_cancelled_before_its_commit_pass_error_mode_fail_commits_nothing_and_a_retry_runs_every_item(with_vocabulary: Pipeline) -> None:
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(450)], "Fail"))
+    first, *rest = pipeline.dispatch_all()
+    jobs.process_chunk(first)  # validated, not committed
+    jobs.cancel_job(pipeline.principal, job["id"])
+    for message in rest:
+        jobs.process_chunk(message)
+    assert pipeline.job(job["id"])["processed_items"] == 0 and pipeline.products() == []
+    results = pipeline.results(job["id"])
+    assert len(results) == 200 and all(r["result"] == "failed" and r["product_id"] is None for r in results)
+    assert {e["message"] for r in results for e in r["errors"]} == {product_import.CANCELLED_UNCOMMITTED}
+    retry = jobs.retry_job(pipeline.principal, job["id"], None)
+    assert retry["item_count"] == 450
+    done = drive(pipeline, retry["id"])
+    assert (done["status"], done["processed_items"]) == ("COMPLETED", 450) and len(pipeline.products()) == 450
+
+
 def test_a_new_default_vocabulary_takes_the_default_from_the_previous_one(with_vocabulary: Pipeline) -> None:
     """The previous default is found by a query inside the saving transaction."""
     pipeline = with_vocabulary
