@@ -132,6 +132,8 @@ class CatalogView:
     # failure supersedes them all, even those an item the view may not commit resolved
     # (`supersede_older`); ErrorMode Fail's validation commits only failures (store.catalog.failure_writes).
     failure_ids: dict[str, set[str]] = field(default_factory=dict)
+    # Each identifier's failure issues open in the store when it was read (see `discard_changes`).
+    stored_failure_ids: dict[str, frozenset[str]] = field(default_factory=dict)
     # Failure issues resolved because a newer failure of their identifier supersedes them: the old
     # issue's id, and the new one's (a pass that commits only failures writes these too).
     superseded: dict[str, str] = field(default_factory=dict)
@@ -155,7 +157,8 @@ class CatalogView:
             self.skus[sku] = doc or {"sku": sku, "holders": {}}
         for ident, doc in found_idents.items():
             self.identifiers[ident] = doc or {"identifier": ident, "open": {}}
-            self.failure_ids[ident] = set(self.identifiers[ident]["open"])
+            self.stored_failure_ids[ident] = frozenset(self.identifiers[ident]["open"])
+            self.failure_ids[ident] = set(self.stored_failure_ids[ident])
         self._keep_values(found_values)
 
     def prefetch_open_issues(self, product_ids: Iterable[str]) -> None:
@@ -263,8 +266,8 @@ class CatalogView:
         )
 
     def clear_changes(self) -> None:
-        """Forget the recorded writes: after they were committed, or after replaying items whose
-        writes a pass does not commit (`catalog.run_step`). The loaded state, and `created`, stay."""
+        """Forget the recorded writes: after they were committed, or after items whose writes are
+        not committed (`discard_changes`). The loaded state, and `created`, stay."""
         self.dirty_products.clear()
         self.dirty_skus.clear()
         self.dirty_identifiers.clear()
@@ -273,6 +276,13 @@ class CatalogView:
         self.dirty_values.clear()
         self.extra_writes.clear()
         self.superseded.clear()
+
+    def discard_changes(self) -> None:
+        """Forget the writes of items a pass replays without committing them (`catalog.run_step`),
+        the failure issues they opened included: a later failure supersedes only what the store
+        holds, not an issue never stored (resolving it would write a stub of one)."""
+        self.clear_changes()
+        self.failure_ids = {ident: set(ids) for ident, ids in self.stored_failure_ids.items()}
 
 
 # -- issues on products ----------------------------------------------------------------------

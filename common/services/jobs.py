@@ -423,13 +423,22 @@ def item_namer(job: dict[str, Any], options: syndigo.ImportOptions | None) -> Ca
 
 class Repeats:
     """Notes, chunk by chunk, the items that name a product an earlier chunk names too, and the ways
-    the items name products."""
+    the items name products.
 
-    def __init__(self, name_of: Callable[[Any], tuple[str, str] | None]) -> None:
+    `identifier_of`: the identifier an item's failure issue carries, where an item can have one and
+    name no product (a ProductImportData entry whose identifier property the vocabulary lacks). Its
+    issue still supersedes, or is resolved by, every other item's of that identifier, compared as
+    text (engine.record_failure): an earlier chunk holding the same text makes the job run in order."""
+
+    def __init__(self, name_of: Callable[[Any], tuple[str, str] | None], identifier_of: Callable[[Any], str | None] | None = None) -> None:
         self.name_of = name_of
+        self.identifier_of = identifier_of
         self.marked = False
         # Each value's latest chunk, by way of naming (no tuple per item: a 100k-item job holds them all).
         self._chunk_of: dict[str, dict[str, int]] = {}
+        # The same for the identifiers of items that name no product, and whether one met its text in an earlier chunk.
+        self._unnamed: dict[str, int] = {}
+        self._crossed = False
         self._chunks = 0
 
     def named_before(self, n: int, items: list[Any]) -> list[int]:
@@ -437,8 +446,13 @@ class Repeats:
         for at, raw in enumerate(items):
             name = self.name_of(raw)
             if name is None:
+                if self.identifier_of is not None and (ident := self.identifier_of(raw)) is not None:
+                    earlier = [self._unnamed, *self._chunk_of.values()]
+                    self._crossed = self._crossed or any(chunk_of.get(ident, n) < n for chunk_of in earlier)
+                    self._unnamed[ident] = n
                 continue
             way, value = name
+            self._crossed = self._crossed or self._unnamed.get(value, n) < n
             chunk_of = self._chunk_of.get(way)
             if chunk_of is None:
                 chunk_of = self._chunk_of[way] = {}
@@ -453,8 +467,9 @@ class Repeats:
     def serial(self) -> bool:
         """Whether the chunks must run one at a time: two of them name one product, or the items name
         products in more than one way (by id and by sku, by SKU and by GTIN), when two chunks may
-        name one product without a dispatch that reads no product being able to tell."""
-        return self.marked or (len(self._chunk_of) > 1 and self._chunks > 1)
+        name one product without a dispatch that reads no product being able to tell, or two of
+        them hold one identifier that an item names no product by."""
+        return self.marked or self._crossed or (len(self._chunk_of) > 1 and self._chunks > 1)
 
     def mark(self, chunks: Iterable[tuple[int, int, str, int]]) -> Iterator[tuple[int, int, str, int, list[int]]]:
         for n, first, text, count in chunks:
@@ -480,7 +495,7 @@ def dispatch(message: JobMessage) -> None:
     options = job.get("import_options") or {}
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
-    repeats = Repeats(item_namer(job, _import_options(scope, options) if options else None))
+    repeats = Repeats(item_namer(job, _import_options(scope, options) if options else None), syndigo.identifier_of if options else None)
     origins = retried_indexes(scope, job)
     try:
         with payload_items(job) as texts:

@@ -209,7 +209,7 @@ def run_step(
     """
     if mode != ALL and start:
         run_items(view, items[:start], 0, first_index, apply_item, prefetch, mode=NOTHING)
-        view.clear_changes()
+        view.discard_changes()
     return run_items(view, items, start, first_index, apply_item, prefetch, max_items, mode)
 
 

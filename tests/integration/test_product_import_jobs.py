@@ -523,3 +523,23 @@ def test_failures_of_one_identifier_committing_at_once_leave_one_open_issue(with
     assert len(stored) == 4 and sum(not d["resolved"] for d in stored) == 1
     [(job_id, _, _)] = open_failures(pipeline)
     assert identifier_entry(pipeline, gtin) == {"identifier": gtin, "open": {engine.derived_id(job_id, 0, "failure"): True}}
+
+
+def test_entries_failing_before_they_name_a_product_keep_payload_order_across_chunks(with_vocabulary: Pipeline) -> None:
+    """An entry whose identifier property the vocabulary lacks names no product, yet its failure
+    issue is its ProductIdentifierValue's: two such entries in two chunks run in order, so however
+    the messages arrive the payload's later entry holds the identifier's one open issue."""
+    pipeline = with_vocabulary
+    gtin = "00000000000017"
+    items = [product(f"{i:014d}") for i in range(100, 550)]
+    items[10] = items[420] = product(gtin, ProductIdentifierPropertyOverride="Not In The Vocabulary")
+    job = pipeline.create("BULK_IMPORT", envelope(items, "Ignore"))
+    messages = pipeline.dispatch_all()
+    while messages:
+        for message in reversed(messages):
+            jobs.process_chunk(message)
+        messages = pipeline.dispatch_all()
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 448, 2)
+    issues, _ = catalog.list_issues(pipeline.scope, {"job_id": job["id"]}, limit=50, cursor=None)
+    assert [(i["item_index"], i["identifier"]) for i in issues] == [(420, gtin)]

@@ -325,7 +325,7 @@ def test_chunk_budget_counts_utf8_bytes() -> None:
 
 
 def marked(job: dict[str, Any], payload: list[Any], size: int, options: ImportOptions | None = None) -> tuple[list[list[int]], bool]:
-    repeats = Repeats(item_namer(job, options))
+    repeats = Repeats(item_namer(job, options), syndigo.identifier_of if options else None)
     chunks = list(repeats.mark(split_chunks([json.dumps(item) for item in payload], size, 10**6)))
     return [chunk[4] for chunk in chunks], repeats.serial
 
@@ -375,6 +375,26 @@ def test_one_value_named_two_ways_is_two_products() -> None:
     payload = [{"ProductIdentifierValue": "X1"}, {"ProductIdentifierValue": "X1", "ProductIdentifierPropertyOverride": "MPN"}]
     job = {"job_type": "BULK_IMPORT", "payload_kind": "ProductImportData"}
     assert marked(job, payload, 1, syndigo.ImportOptions(VOCABULARY, "GTIN")) == ([[], []], True)
+
+
+NOPE = {"ProductIdentifierPropertyOverride": "Nope"}  # a property the vocabulary lacks
+
+
+@pytest.mark.parametrize(
+    ("payload", "serial"),
+    [
+        ([{"ProductIdentifierValue": "G", **NOPE}, {"ProductIdentifierValue": "G", **NOPE}], True),
+        ([{"ProductIdentifierValue": "G"}, {"ProductIdentifierValue": "G", **NOPE}], True),
+        ([{"ProductIdentifierValue": "G", **NOPE}, {"ProductIdentifierValue": "G"}], True),
+        ([{"ProductIdentifierValue": "G", **NOPE}, {"ProductIdentifierValue": "H"}], False),
+        ([{"ProductIdentifierValue": "G", **NOPE}, {"ProductIdentifierValue": "H", **NOPE}], False),
+    ],
+)
+def test_an_identifier_held_by_an_entry_naming_no_product_in_two_chunks_runs_them_in_order(payload: list[Any], serial: bool) -> None:
+    """An entry whose identifier property the vocabulary lacks names no product (it is never marked),
+    but its failure issue is its identifier's: the payload's later entry of that text must commit last."""
+    job = {"job_type": "BULK_IMPORT", "payload_kind": "ProductImportData"}
+    assert marked(job, payload, 1, syndigo.ImportOptions(VOCABULARY, "GTIN")) == ([[], []], serial)
 
 
 @pytest.mark.parametrize(

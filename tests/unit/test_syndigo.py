@@ -49,6 +49,7 @@ from tests.unit.fakes import (
     commit_failures,
     make_context,
     new_view,
+    run_one,
     run_syndigo,
 )
 
@@ -1642,6 +1643,29 @@ def test_an_error_mode_fail_validation_failure_after_a_success_still_supersedes(
     assert [r["result"] for r in results] == ["created", "failed", "failed"]
     assert open_failures(catalog) == [("import-2", 2, G1)]
     assert failure_issue(catalog, "import-2", 1)["resolved"] is True
+    consistent(catalog)
+
+
+def test_an_error_mode_fail_validation_step_resolves_only_failures_the_store_holds(catalog: MemoryCatalog) -> None:
+    """A later step replays the items before it; one that passed in its own step may fail in the
+    replay (another job deleted its product meanwhile). That failure was never committed, so a
+    later failure of its identifier supersedes what the store holds, not a document that is not
+    there: resolving it would store a stub, an issue without a type, job or message."""
+    create(catalog, item(G1))
+    raws = [item(G1, mode="Update"), failing(G1)]
+    view = new_view(catalog, "PRODUCT_IMPORT", "import-2", now=LATER)
+    apply = lambda v, i, raw: apply_syndigo_item(v, i, raw, OPTIONS)  # noqa: E731
+    prefetch = lambda v, b: v.prefetch(*syndigo_needs(b, OPTIONS), values=value_keys(b, OPTIONS))  # noqa: E731
+    assert [r["result"] for r in run_step(view, raws, 0, 0, apply, prefetch, FAILURES, max_items=1)] == ["updated"]
+    commit_failures(catalog, view)
+    [product_id] = catalog.products
+    assert run_one(catalog, "BULK_DELETE", product_id, "another-job")["result"] == "deleted"  # meanwhile
+    assert catalog.products == {}
+    view = new_view(catalog, "PRODUCT_IMPORT", "import-2", now=LATER)
+    assert [r["result"] for r in run_step(view, raws, 1, 0, apply, prefetch, FAILURES)] == ["failed"]
+    commit_failures(catalog, view)
+    assert open_failures(catalog) == [("import-2", 1, G1)]
+    assert derived_id("import-2", 0, "failure") not in catalog.issues
     consistent(catalog)
 
 
