@@ -1,7 +1,7 @@
 """The synqctl commands: arguments, input files, tables and progress, exit codes.
 
-Exit codes: 0 done (job or export COMPLETED), 1 the job or export FAILED, 2 usage, configuration,
-input-file or HTTP error (or --timeout reached), 130 interrupted.
+Exit codes: 0 done (job or export COMPLETED), 1 the job or export FAILED (or the job CANCELLED), 2 usage,
+configuration, input-file or HTTP error (or --timeout reached), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from synqctl.client import MAX_PAGE, ApiError, Client, Config, ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOB_TYPES = ("BULK_IMPORT", "BULK_UPDATE", "BULK_DELETE")
-TERMINAL = ("COMPLETED", "FAILED")
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job cancelled while we wait ends the wait too
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
@@ -280,7 +280,7 @@ class Progress:
 def poll(
     fetch: Callable[[], dict[str, Any]], *, interval: float, timeout: float | None, what: str, on_update: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Fetch every `interval` seconds until the status is COMPLETED or FAILED."""
+    """Fetch every `interval` seconds until the status is COMPLETED, FAILED or CANCELLED."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         record = fetch()
@@ -565,7 +565,7 @@ def _list_options(default_limit: int) -> argparse.ArgumentParser:
 
 def _wait_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--wait", action="store_true", help="poll until COMPLETED or FAILED")
+    parent.add_argument("--wait", action="store_true", help="poll until COMPLETED, FAILED or CANCELLED")
     parent.add_argument("--interval", metavar="SECONDS", type=_positive_float, default=1.0, help="seconds between polls (default 1)")
     parent.add_argument(
         "--timeout", dest="wait_timeout", metavar="SECONDS", type=_positive_float, default=None, help="give up waiting after N seconds (exit 2)"

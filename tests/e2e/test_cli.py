@@ -287,3 +287,18 @@ def test_export_waits_and_reports_counts(tenant: Tenant, cli: Cli, tmp_path: Pat
 
     queued = cli("export")
     assert queued.returncode == 0 and queued.stdout.splitlines() == [job_id_of(queued)]
+
+
+def test_a_job_cancelled_while_import_waits_ends_the_wait_with_exit_1(tenant: Tenant, tmp_path: Path) -> None:
+    source = tmp_path / "big.jsonl"
+    source.write_text("".join(json.dumps({"title": f"Big {i}", "sku": f"BIG-{i}"}) + "\n" for i in range(5000)))
+    argv = [sys.executable, "-m", "synqctl", "import", str(source), "--type", "BULK_IMPORT", "--wait", "--timeout", "120"]
+    environ = tenant_env(tenant) | {"PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(argv, cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as waiting:
+        assert waiting.stdout is not None
+        job_id = waiting.stdout.readline().strip()  # 5,000 items: far from done when the cancel arrives
+        assert tenant.post(f"{JOBS}/{job_id}/cancel").json()["status"] == "CANCELLED"
+        out, err = waiting.communicate(timeout=180)
+
+    assert waiting.returncode == 1, err
+    assert field(out, "status") == "CANCELLED"
