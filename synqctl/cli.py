@@ -376,15 +376,11 @@ RESULT_COLUMNS = (
 )
 
 
-def cmd_job(args: argparse.Namespace, client: Client) -> int:
-    """One job's record; with --failed, its failed items instead."""
-    if args.failed:
-        emit_rows(list(client.failed_results(args.job_id)), RESULT_COLUMNS, args.json, "failed items")
-        return EXIT_OK
-    job = client.get_job(args.job_id)
-    if args.json:
+def show_job(job: dict[str, Any], as_json: bool) -> None:
+    """A job record as `key: value` lines, or as JSON."""
+    if as_json:
         emit_json(job, sys.stdout)
-        return EXIT_OK
+        return
     done, total, failed = counts(job)
     emit_fields(
         [
@@ -400,6 +396,20 @@ def cmd_job(args: argparse.Namespace, client: Client) -> int:
             ("duration", duration(job)),
         ]
     )
+
+
+def cmd_job(args: argparse.Namespace, client: Client) -> int:
+    """One job's record; with --failed, its failed items instead."""
+    if args.failed:
+        emit_rows(list(client.failed_results(args.job_id)), RESULT_COLUMNS, args.json, "failed items")
+        return EXIT_OK
+    show_job(client.get_job(args.job_id), args.json)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
+    """Cancel a PENDING or PROCESSING job and show it as `job` does."""
+    show_job(client.cancel_job(args.job_id), args.json)
     return EXIT_OK
 
 
@@ -597,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failed", action="store_true", help="list the job's failed items instead")
     p.add_argument("--json", action="store_true", help="print the raw JSON instead")
     p.set_defaults(run=cmd_job)
+
+    p = sub.add_parser("cancel", parents=[conn], help="cancel a PENDING or PROCESSING bulk job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    p.set_defaults(run=cmd_cancel)
 
     p = sub.add_parser("issues", parents=[conn, _list_options(100)], help="list open validation issues")
     p.add_argument("--job-id", help="only issues raised by this job")

@@ -230,6 +230,10 @@ class Client:
         """GET /bulk-jobs/{id} without its payload (which may be 32 MB): cheap enough to poll."""
         return dict(self.request("GET", f"/bulk-jobs/{_segment(job_id)}", params={"include_payload": "false"}).body)
 
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """POST /bulk-jobs/{id}/cancel: the CANCELLED job, without its payload."""
+        return dict(self.request("POST", f"/bulk-jobs/{_segment(job_id)}/cancel").body)
+
     def list_jobs(self, job_type: str, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
         """GET /bulk-jobs?type=…, newest first."""
         return list(self.pages("/bulk-jobs", {"type": job_type}, limit=limit, page_size=page_size))

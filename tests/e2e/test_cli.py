@@ -302,3 +302,27 @@ def test_a_job_cancelled_while_import_waits_ends_the_wait_with_exit_1(tenant: Te
 
     assert waiting.returncode == 1, err
     assert field(out, "status") == "CANCELLED"
+
+
+def test_cancel_stops_a_running_job_and_shows_it(tenant: Tenant, cli: Cli) -> None:
+    job = tenant.create_job("BULK_IMPORT", [{"title": f"Big {i}", "sku": f"BIG-{i}"} for i in range(5000)])
+
+    result = cli("cancel", job["id"])
+
+    assert result.returncode == 0, result.stderr
+    assert field(result.stdout, "id") == job["id"] and field(result.stdout, "status") == "CANCELLED"
+    assert tenant.get(f"{JOBS}/{job['id']}").json()["status"] == "CANCELLED"
+    again = cli("cancel", job["id"])
+    assert again.returncode == 2 and again.stderr.startswith("error: job_not_active: The job is CANCELLED;")
+
+
+def test_cancel_of_a_finished_or_unknown_job_shows_the_api_error(tenant: Tenant, cli: Cli) -> None:
+    job = tenant.create_job("BULK_IMPORT", [{"title": "Done", **GOOD}])
+    assert tenant.wait_job(job["id"])["status"] == "COMPLETED"
+
+    finished = cli("cancel", job["id"])
+
+    assert finished.returncode == 2 and finished.stdout == ""
+    assert finished.stderr == "error: job_not_active: The job is COMPLETED; only PENDING or PROCESSING jobs can be cancelled.\n"
+    unknown = cli("cancel", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No bulk job with that id in this tenant.\n"
