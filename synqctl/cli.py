@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +26,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOB_TYPES = ("BULK_IMPORT", "BULK_UPDATE", "BULK_DELETE")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job cancelled while we wait ends the wait too
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+INDEX = re.compile(r"0|[1-9][0-9]*")  # an item's `index` as the API writes it, the key of a correction
 
 
 class UsageError(Exception):
@@ -148,6 +151,35 @@ def read_items(path: Path, job_type: str) -> Any:
         raise UsageError(f"{path} holds no items.")
     check_items(items, places, job_type)
     return payload
+
+
+def parse_corrections(text: str, name: str) -> dict[str, Any]:
+    """The corrections a file holds: one JSON object of corrected items keyed by the `index` of the
+    failed result each replaces, or a whole `POST …/retry` body (`{"corrections": {…}}`)."""
+    try:
+        value = loads_strict(text)
+    except ValueError as exc:
+        line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UsageError(f"{name}{line}: not valid JSON: {_why(exc)}; nothing was sent.") from None
+    if isinstance(value, dict) and value.keys() == {"corrections"}:
+        value = value["corrections"]
+    if not isinstance(value, dict):
+        raise UsageError(f'{name}: must hold one JSON object of corrected items keyed by their index, like {{"1": {{…}}}}; nothing was sent.')
+    for key in value:
+        if not INDEX.fullmatch(key):
+            raise UsageError(f"{name}: {key[:40]!r} is not an item index (the `index` of a failed result: 0, 1, 2 …); nothing was sent.")
+    if not value:
+        raise UsageError(f"{name} holds no corrections (to retry the failed items as they were, leave out --corrections).")
+    return value
+
+
+def read_corrections(path: Path) -> dict[str, Any]:
+    """The corrections in a file (see `parse_corrections`)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    return parse_corrections(text, str(path))
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -315,17 +347,9 @@ def write_errors(client: Client, job_id: str, path: Path) -> int:
     return written
 
 
-def cmd_import(args: argparse.Namespace, client: Client) -> int:
-    """Create a bulk job from a file; with --wait, follow it to the end and save the failed items."""
-    if args.errors_out and not args.wait:
-        raise UsageError("--errors-out only applies with --wait.")
-    items = read_items(Path(args.file), args.type)
-    started = time.monotonic()
-    job_id = str(client.create_job(args.type, items)["id"])
-    del items
-    print(job_id, flush=True)
-    if not args.wait:
-        return EXIT_OK
+def follow_job(client: Client, job_id: str, args: argparse.Namespace, started: float) -> int:
+    """Poll a new job to its end with progress on stderr, then print the summary and save the failed
+    items (`--errors-out`); the exit code says how it ended."""
     progress = Progress(sys.stderr, tty=sys.stderr.isatty())
     try:
         job = poll(
@@ -345,6 +369,31 @@ def cmd_import(args: argparse.Namespace, client: Client) -> int:
         lines.append(("errors", f"{path} ({write_errors(client, job_id, path)} items)"))
     emit_fields(lines)
     return EXIT_OK if job["status"] == "COMPLETED" else EXIT_FAILED
+
+
+def cmd_import(args: argparse.Namespace, client: Client) -> int:
+    """Create a bulk job from a file; with --wait, follow it to the end and save the failed items."""
+    if args.errors_out and not args.wait:
+        raise UsageError("--errors-out only applies with --wait.")
+    items = read_items(Path(args.file), args.type)
+    started = time.monotonic()
+    job_id = str(client.create_job(args.type, items)["id"])
+    del items
+    print(job_id, flush=True)
+    return follow_job(client, job_id, args, started) if args.wait else EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, client: Client) -> int:
+    """Create a job of a FAILED job's failed items, some corrected; with --wait, follow it as import does."""
+    if args.errors_out and not args.wait:
+        raise UsageError("--errors-out only applies with --wait.")
+    corrections = read_corrections(Path(args.corrections)) if args.corrections else None
+    started = time.monotonic()
+    # One key per run, sent with every attempt: if the client resends after a 429/503, a first attempt
+    # that did create the retry job answers again with it instead of 409 already_retried.
+    job_id = str(client.retry_job(args.job_id, corrections, idempotency_key=str(uuid.uuid4()))["id"])
+    print(job_id, flush=True)
+    return follow_job(client, job_id, args, started) if args.wait else EXIT_OK
 
 
 JOB_COLUMNS = (
@@ -377,7 +426,7 @@ RESULT_COLUMNS = (
 
 
 def show_job(job: dict[str, Any], as_json: bool) -> None:
-    """A job record as `key: value` lines, or as JSON."""
+    """A job record as `key: value` lines (its retry links only when it has any), or as JSON."""
     if as_json:
         emit_json(job, sys.stdout)
         return
@@ -389,6 +438,7 @@ def show_job(job: dict[str, Any], as_json: bool) -> None:
             ("status", job.get("status")),
             ("progress", Progress.render(job)),
             ("items", f"{total if total is not None else '?'} total, {done - failed} processed, {failed} failed"),
+            *[(link, job[link]) for link in ("retry_of", "retried_by") if job.get(link)],
             ("created_by", job.get("created_by")),
             ("created_at", job.get("created_at")),
             ("started_at", job.get("started_at")),
@@ -597,6 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", required=True, choices=JOB_TYPES, help="the job type")
     p.add_argument("--errors-out", metavar="FILE", help="with --wait: where failed items go (default JOBID.errors.jsonl)")
     p.set_defaults(run=cmd_import)
+
+    p = sub.add_parser("retry", parents=[conn, _wait_options()], help="retry the failed items of a FAILED job, corrected by index")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--corrections", metavar="FILE", help='a JSON object of corrected items keyed by their failed index: {"1": {…}}')
+    p.add_argument("--errors-out", metavar="FILE", help="with --wait: where failed items go (default JOBID.errors.jsonl)")
+    p.set_defaults(run=cmd_retry)
 
     p = sub.add_parser("jobs", parents=[conn, _list_options(20)], help="list recent bulk jobs")
     p.add_argument("--type", choices=JOB_TYPES, help="only this job type (default: all types)")

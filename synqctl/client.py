@@ -184,10 +184,12 @@ class Client:
             self._sleep(retry_delay(response_headers.get("Retry-After"), attempt, self.max_wait))
             attempt += 1
 
-    def request(self, method: str, path: str, *, params: Params | None = None, body: Any = None) -> Response:
-        """One JSON call; raises ApiError for any status of 300 or more."""
+    def request(self, method: str, path: str, *, params: Params | None = None, body: Any = None, idempotency_key: str | None = None) -> Response:
+        """One JSON call; raises ApiError for any status of 300 or more. An `idempotency_key` goes with
+        every attempt, so a resend after 429/503 gets the first attempt's answer if that one ran."""
         data = None if body is None else json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        status, headers, stream = self._exchange(method, self.url(path, params), data, self._headers(json_body=data is not None))
+        sent = self._headers(json_body=data is not None) | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
+        status, headers, stream = self._exchange(method, self.url(path, params), data, sent)
         try:
             raw = stream.read()
         finally:
@@ -233,6 +235,12 @@ class Client:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """POST /bulk-jobs/{id}/cancel: the CANCELLED job, without its payload."""
         return dict(self.request("POST", f"/bulk-jobs/{_segment(job_id)}/cancel").body)
+
+    def retry_job(self, job_id: str, corrections: Mapping[str, Any] | None, *, idempotency_key: str) -> dict[str, Any]:
+        """POST /bulk-jobs/{id}/retry: a new job of the FAILED job's failed items, those named in
+        `corrections` replaced; without corrections no body, and every failed item runs as it was."""
+        body = None if corrections is None else {"corrections": dict(corrections)}
+        return dict(self.request("POST", f"/bulk-jobs/{_segment(job_id)}/retry", body=body, idempotency_key=idempotency_key).body)
 
     def list_jobs(self, job_type: str, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
         """GET /bulk-jobs?type=…, newest first."""

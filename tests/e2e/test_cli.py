@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from common.store.paths import Scope, coll, rows
 from tests.conftest import Tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +66,22 @@ def job_id_of(result: subprocess.CompletedProcess[str]) -> str:
 
 def data_rows(table: str) -> list[str]:
     return table.splitlines()[1:]
+
+
+def failed_import(cli: Cli, tmp_path: Path) -> tuple[str, Path]:
+    """(job id, errors file) of an import whose items 1 and 3 of 4 fail, run with `import --wait`."""
+    lines = [
+        {"title": "Good 0", "sku": "G-0", **GOOD},
+        {"sku": "NO-TITLE"},  # index 1: title is required
+        {"title": "Good 2", "sku": "G-2", **GOOD},
+        {"title": "Extra", "sku": "EXTRA", "colour": "red"},  # index 3: unknown field
+    ]
+    source = tmp_path / "products.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    errors_out = tmp_path / "failed.jsonl"
+    result = cli("import", source, "--type", "BULK_IMPORT", "--wait", "--timeout", 120, "--errors-out", errors_out)
+    assert result.returncode == 1, result.stderr
+    return job_id_of(result), errors_out
 
 
 def no_jobs_and_no_audit(tenant: Tenant) -> bool:
@@ -325,4 +342,81 @@ def test_cancel_of_a_finished_or_unknown_job_shows_the_api_error(tenant: Tenant,
     assert finished.returncode == 2 and finished.stdout == ""
     assert finished.stderr == "error: job_not_active: The job is COMPLETED; only PENDING or PROCESSING jobs can be cancelled.\n"
     unknown = cli("cancel", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No bulk job with that id in this tenant.\n"
+
+
+def test_retry_with_corrections_waits_completes_and_is_linked_to_the_job_it_retries(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
+    """The recovery loop: import --wait exits 1, the failed items are fixed by their index, retry --wait exits 0."""
+    job_id, errors_out = failed_import(cli, tmp_path)
+    fixes = {1: {"title": "Has a title now", "sku": "NO-TITLE", **GOOD}, 3: {"title": "Extra", "sku": "EXTRA", **GOOD}}
+    corrections = tmp_path / "corrections.json"
+    failed = [json.loads(line)["index"] for line in errors_out.read_text().splitlines()]
+    assert failed == [1, 3]
+    corrections.write_text(json.dumps({str(index): fixes[index] for index in failed}))
+
+    result = cli("retry", job_id, "--corrections", corrections, "--wait", "--timeout", 120)
+
+    assert result.returncode == 0, result.stderr
+    retry_id = job_id_of(result)
+    assert field(result.stdout, "status") == "COMPLETED"
+    assert field(result.stdout, "items") == "2 total, 2 processed, 0 failed"
+    assert "COMPLETED [" + "#" * 30 + "] 100% 2/2" in result.stderr
+    assert tenant.get(f"{JOBS}/{retry_id}").json()["retry_of"] == job_id
+    assert field(cli("job", retry_id).stdout, "retry_of") == job_id
+    assert field(cli("job", job_id).stdout, "retried_by") == retry_id
+    assert sorted(p["sku"] for p in json.loads(cli("products", "--json").stdout)) == ["EXTRA", "G-0", "G-2", "NO-TITLE"]
+    # The request carried an Idempotency-Key: the API kept its answer under it.
+    kept = [fields for _, fields in rows(coll(Scope(tenant.org_id, tenant.tenant_id), "idempotency_keys").limit(10))]
+    assert [(k["path"], k["status"], json.loads(k["body_json"])["id"]) for k in kept] == [(f"{JOBS}/{job_id}/retry", 200, retry_id)]
+
+
+def test_a_retry_that_fails_again_exits_1_and_saves_its_own_failed_items(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
+    job_id, _ = failed_import(cli, tmp_path)
+    corrections = tmp_path / "corrections.json"
+    corrections.write_text(json.dumps({"corrections": {"3": {"title": "Extra", "sku": "EXTRA", **GOOD}}}))  # item 1 stays as it was
+
+    result = cli("retry", job_id, "--corrections", corrections, "--wait", "--timeout", 120, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    retry_id = job_id_of(result)
+    assert field(result.stdout, "status") == "FAILED"
+    assert field(result.stdout, "items") == "2 total, 1 processed, 1 failed"
+    assert field(result.stdout, "errors") == f"{retry_id}.errors.jsonl (1 items)"
+    [failed] = [json.loads(line) for line in (tmp_path / f"{retry_id}.errors.jsonl").read_text().splitlines()]
+    assert (failed["index"], failed["retry_of_index"], failed["identifier"]) == (0, 1, "NO-TITLE")
+
+    plain = cli("retry", retry_id)  # no corrections: the failed item runs as it was
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines() == [job_id_of(plain)]
+    assert json.loads(tenant.wait_job(job_id_of(plain))["payload_json"]) == [{"sku": "NO-TITLE"}]
+
+
+def test_retry_errors_show_the_api_message_and_exit_2(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
+    job_id, _ = failed_import(cli, tmp_path)
+    not_failed = tmp_path / "not-failed.json"
+    not_failed.write_text(json.dumps({"0": {"title": "Good 0 again"}}))
+
+    wrong_index = cli("retry", job_id, "--corrections", not_failed)
+    assert wrong_index.returncode == 2 and wrong_index.stdout == ""
+    assert wrong_index.stderr == "error: invalid_correction: corrections['0'] names no failed item of the job.\n"
+
+    bad_file = tmp_path / "bad.json"
+    bad_file.write_text('{"1": {"title": "a"}, "1": {"title": "b"}}')
+    refused = cli("retry", job_id, "--corrections", bad_file, "--wait")
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {bad_file}: not valid JSON: duplicate key '1'")
+    assert cli("retry", job_id, "--errors-out", tmp_path / "e.jsonl").stderr == "error: --errors-out only applies with --wait.\n"
+    assert tenant.get(f"{JOBS}/{job_id}").json()["retried_by"] is None  # none of these sent a retry
+
+    first = cli("retry", job_id)
+    assert first.returncode == 0, first.stderr
+    again = cli("retry", job_id)
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr == f"error: already_retried: The job was already retried by {job_id_of(first)}.\n"
+
+    done = tenant.create_job("BULK_IMPORT", [{"title": "Fine", **GOOD}])
+    assert tenant.wait_job(done["id"])["status"] == "COMPLETED"
+    not_retryable = cli("retry", done["id"])
+    assert not_retryable.returncode == 2
+    assert not_retryable.stderr == "error: job_not_failed: The job is COMPLETED; only FAILED jobs can be retried.\n"
+    unknown = cli("retry", str(uuid.uuid4()))
     assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No bulk job with that id in this tenant.\n"
