@@ -468,6 +468,7 @@ def cmd_issues(args: argparse.Namespace, client: Client) -> int:
     filters = {"job_id": args.job_id, "severity": args.severity, "issue_type": args.issue_type, "product_id": args.product_id}
     issues = client.list_issues(filters, limit=args.limit or None, page_size=args.page_size)
     columns = [
+        Column("ID", field("id")),  # what `resolve` takes
         Column("SEVERITY", field("severity")),
         Column("ISSUE_TYPE", field("issue_type")),
         Column("PRODUCT_ID", field("product_id")),
@@ -476,6 +477,28 @@ def cmd_issues(args: argparse.Namespace, client: Client) -> int:
         Column("MESSAGE", field("message"), max_width=100),
     ]
     emit_rows(issues, columns, args.json, "open issues")
+    return EXIT_OK
+
+
+def cmd_resolve(args: argparse.Namespace, client: Client) -> int:
+    """Resolve by hand a failed item's issue that nothing else will resolve, and show it."""
+    issue = client.resolve_issue(args.issue_id)
+    if args.json:
+        emit_json(issue, sys.stdout)
+        return EXIT_OK
+    emit_fields(
+        [
+            ("id", issue.get("id")),
+            ("issue_type", issue.get("issue_type")),
+            ("severity", issue.get("severity")),
+            ("resolved", issue.get("resolved")),
+            ("job_id", issue.get("job_id")),
+            ("item", issue.get("item_index")),
+            ("identifier", issue.get("identifier")),
+            ("product_id", issue.get("product_id")),
+            ("message", issue.get("message")),
+        ]
+    )
     return EXIT_OK
 
 
@@ -675,6 +698,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--issue-type", help="only this type, e.g. MISSING_DESCRIPTION")
     p.add_argument("--product-id", help="only issues of this product")
     p.set_defaults(run=cmd_issues)
+
+    p = sub.add_parser("resolve", parents=[conn], help="resolve by hand a failed item's issue that nothing else will")
+    p.add_argument("issue_id", metavar="ISSUE_ID", help="the ID column of `issues`")
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    p.set_defaults(run=cmd_resolve)
 
     p = sub.add_parser("audit", parents=[conn, _list_options(100)], help="list recent audit events")
     p.set_defaults(run=cmd_audit)

@@ -258,6 +258,10 @@ class Client:
         """GET /validation with any of job_id, severity, issue_type, product_id."""
         return list(self.pages("/validation", filters, limit=limit, page_size=page_size))
 
+    def resolve_issue(self, issue_id: str) -> dict[str, Any]:
+        """POST /validation/{id}/resolve: the issue, resolved (or as it was, if it already was)."""
+        return dict(self.request("POST", f"/validation/{_segment(issue_id)}/resolve").body)
+
     def list_audit(self, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
         """GET /audit, newest first."""
         return list(self.pages("/audit", limit=limit, page_size=page_size))

@@ -153,7 +153,7 @@ def test_jsonl_with_two_invalid_items_exits_1_and_saves_exactly_those(tenant: Te
     issues = cli("issues", "--job-id", job_id)
     assert issues.returncode == 0
     rows = data_rows(issues.stdout)
-    assert len(rows) == 2 and all(row.split()[:2] == ["ERROR", "IMPORT_REJECTED"] for row in rows)
+    assert len(rows) == 2 and all(row.split()[1:3] == ["ERROR", "IMPORT_REJECTED"] for row in rows)
     rejected = json.loads(cli("issues", "--issue-type", "IMPORT_REJECTED", "--json").stdout)
     assert sorted(i["item_index"] for i in rejected) == [1, 3] and {i["job_id"] for i in rejected} == {job_id}
     warnings = json.loads(cli("issues", "--severity", "warning", "--json").stdout)
@@ -420,3 +420,34 @@ def test_retry_errors_show_the_api_message_and_exit_2(tenant: Tenant, cli: Cli, 
     assert not_retryable.stderr == "error: job_not_failed: The job is COMPLETED; only FAILED jobs can be retried.\n"
     unknown = cli("retry", str(uuid.uuid4()))
     assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No bulk job with that id in this tenant.\n"
+
+
+def test_resolve_closes_a_failure_issue_nothing_else_will(tenant: Tenant, cli: Cli) -> None:
+    """A delete of a product that was never there: no later item can succeed with that id."""
+    job = tenant.create_job("BULK_DELETE", [str(uuid.uuid4())])
+    assert tenant.wait_job(job["id"])["status"] == "FAILED"
+    [row] = data_rows(cli("issues", "--job-id", job["id"]).stdout)
+    issue_id = row.split()[0]
+
+    result = cli("resolve", issue_id)
+
+    assert result.returncode == 0, result.stderr
+    assert field(result.stdout, "id") == issue_id and field(result.stdout, "resolved") == "yes"
+    assert (field(result.stdout, "issue_type"), field(result.stdout, "job_id")) == ("PRODUCT_NOT_FOUND", job["id"])
+    assert json.loads(cli("issues", "--job-id", job["id"], "--json").stdout) == []
+    assert [e["entity_id"] for e in tenant.get("/api/v1/pim/audit").json() if e["action"] == "validation_issue.resolved"] == [issue_id]
+    again = cli("resolve", issue_id, "--json")  # the API answers a resolved issue as it is
+    assert again.returncode == 0 and json.loads(again.stdout)["resolved"] is True
+
+
+def test_resolve_of_a_data_finding_or_an_unknown_issue_shows_the_api_error(tenant: Tenant, cli: Cli) -> None:
+    job = tenant.create_job("BULK_IMPORT", [{"title": "No description yet", "sku": "ND-1"}])
+    assert tenant.wait_job(job["id"])["status"] == "COMPLETED"
+    [finding] = json.loads(cli("issues", "--issue-type", "MISSING_DESCRIPTION", "--json").stdout)
+
+    refused = cli("resolve", finding["id"])
+
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == "error: issue_not_resolvable: This issue is about the product's data: it resolves itself once the product is fixed.\n"
+    unknown = cli("resolve", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No validation issue with that id in this tenant.\n"
