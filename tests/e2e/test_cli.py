@@ -354,7 +354,7 @@ def test_retry_with_corrections_waits_completes_and_is_linked_to_the_job_it_retr
     assert failed == [1, 3]
     corrections.write_text(json.dumps({str(index): fixes[index] for index in failed}))
 
-    result = cli("retry", job_id, "--corrections", corrections, "--wait", "--timeout", 120)
+    result = cli("retry", job_id, "--corrections", corrections, "--wait", "--timeout", 120, cwd=tmp_path)  # a failure's errors file lands here
 
     assert result.returncode == 0, result.stderr
     retry_id = job_id_of(result)
