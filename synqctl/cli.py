@@ -1,7 +1,7 @@
 """The synqctl commands: arguments, input files, tables and progress, exit codes.
 
-Exit codes: 0 done (job or export COMPLETED), 1 the job or export FAILED, 2 usage, configuration,
-input-file or HTTP error (or --timeout reached), 130 interrupted.
+Exit codes: 0 done (job or export COMPLETED), 1 the job or export FAILED (or the job CANCELLED), 2 usage,
+configuration, input-file or HTTP error (or --timeout reached), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,8 +24,9 @@ from synqctl.client import MAX_PAGE, ApiError, Client, Config, ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOB_TYPES = ("BULK_IMPORT", "BULK_UPDATE", "BULK_DELETE")
-TERMINAL = ("COMPLETED", "FAILED")
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job cancelled while we wait ends the wait too
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+INDEX = re.compile(r"0|[1-9][0-9]*")  # an item's `index` as the API writes it, the key of a correction
 
 
 class UsageError(Exception):
@@ -148,6 +151,35 @@ def read_items(path: Path, job_type: str) -> Any:
         raise UsageError(f"{path} holds no items.")
     check_items(items, places, job_type)
     return payload
+
+
+def parse_corrections(text: str, name: str) -> dict[str, Any]:
+    """The corrections a file holds: one JSON object of corrected items keyed by the `index` of the
+    failed result each replaces, or a whole `POST …/retry` body (`{"corrections": {…}}`)."""
+    try:
+        value = loads_strict(text)
+    except ValueError as exc:
+        line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UsageError(f"{name}{line}: not valid JSON: {_why(exc)}; nothing was sent.") from None
+    if isinstance(value, dict) and value.keys() == {"corrections"}:
+        value = value["corrections"]
+    if not isinstance(value, dict):
+        raise UsageError(f'{name}: must hold one JSON object of corrected items keyed by their index, like {{"1": {{…}}}}; nothing was sent.')
+    for key in value:
+        if not INDEX.fullmatch(key):
+            raise UsageError(f"{name}: {key[:40]!r} is not an item index (the `index` of a failed result: 0, 1, 2 …); nothing was sent.")
+    if not value:
+        raise UsageError(f"{name} holds no corrections (to retry the failed items as they were, leave out --corrections).")
+    return value
+
+
+def read_corrections(path: Path) -> dict[str, Any]:
+    """The corrections in a file (see `parse_corrections`)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    return parse_corrections(text, str(path))
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -280,7 +312,7 @@ class Progress:
 def poll(
     fetch: Callable[[], dict[str, Any]], *, interval: float, timeout: float | None, what: str, on_update: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Fetch every `interval` seconds until the status is COMPLETED or FAILED."""
+    """Fetch every `interval` seconds until the status is COMPLETED, FAILED or CANCELLED."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         record = fetch()
@@ -315,17 +347,9 @@ def write_errors(client: Client, job_id: str, path: Path) -> int:
     return written
 
 
-def cmd_import(args: argparse.Namespace, client: Client) -> int:
-    """Create a bulk job from a file; with --wait, follow it to the end and save the failed items."""
-    if args.errors_out and not args.wait:
-        raise UsageError("--errors-out only applies with --wait.")
-    items = read_items(Path(args.file), args.type)
-    started = time.monotonic()
-    job_id = str(client.create_job(args.type, items)["id"])
-    del items
-    print(job_id, flush=True)
-    if not args.wait:
-        return EXIT_OK
+def follow_job(client: Client, job_id: str, args: argparse.Namespace, started: float) -> int:
+    """Poll a new job to its end with progress on stderr, then print the summary and save the failed
+    items (`--errors-out`); the exit code says how it ended."""
     progress = Progress(sys.stderr, tty=sys.stderr.isatty())
     try:
         job = poll(
@@ -345,6 +369,31 @@ def cmd_import(args: argparse.Namespace, client: Client) -> int:
         lines.append(("errors", f"{path} ({write_errors(client, job_id, path)} items)"))
     emit_fields(lines)
     return EXIT_OK if job["status"] == "COMPLETED" else EXIT_FAILED
+
+
+def cmd_import(args: argparse.Namespace, client: Client) -> int:
+    """Create a bulk job from a file; with --wait, follow it to the end and save the failed items."""
+    if args.errors_out and not args.wait:
+        raise UsageError("--errors-out only applies with --wait.")
+    items = read_items(Path(args.file), args.type)
+    started = time.monotonic()
+    job_id = str(client.create_job(args.type, items)["id"])
+    del items
+    print(job_id, flush=True)
+    return follow_job(client, job_id, args, started) if args.wait else EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, client: Client) -> int:
+    """Create a job of a FAILED job's failed items, some corrected; with --wait, follow it as import does."""
+    if args.errors_out and not args.wait:
+        raise UsageError("--errors-out only applies with --wait.")
+    corrections = read_corrections(Path(args.corrections)) if args.corrections else None
+    started = time.monotonic()
+    # One key per run, sent with every attempt: if the client resends after a 429/503, a first attempt
+    # that did create the retry job answers again with it instead of 409 already_retried.
+    job_id = str(client.retry_job(args.job_id, corrections, idempotency_key=str(uuid.uuid4()))["id"])
+    print(job_id, flush=True)
+    return follow_job(client, job_id, args, started) if args.wait else EXIT_OK
 
 
 JOB_COLUMNS = (
@@ -376,15 +425,11 @@ RESULT_COLUMNS = (
 )
 
 
-def cmd_job(args: argparse.Namespace, client: Client) -> int:
-    """One job's record; with --failed, its failed items instead."""
-    if args.failed:
-        emit_rows(list(client.failed_results(args.job_id)), RESULT_COLUMNS, args.json, "failed items")
-        return EXIT_OK
-    job = client.get_job(args.job_id)
-    if args.json:
+def show_job(job: dict[str, Any], as_json: bool) -> None:
+    """A job record as `key: value` lines (its retry links only when it has any), or as JSON."""
+    if as_json:
         emit_json(job, sys.stdout)
-        return EXIT_OK
+        return
     done, total, failed = counts(job)
     emit_fields(
         [
@@ -393,6 +438,7 @@ def cmd_job(args: argparse.Namespace, client: Client) -> int:
             ("status", job.get("status")),
             ("progress", Progress.render(job)),
             ("items", f"{total if total is not None else '?'} total, {done - failed} processed, {failed} failed"),
+            *[(link, job[link]) for link in ("retry_of", "retried_by") if job.get(link)],
             ("created_by", job.get("created_by")),
             ("created_at", job.get("created_at")),
             ("started_at", job.get("started_at")),
@@ -400,6 +446,20 @@ def cmd_job(args: argparse.Namespace, client: Client) -> int:
             ("duration", duration(job)),
         ]
     )
+
+
+def cmd_job(args: argparse.Namespace, client: Client) -> int:
+    """One job's record; with --failed, its failed items instead."""
+    if args.failed:
+        emit_rows(list(client.failed_results(args.job_id)), RESULT_COLUMNS, args.json, "failed items")
+        return EXIT_OK
+    show_job(client.get_job(args.job_id), args.json)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
+    """Cancel a PENDING or PROCESSING job and show it as `job` does."""
+    show_job(client.cancel_job(args.job_id), args.json)
     return EXIT_OK
 
 
@@ -408,6 +468,7 @@ def cmd_issues(args: argparse.Namespace, client: Client) -> int:
     filters = {"job_id": args.job_id, "severity": args.severity, "issue_type": args.issue_type, "product_id": args.product_id}
     issues = client.list_issues(filters, limit=args.limit or None, page_size=args.page_size)
     columns = [
+        Column("ID", field("id")),  # what `resolve` takes
         Column("SEVERITY", field("severity")),
         Column("ISSUE_TYPE", field("issue_type")),
         Column("PRODUCT_ID", field("product_id")),
@@ -416,6 +477,28 @@ def cmd_issues(args: argparse.Namespace, client: Client) -> int:
         Column("MESSAGE", field("message"), max_width=100),
     ]
     emit_rows(issues, columns, args.json, "open issues")
+    return EXIT_OK
+
+
+def cmd_resolve(args: argparse.Namespace, client: Client) -> int:
+    """Resolve by hand a failed item's issue that nothing else will resolve, and show it."""
+    issue = client.resolve_issue(args.issue_id)
+    if args.json:
+        emit_json(issue, sys.stdout)
+        return EXIT_OK
+    emit_fields(
+        [
+            ("id", issue.get("id")),
+            ("issue_type", issue.get("issue_type")),
+            ("severity", issue.get("severity")),
+            ("resolved", issue.get("resolved")),
+            ("job_id", issue.get("job_id")),
+            ("item", issue.get("item_index")),
+            ("identifier", issue.get("identifier")),
+            ("product_id", issue.get("product_id")),
+            ("message", issue.get("message")),
+        ]
+    )
     return EXIT_OK
 
 
@@ -565,7 +648,7 @@ def _list_options(default_limit: int) -> argparse.ArgumentParser:
 
 def _wait_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--wait", action="store_true", help="poll until COMPLETED or FAILED")
+    parent.add_argument("--wait", action="store_true", help="poll until COMPLETED, FAILED or CANCELLED")
     parent.add_argument("--interval", metavar="SECONDS", type=_positive_float, default=1.0, help="seconds between polls (default 1)")
     parent.add_argument(
         "--timeout", dest="wait_timeout", metavar="SECONDS", type=_positive_float, default=None, help="give up waiting after N seconds (exit 2)"
@@ -588,6 +671,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors-out", metavar="FILE", help="with --wait: where failed items go (default JOBID.errors.jsonl)")
     p.set_defaults(run=cmd_import)
 
+    p = sub.add_parser("retry", parents=[conn, _wait_options()], help="retry the failed items of a FAILED job, corrected by index")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--corrections", metavar="FILE", help='a JSON object of corrected items keyed by their failed index: {"1": {…}}')
+    p.add_argument("--errors-out", metavar="FILE", help="with --wait: where failed items go (default JOBID.errors.jsonl)")
+    p.set_defaults(run=cmd_retry)
+
     p = sub.add_parser("jobs", parents=[conn, _list_options(20)], help="list recent bulk jobs")
     p.add_argument("--type", choices=JOB_TYPES, help="only this job type (default: all types)")
     p.set_defaults(run=cmd_jobs)
@@ -598,12 +687,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw JSON instead")
     p.set_defaults(run=cmd_job)
 
+    p = sub.add_parser("cancel", parents=[conn], help="cancel a PENDING or PROCESSING bulk job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    p.set_defaults(run=cmd_cancel)
+
     p = sub.add_parser("issues", parents=[conn, _list_options(100)], help="list open validation issues")
     p.add_argument("--job-id", help="only issues raised by this job")
     p.add_argument("--severity", type=str.upper, choices=("WARNING", "ERROR"), help="only this severity")
     p.add_argument("--issue-type", help="only this type, e.g. MISSING_DESCRIPTION")
     p.add_argument("--product-id", help="only issues of this product")
     p.set_defaults(run=cmd_issues)
+
+    p = sub.add_parser("resolve", parents=[conn], help="resolve by hand a failed item's issue that nothing else will")
+    p.add_argument("issue_id", metavar="ISSUE_ID", help="the ID column of `issues`")
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    p.set_defaults(run=cmd_resolve)
 
     p = sub.add_parser("audit", parents=[conn, _list_options(100)], help="list recent audit events")
     p.set_defaults(run=cmd_audit)

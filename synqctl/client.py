@@ -184,10 +184,12 @@ class Client:
             self._sleep(retry_delay(response_headers.get("Retry-After"), attempt, self.max_wait))
             attempt += 1
 
-    def request(self, method: str, path: str, *, params: Params | None = None, body: Any = None) -> Response:
-        """One JSON call; raises ApiError for any status of 300 or more."""
+    def request(self, method: str, path: str, *, params: Params | None = None, body: Any = None, idempotency_key: str | None = None) -> Response:
+        """One JSON call; raises ApiError for any status of 300 or more. An `idempotency_key` goes with
+        every attempt, so a resend after 429/503 gets the first attempt's answer if that one ran."""
         data = None if body is None else json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        status, headers, stream = self._exchange(method, self.url(path, params), data, self._headers(json_body=data is not None))
+        sent = self._headers(json_body=data is not None) | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
+        status, headers, stream = self._exchange(method, self.url(path, params), data, sent)
         try:
             raw = stream.read()
         finally:
@@ -230,6 +232,16 @@ class Client:
         """GET /bulk-jobs/{id} without its payload (which may be 32 MB): cheap enough to poll."""
         return dict(self.request("GET", f"/bulk-jobs/{_segment(job_id)}", params={"include_payload": "false"}).body)
 
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """POST /bulk-jobs/{id}/cancel: the CANCELLED job, without its payload."""
+        return dict(self.request("POST", f"/bulk-jobs/{_segment(job_id)}/cancel").body)
+
+    def retry_job(self, job_id: str, corrections: Mapping[str, Any] | None, *, idempotency_key: str) -> dict[str, Any]:
+        """POST /bulk-jobs/{id}/retry: a new job of the FAILED job's failed items, those named in
+        `corrections` replaced; without corrections no body, and every failed item runs as it was."""
+        body = None if corrections is None else {"corrections": dict(corrections)}
+        return dict(self.request("POST", f"/bulk-jobs/{_segment(job_id)}/retry", body=body, idempotency_key=idempotency_key).body)
+
     def list_jobs(self, job_type: str, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
         """GET /bulk-jobs?type=…, newest first."""
         return list(self.pages("/bulk-jobs", {"type": job_type}, limit=limit, page_size=page_size))
@@ -245,6 +257,10 @@ class Client:
     def list_issues(self, filters: Params, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
         """GET /validation with any of job_id, severity, issue_type, product_id."""
         return list(self.pages("/validation", filters, limit=limit, page_size=page_size))
+
+    def resolve_issue(self, issue_id: str) -> dict[str, Any]:
+        """POST /validation/{id}/resolve: the issue, resolved (or as it was, if it already was)."""
+        return dict(self.request("POST", f"/validation/{_segment(issue_id)}/resolve").body)
 
     def list_audit(self, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
         """GET /audit, newest first."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from common.store.paths import Scope, coll, rows
 from tests.conftest import Tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +66,22 @@ def job_id_of(result: subprocess.CompletedProcess[str]) -> str:
 
 def data_rows(table: str) -> list[str]:
     return table.splitlines()[1:]
+
+
+def failed_import(cli: Cli, tmp_path: Path) -> tuple[str, Path]:
+    """(job id, errors file) of an import whose items 1 and 3 of 4 fail, run with `import --wait`."""
+    lines = [
+        {"title": "Good 0", "sku": "G-0", **GOOD},
+        {"sku": "NO-TITLE"},  # index 1: title is required
+        {"title": "Good 2", "sku": "G-2", **GOOD},
+        {"title": "Extra", "sku": "EXTRA", "colour": "red"},  # index 3: unknown field
+    ]
+    source = tmp_path / "products.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    errors_out = tmp_path / "failed.jsonl"
+    result = cli("import", source, "--type", "BULK_IMPORT", "--wait", "--timeout", 120, "--errors-out", errors_out)
+    assert result.returncode == 1, result.stderr
+    return job_id_of(result), errors_out
 
 
 def no_jobs_and_no_audit(tenant: Tenant) -> bool:
@@ -136,7 +153,7 @@ def test_jsonl_with_two_invalid_items_exits_1_and_saves_exactly_those(tenant: Te
     issues = cli("issues", "--job-id", job_id)
     assert issues.returncode == 0
     rows = data_rows(issues.stdout)
-    assert len(rows) == 2 and all(row.split()[:2] == ["ERROR", "IMPORT_REJECTED"] for row in rows)
+    assert len(rows) == 2 and all(row.split()[1:3] == ["ERROR", "IMPORT_REJECTED"] for row in rows)
     rejected = json.loads(cli("issues", "--issue-type", "IMPORT_REJECTED", "--json").stdout)
     assert sorted(i["item_index"] for i in rejected) == [1, 3] and {i["job_id"] for i in rejected} == {job_id}
     warnings = json.loads(cli("issues", "--severity", "warning", "--json").stdout)
@@ -287,3 +304,150 @@ def test_export_waits_and_reports_counts(tenant: Tenant, cli: Cli, tmp_path: Pat
 
     queued = cli("export")
     assert queued.returncode == 0 and queued.stdout.splitlines() == [job_id_of(queued)]
+
+
+def test_a_job_cancelled_while_import_waits_ends_the_wait_with_exit_1(tenant: Tenant, tmp_path: Path) -> None:
+    source = tmp_path / "big.jsonl"
+    source.write_text("".join(json.dumps({"title": f"Big {i}", "sku": f"BIG-{i}"}) + "\n" for i in range(5000)))
+    argv = [sys.executable, "-m", "synqctl", "import", str(source), "--type", "BULK_IMPORT", "--wait", "--timeout", "120"]
+    environ = tenant_env(tenant) | {"PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(argv, cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as waiting:
+        assert waiting.stdout is not None
+        job_id = waiting.stdout.readline().strip()  # 5,000 items: far from done when the cancel arrives
+        assert tenant.post(f"{JOBS}/{job_id}/cancel").json()["status"] == "CANCELLED"
+        out, err = waiting.communicate(timeout=180)
+
+    assert waiting.returncode == 1, err
+    assert field(out, "status") == "CANCELLED"
+
+
+def test_cancel_stops_a_running_job_and_shows_it(tenant: Tenant, cli: Cli) -> None:
+    job = tenant.create_job("BULK_IMPORT", [{"title": f"Big {i}", "sku": f"BIG-{i}"} for i in range(5000)])
+
+    result = cli("cancel", job["id"])
+
+    assert result.returncode == 0, result.stderr
+    assert field(result.stdout, "id") == job["id"] and field(result.stdout, "status") == "CANCELLED"
+    assert tenant.get(f"{JOBS}/{job['id']}").json()["status"] == "CANCELLED"
+    again = cli("cancel", job["id"])
+    assert again.returncode == 2 and again.stderr.startswith("error: job_not_active: The job is CANCELLED;")
+
+
+def test_cancel_of_a_finished_or_unknown_job_shows_the_api_error(tenant: Tenant, cli: Cli) -> None:
+    job = tenant.create_job("BULK_IMPORT", [{"title": "Done", **GOOD}])
+    assert tenant.wait_job(job["id"])["status"] == "COMPLETED"
+
+    finished = cli("cancel", job["id"])
+
+    assert finished.returncode == 2 and finished.stdout == ""
+    assert finished.stderr == "error: job_not_active: The job is COMPLETED; only PENDING or PROCESSING jobs can be cancelled.\n"
+    unknown = cli("cancel", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No bulk job with that id in this tenant.\n"
+
+
+def test_retry_with_corrections_waits_completes_and_is_linked_to_the_job_it_retries(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
+    """The recovery loop: import --wait exits 1, the failed items are fixed by their index, retry --wait exits 0."""
+    job_id, errors_out = failed_import(cli, tmp_path)
+    fixes = {1: {"title": "Has a title now", "sku": "NO-TITLE", **GOOD}, 3: {"title": "Extra", "sku": "EXTRA", **GOOD}}
+    corrections = tmp_path / "corrections.json"
+    failed = [json.loads(line)["index"] for line in errors_out.read_text().splitlines()]
+    assert failed == [1, 3]
+    corrections.write_text(json.dumps({str(index): fixes[index] for index in failed}))
+
+    result = cli("retry", job_id, "--corrections", corrections, "--wait", "--timeout", 120, cwd=tmp_path)  # a failure's errors file lands here
+
+    assert result.returncode == 0, result.stderr
+    retry_id = job_id_of(result)
+    assert field(result.stdout, "status") == "COMPLETED"
+    assert field(result.stdout, "items") == "2 total, 2 processed, 0 failed"
+    assert "COMPLETED [" + "#" * 30 + "] 100% 2/2" in result.stderr
+    assert tenant.get(f"{JOBS}/{retry_id}").json()["retry_of"] == job_id
+    assert field(cli("job", retry_id).stdout, "retry_of") == job_id
+    assert field(cli("job", job_id).stdout, "retried_by") == retry_id
+    assert sorted(p["sku"] for p in json.loads(cli("products", "--json").stdout)) == ["EXTRA", "G-0", "G-2", "NO-TITLE"]
+    # The request carried an Idempotency-Key: the API kept its answer under it.
+    kept = [fields for _, fields in rows(coll(Scope(tenant.org_id, tenant.tenant_id), "idempotency_keys").limit(10))]
+    assert [(k["path"], k["status"], json.loads(k["body_json"])["id"]) for k in kept] == [(f"{JOBS}/{job_id}/retry", 200, retry_id)]
+
+
+def test_a_retry_that_fails_again_exits_1_and_saves_its_own_failed_items(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
+    job_id, _ = failed_import(cli, tmp_path)
+    corrections = tmp_path / "corrections.json"
+    corrections.write_text(json.dumps({"corrections": {"3": {"title": "Extra", "sku": "EXTRA", **GOOD}}}))  # item 1 stays as it was
+
+    result = cli("retry", job_id, "--corrections", corrections, "--wait", "--timeout", 120, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    retry_id = job_id_of(result)
+    assert field(result.stdout, "status") == "FAILED"
+    assert field(result.stdout, "items") == "2 total, 1 processed, 1 failed"
+    assert field(result.stdout, "errors") == f"{retry_id}.errors.jsonl (1 items)"
+    [failed] = [json.loads(line) for line in (tmp_path / f"{retry_id}.errors.jsonl").read_text().splitlines()]
+    assert (failed["index"], failed["retry_of_index"], failed["identifier"]) == (0, 1, "NO-TITLE")
+
+    plain = cli("retry", retry_id)  # no corrections: the failed item runs as it was
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines() == [job_id_of(plain)]
+    assert json.loads(tenant.wait_job(job_id_of(plain))["payload_json"]) == [{"sku": "NO-TITLE"}]
+
+
+def test_retry_errors_show_the_api_message_and_exit_2(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
+    job_id, _ = failed_import(cli, tmp_path)
+    not_failed = tmp_path / "not-failed.json"
+    not_failed.write_text(json.dumps({"0": {"title": "Good 0 again"}}))
+
+    wrong_index = cli("retry", job_id, "--corrections", not_failed)
+    assert wrong_index.returncode == 2 and wrong_index.stdout == ""
+    assert wrong_index.stderr == "error: invalid_correction: corrections['0'] names no failed item of the job.\n"
+
+    bad_file = tmp_path / "bad.json"
+    bad_file.write_text('{"1": {"title": "a"}, "1": {"title": "b"}}')
+    refused = cli("retry", job_id, "--corrections", bad_file, "--wait")
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {bad_file}: not valid JSON: duplicate key '1'")
+    assert cli("retry", job_id, "--errors-out", tmp_path / "e.jsonl").stderr == "error: --errors-out only applies with --wait.\n"
+    assert tenant.get(f"{JOBS}/{job_id}").json()["retried_by"] is None  # none of these sent a retry
+
+    first = cli("retry", job_id)
+    assert first.returncode == 0, first.stderr
+    again = cli("retry", job_id)
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr == f"error: already_retried: The job was already retried by {job_id_of(first)}.\n"
+
+    done = tenant.create_job("BULK_IMPORT", [{"title": "Fine", **GOOD}])
+    assert tenant.wait_job(done["id"])["status"] == "COMPLETED"
+    not_retryable = cli("retry", done["id"])
+    assert not_retryable.returncode == 2
+    assert not_retryable.stderr == "error: job_not_failed: The job is COMPLETED; only FAILED jobs can be retried.\n"
+    unknown = cli("retry", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No bulk job with that id in this tenant.\n"
+
+
+def test_resolve_closes_a_failure_issue_nothing_else_will(tenant: Tenant, cli: Cli) -> None:
+    """A delete of a product that was never there: no later item can succeed with that id."""
+    job = tenant.create_job("BULK_DELETE", [str(uuid.uuid4())])
+    assert tenant.wait_job(job["id"])["status"] == "FAILED"
+    [row] = data_rows(cli("issues", "--job-id", job["id"]).stdout)
+    issue_id = row.split()[0]
+
+    result = cli("resolve", issue_id)
+
+    assert result.returncode == 0, result.stderr
+    assert field(result.stdout, "id") == issue_id and field(result.stdout, "resolved") == "yes"
+    assert (field(result.stdout, "issue_type"), field(result.stdout, "job_id")) == ("PRODUCT_NOT_FOUND", job["id"])
+    assert json.loads(cli("issues", "--job-id", job["id"], "--json").stdout) == []
+    assert [e["entity_id"] for e in tenant.get("/api/v1/pim/audit").json() if e["action"] == "validation_issue.resolved"] == [issue_id]
+    again = cli("resolve", issue_id, "--json")  # the API answers a resolved issue as it is
+    assert again.returncode == 0 and json.loads(again.stdout)["resolved"] is True
+
+
+def test_resolve_of_a_data_finding_or_an_unknown_issue_shows_the_api_error(tenant: Tenant, cli: Cli) -> None:
+    job = tenant.create_job("BULK_IMPORT", [{"title": "No description yet", "sku": "ND-1"}])
+    assert tenant.wait_job(job["id"])["status"] == "COMPLETED"
+    [finding] = json.loads(cli("issues", "--issue-type", "MISSING_DESCRIPTION", "--json").stdout)
+
+    refused = cli("resolve", finding["id"])
+
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == "error: issue_not_resolvable: This issue is about the product's data: it resolves itself once the product is fixed.\n"
+    unknown = cli("resolve", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No validation issue with that id in this tenant.\n"

@@ -1,4 +1,4 @@
-"""How synqctl reads an import file: by suffix, else by what it holds (no API involved)."""
+"""How synqctl reads an import file (by suffix, else by what it holds) and a retry's corrections (no API involved)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from synqctl.cli import UsageError, read_items
+from synqctl.cli import UsageError, parse_corrections, read_corrections, read_items
 
 ENVELOPE = {"ProductImportData": {"ProductsToImport": [{"ImportMode": "Create", "ProductIdentifierValue": "1"}]}, "ErrorMode": "Ignore"}
 
@@ -36,3 +36,45 @@ def test_an_envelope_is_not_a_delete_payload(tmp_path: Path) -> None:
     path.write_text(json.dumps(ENVELOPE))
     with pytest.raises(UsageError, match="must hold a JSON array"):
         read_items(path, "BULK_DELETE")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"1": {"sku": "B-1", "title": "Fixed"}, "10": "8d9f0c1e"}',  # a delete's correction is a product id
+        '{"corrections": {"1": {"sku": "B-1", "title": "Fixed"}, "10": "8d9f0c1e"}}',  # a whole POST …/retry body
+    ],
+)
+def test_corrections_are_an_object_keyed_by_index_or_a_whole_retry_body(text: str) -> None:
+    assert parse_corrections(text, "fix.json") == {"1": {"sku": "B-1", "title": "Fixed"}, "10": "8d9f0c1e"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"1": {"title": "a"}, "1": {"title": "b"}}', "fix.json: not valid JSON: duplicate key '1'"),
+        ('{"1": {"weight": NaN}}', "fix.json: not valid JSON: NaN is not valid JSON"),
+        ('{"1": {"title": "a"}', "fix.json:1: not valid JSON: Expecting ',' delimiter"),
+        ('[{"title": "a"}]', "fix.json: must hold one JSON object of corrected items keyed by their index"),
+        # JSON Lines is not a corrections form: its second line is refused, and a one-line file names the key.
+        ('{"index": 1, "item": {"title": "a"}}\n{"index": 3, "item": {"title": "b"}}\n', "fix.json:2: not valid JSON: Extra data"),
+        ('{"index": 1, "item": {"title": "a"}}', "fix.json: 'index' is not an item index"),
+        ('{"01": {"title": "a"}}', "fix.json: '01' is not an item index"),
+        ('{"-1": {"title": "a"}}', "fix.json: '-1' is not an item index"),
+        ('{"١": {"title": "a"}}', "fix.json: '١' is not an item index"),  # an Arabic-Indic digit: the API takes ASCII only
+        ("{}", "fix.json holds no corrections"),
+        ('{"corrections": {}}', "fix.json holds no corrections"),
+    ],
+)
+def test_corrections_the_api_would_refuse_are_refused_before_sending(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        parse_corrections(text, "fix.json")
+    assert str(refused.value).startswith(message)
+
+
+def test_a_corrections_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "fix.json"
+    path.write_text('{"0": {"title": "Fixed"}}', encoding="utf-8-sig")
+    assert read_corrections(path) == {"0": {"title": "Fixed"}}
+    with pytest.raises(UsageError, match="cannot read"):
+        read_corrections(tmp_path / "missing.json")
