@@ -384,7 +384,8 @@ def cmd_import(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, client: Client) -> int:
-    """Create a job of a FAILED job's failed items, some corrected; with --wait, follow it as import does."""
+    """Create a job of what a FAILED or CANCELLED job did not apply, some items corrected; with
+    --wait, follow it as import does."""
     if args.errors_out and not args.wait:
         raise UsageError("--errors-out only applies with --wait.")
     corrections = read_corrections(Path(args.corrections)) if args.corrections else None
@@ -671,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors-out", metavar="FILE", help="with --wait: where failed items go (default JOBID.errors.jsonl)")
     p.set_defaults(run=cmd_import)
 
-    p = sub.add_parser("retry", parents=[conn, _wait_options()], help="retry the failed items of a FAILED job, corrected by index")
+    p = sub.add_parser("retry", parents=[conn, _wait_options()], help="retry what a FAILED or CANCELLED job did not apply, corrected by index")
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--corrections", metavar="FILE", help='a JSON object of corrected items keyed by their failed index: {"1": {…}}')
     p.add_argument("--errors-out", metavar="FILE", help="with --wait: where failed items go (default JOBID.errors.jsonl)")

@@ -237,8 +237,8 @@ class Client:
         return dict(self.request("POST", f"/bulk-jobs/{_segment(job_id)}/cancel").body)
 
     def retry_job(self, job_id: str, corrections: Mapping[str, Any] | None, *, idempotency_key: str) -> dict[str, Any]:
-        """POST /bulk-jobs/{id}/retry: a new job of the FAILED job's failed items, those named in
-        `corrections` replaced; without corrections no body, and every failed item runs as it was."""
+        """POST /bulk-jobs/{id}/retry: a new job of the items a FAILED or CANCELLED job did not apply,
+        those named in `corrections` replaced; without corrections no body, and each runs as it was."""
         body = None if corrections is None else {"corrections": dict(corrections)}
         return dict(self.request("POST", f"/bulk-jobs/{_segment(job_id)}/retry", body=body, idempotency_key=idempotency_key).body)
 
