@@ -313,15 +313,22 @@ def _delete_quietly(name: str) -> None:
         blobs.delete(name)  # which already takes a missing object as deleted
 
 
-def _delete_segments(scope: Scope, export_id: str) -> None:
-    """Best effort, once the export is finished: its segments, and any a lost claim left behind."""
+def _delete_leftovers(scope: Scope, export: dict[str, Any]) -> None:
+    """Best effort, once the export is finished: every object its claims made but the file its
+    record names (none for a FAILED export). That is its segments and any a lost claim left behind,
+    and the file of a claim killed between its compose and its finish, a whole copy of the catalog
+    that the next claim, finishing under its own name, would otherwise leave to the lifecycle rule.
+
+    Every such object shares the prefix `{id}.`: `{id}.jsonl`, `{id}.{n}.jsonl`, `{id}.parts/…`."""
+    keep = export["object"] if export["status"] == ExportStatus.COMPLETED else None
     try:
-        names = blobs.names(segment_prefix(scope, export_id))
+        names = blobs.names(f"exports/{scope.org_id}/{scope.tenant_id}/{export['id']}.")
     except RETRYABLE as exc:
-        log.warning("export segments not deleted; the lifecycle rule will", extra={"export_id": export_id, "error": str(exc)[:200]})
+        log.warning("export leftovers not deleted; the lifecycle rule will", extra={"export_id": export["id"], "error": str(exc)[:200]})
         return
     for name in names:
-        _delete_quietly(name)
+        if name != keep:
+            _delete_quietly(name)
 
 
 def _release(scope: Scope, export: dict[str, Any]) -> bool:
@@ -406,7 +413,7 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
         return
     notifications.enqueue(scope, delivery["id"])
     log.info("export finished", extra={"export_id": export["id"], "status": final["status"], "products": final.get("product_count")})
-    _delete_segments(scope, export["id"])  # finished: no claim composes them any more
+    _delete_leftovers(scope, final)  # finished: no claim composes its segments any more
 
 
 def reconcile(cutoff: Any) -> int:

@@ -297,3 +297,31 @@ def test_a_claim_out_of_time_hands_over_to_a_new_claim_at_once(pipeline: Pipelin
     assert_exactly_the_exportable_products(record, products)
     assert tenant_objects(scope) == [record["object"]]
     assert pull_all(exports_topic) == []
+
+
+def test_a_file_composed_by_a_claim_killed_before_finishing_is_deleted(pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claim 1 composes its file `{id}.jsonl`, then dies before its finish commits; claim 2 finishes
+    the export with `{id}.2.jsonl`. Claim 1's file, a whole copy of the catalog that no record names,
+    must not be left for the bucket's retention rule (30 days)."""
+    scope = pipeline.scope
+    configure(monkeypatch, export_segment_products=2, stale_after_seconds=0.5)
+    products = seed(pipeline, 5, bad={3})
+    message = request(pipeline, exports_topic)
+    real_finish = export_store.finish_export
+
+    def killed(*args: Any) -> bool:
+        raise Killed
+
+    monkeypatch.setattr(export_store, "finish_export", killed)
+    with pytest.raises(Killed):
+        exports.run_export(message)
+    first = exports.object_name(scope, message.export_id, 1)
+    assert first in tenant_objects(scope)
+
+    monkeypatch.setattr(export_store, "finish_export", real_finish)
+    lease_lapsed(scope, message.export_id)
+    exports.run_export(message)  # the reconciler's copy: claim 2, which reads nothing new
+    record = exports.get_export(scope, message.export_id)
+    assert record["object"] == exports.object_name(scope, message.export_id, 2)
+    assert_exactly_the_exportable_products(record, products)
+    assert tenant_objects(scope) == [record["object"]]
