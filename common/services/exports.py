@@ -185,8 +185,10 @@ def run_export(message: ExportMessage) -> None:
         if current is None:
             log.warning("export not found; message acknowledged", extra={"export_id": message.export_id})
         elif current["status"] in (ExportStatus.COMPLETED, ExportStatus.FAILED):
-            # Its notification may have been lost between the commit and the enqueue.
+            # Its notification may have been lost between the commit and the enqueue, and its
+            # leftovers with it: this copy is a redelivery of the message that worker never acknowledged.
             notifications.enqueue(scope, derived_id(message.export_id, "notification"))
+            _delete_leftovers(scope, current)
         return
     idle = export_file.claims_without_progress(export["claims"], checkpoint_of(export))
     if idle >= settings.export_max_claims:

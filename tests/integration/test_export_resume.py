@@ -299,6 +299,32 @@ def test_a_claim_out_of_time_hands_over_to_a_new_claim_at_once(pipeline: Pipelin
     assert pull_all(exports_topic) == []
 
 
+def test_a_worker_killed_after_finishing_leaves_no_segment_behind(pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed once the finish is committed, before its notification is queued and its segments
+    deleted (or its enqueue failing): Pub/Sub redelivers the unacknowledged message, and that copy
+    must finish the cleanup as well as the notification."""
+    scope = pipeline.scope
+    configure(monkeypatch, export_segment_products=2)
+    products = seed(pipeline, 5)
+    message = request(pipeline, exports_topic)
+    real_enqueue = exports.notifications.enqueue
+
+    def killed(scope: Scope, delivery_id: str, series: int = 0) -> None:
+        raise Killed
+
+    monkeypatch.setattr(exports.notifications, "enqueue", killed)
+    with pytest.raises(Killed):
+        exports.run_export(message)
+    record = exports.get_export(scope, message.export_id)
+    assert_exactly_the_exportable_products(record, products)
+    assert len(blobs.names(exports.segment_prefix(scope, message.export_id))) == 3  # left by the killed worker
+
+    monkeypatch.setattr(exports.notifications, "enqueue", real_enqueue)
+    exports.run_export(message)  # the redelivery
+    assert exports.get_export(scope, message.export_id) == record
+    assert tenant_objects(scope) == [record["object"]]
+
+
 def test_a_file_composed_by_a_claim_killed_before_finishing_is_deleted(pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Claim 1 composes its file `{id}.jsonl`, then dies before its finish commits; claim 2 finishes
     the export with `{id}.2.jsonl`. Claim 1's file, a whole copy of the catalog that no record names,
