@@ -243,7 +243,13 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() - started >= settings.export_claim_seconds:
             raise HandOver(export["id"])
     name = object_name(scope, export["id"], export["claims"])
-    _assemble(scope, export, checkpoint.segments, name)
+    try:
+        _assemble(scope, export, checkpoint.segments, name)
+    except gexc.NotFound:
+        # A segment gone: a later claim finished the export and deleted them while this one was
+        # overtaken (LostClaim); while this worker still holds the claim, a failure.
+        lease.confirm()
+        raise
     return {
         "object": name,
         "product_count": checkpoint.product_count,
@@ -381,6 +387,10 @@ class _Lease:
     def keep(self) -> None:
         if time.monotonic() - self.at <= self.every:
             return
+        self.confirm()
+
+    def confirm(self) -> None:
+        """Renew the lease now; LostClaim if another worker holds the claim."""
         if not store.renew_lease(self.scope, self.export_id, self.owner, self.seconds):
             raise LostClaim(self.export_id)
         self.renewed()

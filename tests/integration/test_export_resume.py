@@ -351,3 +351,48 @@ def test_a_file_composed_by_a_claim_killed_before_finishing_is_deleted(pipeline:
     assert record["object"] == exports.object_name(scope, message.export_id, 2)
     assert_exactly_the_exportable_products(record, products)
     assert tenant_objects(scope) == [record["object"]]
+
+
+def test_an_overtaken_claim_reaching_its_compose_after_the_cleanup_stops_quietly(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worker A commits every segment, then stalls before its compose, past its lease. Worker B
+    claims the export, finishes it and deletes A's segments. A's compose then finds them gone: that
+    is a lost claim (nothing is written), not an export failure to log as an error."""
+    scope = pipeline.scope
+    configure(monkeypatch, export_segment_products=2, stale_after_seconds=1)
+    products = seed(pipeline, 5)
+    message = request(pipeline, exports_topic)
+    real_assemble = exports._assemble
+    stalled, release = threading.Event(), threading.Event()
+    slow = threading.local()
+
+    def stalling_assemble(*args: Any) -> None:
+        if getattr(slow, "on", False):
+            stalled.set()
+            assert release.wait(60)
+        real_assemble(*args)
+
+    monkeypatch.setattr(exports, "_assemble", stalling_assemble)
+
+    def worker_a() -> None:
+        slow.on = True
+        exports.run_export(message)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        a = pool.submit(worker_a)
+        try:
+            assert stalled.wait(30)
+            lease_lapsed(scope, message.export_id)
+            exports.run_export(message)  # B: claim 2, which finishes and deletes claim 1's segments
+        finally:
+            release.set()
+        record = exports.get_export(scope, message.export_id)
+        assert_exactly_the_exportable_products(record, products)
+        caplog.clear()
+        a.result(timeout=60)
+
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "synq.exports"]
+    assert logged == [("WARNING", "export taken over by another worker; this one stops")]
+    assert exports.get_export(scope, message.export_id) == record
+    assert tenant_objects(scope) == [record["object"]]
