@@ -154,6 +154,7 @@ def test_a_killed_claim_is_resumed_after_its_last_whole_segment(pipeline: Pipeli
     assert written[written_before["id"]]["title"] == written_before["title"]
     assert written[written_after["id"]]["title"] == "Changed before its segment"
     assert tenant_objects(scope) == [record["object"]]  # the segments are gone
+    assert "checkpoint" not in stored(scope, message.export_id)  # it named them: it goes with the finish
 
 
 @pytest.mark.streams_left_open  # every claim but the last is killed mid-catalog
@@ -203,6 +204,7 @@ def test_claims_in_a_row_without_progress_still_fail_an_export_that_moved_before
     assert record["status"] == "FAILED" and record["error"] == "too_many_attempts" and record["product_count"] is None, record
     assert stored(scope, message.export_id)["claims"] == 4
     assert tenant_objects(scope) == []  # claim 1's segment went with the failure
+    assert "checkpoint" not in stored(scope, message.export_id)
 
 
 def test_more_segments_than_one_compose_takes_are_joined_in_rounds(pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,7 +223,6 @@ def test_more_segments_than_one_compose_takes_are_joined_in_rounds(pipeline: Pip
     exports.run_export(message)
     record = exports.get_export(scope, message.export_id)
     assert_exactly_the_exportable_products(record, products)
-    assert len(stored(scope, message.export_id)["checkpoint"]["segments"]) == 38
     prefix = exports.segment_prefix(scope, message.export_id)
     assert [(name.startswith(prefix), count) for name, count in composed] == [(True, 32), (True, 6), (False, 2)]
     assert composed[-1][0] == record["object"] == exports.object_name(scope, message.export_id, 1)
@@ -248,6 +249,14 @@ def test_a_segment_of_an_overtaken_claim_is_never_in_the_file(pipeline: Pipeline
         return real_checkpoint(scope, export_id, owner, checkpoint, lease_seconds)
 
     monkeypatch.setattr(export_store, "checkpoint_export", stalling_checkpoint)
+    real_compose = blobs.compose
+    composed: list[tuple[str, list[str]]] = []
+
+    def observed(name: str, sources: list[str], content_type: str) -> None:
+        composed.append((name, sources))
+        real_compose(name, sources, content_type)
+
+    monkeypatch.setattr(blobs, "compose", observed)
 
     def worker_a() -> None:
         slow.on = True
@@ -266,10 +275,10 @@ def test_a_segment_of_an_overtaken_claim_is_never_in_the_file(pipeline: Pipeline
             release.set()
         a.result(timeout=60)  # A's checkpoint is refused: it deletes its segment and stops quietly
 
-    export = stored(scope, message.export_id)
-    assert export["checkpoint"]["segments"] == [first, *(exports.segment_name(scope, message.export_id, 2, n) for n in (1, 2))]
     record = exports.get_export(scope, message.export_id)
     assert record["object"] == exports.object_name(scope, message.export_id, 2)
+    # The file is B's checkpoint's segments: A's first, committed, then B's own.
+    assert composed == [(record["object"], [first, *(exports.segment_name(scope, message.export_id, 2, n) for n in (1, 2))])]
     written = assert_exactly_the_exportable_products(record, products)
     assert written[2]["title"] == "Changed while A stalled"  # B's segment, not A's
     assert tenant_objects(scope) == [record["object"]]
