@@ -334,9 +334,8 @@ def _delete_leftovers(scope: Scope, export: dict[str, Any]) -> None:
     except RETRYABLE as exc:
         log.warning("export leftovers not deleted; the lifecycle rule will", extra={"export_id": export["id"], "error": str(exc)[:200]})
         return
-    for name in names:
-        if name != keep:
-            _delete_quietly(name)
+    with contextlib.suppress(*RETRYABLE):
+        blobs.delete_many([name for name in names if name != keep])  # 40 segments: one request
 
 
 def _release(scope: Scope, export: dict[str, Any]) -> bool:
