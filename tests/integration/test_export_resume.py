@@ -334,7 +334,9 @@ def test_a_worker_killed_after_finishing_leaves_no_segment_behind(pipeline: Pipe
     assert tenant_objects(scope) == [record["object"]]
 
 
-def test_a_file_composed_by_a_claim_killed_before_finishing_is_deleted(pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_composed_by_a_claim_killed_before_finishing_is_deleted(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Claim 1 composes its file `{id}.jsonl`, then dies before its finish commits; claim 2 finishes
     the export with `{id}.2.jsonl`. Claim 1's file, a whole copy of the catalog that no record names,
     must not be left for the bucket's retention rule (30 days)."""
