@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# run_export's timeout as deployed (infra/deploy.py: an event-driven function's longest, 9 minutes).
+RUN_EXPORT_TIMEOUT_SECONDS = 540
 
 
 def lane_topic(topic: str, lane: int) -> str:
@@ -97,7 +100,8 @@ class Settings(BaseSettings):
     # A claim starts no segment after writing this long (0: after each segment): it hands the
     # export over (claim given back, a new message published) for a new claim to resume at once. Killed by the timeout
     # instead, it would lose its segment and wait ~11 minutes (the lease lapsing, the reconciler's
-    # tick). 420 s leaves a segment's 60 s and the compose within run_export's 540 s.
+    # tick). 420 s leaves a segment's 60 s and the compose within run_export's 540 s; the two
+    # together must stay under it (checked when the settings are read).
     export_claim_seconds: float = Field(default=420.0, ge=0)
     # Claims in a row that may end without committing a segment (killed, timed out, a storage fault's
     # given-back claim, a worker that died); the next one ends the export FAILED
@@ -129,6 +133,20 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_sender: str = "Synq <no-reply@synq.local>"
+
+    @model_validator(mode="after")
+    def _export_claim_fits_run_export(self) -> Settings:
+        """A claim may start a segment just before `export_claim_seconds`; that segment (then its
+        close, the compose, the finish) must end before run_export's timeout, or long exports have
+        claims killed mid-segment that lose it and wait for their lease and the reconciler instead
+        of handing over. Refused here, a bad setting fails the first settings read of every
+        function rather than only large exports, later and slowly."""
+        if self.export_claim_seconds + self.export_segment_seconds >= RUN_EXPORT_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"export_claim_seconds ({self.export_claim_seconds:g}) + export_segment_seconds ({self.export_segment_seconds:g}) "
+                f"must stay under run_export's {RUN_EXPORT_TIMEOUT_SECONDS} s timeout"
+            )
+        return self
 
     def chunk_topic(self, n: int) -> str:
         """The topic chunk `n`'s messages are published to."""

@@ -25,7 +25,8 @@ class ExportMessage(Record):
 
 class ExportCheckpoint(Record):
     """How far an export's file is written: stored on its record (`checkpoint`) each time a segment
-    is whole, in a transaction that checks the claim's lease owner. A new claim resumes after
+    is whole, in a transaction that checks the claim's lease owner, and removed by the write that
+    finishes the export (`store.exports.finish_export`). A new claim resumes after
     `last_product_id` and composes `segments`, in order, into the file (`services.exports`).
 
     The counts are running totals over every product read up to `last_product_id`; the record's own

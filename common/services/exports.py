@@ -185,8 +185,10 @@ def run_export(message: ExportMessage) -> None:
         if current is None:
             log.warning("export not found; message acknowledged", extra={"export_id": message.export_id})
         elif current["status"] in (ExportStatus.COMPLETED, ExportStatus.FAILED):
-            # Its notification may have been lost between the commit and the enqueue.
+            # Its notification may have been lost between the commit and the enqueue, and its
+            # leftovers with it: this copy is a redelivery of the message that worker never acknowledged.
             notifications.enqueue(scope, derived_id(message.export_id, "notification"))
+            _delete_leftovers(scope, current)
         return
     idle = export_file.claims_without_progress(export["claims"], checkpoint_of(export))
     if idle >= settings.export_max_claims:
@@ -241,7 +243,13 @@ def write_file(scope: Scope, export: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() - started >= settings.export_claim_seconds:
             raise HandOver(export["id"])
     name = object_name(scope, export["id"], export["claims"])
-    _assemble(scope, export, checkpoint.segments, name)
+    try:
+        _assemble(scope, export, checkpoint.segments, name)
+    except gexc.NotFound:
+        # A segment gone: a later claim finished the export and deleted them while this one was
+        # overtaken (LostClaim); while this worker still holds the claim, a failure.
+        lease.confirm()
+        raise
     return {
         "object": name,
         "product_count": checkpoint.product_count,
@@ -313,15 +321,21 @@ def _delete_quietly(name: str) -> None:
         blobs.delete(name)  # which already takes a missing object as deleted
 
 
-def _delete_segments(scope: Scope, export_id: str) -> None:
-    """Best effort, once the export is finished: its segments, and any a lost claim left behind."""
+def _delete_leftovers(scope: Scope, export: dict[str, Any]) -> None:
+    """Best effort, once the export is finished: every object its claims made but the file its
+    record names (none for a FAILED export). That is its segments and any a lost claim left behind,
+    and the file of a claim killed between its compose and its finish, a whole copy of the catalog
+    that the next claim, finishing under its own name, would otherwise leave to the lifecycle rule.
+
+    Every such object shares the prefix `{id}.`: `{id}.jsonl`, `{id}.{n}.jsonl`, `{id}.parts/…`."""
+    keep = export["object"] if export["status"] == ExportStatus.COMPLETED else None
     try:
-        names = blobs.names(segment_prefix(scope, export_id))
+        names = blobs.names(f"exports/{scope.org_id}/{scope.tenant_id}/{export['id']}.")
     except RETRYABLE as exc:
-        log.warning("export segments not deleted; the lifecycle rule will", extra={"export_id": export_id, "error": str(exc)[:200]})
+        log.warning("export leftovers not deleted; the lifecycle rule will", extra={"export_id": export["id"], "error": str(exc)[:200]})
         return
-    for name in names:
-        _delete_quietly(name)
+    with contextlib.suppress(*RETRYABLE):
+        blobs.delete_many([name for name in names if name != keep])  # 40 segments: one request
 
 
 def _release(scope: Scope, export: dict[str, Any]) -> bool:
@@ -372,6 +386,10 @@ class _Lease:
     def keep(self) -> None:
         if time.monotonic() - self.at <= self.every:
             return
+        self.confirm()
+
+    def confirm(self) -> None:
+        """Renew the lease now; LostClaim if another worker holds the claim."""
         if not store.renew_lease(self.scope, self.export_id, self.owner, self.seconds):
             raise LostClaim(self.export_id)
         self.renewed()
@@ -406,7 +424,7 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
         return
     notifications.enqueue(scope, delivery["id"])
     log.info("export finished", extra={"export_id": export["id"], "status": final["status"], "products": final.get("product_count")})
-    _delete_segments(scope, export["id"])  # finished: no claim composes them any more
+    _delete_leftovers(scope, final)  # finished: no claim composes its segments any more
 
 
 def reconcile(cutoff: Any) -> int:

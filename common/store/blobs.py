@@ -39,6 +39,21 @@ def delete(name: str) -> None:
         bucket().blob(name).delete()
 
 
+# Cloud Storage takes at most 100 calls in one batch request.
+BATCH_MAX_CALLS = 100
+
+
+def delete_many(names: list[str]) -> None:
+    """Delete the objects, 100 to a batch request (one request, not one per object). Best effort:
+    a call of the batch that fails (the object missing included) leaves its object as it is."""
+    client = storage_client()
+    store = bucket()
+    for start in range(0, len(names), BATCH_MAX_CALLS):
+        with client.batch(raise_exception=False):
+            for name in names[start : start + BATCH_MAX_CALLS]:
+                store.blob(name).delete()
+
+
 def compose(name: str, sources: list[str], content_type: str) -> None:
     """Concatenate the objects `sources`, in order, into the object `name`.
 

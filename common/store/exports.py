@@ -109,7 +109,10 @@ def release_export(scope: Scope, export_id: str, owner: str) -> bool:
 
 def finish_export(scope: Scope, export_id: str, owner: str, changes: dict[str, Any], delivery: dict[str, Any] | None, audit: dict[str, Any]) -> bool:
     """The export's final state, its delivery record and its audit event, in one transaction, only
-    while `owner` still holds the claim: a worker that outlived its lease finishes nothing."""
+    while `owner` still holds the claim: a worker that outlived its lease finishes nothing.
+
+    The `checkpoint` goes in the same write: it names segments that are deleted once the export is
+    finished, and its counts are the record's own from then on."""
     db = firestore_client()
     ref = coll(scope, "exports").document(export_id)
 
@@ -122,7 +125,7 @@ def finish_export(scope: Scope, export_id: str, owner: str, changes: dict[str, A
             # Finished by this very claim: a commit whose answer was lost, run again by the client.
             # Refusing it would have the worker delete the file the record now names.
             return export.get("status") in (ExportStatus.COMPLETED, ExportStatus.FAILED)
-        tx.update(ref, changes)
+        tx.update(ref, {**changes, "checkpoint": firestore.DELETE_FIELD})
         if delivery is not None:
             tx.create(coll(scope, "notification_deliveries", db).document(delivery["id"]), delivery)
         tx.set(coll(scope, "audit_events", db).document(audit["id"]), audit)

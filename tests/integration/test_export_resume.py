@@ -132,7 +132,9 @@ def test_a_killed_claim_is_resumed_after_its_last_whole_segment(pipeline: Pipeli
     assert export["product_count"] is None  # the record's counts wait for the finished file
 
     # Between the claims, a product already written changes, and one not yet written.
-    written_before, written_after = next(p for p in done if not p["excluded"]), products[-1]
+    # Both must be in the file: products are in id order, so either bad GTIN may sort last.
+    written_before = next(p for p in done if not p["excluded"])
+    written_after = next(p for p in reversed(products[6:]) if not p["excluded"])
     changes = [
         {"sku": written_before["sku"], "title": "Changed after its segment"},
         {"sku": written_after["sku"], "title": "Changed before its segment"},
@@ -152,6 +154,7 @@ def test_a_killed_claim_is_resumed_after_its_last_whole_segment(pipeline: Pipeli
     assert written[written_before["id"]]["title"] == written_before["title"]
     assert written[written_after["id"]]["title"] == "Changed before its segment"
     assert tenant_objects(scope) == [record["object"]]  # the segments are gone
+    assert "checkpoint" not in stored(scope, message.export_id)  # it named them: it goes with the finish
 
 
 @pytest.mark.streams_left_open  # every claim but the last is killed mid-catalog
@@ -201,6 +204,7 @@ def test_claims_in_a_row_without_progress_still_fail_an_export_that_moved_before
     assert record["status"] == "FAILED" and record["error"] == "too_many_attempts" and record["product_count"] is None, record
     assert stored(scope, message.export_id)["claims"] == 4
     assert tenant_objects(scope) == []  # claim 1's segment went with the failure
+    assert "checkpoint" not in stored(scope, message.export_id)
 
 
 def test_more_segments_than_one_compose_takes_are_joined_in_rounds(pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -219,7 +223,6 @@ def test_more_segments_than_one_compose_takes_are_joined_in_rounds(pipeline: Pip
     exports.run_export(message)
     record = exports.get_export(scope, message.export_id)
     assert_exactly_the_exportable_products(record, products)
-    assert len(stored(scope, message.export_id)["checkpoint"]["segments"]) == 38
     prefix = exports.segment_prefix(scope, message.export_id)
     assert [(name.startswith(prefix), count) for name, count in composed] == [(True, 32), (True, 6), (False, 2)]
     assert composed[-1][0] == record["object"] == exports.object_name(scope, message.export_id, 1)
@@ -246,6 +249,14 @@ def test_a_segment_of_an_overtaken_claim_is_never_in_the_file(pipeline: Pipeline
         return real_checkpoint(scope, export_id, owner, checkpoint, lease_seconds)
 
     monkeypatch.setattr(export_store, "checkpoint_export", stalling_checkpoint)
+    real_compose = blobs.compose
+    composed: list[tuple[str, list[str]]] = []
+
+    def observed(name: str, sources: list[str], content_type: str) -> None:
+        composed.append((name, sources))
+        real_compose(name, sources, content_type)
+
+    monkeypatch.setattr(blobs, "compose", observed)
 
     def worker_a() -> None:
         slow.on = True
@@ -264,10 +275,10 @@ def test_a_segment_of_an_overtaken_claim_is_never_in_the_file(pipeline: Pipeline
             release.set()
         a.result(timeout=60)  # A's checkpoint is refused: it deletes its segment and stops quietly
 
-    export = stored(scope, message.export_id)
-    assert export["checkpoint"]["segments"] == [first, *(exports.segment_name(scope, message.export_id, 2, n) for n in (1, 2))]
     record = exports.get_export(scope, message.export_id)
     assert record["object"] == exports.object_name(scope, message.export_id, 2)
+    # The file is B's checkpoint's segments: A's first, committed, then B's own.
+    assert composed == [(record["object"], [first, *(exports.segment_name(scope, message.export_id, 2, n) for n in (1, 2))])]
     written = assert_exactly_the_exportable_products(record, products)
     assert written[2]["title"] == "Changed while A stalled"  # B's segment, not A's
     assert tenant_objects(scope) == [record["object"]]
@@ -295,3 +306,104 @@ def test_a_claim_out_of_time_hands_over_to_a_new_claim_at_once(pipeline: Pipelin
     assert_exactly_the_exportable_products(record, products)
     assert tenant_objects(scope) == [record["object"]]
     assert pull_all(exports_topic) == []
+
+
+def test_a_worker_killed_after_finishing_leaves_no_segment_behind(pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed once the finish is committed, before its notification is queued and its segments
+    deleted (or its enqueue failing): Pub/Sub redelivers the unacknowledged message, and that copy
+    must finish the cleanup as well as the notification."""
+    scope = pipeline.scope
+    configure(monkeypatch, export_segment_products=2)
+    products = seed(pipeline, 5)
+    message = request(pipeline, exports_topic)
+    real_enqueue = exports.notifications.enqueue
+
+    def killed(scope: Scope, delivery_id: str, series: int = 0) -> None:
+        raise Killed
+
+    monkeypatch.setattr(exports.notifications, "enqueue", killed)
+    with pytest.raises(Killed):
+        exports.run_export(message)
+    record = exports.get_export(scope, message.export_id)
+    assert_exactly_the_exportable_products(record, products)
+    assert len(blobs.names(exports.segment_prefix(scope, message.export_id))) == 3  # left by the killed worker
+
+    monkeypatch.setattr(exports.notifications, "enqueue", real_enqueue)
+    exports.run_export(message)  # the redelivery
+    assert exports.get_export(scope, message.export_id) == record
+    assert tenant_objects(scope) == [record["object"]]
+
+
+def test_a_file_composed_by_a_claim_killed_before_finishing_is_deleted(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claim 1 composes its file `{id}.jsonl`, then dies before its finish commits; claim 2 finishes
+    the export with `{id}.2.jsonl`. Claim 1's file, a whole copy of the catalog that no record names,
+    must not be left for the bucket's retention rule (30 days)."""
+    scope = pipeline.scope
+    configure(monkeypatch, export_segment_products=2, stale_after_seconds=0.5)
+    products = seed(pipeline, 5, bad={3})
+    message = request(pipeline, exports_topic)
+    real_finish = export_store.finish_export
+
+    def killed(*args: Any) -> bool:
+        raise Killed
+
+    monkeypatch.setattr(export_store, "finish_export", killed)
+    with pytest.raises(Killed):
+        exports.run_export(message)
+    first = exports.object_name(scope, message.export_id, 1)
+    assert first in tenant_objects(scope)
+
+    monkeypatch.setattr(export_store, "finish_export", real_finish)
+    lease_lapsed(scope, message.export_id)
+    exports.run_export(message)  # the reconciler's copy: claim 2, which reads nothing new
+    record = exports.get_export(scope, message.export_id)
+    assert record["object"] == exports.object_name(scope, message.export_id, 2)
+    assert_exactly_the_exportable_products(record, products)
+    assert tenant_objects(scope) == [record["object"]]
+
+
+def test_an_overtaken_claim_reaching_its_compose_after_the_cleanup_stops_quietly(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worker A commits every segment, then stalls before its compose, past its lease. Worker B
+    claims the export, finishes it and deletes A's segments. A's compose then finds them gone: that
+    is a lost claim (nothing is written), not an export failure to log as an error."""
+    scope = pipeline.scope
+    configure(monkeypatch, export_segment_products=2, stale_after_seconds=1)
+    products = seed(pipeline, 5)
+    message = request(pipeline, exports_topic)
+    real_assemble = exports._assemble
+    stalled, release = threading.Event(), threading.Event()
+    slow = threading.local()
+
+    def stalling_assemble(*args: Any) -> None:
+        if getattr(slow, "on", False):
+            stalled.set()
+            assert release.wait(60)
+        real_assemble(*args)
+
+    monkeypatch.setattr(exports, "_assemble", stalling_assemble)
+
+    def worker_a() -> None:
+        slow.on = True
+        exports.run_export(message)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        a = pool.submit(worker_a)
+        try:
+            assert stalled.wait(30)
+            lease_lapsed(scope, message.export_id)
+            exports.run_export(message)  # B: claim 2, which finishes and deletes claim 1's segments
+        finally:
+            release.set()
+        record = exports.get_export(scope, message.export_id)
+        assert_exactly_the_exportable_products(record, products)
+        caplog.clear()
+        a.result(timeout=60)
+
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "synq.exports"]
+    assert logged == [("WARNING", "export taken over by another worker; this one stops")]
+    assert exports.get_export(scope, message.export_id) == record
+    assert tenant_objects(scope) == [record["object"]]
