@@ -398,7 +398,7 @@ def test_retry_errors_show_the_api_message_and_exit_2(tenant: Tenant, cli: Cli, 
 
     wrong_index = cli("retry", job_id, "--corrections", not_failed)
     assert wrong_index.returncode == 2 and wrong_index.stdout == ""
-    assert wrong_index.stderr == "error: invalid_correction: corrections['0'] names no failed item of the job.\n"
+    assert wrong_index.stderr == "error: invalid_correction: corrections['0'] names no item the retry runs (failed, or not run).\n"
 
     bad_file = tmp_path / "bad.json"
     bad_file.write_text('{"1": {"title": "a"}, "1": {"title": "b"}}')
@@ -417,7 +417,7 @@ def test_retry_errors_show_the_api_message_and_exit_2(tenant: Tenant, cli: Cli, 
     assert tenant.wait_job(done["id"])["status"] == "COMPLETED"
     not_retryable = cli("retry", done["id"])
     assert not_retryable.returncode == 2
-    assert not_retryable.stderr == "error: job_not_failed: The job is COMPLETED; only FAILED jobs can be retried.\n"
+    assert not_retryable.stderr == "error: job_not_failed: The job is COMPLETED; only FAILED or CANCELLED jobs can be retried.\n"
     unknown = cli("retry", str(uuid.uuid4()))
     assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No bulk job with that id in this tenant.\n"
 
