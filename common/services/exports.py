@@ -38,6 +38,11 @@ TOO_MANY_ATTEMPTS = "too_many_attempts"
 RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.BadGateway)
 
 
+def _stem(scope: Scope, export_id: str) -> str:
+    """What every object of the export is named after: its file, each claim's, and its segments."""
+    return f"exports/{scope.org_id}/{scope.tenant_id}/{export_id}"
+
+
 def object_name(scope: Scope, export_id: str, claim: int = 1) -> str:
     """The file claim number `claim` writes: `{id}.jsonl` for the first, `{id}.{n}.jsonl` after.
 
@@ -45,13 +50,13 @@ def object_name(scope: Scope, export_id: str, claim: int = 1) -> str:
     claim finished the export: under a shared name its older file would replace the finished one.
     The export's record names the file of the claim that finished it."""
     suffix = f".{claim}" if claim > 1 else ""
-    return f"exports/{scope.org_id}/{scope.tenant_id}/{export_id}{suffix}.jsonl"
+    return f"{_stem(scope, export_id)}{suffix}.jsonl"
 
 
 def segment_prefix(scope: Scope, export_id: str) -> str:
     """Where the export's segments and compose scratch objects live until it finishes: under
     `exports/`, so the bucket's lifecycle rule deletes whatever the cleanup missed (docs/deploy.md)."""
-    return f"exports/{scope.org_id}/{scope.tenant_id}/{export_id}.parts/"
+    return f"{_stem(scope, export_id)}.parts/"
 
 
 def segment_name(scope: Scope, export_id: str, claim: int, index: int) -> str:
@@ -330,7 +335,7 @@ def _delete_leftovers(scope: Scope, export: dict[str, Any]) -> None:
     Every such object shares the prefix `{id}.`: `{id}.jsonl`, `{id}.{n}.jsonl`, `{id}.parts/…`."""
     keep = export["object"] if export["status"] == ExportStatus.COMPLETED else None
     try:
-        names = blobs.names(f"exports/{scope.org_id}/{scope.tenant_id}/{export['id']}.")
+        names = blobs.names(f"{_stem(scope, export['id'])}.")
     except RETRYABLE as exc:
         log.warning("export leftovers not deleted; the lifecycle rule will", extra={"export_id": export["id"], "error": str(exc)[:200]})
         return
