@@ -317,7 +317,7 @@ def download_export(request: Request) -> Response:
 @router.route(
     "GET",
     f"{PREFIX}/notification-settings",
-    summary="Get how the tenant is notified of exports (admin)",
+    summary="Get how the tenant is notified of exports and bulk jobs (admin)",
     response_model=NotificationSettingsPublic,
     tags=("notifications",),
 )
@@ -330,8 +330,11 @@ def get_notification_settings(request: Request) -> Response:
 @router.route(
     "PUT",
     f"{PREFIX}/notification-settings",
-    summary="Set how the tenant is notified of exports (admin)",
-    description="A new webhook URL gets a new signing secret, returned in this answer only.",
+    summary="Set how the tenant is notified of exports and bulk jobs (admin)",
+    description=(
+        "A new webhook URL gets a new signing secret, returned in this answer only. `events` names the ends the tenant hears of; "
+        "without it, an export's (`export.completed`, `export.failed`): the `bulk_job.*` events are opt-in."
+    ),
     request_model=NotificationSettingsIn,
     response_model=NotificationSettingsUpdated,
     tags=("notifications",),

@@ -154,7 +154,7 @@ PROFILES: dict[str, Profile] = {
         public=True,
         publishes=("jobs_topic", "exports_topic"),
         bucket_role=STORAGE_WRITER,  # payloads/ of large jobs
-        enqueues_tasks=True,  # POST /notification-deliveries/{id}/redeliver
+        enqueues_tasks=True,  # POST /notification-deliveries/{id}/redeliver, a cancelled job's notification
         secrets=(("SYNQ_DOWNLOAD_SIGNING_KEY", SIGNING_KEY_SECRET),),  # checks signed download links
         signs_urls=True,  # the download route redirects to a signed URL of the export's file
     ),
@@ -166,19 +166,24 @@ PROFILES: dict[str, Profile] = {
         max_instances=10,
         publishes=("chunks_topic",),
         bucket_role=STORAGE_READER,
+        enqueues_tasks=True,  # the notification of a job it fails (its payload expired before it ran)
     ),
     # One chunk (<= 600 KB of items) plus the products it prefetches, each up to 1 MiB; 512Mi
     # also buys twice the CPU of 256Mi, which shortens its transactions and so their contention.
     # Its instance limit bounds the writes per second on one job's document (~1/s sustained is
     # Firestore's guidance), which every chunk of that job updates.
     # A finished chunk releases the next one into its job's window; the last one may start the commit round.
-    "process_chunk": Profile(memory="512Mi", timeout_s=stack.ACK_DEADLINE_SECONDS, max_instances=20, publishes=("chunks_topic",)),
+    # The chunk that ends its job queues the job's notification.
+    "process_chunk": Profile(
+        memory="512Mi", timeout_s=stack.ACK_DEADLINE_SECONDS, max_instances=20, publishes=("chunks_topic",), enqueues_tasks=True
+    ),
     # One tick a minute; a tick that finds the previous one still running is retried, and ticks
     # are interchangeable, so one instance is enough and two would only duplicate work.
     "reconcile": Profile(
         timeout_s=stack.ACK_DEADLINE_SECONDS,
         max_instances=1,
         publishes=("jobs_topic", "chunks_topic", "exports_topic"),  # republishes jobs, chunks and exports
+        enqueues_tasks=True,  # notifications a dead worker recorded and never queued; the jobs it finishes
         max_delivery_attempts=5,
     ),
     # Streams the catalog into one object: memory is bounded by a page of products and the

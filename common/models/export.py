@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
@@ -65,20 +65,29 @@ Email = Annotated[StrictStr, StringConstraints(max_length=320, pattern=r"^[^@\s]
 Url = Annotated[StrictStr, StringConstraints(max_length=2048)]
 
 
+EventType = Literal["export.completed", "export.failed", "bulk_job.completed", "bulk_job.failed", "bulk_job.cancelled"]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+# What a tenant hears of when its settings name no `events`: the seed's promise, an export's end.
+# Bulk-job events are opt-in, so a receiver written for exports never meets a type it did not ask for.
+DEFAULT_EVENTS: tuple[EventType, ...] = ("export.completed", "export.failed")
+
+
 class NotificationSettingsIn(BaseModel):
-    """PUT /notification-settings: how this tenant hears that an export is ready."""
+    """PUT /notification-settings: how this tenant hears that an export is ready, or a bulk job ended."""
 
     model_config = ConfigDict(extra="forbid")
 
     channel: Literal["webhook", "email"]
     webhook_url: Url | None = None
     email: Email | None = None
+    events: list[EventType] = Field(default_factory=lambda: list(DEFAULT_EVENTS), max_length=len(EVENT_TYPES) * 2)
 
 
 class NotificationSettingsPublic(PublicModel):
     channel: str | None = None
     webhook_url: str | None = None
     email: str | None = None
+    events: list[EventType] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
     has_signing_secret: bool = False
     updated_at: OptionalTimestamp = None
 
@@ -118,6 +127,7 @@ class DeliveryPublic(PublicModel):
     type: str
     channel: str
     export_id: str | None = None
+    job_id: str | None = None
     attempts: int = 0
     last_status_code: int | None = None
     last_error: str | None = None

@@ -417,7 +417,7 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
         "created_at": rfc3339(export["created_at"]),
         "completed_at": rfc3339(now),
     }
-    delivery = notifications.new_delivery(scope, derived_id(export["id"], "notification"), event_type, data, export["id"])
+    delivery = notifications.new_delivery(scope, derived_id(export["id"], "notification"), event_type, data, export_id=export["id"])
     details = {k: data[k] for k in ("product_count", "excluded_count")}
     if changes.get("error"):
         details["error"] = changes["error"]  # why it failed, in the audit trail as on the record
@@ -427,7 +427,8 @@ def _finish(scope: Scope, export: dict[str, Any], changes: dict[str, Any], event
         if changes.get("object"):
             _delete_quietly(changes["object"])  # this claim's file, which no record names
         return
-    notifications.enqueue(scope, delivery["id"])
+    if delivery is not None:
+        notifications.enqueue(scope, delivery["id"])
     log.info("export finished", extra={"export_id": export["id"], "status": final["status"], "products": final.get("product_count")})
     _delete_leftovers(scope, final)  # finished: no claim composes its segments any more
 

@@ -25,7 +25,7 @@ from common.logging import get_logger
 from common.models.audit import audit_event
 from common.models.base import utcnow
 from common.models.job import ChunkMessage, ItemResult, JobMessage, JobPublic, JobStatus, JobSummary, JobType
-from common.services import product_import
+from common.services import notifications, product_import
 from common.store import blobs, catalog, queue
 from common.store import jobs as store
 from common.store.paths import Scope
@@ -328,12 +328,18 @@ def cancel_job(principal: Principal, job_id: str) -> dict[str, Any]:
     """Stop a PENDING or PROCESSING job: chunks not started are skipped, a chunk in flight finishes
     the step it is in. `processed_items` then says how many items were applied before the stop."""
     job = get_job(principal.scope, job_id)
-    cancelled = store.cancel(principal.scope, job_id, audit_by(principal, "bulk_job.cancelled", "bulk_job", job_id, {"status_before": job["status"]}))
+    audit = audit_by(principal, "bulk_job.cancelled", "bulk_job", job_id, {"status_before": job["status"]})
+    cancelled = store.cancel(principal.scope, job_id, audit, end_notice(principal.scope))
     if cancelled is None:
         raise errors.Conflict(
             f"The job is {get_job(principal.scope, job_id)['status']}; only PENDING or PROCESSING jobs can be cancelled.", code="job_not_active"
         )
     log.info("job cancelled", extra={"job_id": job_id})
+    try:
+        notify_end(principal.scope, job_id)
+    except (gexc.GoogleAPICallError, errors.Transient) as exc:
+        # The job is cancelled and its notification recorded with it: the reconciler queues it.
+        log.warning("job cancelled; its notification is left to the reconciler", extra={"job_id": job_id, "error": str(exc)[:200]})
     return public(cancelled, include_payload=False)
 
 
@@ -507,8 +513,10 @@ def dispatch(message: JobMessage) -> None:
         # The payload outlived its retention before the job ran, so no item of it can ever run. The
         # job ends FAILED here; raising instead would fail every delivery until the message was
         # dead-lettered, and the reconciler would republish the still-PENDING job, for ever.
-        if store.fail_pending(scope, message.job_id, _job_audit(job, "bulk_job.failed", {"reason": "payload_expired"}, "failed")):
+        audit = _job_audit(job, "bulk_job.failed", {"reason": "payload_expired"}, "failed")
+        if store.fail_pending(scope, message.job_id, audit, end_notice(scope)):
             log.error("dispatch: the job's payload is gone; job failed", extra={"job_id": message.job_id})
+            notify_end(scope, message.job_id)
         return
     window = settings.chunk_window
     if repeats.serial:
@@ -773,7 +781,7 @@ def _job_audit(job: dict[str, Any], action: str, details: dict[str, Any], key: s
 
 def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
     # store.finish names the event after the final status.
-    status = store.finish(scope, job["id"], _job_audit(job, "bulk_job.finished", {}, "finished"))
+    status = store.finish(scope, job["id"], _job_audit(job, "bulk_job.finished", {}, "finished"), end_notice(scope))
     if status == "commit":
         # Every chunk validated without a failure: now every chunk commits.
         chunks = job.get("chunk_count") or store.get(scope, job["id"], ["chunk_count"]).get("chunk_count", 0)  # type: ignore[union-attr]
@@ -783,7 +791,34 @@ def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
         return None
     if status:
         log.info("job finished", extra={"job_id": job["id"], "status": status})
+        notify_end(scope, job["id"])
     return status
+
+
+# What a job's end event says: its summary as the list shows it, less what changes after the end
+# (`updated_at`, `retried_by`), so that every attempt and every redelivery sends the same bytes.
+END_EVENT_FIELDS = (
+    *("job_type", "status", "total_items", "processed_items", "failed_items", "item_count"),
+    *("what_if", "retry_of", "created_at", "completed_at"),
+)
+
+
+def end_notice(scope: Scope) -> store.Notice:
+    """The `bulk_job.{completed,failed,cancelled}` delivery record of a job as it ends, or None when
+    the tenant does not ask for that event. The store writes it in the transaction that ends the job."""
+
+    def build(job: dict[str, Any]) -> dict[str, Any] | None:
+        data = {"job_id": job["id"], **{k: v for k, v in summary(job).items() if k in END_EVENT_FIELDS}}
+        event_type = f"bulk_job.{job['status'].lower()}"
+        return notifications.new_delivery(scope, engine.derived_id(job["id"], "notification"), event_type, data, job_id=job["id"])
+
+    return build
+
+
+def notify_end(scope: Scope, job_id: str) -> None:
+    """Queue the ended job's notification, if one was recorded. A worker that dies first leaves the
+    record waiting: the reconciler queues it (`notifications.requeue`)."""
+    notifications.enqueue(scope, engine.derived_id(job_id, "notification"))
 
 
 def reconcile() -> dict[str, int]:
@@ -843,6 +878,7 @@ def reconcile() -> dict[str, int]:
     from common.services import exports  # exports imports this module's siblings; import late
 
     counts["exports_republished"] = exports.reconcile(cutoff)
+    counts["notifications_queued"] = notifications.requeue(cutoff)
     if any(counts.values()):
         log.info("reconciled", extra=counts)
     return counts

@@ -8,12 +8,13 @@ import logging
 import smtplib
 import socket
 import ssl
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from google.api_core import exceptions as gexc
 from pydantic import ValidationError
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
@@ -27,7 +28,7 @@ from common.domain.engine import derived_id
 from common.http import is_uuid
 from common.logging import get_logger
 from common.models.base import rfc3339, utcnow
-from common.models.export import DeliveryPublic, DeliveryTask, NotificationSettingsIn, NotificationSettingsPublic
+from common.models.export import DEFAULT_EVENTS, EVENT_TYPES, DeliveryPublic, DeliveryTask, NotificationSettingsIn, NotificationSettingsPublic
 from common.store import exports as store
 from common.store import tasks
 from common.store.paths import Scope
@@ -128,6 +129,7 @@ def put_notification_settings(principal: Principal, body: Any) -> dict[str, Any]
     current = store.get_settings_doc(principal.scope)
     now = utcnow()
     doc = {**current, **wanted.model_dump(), "updated_at": now}
+    doc["events"] = sorted(set(wanted.events), key=EVENT_TYPES.index)  # each once, in one order
     issued = None
     if wanted.webhook_url and (wanted.webhook_url != current.get("webhook_url") or not current.get("secret")):
         issued = webhooks.new_secret()
@@ -165,9 +167,21 @@ def live_secrets(doc: dict[str, Any]) -> list[str]:
     return live
 
 
-def new_delivery(scope: Scope, delivery_id: str, event_type: str, data: dict[str, Any], export_id: str) -> dict[str, Any]:
-    """The delivery record for one event; its body is fixed here, so every attempt sends the same bytes."""
-    channel = store.get_settings_doc(scope).get("channel") or "none"
+def subscribed(settings_doc: dict[str, Any], event_type: str) -> bool:
+    """Whether the tenant's settings ask for this event (settings that name no events: the defaults)."""
+    events = settings_doc.get("events")
+    return event_type in (DEFAULT_EVENTS if events is None else events)
+
+
+def new_delivery(
+    scope: Scope, delivery_id: str, event_type: str, data: dict[str, Any], *, export_id: str | None = None, job_id: str | None = None
+) -> dict[str, Any] | None:
+    """The delivery record for one event, or None when the tenant does not ask for this type. Its
+    body is fixed here, so every attempt sends the same bytes."""
+    settings_doc = store.get_settings_doc(scope)
+    if not subscribed(settings_doc, event_type):
+        return None
+    channel = settings_doc.get("channel") or "none"
     now = utcnow()
     return {
         "id": delivery_id,
@@ -177,6 +191,7 @@ def new_delivery(scope: Scope, delivery_id: str, event_type: str, data: dict[str
         "type": event_type,
         "channel": channel,
         "export_id": export_id,
+        "job_id": job_id,
         "body": webhooks.event_body(event_type, data),
         "attempts": 0,
         "redeliveries": 0,
@@ -184,17 +199,37 @@ def new_delivery(scope: Scope, delivery_id: str, event_type: str, data: dict[str
         "last_error": None if channel != "none" else "No notification channel is configured for this tenant.",
         "delivered_at": None,
         "next_retry_at": None,
+        # Until its task is queued: a record whose worker died before it queued one is found by this.
+        "awaiting_queue": channel != "none",
         "created_at": now,
         "updated_at": now,
     }
 
 
-def enqueue(scope: Scope, delivery_id: str, series: int = 0) -> None:
+def enqueue(scope: Scope, delivery_id: str) -> None:
+    """Queue the delivery's current series of attempts (a redelivery starts a new one)."""
     delivery = store.get_delivery(scope, delivery_id)
     if delivery is None or delivery["channel"] == "none":
         return
-    name = f"{delivery['event_id']}-{series}"
+    name = f"{delivery['event_id']}-{int(delivery.get('redeliveries', 0))}"
     tasks.enqueue_delivery(DeliveryTask(org_id=scope.org_id, tenant_id=scope.tenant_id, event_id=delivery_id), name)
+    if delivery.get("awaiting_queue"):
+        store.update_delivery(scope, delivery_id, {"awaiting_queue": False})
+
+
+def requeue(cutoff: datetime) -> int:
+    """Queue the deliveries recorded before `cutoff` and never queued: the record is written with the
+    end it tells of (a job's, an export's), the task only after, by a worker that may die between.
+    Each is queued under its own series' task name, so one queued meanwhile is not queued twice in
+    the cloud; and `deliver` skips a delivery already delivered."""
+    queued = 0
+    for delivery in store.unqueued_deliveries(cutoff):
+        try:
+            enqueue(Scope(delivery["org_id"], delivery["tenant_id"]), delivery["id"])
+            queued += 1
+        except (gexc.GoogleAPICallError, errors.Transient) as exc:
+            log.warning("requeue: delivery skipped until the next tick", extra={"delivery_id": delivery["id"], "error": str(exc)[:200]})
+    return queued
 
 
 def deliver(task: DeliveryTask) -> bool:
@@ -278,7 +313,9 @@ def _send_email(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> None:
     message["From"] = settings.smtp_sender
     message["To"] = settings_doc["email"]
     message["Message-ID"] = f"<{delivery['event_id']}@synq>"
-    if event["type"] == "export.completed":
+    if event["type"].startswith("bulk_job."):
+        message["Subject"], text = _job_email(data)
+    elif event["type"] == "export.completed":
         message["Subject"] = f"Synq export {data['export_id']} is ready: {data['product_count']} products"
         text = (
             f"Your catalog export {data['export_id']} is ready.\n\n"
@@ -307,6 +344,28 @@ def _send_email(settings_doc: dict[str, Any], delivery: dict[str, Any]) -> None:
         smtp.send_message(message)
 
 
+def _job_email(data: dict[str, Any]) -> tuple[str, str]:
+    job, status = data["job_id"], data["status"]
+    processed, failed, total = data.get("processed_items") or 0, data.get("failed_items") or 0, data.get("total_items")
+    if total is None:
+        total = data.get("item_count")
+    dry = bool(data.get("what_if"))
+    subject = f"Synq bulk job {job} {status}: {processed} of {total} items {'would apply (dry run)' if dry else 'applied'}"
+    lines = [
+        f"Your {data['job_type']} job {job} ended {status} at {data['completed_at']}.",
+        *(["It was a dry run (whatIf): nothing was committed."] if dry else []),
+        "",
+        f"Items: {total}",
+        f"{'Would apply' if dry else 'Applied'}: {processed}",
+        f"Failed: {failed}",
+    ]
+    if failed:
+        lines += ["", f"Why each failed: GET /api/v1/pim/bulk-jobs/{job}/results?status=failed"]
+    if status in ("FAILED", "CANCELLED"):
+        lines += [f"Run what it did not apply: POST /api/v1/pim/bulk-jobs/{job}/retry"]
+    return subject, "\n".join(lines) + "\n"
+
+
 def list_deliveries(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     docs, next_cursor = store.list_deliveries(scope, limit=limit, cursor=cursor)
     return [DeliveryPublic.model_validate(d).dump() for d in docs], next_cursor
@@ -325,5 +384,5 @@ def redeliver(principal: Principal, delivery_id: str) -> dict[str, Any]:
     series = int(delivery.get("redeliveries", 0)) + 1
     changes = {"delivered_at": None, "redeliveries": series, "channel": store.get_settings_doc(scope)["channel"], "updated_at": utcnow()}
     store.update_delivery(scope, delivery_id, changes)
-    enqueue(scope, delivery_id, series)
+    enqueue(scope, delivery_id)
     return DeliveryPublic.model_validate({**delivery, **changes}).dump()

@@ -195,6 +195,18 @@ def update_delivery(scope: Scope, delivery_id: str, changes: dict[str, Any]) -> 
     coll(scope, "notification_deliveries").document(delivery_id).update(changes)
 
 
+def unqueued_deliveries(cutoff: Any, limit: int = 100) -> list[dict[str, Any]]:
+    """Deliveries recorded before `cutoff` whose task was never queued (the worker died first)."""
+    query = (
+        firestore_client()
+        .collection_group("notification_deliveries")
+        .where(filter=firestore.FieldFilter("awaiting_queue", "==", True))
+        .where(filter=firestore.FieldFilter("created_at", "<", cutoff))
+        .limit(limit)
+    )
+    return [fields for _, fields in rows(query)]
+
+
 def list_deliveries(scope: Scope, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     deliveries = coll(scope, "notification_deliveries")
     query = deliveries.order_by("created_at", direction=firestore.Query.DESCENDING).order_by("__name__", direction=firestore.Query.DESCENDING)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +15,16 @@ from common.models.base import utcnow
 from common.models.job import JobStatus
 from common.store import pages
 from common.store.paths import Scope, chunk_id, coll, data, existing, job_ref, read, rows
+
+# Builds the notification record of a job's end from the job as it ended (None: no one asked for it).
+Notice = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+def _record_notice(tx: firestore.Transaction, scope: Scope, notice: Notice | None, job: dict[str, Any]) -> None:
+    """In the transaction that ends the job: its end is never recorded without its notification."""
+    delivery = notice(job) if notice is not None else None
+    if delivery is not None:
+        tx.create(coll(scope, "notification_deliveries").document(delivery["id"]), delivery)
 
 
 def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any], retry_of: str | None = None) -> None:
@@ -28,7 +38,7 @@ def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any], retry_of: s
     batch.commit()
 
 
-def cancel(scope: Scope, job_id: str, audit: dict[str, Any]) -> dict[str, Any] | None:
+def cancel(scope: Scope, job_id: str, audit: dict[str, Any], notice: Notice | None = None) -> dict[str, Any] | None:
     """PENDING or PROCESSING → CANCELLED; returns the job as cancelled, or None if it had ended."""
     db = firestore_client()
     ref = job_ref(scope, job_id)
@@ -46,12 +56,13 @@ def cancel(scope: Scope, job_id: str, audit: dict[str, Any]) -> dict[str, Any] |
             changes["committed"] = False
         tx.update(ref, changes)
         tx.set(coll(scope, "audit_events").document(audit["id"]), {**audit, "created_at": now})
+        _record_notice(tx, scope, notice, {**job, **changes})
         return {**job, **changes}
 
     return stop(db.transaction())  # type: ignore[no-any-return]
 
 
-def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any]) -> bool:
+def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any], notice: Notice | None = None) -> bool:
     """PENDING → FAILED for a job that can never run (its payload is gone), every item counted as
     failed, with its audit event; False if the job had already left PENDING."""
     db = firestore_client()
@@ -59,7 +70,7 @@ def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any]) -> bool:
 
     @firestore.transactional
     def end(tx: firestore.Transaction) -> bool:
-        job = data(read(ref, ["status", "item_count"], transaction=tx))
+        job = data(read(ref, transaction=tx))
         if job.get("status") != JobStatus.PENDING:
             return False
         now = utcnow()
@@ -75,6 +86,7 @@ def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any]) -> bool:
         }
         tx.update(ref, changes)
         tx.set(coll(scope, "audit_events").document(audit["id"]), {**audit, "created_at": now})
+        _record_notice(tx, scope, notice, {**job, **changes})
         return True
 
     return end(db.transaction())  # type: ignore[no-any-return]
@@ -417,7 +429,7 @@ def _finishable(job: dict[str, Any]) -> bool:
     return bool(job["status"] == JobStatus.PROCESSING and job.get("chunks_done", 0) >= job.get("chunk_count", 0))
 
 
-def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | None:
+def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None, notice: Notice | None = None) -> str | None:
     """Set COMPLETED or FAILED once every chunk is done; returns the new status, or None.
 
     Every finishing chunk asks; until the last one, a read of three fields answers without a
@@ -449,13 +461,13 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None) -> str | Non
             # ErrorMode Fail: one failure and nothing is committed; every item is reported as failed
             # (whatIf reports what the import would).
             counts = {"processed_items": 0, "failed_items": job.get("total_items")}
-            tx.update(
-                ref, {"status": JobStatus.FAILED.value, "committed": False, **counts, "completed_at": now, "updated_at": now, "touched_at": now}
-            )
+            changes = {"status": JobStatus.FAILED.value, "committed": False, **counts, "completed_at": now, "updated_at": now, "touched_at": now}
             status = JobStatus.FAILED
         else:
             status = JobStatus.FAILED if job.get("failed_items") else JobStatus.COMPLETED
-            tx.update(ref, {"status": status.value, "completed_at": now, "updated_at": now, "touched_at": now})
+            changes = {"status": status.value, "completed_at": now, "updated_at": now, "touched_at": now}
+        tx.update(ref, changes)
+        _record_notice(tx, scope, notice, {**job, **changes})
         if audit is not None:
             event = {**audit, "action": f"bulk_job.{status.value.lower()}", "created_at": now}
             event["details"] = {**audit.get("details", {}), **counts}  # as the job record says

@@ -1,4 +1,5 @@
-"""Catalog export over HTTP on the running stack: file contents, signed webhooks, retries, email."""
+"""Catalog export over HTTP on the running stack: file contents, signed webhooks, retries, email;
+and the bulk-job events a tenant may ask for on the same channel."""
 
 from __future__ import annotations
 
@@ -233,6 +234,33 @@ def test_rotated_secret_signs_alongside_the_old_one_and_redeliver_sends_again(te
     assert calls[1]["headers"]["webhook-id"] == calls[0]["headers"]["webhook-id"]
 
 
+def test_a_job_end_is_a_signed_webhook_for_a_tenant_that_asks_for_it(tenant: Tenant, receiver: Receiver) -> None:
+    response = tenant.request(
+        "PUT",
+        SETTINGS,
+        json={"channel": "webhook", "webhook_url": receiver.url, "events": ["bulk_job.completed", "export.completed", "bulk_job.completed"]},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["events"] == ["export.completed", "bulk_job.completed"]  # each once, in the documented order
+    secret = response.json()["signing_secret"]
+    job = tenant.create_job("BULK_IMPORT", [{"title": "Told", "sku": "W-1", **GOOD}, {"title": "Told too", "sku": "W-2", **GOOD}])
+    ended = tenant.wait_job(job["id"])
+    [call] = receiver.wait_for(1)
+    event = Webhook(secret).verify(call["body"], call["headers"])
+    assert event["type"] == "bulk_job.completed"
+    record = tenant.get(f"/api/v1/pim/bulk-jobs/{job['id']}").json()
+    assert event["data"] == {"job_id": job["id"], **{k: record[k] for k in event["data"] if k != "job_id"}}
+    assert (event["data"]["status"], event["data"]["processed_items"], event["data"]["failed_items"]) == ("COMPLETED", 2, 0)
+    assert event["data"]["completed_at"] == ended["completed_at"]
+    [delivery] = tenant.get("/api/v1/pim/notification-deliveries").json()
+    assert (delivery["type"], delivery["job_id"], delivery["export_id"], delivery["event_id"]) == (
+        "bulk_job.completed",
+        job["id"],
+        None,
+        call["headers"]["webhook-id"],
+    )
+
+
 def test_email_channel_leaves_an_eml(tenant: Tenant, stack) -> None:  # type: ignore[no-untyped-def]
     import_catalog(tenant)
     address = f"ops-{tenant.tenant_id[:8]}@example.com"
@@ -266,6 +294,8 @@ def test_notification_settings_validation_and_roles(tenant: Tenant, make_tenant)
         ({"channel": "webhook", "webhook_url": "ftp://example.com/x"}, 422, "invalid_webhook_url", "webhook_url"),
         ({"channel": "email", "email": "not-an-address"}, 422, "invalid_value", "email"),
         ({"channel": "webhook", "webhook_url": "https://example.com/x", "extra": 1}, 422, "unknown_field", "extra"),
+        ({"channel": "email", "email": "a@example.com", "events": ["bulk_job.started"]}, 422, "invalid_value", "events.0"),
+        ({"channel": "email", "email": "a@example.com", "events": "bulk_job.completed"}, 422, "invalid_value", "events"),
     ]
     for body, status, code, named in bad:
         response = tenant.request("PUT", SETTINGS, json=body)

@@ -99,7 +99,7 @@ def email_delivery(pipeline: Pipeline) -> DeliveryTask:
     scope = pipeline.scope
     notifications.put_notification_settings(pipeline.principal, {"channel": "email", "email": "ops@example.com"})
     data = {"export_id": str(uuid.uuid4()), "product_count": 1, "excluded_count": 0, "object": "exports/x.jsonl", "download_url": "https://x"}
-    delivery = notifications.new_delivery(scope, str(uuid.uuid4()), "export.completed", data, data["export_id"])
+    delivery = notifications.new_delivery(scope, str(uuid.uuid4()), "export.completed", data, export_id=data["export_id"])
     coll(scope, "notification_deliveries").document(delivery["id"]).set(delivery)
     return DeliveryTask(org_id=scope.org_id, tenant_id=scope.tenant_id, event_id=delivery["id"])
 
