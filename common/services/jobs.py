@@ -354,8 +354,9 @@ def attach_items(
     parsed from `stored` (each group's chunk items, in the same order: `store.stored_items`).
 
     The page ends early, at the first result once its items hold `budget` characters or more, which
-    then starts the next page: memory holds at most `budget` plus one item, whatever `limit` was.
-    So a page always holds at least one result, and the chunks after the page's end are not read.
+    then starts the next page: the page's items come to at most `budget` plus one item, whatever
+    `limit` was (beside them, one chunk's item texts and one read of `store.ITEM_DOCS_PER_READ`
+    chunks). So a page always holds at least one result, and the chunks after its end are not read.
     A chunk whose items are not stored is 410: its results are readable, its items no longer."""
     out: list[dict[str, Any]] = []
     size = 0
