@@ -158,9 +158,17 @@ def get_bulk_job(request: Request) -> Response:
     list_response=True,
     query=(
         QueryParam("status", "`failed`: only the items that failed.", {"type": "string", "enum": ["failed"]}),
+        QueryParam(
+            "include",
+            "`item`: each result also carries `item`, the item as submitted, to build a retry's `corrections` from. Such a page"
+            " also ends after about 4 MB of items (follow `X-Next-Cursor`). 410 `payload_expired` when the job's items are no"
+            " longer kept (its payload passed its retention before it ran).",
+            {"type": "string", "enum": ["item"]},
+        ),
         limit_param(100, 1000),
         QueryParam("cursor", "The `X-Next-Cursor` of the previous page.", {"type": "string", "pattern": "^[0-9]{1,9}$"}),
     ),
+    error_statuses=(410,),
     tags=("bulk jobs",),
 )
 def get_bulk_job_results(request: Request) -> Response:
@@ -168,6 +176,9 @@ def get_bulk_job_results(request: Request) -> Response:
     status = request.query("status")
     if status not in (None, "", "failed"):
         raise errors.BadRequest("status may only be 'failed'.", code="invalid_query")
+    include = request.query("include")
+    if include not in (None, "", "item"):
+        raise errors.BadRequest("include may only be 'item'.", code="invalid_query")
     cursor = request.query("cursor")
     start = 0
     if cursor:
@@ -180,6 +191,7 @@ def get_bulk_job_results(request: Request) -> Response:
         start=start,
         limit=query_int(request, "limit", 100, low=1, high=1000),
         failed_only=status == "failed",
+        with_items=include == "item",
     )
     return paged(request, items, None if next_start is None else str(next_start))
 

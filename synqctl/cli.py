@@ -13,7 +13,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -347,6 +347,30 @@ def write_errors(client: Client, job_id: str, path: Path) -> int:
     return written
 
 
+def write_corrections(results: Iterable[dict[str, Any]], path: Path) -> int:
+    """A file for `retry --corrections`: each failed result's `item` as submitted, keyed by its
+    index, one item after the other, to be fixed in place. Written whole, then renamed into place;
+    with no failed item, no file (the retry refuses an empty one). Returns how many items it holds."""
+    part = path.with_name(path.name + ".part")
+    written = 0
+    try:
+        with part.open("w", encoding="utf-8") as out:
+            for result in results:
+                # An item's JSON holds no raw newline (strings escape theirs): indenting its lines is safe.
+                item = json.dumps(result["item"], indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                out.write(("{\n" if not written else ",\n") + f'  "{result["index"]}": {item}')
+                written += 1
+            if written:
+                out.write("\n}\n")
+        if written:
+            part.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}") from None
+    finally:
+        part.unlink(missing_ok=True)  # no failed item, or the API's error midway (a 410)
+    return written
+
+
 def follow_job(client: Client, job_id: str, args: argparse.Namespace, started: float) -> int:
     """Poll a new job to its end with progress on stderr, then print the summary and save the failed
     items (`--errors-out`); the exit code says how it ended."""
@@ -450,7 +474,12 @@ def show_job(job: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_job(args: argparse.Namespace, client: Client) -> int:
-    """One job's record; with --failed, its failed items instead."""
+    """One job's record; with --failed, its failed items instead; with --corrections-out, also a
+    corrections file of the failed items as submitted."""
+    if args.corrections_out:
+        path = Path(args.corrections_out)
+        written = write_corrections(client.failed_results(args.job_id, with_items=True), path)
+        print(f"corrections: {path} ({written} items)" if written else "(no failed items: no corrections file written)", file=sys.stderr)
     if args.failed:
         emit_rows(list(client.failed_results(args.job_id)), RESULT_COLUMNS, args.json, "failed items")
         return EXIT_OK
@@ -685,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("job", parents=[conn], help="show one bulk job")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--failed", action="store_true", help="list the job's failed items instead")
+    p.add_argument(
+        "--corrections-out", metavar="FILE", help="also write the failed items as submitted, keyed by index: fix them, then retry --corrections FILE"
+    )
     p.add_argument("--json", action="store_true", help="print the raw JSON instead")
     p.set_defaults(run=cmd_job)
 

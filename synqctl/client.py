@@ -246,9 +246,11 @@ class Client:
         """GET /bulk-jobs?type=…, newest first."""
         return list(self.pages("/bulk-jobs", {"type": job_type}, limit=limit, page_size=page_size))
 
-    def failed_results(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Every failed item's result (GET /bulk-jobs/{id}/results?status=failed), in payload order."""
-        return self.pages(f"/bulk-jobs/{_segment(job_id)}/results", {"status": "failed"}, page_size=MAX_RESULTS_PAGE)
+    def failed_results(self, job_id: str, *, with_items: bool = False) -> Iterator[dict[str, Any]]:
+        """Every failed item's result (GET /bulk-jobs/{id}/results?status=failed), in payload order;
+        `with_items`: each with `item`, the item as submitted (include=item)."""
+        params = {"status": "failed", "include": "item" if with_items else None}
+        return self.pages(f"/bulk-jobs/{_segment(job_id)}/results", params, page_size=MAX_RESULTS_PAGE)
 
     def list_products(self, *, sku: str | None, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
         """GET /products[?sku=…]."""

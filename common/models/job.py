@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictStr
 
@@ -137,5 +137,13 @@ class ItemResult(PublicModel):
         description=(
             "For a job that retries another (its `retry_of`): the `index` this item had in that job, the key its"
             " `corrections` used. Null for a job that retries none."
+        ),
+    )
+    item: Any = Field(
+        default=None,
+        description=(
+            "Only with `include=item` (absent otherwise): the item as it was submitted, any JSON value (a ProductImportData"
+            " payload's entry of ProductsToImport; a retry job's item as the retry ran it, corrected or not). The value a"
+            " retry's `corrections` replaces."
         ),
     )

@@ -306,12 +306,29 @@ def list_jobs(scope: Scope, job_type: str, *, limit: int, cursor: str | None) ->
     return [summary(d) for d in docs], next_cursor
 
 
-def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool) -> tuple[list[dict[str, Any]], int | None]:
+# How much of the submitted items a page of results with `include=item` holds, beyond its last
+# item: a page is `limit` rows (1,000 at most), and an item may be 256 KB.
+ITEMS_PAGE_BYTES = 4 * 1024 * 1024
+
+
+def results(
+    scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, with_items: bool = False
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the job's per-item results; with `with_items`, each with `item`, the item as
+    submitted (see `attach_items`)."""
     job = get_job(scope, job_id)
     committed = job.get("committed", True)
-    items, next_start = store.results_page(
+    groups, next_start = store.results_by_chunk(
         scope, job_id, start=start, limit=limit, failed_only=failed_only and committed, chunk_size=get_settings().chunk_size
     )
+    if with_items:
+        if job["status"] == JobStatus.FAILED and job.get("chunk_count") is None:
+            # Its payload was gone before it ran (`dispatch`): none of its items was ever stored by chunk.
+            raise _items_gone(" Its payload passed its retention before the job ran.")
+        stored = store.stored_items(scope, job_id, [n for n, _ in groups])
+        items, next_start = attach_items(groups, stored, next_start, ITEMS_PAGE_BYTES)
+    else:
+        items = [item for _, rows in groups for item in rows]
     if not committed:
         # ErrorMode Fail: nothing was committed (an item failed validation, or the job was cancelled
         # before its commit pass), so every item failed; the good ones say why, and none names a
@@ -321,7 +338,46 @@ def results(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: b
         items = [product_import.held_back(i, created, why) for i in items]
     if job.get("payload_kind") == "ProductImportData":
         items = [{**i, **product_import.vendor_result(i)} for i in items]
-    return [ItemResult.model_validate(i).dump() | {k: v for k, v in i.items() if k[0].isupper()} for i in items], next_start
+    # `item` goes in as it was parsed, not through the model: an item may be large, and is any JSON.
+    return [
+        ItemResult.model_validate(i).dump(exclude={"item"})
+        | {k: v for k, v in i.items() if k[0].isupper()}
+        | ({"item": i["item"]} if with_items else {})
+        for i in items
+    ], next_start
+
+
+def attach_items(
+    groups: Iterable[tuple[int, list[dict[str, Any]]]], stored: Iterable[dict[str, Any] | None], next_start: int | None, budget: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The results of `groups` (a page, by chunk: `store.results_by_chunk`), each with `item`
+    parsed from `stored` (each group's chunk items, in the same order: `store.stored_items`).
+
+    The page ends early, at the first result once its items hold `budget` characters or more, which
+    then starts the next page: the page's items come to at most `budget` plus one item, whatever
+    `limit` was (beside them, one chunk's item texts and one read of `store.ITEM_DOCS_PER_READ`
+    chunks). So a page always holds at least one result, and the chunks after its end are not read.
+    A chunk whose items are not stored is 410: its results are readable, its items no longer."""
+    out: list[dict[str, Any]] = []
+    size = 0
+    for (_, rows), chunk in zip(groups, stored, strict=False):
+        if chunk is None:
+            raise _items_gone("")
+        texts = list(jsonstream.array_items(io.StringIO(chunk["items_json"])))
+        for row in rows:
+            if size >= budget:
+                return out, row["index"]
+            text = texts[row["index"] - chunk["first_index"]]
+            size += len(text)
+            out.append({**row, "item": loads_strict(text)})
+    return out, next_start
+
+
+def _items_gone(why: str) -> errors.Gone:
+    return errors.Gone(
+        f"The submitted items of this job are no longer kept.{why} Its results are still readable without include=item.",
+        code="payload_expired",
+    )
 
 
 def cancel_job(principal: Principal, job_id: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -478,7 +478,16 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None, notice: Noti
 
 
 def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int) -> tuple[list[dict[str, Any]], int | None]:
-    """Per-item results from index `start`, in payload order; returns (results, next start).
+    """Per-item results from index `start`, in payload order; returns (results, next start)."""
+    groups, next_start = results_by_chunk(scope, job_id, start=start, limit=limit, failed_only=failed_only, chunk_size=chunk_size)
+    return [item for _, items in groups for item in items], next_start
+
+
+def results_by_chunk(
+    scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int
+) -> tuple[list[tuple[int, list[dict[str, Any]]]], int | None]:
+    """`results_page`'s page grouped by the chunk that holds each result: ([(chunk number, its
+    results on the page)], next start), so that the chunks' items can be read with them.
 
     A chunk holds at most `chunk_size` items, so the chunk holding `start` begins after
     `start - chunk_size`; with `failed_only`, chunks without failures are not even read. Chunks
@@ -488,7 +497,8 @@ def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_on
     """
     chunks = job_ref(scope, job_id).collection("chunks")
     batch = max(limit // chunk_size + 2, 4)
-    out: list[dict[str, Any]] = []
+    out: list[tuple[int, list[dict[str, Any]]]] = []
+    taken = 0
     after = start - chunk_size
     while True:
         query = chunks.where(filter=firestore.FieldFilter("first_index", ">", after))
@@ -501,12 +511,34 @@ def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_on
             for item in chunk_results(chunk):
                 if item["index"] < start or (failed_only and item["result"] != "failed"):
                     continue
-                if len(out) == limit:
+                if taken == limit:
                     return out, item["index"]
-                out.append(item)
+                if not out or out[-1][0] != chunk["n"]:
+                    out.append((chunk["n"], []))
+                out[-1][1].append(item)
+                taken += 1
         if len(found) < batch:
             return out, None
         after = found[-1]["first_index"]
+
+
+# Chunk item documents read at once: each holds up to `Settings.chunk_max_bytes` of items (600 KB).
+ITEM_DOCS_PER_READ = 8
+
+
+def stored_items(scope: Scope, job_id: str, numbers: Sequence[int]) -> Iterator[dict[str, Any] | None]:
+    """The stored items of each chunk in `numbers`, in that order: its `first_index` and
+    `items_json` (None for a chunk whose items are not stored). Read by id, a few documents a
+    request, each request's stream to its end, and only as far as the caller iterates: a page
+    that stops early reads no further chunk."""
+    db = firestore_client()
+    items = job_ref(scope, job_id).collection("chunk_items")
+    for at in range(0, len(numbers), ITEM_DOCS_PER_READ):
+        group = numbers[at : at + ITEM_DOCS_PER_READ]
+        refs = [items.document(chunk_id(n)) for n in group]
+        found = {snap.id: existing(snap) for snap in list(db.get_all(refs, field_paths=["first_index", "items_json"]))}
+        for n in group:
+            yield found.get(chunk_id(n))
 
 
 def chunk_results(chunk: dict[str, Any]) -> list[dict[str, Any]]:

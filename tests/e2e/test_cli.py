@@ -370,6 +370,30 @@ def test_retry_with_corrections_waits_completes_and_is_linked_to_the_job_it_retr
     assert [(k["path"], k["status"], json.loads(k["body_json"])["id"]) for k in kept] == [(f"{JOBS}/{job_id}/retry", 200, retry_id)]
 
 
+def test_job_writes_the_failed_items_as_a_corrections_file_a_retry_takes_once_fixed(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
+    """The recovery loop without the source file: the API gives the failed items back as submitted."""
+    job_id, _ = failed_import(cli, tmp_path)
+    corrections = tmp_path / "fix.json"
+
+    shown = cli("job", job_id, "--failed", "--corrections-out", corrections)
+
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split()[0] for line in data_rows(shown.stdout)] == ["1", "3"]  # the table as without the option
+    assert f"corrections: {corrections} (2 items)" in shown.stderr
+    items = json.loads(corrections.read_text())
+    assert items == {"1": {"sku": "NO-TITLE"}, "3": {"title": "Extra", "sku": "EXTRA", "colour": "red"}}
+    items["1"] |= {"title": "Has a title now", **GOOD}
+    del items["3"]["colour"]
+    corrections.write_text(json.dumps(items, indent=2))
+
+    result = cli("retry", job_id, "--corrections", corrections, "--wait", "--timeout", 120, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert field(result.stdout, "items") == "2 total, 2 processed, 0 failed"
+    none = cli("job", job_id_of(result), "--corrections-out", tmp_path / "none.json")
+    assert none.returncode == 0 and "no failed items" in none.stderr and not (tmp_path / "none.json").exists()
+
+
 def test_a_retry_that_fails_again_exits_1_and_saves_its_own_failed_items(tenant: Tenant, cli: Cli, tmp_path: Path) -> None:
     job_id, _ = failed_import(cli, tmp_path)
     corrections = tmp_path / "corrections.json"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from synqctl.cli import UsageError, parse_corrections, read_corrections, read_items
+from synqctl.cli import UsageError, parse_corrections, read_corrections, read_items, write_corrections
+from synqctl.client import ApiError
 
 ENVELOPE = {"ProductImportData": {"ProductsToImport": [{"ImportMode": "Create", "ProductIdentifierValue": "1"}]}, "ErrorMode": "Ignore"}
 
@@ -78,3 +80,26 @@ def test_a_corrections_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> 
     assert read_corrections(path) == {"0": {"title": "Fixed"}}
     with pytest.raises(UsageError, match="cannot read"):
         read_corrections(tmp_path / "missing.json")
+
+
+def test_a_corrections_file_written_from_failed_results_reads_back_as_their_items(tmp_path: Path) -> None:
+    """`job --corrections-out`: the items as submitted, keyed by index, one to a few lines each, ready to fix."""
+    items = {1: {"sku": "B-1", "note": "two\nlines", "tags": ["é", {"x": None}]}, 3: "a product id", 12: ENVELOPE["ProductImportData"]}
+    path = tmp_path / "fix.json"
+    assert write_corrections(({"index": i, "result": "failed", "item": item} for i, item in items.items()), path) == 3
+    assert read_corrections(path) == {str(i): item for i, item in items.items()}
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith('{\n  "1": {\n    "sku": "B-1",') and '"12": {' in text and not (tmp_path / "fix.json.part").exists()
+
+
+def test_no_failed_item_or_an_error_midway_writes_no_corrections_file(tmp_path: Path) -> None:
+    assert write_corrections(iter(()), tmp_path / "fix.json") == 0
+    assert list(tmp_path.iterdir()) == []
+
+    def cut_short() -> Iterator[dict[str, Any]]:
+        yield {"index": 0, "item": {"sku": "A"}}
+        raise ApiError(410, "payload_expired", "The submitted items of this job are no longer kept.")
+
+    with pytest.raises(ApiError):
+        write_corrections(cut_short(), tmp_path / "fix.json")
+    assert list(tmp_path.iterdir()) == []

@@ -950,7 +950,7 @@ def test_the_source_scan_finds_the_known_queries() -> None:
     wheres = {q.where for q in scan_queries()}
     for known in (
         "common/store/jobs.py:list_page",
-        "common/store/jobs.py:results_page",
+        "common/store/jobs.py:results_by_chunk",
         "common/store/jobs.py:stale_pending",
         "common/store/jobs.py:stale_chunks",
         "common/store/catalog.py:list_products",

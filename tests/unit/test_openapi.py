@@ -179,3 +179,11 @@ def test_a_result_row_documents_the_index_its_item_had_in_the_job_retried(doc: d
 def test_the_export_download_declares_not_ready_and_file_gone(doc: dict[str, Any]) -> None:
     operation = doc["paths"]["/api/v1/pim/exports/{export_id}/download"]["get"]
     assert {"404", "409", "410"} <= set(operation["responses"])
+
+
+def test_the_results_document_their_opt_in_items_and_the_410_when_they_are_gone(doc: dict[str, Any]) -> None:
+    operation = doc["paths"]["/api/v1/pim/bulk-jobs/{job_id}/results"]["get"]
+    [include] = [p for p in operation["parameters"] if p.get("name") == "include"]
+    assert include["in"] == "query" and include["schema"] == {"type": "string", "enum": ["item"]}
+    assert "410" in operation["responses"]
+    assert "include=item" in doc["components"]["schemas"]["ItemResult"]["properties"]["item"]["description"]
