@@ -319,7 +319,13 @@ def results(
     job = get_job(scope, job_id)
     committed = job.get("committed", True)
     groups, next_start = store.results_by_chunk(
-        scope, job_id, start=start, limit=limit, failed_only=failed_only and committed, chunk_size=get_settings().chunk_size
+        scope,
+        job_id,
+        start=start,
+        limit=limit,
+        failed_only=failed_only and committed,
+        chunk_size=get_settings().chunk_size,
+        uncommitted=_held_back_chunks() if committed and _cancelled_in_commit_round(job) else None,
     )
     if with_items:
         if job["status"] == JobStatus.FAILED and job.get("chunk_count") is None:
@@ -378,6 +384,27 @@ def _items_gone(why: str) -> errors.Gone:
         f"The submitted items of this job are no longer kept.{why} Its results are still readable without include=item.",
         code="payload_expired",
     )
+
+
+def _cancelled_in_commit_round(job: dict[str, Any]) -> bool:
+    """An ErrorMode Fail job cancelled once its commit round began: its chunks still in the
+    validation phase committed nothing."""
+    options = job.get("import_options") or {}
+    return (
+        job["status"] == JobStatus.CANCELLED and job.get("phase") == "commit" and options.get("error_mode") == "Fail" and not options.get("what_if")
+    )
+
+
+def _held_back_chunks() -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """How the validation-phase results of a job cancelled in its commit round read: each item
+    failed, not committed, and none names a product only its validation created (on this page)."""
+    created: set[str] = set()
+
+    def held(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        created.update(product_import.created_by(rows))
+        return [product_import.held_back(row, created, product_import.CANCELLED_UNCOMMITTED) for row in rows]
+
+    return held
 
 
 def cancel_job(principal: Principal, job_id: str) -> dict[str, Any]:
@@ -440,8 +467,16 @@ def rerun_indexes(scope: Scope, job: dict[str, Any]) -> list[int]:
     """The payload indexes a retry of the job runs, in order: the items that failed, and those a
     cancel stopped before they ran; every item when the job committed nothing (ErrorMode Fail).
 
-    A CANCELLED job's chunks are sealed first (`store.seal`), so that no step of it still in flight
-    can apply an item after it was counted as not run: the retry would apply it a second time."""
+    A CANCELLED job's chunks are sealed first (`store.seal`), before its failures are read: a step
+    of it still in flight then either committed before (its failures are read, its other items
+    count as run) or finds its chunk done. Otherwise it could apply an item after it was counted as
+    not run (the retry would apply it a second time), or commit a failure after the failures were
+    read (its item, counted as run, would never be retried)."""
+    ran: bytearray | None = None
+    if job["status"] == JobStatus.CANCELLED:
+        ran = bytearray(job["item_count"])
+        for first, committed in store.seal(scope, job["id"], job.get("chunk_count") or 0):
+            ran[first : first + committed] = b"\x01" * committed
     if not job.get("committed", True):
         return list(range(job["item_count"]))
     failed: list[int] = []
@@ -449,11 +484,8 @@ def rerun_indexes(scope: Scope, job: dict[str, Any]) -> list[int]:
     while start is not None:
         page, start = store.results_page(scope, job["id"], start=start, limit=2_000, failed_only=True, chunk_size=get_settings().chunk_size)
         failed += (r["index"] for r in page)
-    if job["status"] != JobStatus.CANCELLED:
+    if ran is None:
         return failed
-    ran = bytearray(job["item_count"])
-    for first, applied in store.seal(scope, job["id"], job.get("chunk_count") or 0):
-        ran[first : first + applied] = b"\x01" * applied
     return sorted({*failed, *(i for i, r in enumerate(ran) if not r)})
 
 

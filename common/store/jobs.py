@@ -93,31 +93,44 @@ def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any], notice: Notic
 
 
 def seal(scope: Scope, job_id: str, chunk_count: int) -> list[tuple[int, int]]:
-    """Mark every chunk of a cancelled job that is not done yet done (skipped), so that no step of
+    """Mark every chunk of a cancelled job that could still run skipped (done), so that no step of
     the job can commit any more: a step's transaction reads its chunk's progress, so a step in flight
-    either committed before this or finds its chunk done. Counts what a published chunk's worker
-    applied and did not count before it died. Returns each chunk's first index and how many of its
-    items ran, so the items the job never reached are known for good (a retry runs them); a job
-    never started (no `chunk_count`) ran none."""
+    either committed before this or finds its chunk done. That is every chunk not done yet, and every
+    chunk still in ErrorMode Fail's validation phase: done there, it would be reset for the commit
+    round (`reset_chunk` leaves a skipped chunk alone). Counts what a published chunk's worker
+    applied and did not count before it died.
+
+    Returns each chunk's first index and how many of its items were committed, so the items the job
+    never applied are known for good (a retry runs them): a chunk's `applied` in the commit phase,
+    none in the validation phase (it committed nothing). A job never started (no `chunk_count`) ran none."""
     db = firestore_client()
     chunks = job_ref(scope, job_id).collection("chunks")
-    query = chunks.where(filter=firestore.FieldFilter("done", "==", False)).select(["n", "published"])
-    open_chunks = [fields for _, fields in rows(query)]
+    not_done = chunks.where(filter=firestore.FieldFilter("done", "==", False)).select(["n", "published"])
+    validating = chunks.where(filter=firestore.FieldFilter("phase", "==", "validate")).select(["n", "published"])
+    open_chunks = {int(fields["n"]): fields for query in (not_done, validating) for _, fields in rows(query)}
     now = utcnow()
-    for start in range(0, len(open_chunks), 400):
+    listed = sorted(open_chunks)
+    for start in range(0, len(listed), 400):
         batch = db.batch()
-        for chunk in open_chunks[start : start + 400]:
-            batch.update(chunks.document(chunk_id(chunk["n"])), {"done": True, "skipped": True, "updated_at": now})
+        for n in listed[start : start + 400]:
+            batch.update(chunks.document(chunk_id(n)), {"done": True, "skipped": True, "updated_at": now})
         batch.commit()
-    for chunk in open_chunks:
-        if chunk.get("published"):
-            count_progress(scope, job_id, chunk["n"])
+    for n in listed:
+        if open_chunks[n].get("published"):
+            count_progress(scope, job_id, n)
     refs = [chunks.document(chunk_id(n)) for n in range(chunk_count)]
     # Read by id, each whole stream (see paths.read): `applied` is not indexed, so no query projects it.
     snaps = [
-        snap for start in range(0, len(refs), 500) for snap in list(db.get_all(refs[start : start + 500], field_paths=["first_index", "applied"]))
+        snap
+        for start in range(0, len(refs), 500)
+        for snap in list(db.get_all(refs[start : start + 500], field_paths=["first_index", "applied", "phase"]))
     ]
-    return [(int(snap.get("first_index")), int(snap.get("applied"))) for snap in snaps if snap.exists]
+    return [(int(snap.get("first_index")), _committed(data(snap))) for snap in snaps if snap.exists]
+
+
+def _committed(progress: dict[str, Any]) -> int:
+    """How many of a chunk's items were committed: a validation pass commits none."""
+    return int(progress["applied"]) if progress.get("phase", "commit") == "commit" else 0
 
 
 def skip_chunk(scope: Scope, job_id: str, n: int) -> None:
@@ -338,7 +351,8 @@ def reset_chunk(scope: Scope, job_id: str, n: int, phase: str) -> dict[str, Any]
     @firestore.transactional
     def reset(tx: firestore.Transaction) -> dict[str, Any]:
         progress = data(read(ref, transaction=tx))
-        if progress.get("phase", "commit") == phase or phase != "commit":
+        if progress.get("phase", "commit") == phase or phase != "commit" or progress.get("skipped"):
+            # Already there; or sealed (`seal`): the job was cancelled and its retry runs these items.
             return progress
         fresh = {
             "phase": phase,
@@ -477,17 +491,28 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None, notice: Noti
     return close(db.transaction())  # type: ignore[no-any-return]
 
 
-def results_page(scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int) -> tuple[list[dict[str, Any]], int | None]:
+Uncommitted = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def results_page(
+    scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int, uncommitted: Uncommitted | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
     """Per-item results from index `start`, in payload order; returns (results, next start)."""
-    groups, next_start = results_by_chunk(scope, job_id, start=start, limit=limit, failed_only=failed_only, chunk_size=chunk_size)
+    groups, next_start = results_by_chunk(
+        scope, job_id, start=start, limit=limit, failed_only=failed_only, chunk_size=chunk_size, uncommitted=uncommitted
+    )
     return [item for _, items in groups for item in items], next_start
 
 
 def results_by_chunk(
-    scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int
+    scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int, uncommitted: Uncommitted | None = None
 ) -> tuple[list[tuple[int, list[dict[str, Any]]]], int | None]:
     """`results_page`'s page grouped by the chunk that holds each result: ([(chunk number, its
     results on the page)], next start), so that the chunks' items can be read with them.
+
+    `uncommitted`: how the results of a chunk still in ErrorMode Fail's validation phase read, for
+    a job whose commit round began and which was cancelled before that chunk committed (each item
+    failed, not committed); `failed_only` then reads every chunk, since those had no failure.
 
     A chunk holds at most `chunk_size` items, so the chunk holding `start` begins after
     `start - chunk_size`; with `failed_only`, chunks without failures are not even read. Chunks
@@ -502,13 +527,16 @@ def results_by_chunk(
     after = start - chunk_size
     while True:
         query = chunks.where(filter=firestore.FieldFilter("first_index", ">", after))
-        if failed_only:
+        if failed_only and uncommitted is None:
             query = query.where(filter=firestore.FieldFilter("has_failures", "==", True))
         found = [fields for _, fields in rows(query.order_by("first_index").limit(batch))]
         for chunk in found:
             if chunk["first_index"] + chunk["count"] <= start:
                 continue
-            for item in chunk_results(chunk):
+            results = chunk_results(chunk)
+            if uncommitted is not None and chunk.get("phase", "commit") != "commit":
+                results = uncommitted(results)
+            for item in results:
                 if item["index"] < start or (failed_only and item["result"] != "failed"):
                     continue
                 if taken == limit:
