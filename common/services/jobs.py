@@ -590,12 +590,13 @@ def dispatch(message: JobMessage) -> None:
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
     repeats = Repeats(item_namer(job, _import_options(scope, options) if options else None), syndigo.identifier_of if options else None)
-    origins = retried_indexes(scope, job)
+    lineage = retried_lineage(scope, job)
     try:
         with payload_items(job) as texts:
             chunks: Iterator[store.ChunkRow] = repeats.mark(split_chunks(texts, settings.chunk_size, settings.chunk_max_bytes))
-            if origins is not None:
-                chunks = ((*chunk, origins[chunk[1] : chunk[1] + chunk[3]]) for chunk in chunks)
+            if lineage:
+                origins = lineage[0][1]
+                chunks = ((*chunk, origins[chunk[1] : chunk[1] + chunk[3]], _ancestors(lineage, chunk[1], chunk[3])) for chunk in chunks)
             count = store.create_chunks(scope, message.job_id, chunks, phase, settings.chunk_window)
     except errors.Gone:
         # The payload outlived its retention before the job ran, so no item of it can ever run. The
@@ -632,19 +633,53 @@ def retried_indexes(scope: Scope, job: dict[str, Any]) -> list[int] | None:
     return indexes
 
 
-def superseding(apply_item: catalog.ItemFn, retried: str, first_index: int, origins: list[int]) -> catalog.ItemFn:
-    """`apply_item` for a chunk of a retry job: each item also resolves the failure it had in the
-    job retried (`origins`: its index there, by position in the chunk; engine.supersede_failure)."""
+# How far up a chain of cancelled retries a retry resolves failures (each link is one retry job).
+MAX_LINEAGE = 100
 
-    def failure_of(index: int) -> str:
-        return engine.derived_id(retried, origins[index - first_index], "failure")
+
+def retried_lineage(scope: Scope, job: dict[str, Any]) -> list[tuple[str, list[int]]]:
+    """For a retry job: the job it retries and the index each of its items had there
+    (`retried_indexes`); then, while that job was CANCELLED, the job that one retries and each item's
+    index there, and so on. A cancelled retry never ran the items it did not reach, so their failures
+    in the job before it are still open, and only this retry can resolve them (an item without an
+    identifier has nothing else that would). Empty for any other job, or from a link that no longer
+    lines up."""
+    chain: list[tuple[str, list[int]]] = []
+    current, mapping = job, None
+    while len(chain) < MAX_LINEAGE:
+        indexes = retried_indexes(scope, current)
+        if indexes is None:
+            break
+        mapping = indexes if mapping is None else [indexes[i] for i in mapping]
+        chain.append((current["retry_of"], mapping))
+        parent = store.get(scope, current["retry_of"], ("id", "status", "item_count", "retry_of"))
+        if parent is None or parent["status"] != JobStatus.CANCELLED:
+            break
+        current = parent
+    return chain
+
+
+def _ancestors(lineage: list[tuple[str, list[int]]], first: int, count: int) -> list[dict[str, Any]]:
+    """A chunk's share of the lineage beyond the job it retries, as stored with its items."""
+    return [{"job_id": job_id, "origins": origins[first : first + count]} for job_id, origins in lineage[1:]]
+
+
+def superseding(apply_item: catalog.ItemFn, lineage: list[tuple[str, list[int]]], first_index: int) -> catalog.ItemFn:
+    """`apply_item` for a chunk of a retry job: each item also resolves the failure it had in the
+    job retried, and in each job before it up a chain of cancelled retries (`lineage`: each job and
+    the item's index there, by position in the chunk; engine.supersede_failure)."""
+    count = len(lineage[0][1])
+
+    def failures_of(index: int) -> list[str]:
+        return [engine.derived_id(job_id, origins[index - first_index], "failure") for job_id, origins in lineage]
 
     def apply(view: engine.CatalogView, index: int, raw: Any) -> dict[str, Any]:
-        if failure_of(index) not in view.issues:
+        if any(failure not in view.issues for failure in failures_of(index)):
             # The next items' failures in one read, not one read per item.
-            view.prefetch_issues(failure_of(i) for i in range(index, min(index + catalog.PREFETCH_MAX, first_index + len(origins))))
+            view.prefetch_issues(f for i in range(index, min(index + catalog.PREFETCH_MAX, first_index + count)) for f in failures_of(i))
         out = apply_item(view, index, raw)
-        engine.supersede_failure(view, failure_of(index))
+        for failure in failures_of(index):
+            engine.supersede_failure(view, failure)
         return out
 
     return apply
@@ -787,7 +822,8 @@ def process_chunk(message: ChunkMessage) -> None:
         named_before = [stored["first_index"] + at for at in stored.get("named_before", [])]
         apply_item, prefetch, mode = _item_functions(scope, job, named_before)
         if stored.get("origins") and mode == catalog.ALL:
-            apply_item = superseding(apply_item, job["retry_of"], stored["first_index"], stored["origins"])
+            lineage = [(job["retry_of"], stored["origins"]), *((a["job_id"], a["origins"]) for a in stored.get("ancestors", []))]
+            apply_item = superseding(apply_item, lineage, stored["first_index"])
         isolate = 0  # steps left to take one item at a time, after the store refused a whole step
         while not progress["done"]:
             try:

@@ -167,8 +167,13 @@ def list_page(
 COMMIT_BYTES = 3_000_000
 
 
-# (number, first item index, items as a JSON array, item count[, named_before[, origins]]): see create_chunks.
-ChunkRow = tuple[int, int, str, int] | tuple[int, int, str, int, list[int]] | tuple[int, int, str, int, list[int], list[int]]
+# (number, first item index, items as a JSON array, item count[, named_before[, origins[, ancestors]]]): see create_chunks.
+ChunkRow = (
+    tuple[int, int, str, int]
+    | tuple[int, int, str, int, list[int]]
+    | tuple[int, int, str, int, list[int], list[int]]
+    | tuple[int, int, str, int, list[int], list[int], list[dict[str, Any]]]
+)
 
 
 def create_chunks(
@@ -182,7 +187,8 @@ def create_chunks(
 
     `chunks`: (number, first item index, items as a JSON array, item count[, the chunk's items that
     name a product an earlier chunk names, by position in the chunk[, and for a retry job the index
-    each item had in the job it retries, which its results show (`chunk_results`)]]). Create-only, so a
+    each item had in the job it retries, which its results show (`chunk_results`)[, and the same
+    for each job further up a chain of cancelled retries]]]). Create-only, so a
     duplicate dispatch can never reset a chunk a worker has already advanced. The first `window`
     chunks (all when None) are created published: the dispatcher publishes them next, and should it
     die first, the reconciler finds them published and stale. Consumes `chunks` as it goes (a few
@@ -193,13 +199,21 @@ def create_chunks(
     now = utcnow()
 
     def docs(
-        n: int, first: int, items_json: str, count: int, named_before: list[int] | None = None, origins: list[int] | None = None
+        n: int,
+        first: int,
+        items_json: str,
+        count: int,
+        named_before: list[int] | None = None,
+        origins: list[int] | None = None,
+        ancestors: list[dict[str, Any]] | None = None,
     ) -> list[tuple[firestore.DocumentReference, dict[str, Any]]]:
         items = {"n": n, "first_index": first, "count": count, "items_json": items_json, "named_before": named_before or []}
         # A retry's origins twice: the worker reads them with the items, the results with the progress.
         retried = {} if origins is None else {"origins": origins}
+        # Further up a chain of cancelled retries, for the worker only (see services.jobs.retried_lineage).
+        lineage = {"ancestors": ancestors} if ancestors else {}
         return [
-            (job.collection("chunk_items").document(chunk_id(n)), {**items, **retried}),
+            (job.collection("chunk_items").document(chunk_id(n)), {**items, **retried, **lineage}),
             (
                 job.collection("chunks").document(chunk_id(n)),
                 {
@@ -231,7 +245,9 @@ def create_chunks(
     for chunk in chunks:
         count += 1
         pair = docs(*chunk)
-        pair_size = len(chunk[2].encode("utf-8")) + 1024 + 20 * sum(len(indexes) for indexes in chunk[4:])
+        ancestors: list[dict[str, Any]] = chunk[6] if len(chunk) == 7 else []
+        indexes = sum(len(part) for part in chunk[4:6]) + sum(len(a["origins"]) for a in ancestors)  # named_before, origins, the lineage
+        pair_size = len(chunk[2].encode("utf-8")) + 1024 + 20 * indexes
         if group and (len(group) + 2 > 400 or size + pair_size > COMMIT_BYTES):
             _create_all(db, group)
             group, size = [], 0

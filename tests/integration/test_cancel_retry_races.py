@@ -209,15 +209,6 @@ def test_a_validation_step_in_flight_when_its_cancelled_job_is_retried_writes_no
     assert [i["item_index"] for i in issues] == [], "the failure of an item the retry applied is open"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A retry supersedes only the failures of the job it retries directly (superseding: origins are "
-        "indexes in retry_of). A retry of a cancelled retry never resolves the first job's failure of an "
-        "item the cancelled retry never reached. Fixing it means storing the whole chain of origins on "
-        "the chunks (a design choice): see the review report."
-    ),
-)
 def test_an_item_a_cancelled_retry_never_reached_resolves_the_original_failure_when_retried_again(pipeline: Pipeline) -> None:
     """J's item 1 has no identifier, so only a retry can resolve its failure. J's retry R1 corrects
     it but is cancelled before it runs; R2 retries R1 and applies it. J's failure must not stay open."""
@@ -233,3 +224,22 @@ def test_an_item_a_cancelled_retry_never_reached_resolves_the_original_failure_w
     assert [r["retry_of_index"] for r in pipeline.results(r2["id"])] == [0]
     issues, _ = catalog.list_issues(pipeline.scope, {"job_id": failed["id"]}, limit=100, cursor=None)
     assert [i["item_index"] for i in issues] == [], "the original failure of an applied item is open"
+
+
+def test_a_retry_at_the_end_of_two_cancelled_retries_resolves_the_first_jobs_failure(pipeline: Pipeline) -> None:
+    """J ← R1 (cancelled) ← R2 (cancelled) ← R3: R3 applies J's item, which neither cancelled retry
+    reached; J's failure resolves, and R3's results name the index in R2, the job it retries."""
+    payload = items(3, "CC")
+    payload[2] = {"title": ""}
+    failed = pipeline.run("BULK_IMPORT", payload)
+    assert failed["status"] == "FAILED"
+    r1 = jobs.retry_job(pipeline.principal, failed["id"], {"corrections": {"2": {"title": "Fixed", "sku": "CC-2"}}})
+    jobs.cancel_job(pipeline.principal, r1["id"])
+    r2 = jobs.retry_job(pipeline.principal, r1["id"], None)
+    jobs.cancel_job(pipeline.principal, r2["id"])
+    r3 = jobs.retry_job(pipeline.principal, r2["id"], None)
+    done = pipeline.drive(r3["id"])
+    assert (done["status"], done["processed_items"]) == ("COMPLETED", 1) and len(pipeline.products()) == 3
+    assert [r["retry_of_index"] for r in pipeline.results(r3["id"])] == [0]
+    issues, _ = catalog.list_issues(pipeline.scope, {"job_id": failed["id"]}, limit=100, cursor=None)
+    assert issues == [], "the original failure of an applied item is open"
