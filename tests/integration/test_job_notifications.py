@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from common import errors
 from common.domain.engine import derived_id
 from common.models.base import utcnow
 from common.models.job import ChunkMessage
 from common.services import jobs, notifications
 from common.store import exports as export_store
+from common.store import tasks
 from tests.helpers import until
 from tests.integration.conftest import Killed, Pipeline
 
@@ -139,3 +141,25 @@ def test_a_notification_whose_worker_died_before_queueing_it_is_queued_by_the_re
     until("delivered", lambda: (delivery_of(pipeline, job["id"]) or {}).get("delivered_at"))
     [mail] = until("the email", lambda: mails_to(stack.mail_dir, address))
     assert mail["Subject"] == f"Synq bulk job {job['id']} COMPLETED: 1 of 1 items applied"
+
+
+def test_a_redelivery_whose_queueing_failed_is_queued_by_the_reconciler(pipeline: Pipeline, stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A redeliver clears `delivered_at` and starts a new series before it queues that series: a
+    # queue that fails then must not leave the record waiting for a task that nothing will queue.
+    address = subscribe(pipeline)
+    job = pipeline.run("BULK_IMPORT", [{"title": "Again", "sku": "D-1", **GOOD}])
+    until("delivered", lambda: (delivery_of(pipeline, job["id"]) or {}).get("delivered_at"))
+    until("the email", lambda: mails_to(stack.mail_dir, address))
+
+    def queue_down(*args: Any) -> None:
+        raise errors.Transient("Enqueueing the notification failed.")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tasks, "enqueue_delivery", queue_down)
+        answered = notifications.redeliver(pipeline.principal, derived_id(job["id"], "notification"))
+    assert (answered["delivered_at"], answered["attempts"]) == (None, 1)
+    record = delivery_of(pipeline, job["id"])
+    assert record is not None and (record["redeliveries"], record["awaiting_queue"]) == (1, True)
+    notifications.requeue(utcnow() + timedelta(seconds=1))
+    until("delivered again", lambda: (delivery_of(pipeline, job["id"]) or {}).get("delivered_at"))
+    assert len(until("the second email", lambda: len(mails_to(stack.mail_dir, address)) == 2 and mails_to(stack.mail_dir, address))) == 2
