@@ -383,6 +383,12 @@ def redeliver(principal: Principal, delivery_id: str) -> dict[str, Any]:
         raise errors.Conflict("No notification channel is configured for this tenant.", code="no_channel")
     series = int(delivery.get("redeliveries", 0)) + 1
     changes = {"delivered_at": None, "redeliveries": series, "channel": store.get_settings_doc(scope)["channel"], "updated_at": utcnow()}
-    store.update_delivery(scope, delivery_id, changes)
-    enqueue(scope, delivery_id)
+    # The new series is recorded before its task is queued: `awaiting_queue` has the reconciler
+    # queue it if that fails, instead of leaving the record undelivered with no task behind it.
+    store.update_delivery(scope, delivery_id, {**changes, "awaiting_queue": True})
+    try:
+        enqueue(scope, delivery_id)
+    except (gexc.GoogleAPICallError, errors.Transient) as exc:
+        # An error here would have the caller redeliver again: two series, sent twice.
+        log.warning("redelivery recorded; its queueing is left to the reconciler", extra={"delivery_id": delivery_id, "error": str(exc)[:200]})
     return DeliveryPublic.model_validate({**delivery, **changes}).dump()
