@@ -61,6 +61,25 @@ def test_list_pages_with_cursor_headers(tenant: Tenant) -> None:
     assert [j["id"] for j in seen] == ids[::-1]
 
 
+def test_the_list_keeps_only_the_jobs_in_the_status_asked_for(tenant: Tenant) -> None:
+    failed = [tenant.create_job("BULK_IMPORT", [{"sku": f"NO-TITLE-{n}"}])["id"] for n in range(2)]
+    completed = tenant.create_job("BULK_IMPORT", SEED_PAYLOAD[:1])["id"]
+    assert [tenant.wait_job(j)["status"] for j in (*failed, completed)] == ["FAILED", "FAILED", "COMPLETED"]
+    listed = tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": "COMPLETED"})
+    assert listed.status_code == 200, listed.text
+    assert [j["id"] for j in listed.json()] == [completed]
+    assert tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": "PENDING"}).json() == []
+    assert tenant.get(JOBS, params={"type": "BULK_UPDATE", "status": "FAILED"}).json() == []
+    # Paged, newest first, past the completed job between them.
+    assert [j["id"] for j in tenant.all_pages(JOBS, type="BULK_IMPORT", status="FAILED", limit=1)] == failed[::-1]
+    # An empty status is no filter, as an empty type is the default.
+    assert len(tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": ""}).json()) == 3
+    for wrong in ("failed", "DONE", "FAILED,COMPLETED"):
+        refused = tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": wrong})
+        assert refused.status_code == 400 and error_code(refused) == "invalid_query", wrong
+        assert refused.json()["error"]["message"] == "status must be one of PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED."
+
+
 def test_a_catalog_walk_goes_on_when_a_bulk_delete_removes_the_product_a_page_ended_on(tenant: Tenant) -> None:
     products = "/api/v1/pim/products"
     # One import stamps its products alike: the pages split ties on created_at, by id.

@@ -93,7 +93,9 @@ def test_create_bulk_job_takes_job_create_and_answers_the_job(doc: dict[str, Any
         "type": "array",
         "items": {"$ref": "#/components/schemas/JobSummary"},
     }
-    assert {p["name"] for p in listed["parameters"] if p.get("in") == "query"} == {"type", "limit", "cursor"}
+    query = {p["name"]: p for p in listed["parameters"] if p.get("in") == "query"}
+    assert set(query) == {"type", "status", "limit", "cursor"}
+    assert query["status"]["schema"]["enum"] == ["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 
 
 def test_authenticated_operations_declare_bearer_and_tenant_headers(router: Router, doc: dict[str, Any]) -> None:
