@@ -242,6 +242,19 @@ def list_validation_issues(request: Request) -> Response:
 
 
 @router.route(
+    "GET",
+    f"{PREFIX}/validation/{{issue_id}}",
+    summary="Get a validation issue",
+    description="Resolved issues too (`resolved: true`): the issue a resolve answered, or one a later failure superseded.",
+    response_model=IssuePublic,
+    tags=("validation",),
+)
+def get_validation_issue(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(catalog.get_issue(principal.scope, request.params["issue_id"]))
+
+
+@router.route(
     "POST",
     f"{PREFIX}/validation/{{issue_id}}/resolve",
     summary="Resolve a failed item's issue by hand",

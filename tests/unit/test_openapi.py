@@ -189,3 +189,10 @@ def test_the_results_document_their_opt_in_items_and_the_410_when_they_are_gone(
     assert include["in"] == "query" and include["schema"] == {"type": "string", "enum": ["item"]}
     assert "410" in operation["responses"]
     assert "include=item" in doc["components"]["schemas"]["ItemResult"]["properties"]["item"]["description"]
+
+
+def test_one_validation_issue_is_read_as_the_lists_item_or_404(doc: dict[str, Any]) -> None:
+    operation = doc["paths"]["/api/v1/pim/validation/{issue_id}"]["get"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/IssuePublic"}
+    assert "404" in operation["responses"]
+    assert [p["name"] for p in operation["parameters"] if p.get("in") == "path"] == ["issue_id"]
