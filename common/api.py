@@ -27,7 +27,7 @@ from common.models.export import (
     SigningSecretRotated,
 )
 from common.models.issue import AuditEventPublic, IssuePublic
-from common.models.job import ItemResult, JobCreate, JobPublic, JobSummary, JobType
+from common.models.job import ItemResult, JobCreate, JobPublic, JobStatus, JobSummary, JobType
 from common.models.product import ProductPublic
 from common.ratelimit import RateLimiter
 from common.services import catalog, exports, jobs, notifications
@@ -123,6 +123,7 @@ def create_bulk_job(request: Request) -> Response:
     list_response=True,
     query=(
         QueryParam("type", "The job type (BULK_UPDATE when omitted).", {"type": "string", "enum": [t.value for t in JobType]}),
+        QueryParam("status", "Only jobs in this status (every status when omitted).", {"type": "string", "enum": [s.value for s in JobStatus]}),
         limit_param(),
         CURSOR,
     ),
@@ -131,7 +132,8 @@ def create_bulk_job(request: Request) -> Response:
 def list_bulk_jobs(request: Request) -> Response:
     principal = authenticate(request)
     job_type = request.query("type") or "BULK_UPDATE"
-    items, next_cursor = jobs.list_jobs(principal.scope, job_type, limit=page_limit(request), cursor=request.query("cursor"))
+    status = request.query("status") or None
+    items, next_cursor = jobs.list_jobs(principal.scope, job_type, status=status, limit=page_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
 
 
@@ -237,6 +239,19 @@ def list_validation_issues(request: Request) -> Response:
     filters = {name: value for name in catalog.ISSUE_FILTERS if (value := request.query(name))}
     items, next_cursor = catalog.list_issues(principal.scope, filters, limit=page_limit(request), cursor=request.query("cursor"))
     return paged(request, items, next_cursor)
+
+
+@router.route(
+    "GET",
+    f"{PREFIX}/validation/{{issue_id}}",
+    summary="Get a validation issue",
+    description="Resolved issues too (`resolved: true`): the issue a resolve answered, or one a later failure superseded.",
+    response_model=IssuePublic,
+    tags=("validation",),
+)
+def get_validation_issue(request: Request) -> Response:
+    principal = authenticate(request)
+    return Response(catalog.get_issue(principal.scope, request.params["issue_id"]))
 
 
 @router.route(

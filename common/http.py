@@ -539,7 +539,7 @@ class Router:
 def _check_parameter_names(route: Route, args: Any) -> None:
     """A query parameter the route does not take is 400, not ignored: a dry run asked for where
     there is none (`POST /bulk-jobs?whatIf=true`), or in another case (`whatif`), would otherwise
-    commit, and a filter the list lacks (`GET /bulk-jobs?status=FAILED`) would answer unfiltered."""
+    commit, and a filter the list lacks (`GET /products?title=…`) would answer unfiltered."""
     accepted = sorted(q.name for q in route.doc.query)
     known = {n.lower(): n for n in accepted}
     for name in args:

@@ -24,6 +24,7 @@ from synqctl.client import MAX_PAGE, ApiError, Client, Config, ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOB_TYPES = ("BULK_IMPORT", "BULK_UPDATE", "BULK_DELETE")
+JOB_STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job cancelled while we wait ends the wait too
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 INDEX = re.compile(r"0|[1-9][0-9]*")  # an item's `index` as the API writes it, the key of a correction
@@ -435,7 +436,7 @@ JOB_COLUMNS = (
 def cmd_jobs(args: argparse.Namespace, client: Client) -> int:
     """Recent bulk jobs, newest first; without --type, of every type (the API alone defaults to BULK_UPDATE)."""
     types = [args.type] if args.type else list(JOB_TYPES)
-    jobs = [job for t in types for job in client.list_jobs(t, limit=args.limit or None, page_size=args.page_size)]
+    jobs = [job for t in types for job in client.list_jobs(t, status=args.status, limit=args.limit or None, page_size=args.page_size)]
     jobs.sort(key=lambda j: str(j.get("created_at", "")), reverse=True)
     emit_rows(jobs[: args.limit or None], JOB_COLUMNS, args.json, "jobs")
     return EXIT_OK
@@ -709,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("jobs", parents=[conn, _list_options(20)], help="list recent bulk jobs")
     p.add_argument("--type", choices=JOB_TYPES, help="only this job type (default: all types)")
+    p.add_argument("--status", type=str.upper, choices=JOB_STATUSES, help="only jobs in this status (default: all statuses)")
     p.set_defaults(run=cmd_jobs)
 
     p = sub.add_parser("job", parents=[conn], help="show one bulk job")

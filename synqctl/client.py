@@ -242,9 +242,9 @@ class Client:
         body = None if corrections is None else {"corrections": dict(corrections)}
         return dict(self.request("POST", f"/bulk-jobs/{_segment(job_id)}/retry", body=body, idempotency_key=idempotency_key).body)
 
-    def list_jobs(self, job_type: str, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
-        """GET /bulk-jobs?type=…, newest first."""
-        return list(self.pages("/bulk-jobs", {"type": job_type}, limit=limit, page_size=page_size))
+    def list_jobs(self, job_type: str, *, status: str | None = None, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
+        """GET /bulk-jobs?type=…[&status=…], newest first."""
+        return list(self.pages("/bulk-jobs", {"type": job_type, "status": status}, limit=limit, page_size=page_size))
 
     def failed_results(self, job_id: str, *, with_items: bool = False) -> Iterator[dict[str, Any]]:
         """Every failed item's result (GET /bulk-jobs/{id}/results?status=failed), in payload order;

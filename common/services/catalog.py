@@ -50,6 +50,14 @@ def list_issues(scope: Scope, filters: dict[str, str], *, limit: int, cursor: st
     return [IssuePublic.model_validate(d).dump() for d in docs], next_cursor
 
 
+def get_issue(scope: Scope, issue_id: str) -> dict[str, Any]:
+    """One issue, resolved ones included: a resolve's answer and a supersession point at them."""
+    doc = store.get_issue(scope, issue_id) if is_safe_id(issue_id) else None
+    if doc is None:
+        raise errors.NotFound("No validation issue with that id in this tenant.")
+    return IssuePublic.model_validate(doc).dump()
+
+
 def resolve_issue(principal: Principal, issue_id: str) -> dict[str, Any]:
     """Resolve a failed item's issue that nothing will: a delete of a product that was never there,
     an item whose data was fixed some other way. A finding about a product's data (MISSING_DESCRIPTION,

@@ -298,11 +298,15 @@ def get_job(scope: Scope, job_id: str) -> dict[str, Any]:
     return job
 
 
-def list_jobs(scope: Scope, job_type: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+def list_jobs(scope: Scope, job_type: str, *, status: str | None = None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of one type's jobs, newest first; only those in `status`, when given."""
     if job_type not in JobType.__members__:
         raise errors.BadRequest("type must be one of BULK_IMPORT, BULK_UPDATE, BULK_DELETE.", code="invalid_query")
+    if status is not None and status not in JobStatus.__members__:
+        # A typo would otherwise read as "no such jobs".
+        raise errors.BadRequest(f"status must be one of {', '.join(JobStatus)}.", code="invalid_query")
     # Only what the summary shows: a job document can carry a 700 KB inline payload.
-    docs, next_cursor = store.list_page(scope, job_type, limit=limit, cursor=cursor, fields=SUMMARY_FIELDS)
+    docs, next_cursor = store.list_page(scope, job_type, status=status, limit=limit, cursor=cursor, fields=SUMMARY_FIELDS)
     return [summary(d) for d in docs], next_cursor
 
 

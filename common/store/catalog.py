@@ -449,6 +449,12 @@ def get_product(scope: Scope, product_id: str) -> dict[str, Any] | None:
     return existing(snap)
 
 
+def get_issue(scope: Scope, issue_id: str) -> dict[str, Any] | None:
+    """One validation issue, resolved or not; None if absent."""
+    doc = existing(read(coll(scope, "validation_issues").document(issue_id)))
+    return None if doc is None else doc | {"id": issue_id}
+
+
 def list_products(scope: Scope, *, sku: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     products = coll(scope, "products")
     query: Any = products

@@ -151,14 +151,14 @@ def status(scope: Scope, job_id: str) -> str | None:
 
 
 def list_page(
-    scope: Scope, job_type: str, *, limit: int, cursor: str | None, fields: Sequence[str] | None = None
+    scope: Scope, job_type: str, *, status: str | None = None, limit: int, cursor: str | None, fields: Sequence[str] | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the jobs of one type (and in one status, if given), newest first."""
     jobs = coll(scope, "bulk_jobs")
-    query = (
-        jobs.where(filter=firestore.FieldFilter("job_type", "==", job_type))
-        .order_by("created_at", direction=firestore.Query.DESCENDING)
-        .order_by("__name__", direction=firestore.Query.DESCENDING)
-    )
+    query = jobs.where(filter=firestore.FieldFilter("job_type", "==", job_type))
+    if status is not None:
+        query = query.where(filter=firestore.FieldFilter("status", "==", status))
+    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by("__name__", direction=firestore.Query.DESCENDING)
     return pages.page(query, jobs, limit=limit, cursor=cursor, fields=fields)
 
 

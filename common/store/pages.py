@@ -4,10 +4,11 @@ A cursor is where a page ended: the values of the list's order-by fields in its 
 that document's id. The next page starts after those values, so it needs no read of that document
 and does not care whether it still exists. It is opaque to clients: url-safe base64 (no padding) of
 the JSON array `[list, [value, ...], id]`, where `list` names the list it was issued for (a digest
-of the collection's path, so of the tenant, and of the order) and each value is tagged with its
-type (`["t", nanoseconds since the epoch]`, `["s", text]`, `["i", integer]`, `["n", null]`).
-Anything else is refused as `invalid_cursor`; a cursor that passes positions only within the
-caller's own list, whatever values it carries, so it needs no signature.
+of the collection's path, so of the tenant, of the order, and of the query's filters, so of a
+list's `type=`, `status=`, `sku=`…) and each value is tagged with its type (`["t", nanoseconds
+since the epoch]`, `["s", text]`, `["i", integer]`, `["n", null]`). Anything else is refused as
+`invalid_cursor`; a cursor that passes positions only within the caller's own list, whatever values
+it carries, so it needs no signature.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, NoReturn
 
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers
+from google.cloud.firestore_v1.types import StructuredQuery
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import errors
@@ -62,12 +65,22 @@ def order_of(query: firestore.Query) -> list[tuple[str, str]]:
     return order
 
 
-def list_key(collection: firestore.CollectionReference, order: Sequence[tuple[str, str]]) -> str:
-    """What ties a cursor to the list it was issued for: another tenant's cursor, or another list's,
-    is refused rather than read as a position in this one."""
+def filters_of(query: firestore.Query) -> list[str]:
+    """The query's filters, each as canonical text, in no particular order (they are a conjunction).
+    The client keeps them only in a private attribute, read here as `order_of` reads the orders."""
+    return sorted(type(f).to_json(f, sort_keys=True, indent=None) for f in query._field_filters)
+
+
+def list_key(collection: firestore.CollectionReference, order: Sequence[tuple[str, str]], filters: Sequence[str] = ()) -> str:
+    """What ties a cursor to the list it was issued for: another tenant's cursor, another list's, or
+    one of the same list under other filters (`type=BULK_IMPORT` read as `type=BULK_UPDATE`) is
+    refused rather than read as a position in this one, which would be a wrong page."""
     parent = collection.parent
     path = f"{parent.path}/{collection.id}" if parent is not None else collection.id
-    spec = json.dumps([path, [list(o) for o in order]])
+    spec_parts: list[Any] = [path, [list(o) for o in order]]
+    if filters:  # an unfiltered list keeps the key its cursors were issued with before filters counted
+        spec_parts.append(sorted(filters))
+    spec = json.dumps(spec_parts)
     return base64.urlsafe_b64encode(hashlib.sha256(spec.encode()).digest()[:8]).decode().rstrip("=")
 
 
@@ -116,12 +129,12 @@ def page(
     of each document."""
     order = order_of(query)
     names = [f for f, _ in order[:-1]]
-    key = list_key(collection, order)
+    key = list_key(collection, order, filters_of(query))
     if cursor:
         position = decode_cursor(cursor, key, len(names))
         if position.values is None:
             snap = read(collection.document(position.doc_id))
-            if not snap.exists:
+            if not (snap.exists and _in_list(snap, query)):
                 _invalid()
             query = query.start_after(snap)
         else:
@@ -138,6 +151,23 @@ def page(
     if fields is not None and (extra := set(names).difference(fields)):
         docs = [{k: v for k, v in doc.items() if k not in extra} for doc in docs]
     return docs, next_cursor
+
+
+def _in_list(snap: firestore.DocumentSnapshot, query: firestore.Query) -> bool:
+    """Whether the document an older cursor names is one `query` lists: that cursor carries no list
+    key, so this is what keeps one list's cursor from placing another. Only equality filters (all
+    a paged list uses) are checked; any other makes the cursor refused rather than guessed at."""
+    for f in query._field_filters:
+        if not (isinstance(f, StructuredQuery.FieldFilter) and f.op == StructuredQuery.FieldFilter.Operator.EQUAL):
+            return False
+        try:
+            value = snap.get(f.field.field_path)
+        except KeyError:
+            return False
+        wanted = _helpers.decode_value(f.value, snap.reference._client)
+        if type(value) is not type(wanted) or value != wanted:  # Firestore's false is not its 0
+            return False
+    return True
 
 
 def _tagged(value: Any) -> list[Any]:

@@ -61,6 +61,45 @@ def test_list_pages_with_cursor_headers(tenant: Tenant) -> None:
     assert [j["id"] for j in seen] == ids[::-1]
 
 
+def test_the_list_keeps_only_the_jobs_in_the_status_asked_for(tenant: Tenant) -> None:
+    failed = [tenant.create_job("BULK_IMPORT", [{"sku": f"NO-TITLE-{n}"}])["id"] for n in range(2)]
+    completed = tenant.create_job("BULK_IMPORT", SEED_PAYLOAD[:1])["id"]
+    assert [tenant.wait_job(j)["status"] for j in (*failed, completed)] == ["FAILED", "FAILED", "COMPLETED"]
+    listed = tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": "COMPLETED"})
+    assert listed.status_code == 200, listed.text
+    assert [j["id"] for j in listed.json()] == [completed]
+    assert tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": "PENDING"}).json() == []
+    assert tenant.get(JOBS, params={"type": "BULK_UPDATE", "status": "FAILED"}).json() == []
+    # Paged, newest first, past the completed job between them.
+    assert [j["id"] for j in tenant.all_pages(JOBS, type="BULK_IMPORT", status="FAILED", limit=1)] == failed[::-1]
+    # An empty status is no filter, as an empty type is the default.
+    assert len(tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": ""}).json()) == 3
+    for wrong in ("failed", "DONE", "FAILED,COMPLETED"):
+        refused = tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": wrong})
+        assert refused.status_code == 400 and error_code(refused) == "invalid_query", wrong
+        assert refused.json()["error"]["message"] == "status must be one of PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED."
+
+
+def test_a_list_cursor_works_only_with_the_query_that_issued_it(tenant: Tenant) -> None:
+    """A cursor holds a place in one query's order: read in another (another type, status or filter)
+    it would start that list at a place that is not its own, a wrong page."""
+    imports = [tenant.create_job("BULK_IMPORT", [{"sku": f"NO-TITLE-{n}"}])["id"] for n in range(2)]
+    deletes = [tenant.create_job("BULK_DELETE", [str(uuid.uuid4())])["id"] for _ in range(2)]
+    assert {tenant.wait_job(j)["status"] for j in (*imports, *deletes)} == {"FAILED"}
+    cursor = tenant.get(JOBS, params={"type": "BULK_IMPORT", "limit": 1}).headers["X-Next-Cursor"]
+    assert [j["id"] for j in tenant.get(JOBS, params={"type": "BULK_IMPORT", "limit": 1, "cursor": cursor}).json()] == imports[:1]
+    for other in ({"type": "BULK_DELETE"}, {"type": "BULK_IMPORT", "status": "FAILED"}, {}):
+        refused = tenant.get(JOBS, params={**other, "limit": 1, "cursor": cursor})
+        assert refused.status_code == 400 and error_code(refused) == "invalid_cursor", other
+    # The validation list's filters too: two IMPORT_REJECTED and two PRODUCT_NOT_FOUND issues.
+    issues = "/api/v1/pim/validation"
+    cursor = tenant.get(issues, params={"issue_type": "IMPORT_REJECTED", "limit": 1}).headers["X-Next-Cursor"]
+    assert tenant.get(issues, params={"issue_type": "IMPORT_REJECTED", "limit": 1, "cursor": cursor}).status_code == 200
+    for other in ({"issue_type": "PRODUCT_NOT_FOUND"}, {"issue_type": "IMPORT_REJECTED", "job_id": imports[0]}, {}):
+        refused = tenant.get(issues, params={**other, "limit": 1, "cursor": cursor})
+        assert refused.status_code == 400 and error_code(refused) == "invalid_cursor", other
+
+
 def test_a_catalog_walk_goes_on_when_a_bulk_delete_removes_the_product_a_page_ended_on(tenant: Tenant) -> None:
     products = "/api/v1/pim/products"
     # One import stamps its products alike: the pages split ties on created_at, by id.

@@ -149,6 +149,8 @@ def test_jsonl_with_two_invalid_items_exits_1_and_saves_exactly_those(tenant: Te
 
     jobs = cli("jobs", "--type", "BULK_IMPORT")
     assert jobs.returncode == 0 and job_id in jobs.stdout and "FAILED" in jobs.stdout
+    assert [j["id"] for j in json.loads(cli("jobs", "--status", "failed", "--json").stdout)] == [job_id]
+    assert json.loads(cli("jobs", "--status", "COMPLETED", "--json").stdout) == []
 
     issues = cli("issues", "--job-id", job_id)
     assert issues.returncode == 0

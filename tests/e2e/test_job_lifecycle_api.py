@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 
-from tests.conftest import Tenant
+from tests.conftest import Tenant, mint
 
 JOBS = "/api/v1/pim/bulk-jobs"
 PAYLOAD = [{"title": "Merino Wool Sweater", "category": "Knitwear"}, {"title": "Linen Shirt é", "category": "Shirts"}]
@@ -110,3 +110,33 @@ def test_a_finding_about_a_products_data_is_not_resolved_by_hand(tenant: Tenant)
     refused = tenant.post(f"/api/v1/pim/validation/{finding['id']}/resolve")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "issue_not_resolvable"
     assert tenant.get("/api/v1/pim/validation", params={"issue_type": "MISSING_DESCRIPTION"}).json() == [finding]
+
+
+def test_one_issue_is_read_by_id_resolved_or_not_in_its_tenant_only(tenant: Tenant, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    issues = "/api/v1/pim/validation"
+    missing = "00000000-0000-4000-8000-000000000000"
+    first = tenant.create_job("BULK_DELETE", [missing])
+    assert tenant.wait_job(first["id"])["status"] == "FAILED"
+    [issue] = tenant.get(issues, params={"job_id": first["id"]}).json()
+    one = tenant.get(f"{issues}/{issue['id']}")
+    assert one.status_code == 200, one.text
+    assert one.json() == issue  # the list's item shape
+    token, email, user_id = mint(tenant.org_id, [tenant.tenant_id], role="viewer")
+    viewer = Tenant(tenant.org_id, tenant.tenant_id, token, email, user_id, tenant.api_url)
+    assert viewer.get(f"{issues}/{issue['id']}").json() == issue
+
+    # A later failure of the same identifier supersedes it: out of the list, still read by id.
+    second = tenant.create_job("BULK_DELETE", [missing])
+    assert tenant.wait_job(second["id"])["status"] == "FAILED"
+    superseded = tenant.get(f"{issues}/{issue['id']}").json()
+    assert (superseded["resolved"], superseded["job_id"]) == (True, first["id"])
+    [newer] = tenant.get(issues).json()
+    resolved = tenant.post(f"{issues}/{newer['id']}/resolve").json()
+    assert tenant.get(f"{issues}/{newer['id']}").json() == resolved and resolved["resolved"] is True
+
+    for other in (make_tenant(), make_tenant(org_id=tenant.org_id)):
+        absent = other.get(f"{issues}/{issue['id']}")
+        assert absent.status_code == 404 and absent.json()["error"]["code"] == "not_found"
+    for bad in (missing, "__name__", "-a", "a%2Fb", "%2E%2E", "x" * 129, "%C3%A9"):
+        absent = tenant.get(f"{issues}/{bad}")
+        assert absent.status_code == 404 and absent.json()["error"]["code"] == "not_found", bad

@@ -116,3 +116,56 @@ def test_a_cursor_of_one_list_is_refused_by_another(scope: Scope) -> None:
     with pytest.raises(errors.BadRequest) as refused:
         LISTINGS["audit"].fetch(scope, 2, cursor)
     assert refused.value.code == "invalid_cursor"
+
+
+# A list under one filter and the same list under another: (collection, documents' fields, fetch).
+FILTERED = {
+    "jobs by type": (
+        "bulk_jobs",
+        [{"job_type": "BULK_IMPORT", "status": "FAILED"}, {"job_type": "BULK_UPDATE", "status": "FAILED"}],
+        lambda s, i, c: jobs.list_page(s, ("BULK_IMPORT", "BULK_UPDATE")[i], limit=2, cursor=c),
+    ),
+    "jobs by status": (
+        "bulk_jobs",
+        [{"job_type": "BULK_IMPORT", "status": "FAILED"}, {"job_type": "BULK_IMPORT", "status": "COMPLETED"}],
+        lambda s, i, c: jobs.list_page(s, "BULK_IMPORT", status=(None, "COMPLETED")[i], limit=2, cursor=c),
+    ),
+    "products by sku": (
+        "products",
+        [{"sku": "A"}, {"sku": "B"}],
+        lambda s, i, c: catalog.list_products(s, sku=("A", "B")[i], limit=2, cursor=c),
+    ),
+    "issues by filter": (
+        "validation_issues",
+        [{"resolved": False, "severity": "ERROR", "job_id": "j-1"}, {"resolved": False, "severity": "ERROR", "job_id": "j-2"}],
+        lambda s, i, c: catalog.list_issues(s, filters=({"severity": "ERROR"}, {"severity": "ERROR", "job_id": "j-2"})[i], limit=2, cursor=c),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FILTERED)
+def test_a_cursor_is_refused_by_the_same_list_under_another_filter(scope: Scope, name: str) -> None:
+    collection, fields, fetch = FILTERED[name]
+    docs = coll(scope, collection)
+    for n in range(6):
+        docs.document(f"{n}-{uuid.uuid4().hex[:6]}").set({"created_at": T0 + timedelta(microseconds=n), **fields[n % 2]})
+    _, cursor = fetch(scope, 0, None)
+    assert cursor is not None
+    fetch(scope, 0, cursor)  # its own list takes it
+    with pytest.raises(errors.BadRequest) as refused:
+        fetch(scope, 1, cursor)
+    assert refused.value.code == "invalid_cursor"
+
+
+def test_a_cursor_issued_before_values_were_carried_must_name_a_document_of_the_list(scope: Scope) -> None:
+    """It carries no list key, only a document: one another list shows is refused too."""
+    docs = coll(scope, "bulk_jobs")
+    for n, job_type in enumerate(["BULK_IMPORT", "BULK_UPDATE", "BULK_IMPORT", "BULK_IMPORT"]):
+        docs.document(f"j-{n}").set({"created_at": T0 + timedelta(microseconds=n), "job_type": job_type, "status": "FAILED"})
+    legacy = base64.urlsafe_b64encode(b"j-3").decode().rstrip("=")
+    page, _ = jobs.list_page(scope, "BULK_IMPORT", limit=1, cursor=legacy)
+    assert [d["id"] for d in page] == ["j-2"]
+    for job_type, status in (("BULK_UPDATE", None), ("BULK_IMPORT", "COMPLETED")):
+        with pytest.raises(errors.BadRequest) as refused:
+            jobs.list_page(scope, job_type, status=status, limit=1, cursor=legacy)
+        assert refused.value.code == "invalid_cursor"

@@ -698,6 +698,7 @@ def declared(group: str, *fields: tuple[str, str], scope: str = "COLLECTION") ->
 def test_indexes_file_declares_the_known_composite_indexes() -> None:
     newest = [("created_at", D), ("__name__", D)]
     assert declared("bulk_jobs", ("job_type", A), *newest)
+    assert declared("bulk_jobs", ("job_type", A), ("status", A), *newest)  # ?status=
     assert declared("products", ("sku", A), *newest)
     assert declared("validation_issues", ("resolved", A), *newest)
     for name in ("severity", "issue_type", "product_id", "job_id"):

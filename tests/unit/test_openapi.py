@@ -93,7 +93,9 @@ def test_create_bulk_job_takes_job_create_and_answers_the_job(doc: dict[str, Any
         "type": "array",
         "items": {"$ref": "#/components/schemas/JobSummary"},
     }
-    assert {p["name"] for p in listed["parameters"] if p.get("in") == "query"} == {"type", "limit", "cursor"}
+    query = {p["name"]: p for p in listed["parameters"] if p.get("in") == "query"}
+    assert set(query) == {"type", "status", "limit", "cursor"}
+    assert query["status"]["schema"]["enum"] == ["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 
 
 def test_authenticated_operations_declare_bearer_and_tenant_headers(router: Router, doc: dict[str, Any]) -> None:
@@ -187,3 +189,10 @@ def test_the_results_document_their_opt_in_items_and_the_410_when_they_are_gone(
     assert include["in"] == "query" and include["schema"] == {"type": "string", "enum": ["item"]}
     assert "410" in operation["responses"]
     assert "include=item" in doc["components"]["schemas"]["ItemResult"]["properties"]["item"]["description"]
+
+
+def test_one_validation_issue_is_read_as_the_lists_item_or_404(doc: dict[str, Any]) -> None:
+    operation = doc["paths"]["/api/v1/pim/validation/{issue_id}"]["get"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/IssuePublic"}
+    assert "404" in operation["responses"]
+    assert [p["name"] for p in operation["parameters"] if p.get("in") == "path"] == ["issue_id"]

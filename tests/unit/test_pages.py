@@ -4,6 +4,7 @@ them exactly, and refuses anything it did not issue as `invalid_cursor` without 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -85,6 +86,35 @@ def test_a_cursor_of_another_list_or_tenant_is_refused() -> None:
     for key in (list_key(other_tenant, order_of(NEWEST_FIRST)), list_key(audit, order_of(NEWEST_FIRST)), list_key(PRODUCTS, order_of(oldest_first))):
         assert key != KEY
         refused(encode_cursor(key, Position((AT,), ID)))
+
+
+def test_a_cursor_of_the_same_list_under_other_filters_is_refused() -> None:
+    def by(**equal: Any) -> firestore.Query:
+        query: Any = PRODUCTS
+        for name, value in equal.items():
+            query = query.where(filter=firestore.FieldFilter(name, "==", value))
+        return query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by("__name__", direction=firestore.Query.DESCENDING)
+
+    def key(query: firestore.Query) -> str:
+        return list_key(PRODUCTS, order_of(query), pages.filters_of(query))
+
+    sku_a = key(by(sku="A"))
+    assert sku_a == key(by(sku="A"))
+    others = [KEY, key(by(sku="B")), key(by(sku="A", status="FAILED")), key(by(sku=None)), key(by(resolved=False)), key(by(resolved=0))]
+    assert len({sku_a, *others}) == 1 + len(others)
+    for other in others:
+        with pytest.raises(errors.BadRequest) as caught:
+            decode_cursor(encode_cursor(sku_a, Position((AT,), ID)), other, 1)
+        assert caught.value.code == "invalid_cursor"
+    # The filters are a conjunction: the order they were added in is no other list.
+    assert key(by(sku="A", status="FAILED")) == key(by(status="FAILED", sku="A"))
+
+
+def test_an_unfiltered_lists_key_is_the_one_its_cursors_were_issued_with_before_filters_counted() -> None:
+    path = "orgs/o/tenants/t/products"
+    before = json.dumps([path, [["created_at", "DESCENDING"], ["__name__", "DESCENDING"]]])
+    assert b64(hashlib.sha256(before.encode()).digest()[:8]) == KEY
+    assert pages.filters_of(NEWEST_FIRST) == []
 
 
 GOOD = [KEY, [["t", 1_772_368_205_123_456_000]], ID]
@@ -185,6 +215,20 @@ def test_a_projection_reads_the_order_fields_but_returns_only_the_fields_asked_f
     assert docs == [{"title": "B", "id": "b"}] and cursor is not None
     assert {f.field_path for f in ran[0]._to_protobuf().select.fields} == {"title", "created_at"}
     assert decode_cursor(cursor, KEY, 1) == Position((AT,), "b")
+
+
+def test_a_page_cursor_is_read_only_by_a_query_with_the_same_filters(monkeypatch: pytest.MonkeyPatch) -> None:
+    def by_sku(sku: str) -> firestore.Query:
+        return NEWEST_FIRST.where(filter=firestore.FieldFilter("sku", "==", sku))
+
+    scripted(monkeypatch, response("b", AT, sku="A"), response("a", AT, sku="A"))
+    _, cursor = pages.page(by_sku("A"), PRODUCTS, limit=1, cursor=None)
+    assert cursor is not None
+    assert [d["id"] for d in pages.page(by_sku("A"), PRODUCTS, limit=1, cursor=cursor)[0]] == ["b"]  # the script again
+    for other in (by_sku("B"), NEWEST_FIRST):
+        with pytest.raises(errors.BadRequest) as caught:
+            pages.page(other, PRODUCTS, limit=1, cursor=cursor)
+        assert caught.value.code == "invalid_cursor"
 
 
 @pytest.mark.parametrize(
