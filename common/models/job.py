@@ -94,6 +94,9 @@ class JobSummary(PublicModel):
     retried_by: str | None = None
     # A ProductImportData dry run (whatIf): its results say what the import would do; nothing was committed.
     what_if: bool = False
+    # Why the job failed as a whole, where no item's result can say: `payload_expired`, its payload
+    # passed its retention before the job ran, so no item ran (submit them again as a new job).
+    error: str | None = None
 
 
 class JobPublic(JobSummary):

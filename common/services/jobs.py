@@ -607,7 +607,7 @@ def dispatch(message: JobMessage) -> None:
         # job ends FAILED here; raising instead would fail every delivery until the message was
         # dead-lettered, and the reconciler would republish the still-PENDING job, for ever.
         audit = _job_audit(job, "bulk_job.failed", {"reason": "payload_expired"}, "failed")
-        if store.fail_pending(scope, message.job_id, audit, end_notice(scope)):
+        if store.fail_pending(scope, message.job_id, "payload_expired", audit, end_notice(scope)):
             log.error("dispatch: the job's payload is gone; job failed", extra={"job_id": message.job_id})
             notify_end(scope, message.job_id)
         return
@@ -927,7 +927,7 @@ def finish_if_done(scope: Scope, job: dict[str, Any]) -> str | None:
 # (`updated_at`, `retried_by`), so that every attempt and every redelivery sends the same bytes.
 END_EVENT_FIELDS = (
     *("job_type", "status", "total_items", "processed_items", "failed_items", "item_count"),
-    *("what_if", "retry_of", "created_at", "completed_at"),
+    *("what_if", "retry_of", "error", "created_at", "completed_at"),
 )
 
 

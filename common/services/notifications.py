@@ -359,10 +359,14 @@ def _job_email(data: dict[str, Any]) -> tuple[str, str]:
         f"{'Would apply' if dry else 'Applied'}: {processed}",
         f"Failed: {failed}",
     ]
-    if failed:
-        lines += ["", f"Why each failed: GET /api/v1/pim/bulk-jobs/{job}/results?status=failed"]
-    if status in ("FAILED", "CANCELLED"):
-        lines += [f"Run what it did not apply: POST /api/v1/pim/bulk-jobs/{job}/retry"]
+    if data.get("error") == "payload_expired":
+        # No item ran, so there are no results to read, and a retry has no payload to run.
+        lines += ["", "Its payload passed its retention before the job ran, so no item ran. Submit the items again as a new job."]
+    else:
+        if failed:
+            lines += ["", f"Why each failed: GET /api/v1/pim/bulk-jobs/{job}/results?status=failed"]
+        if status in ("FAILED", "CANCELLED"):
+            lines += [f"Run what it did not apply: POST /api/v1/pim/bulk-jobs/{job}/retry"]
     return subject, "\n".join(lines) + "\n"
 
 

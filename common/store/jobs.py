@@ -62,9 +62,9 @@ def cancel(scope: Scope, job_id: str, audit: dict[str, Any], notice: Notice | No
     return stop(db.transaction())  # type: ignore[no-any-return]
 
 
-def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any], notice: Notice | None = None) -> bool:
-    """PENDING → FAILED for a job that can never run (its payload is gone), every item counted as
-    failed, with its audit event; False if the job had already left PENDING."""
+def fail_pending(scope: Scope, job_id: str, error: str, audit: dict[str, Any], notice: Notice | None = None) -> bool:
+    """PENDING → FAILED for a job that can never run (its payload is gone: `error` says so), every
+    item counted as failed, with its audit event; False if the job had already left PENDING."""
     db = firestore_client()
     ref = job_ref(scope, job_id)
 
@@ -80,6 +80,7 @@ def fail_pending(scope: Scope, job_id: str, audit: dict[str, Any], notice: Notic
             "total_items": items,
             "processed_items": 0,
             "failed_items": items,
+            "error": error,
             "completed_at": now,
             "updated_at": now,
             "touched_at": now,

@@ -280,7 +280,7 @@ def test_a_job_whose_payload_expired_before_it_ran_ends_failed_once(pipeline: Pi
     failed = pipeline.job(job["id"])
     assert failed["status"] == "FAILED" and failed["completed_at"]
     assert (failed["total_items"], failed["processed_items"], failed["failed_items"]) == (400, 0, 400)
-    assert failed["payload_json"] is None
+    assert failed["payload_json"] is None and failed["error"] == "payload_expired"  # its record says why
     events = [e for e in pipeline.audit_events() if e["entity_id"] == job["id"] and e["action"] == "bulk_job.failed"]
     assert [e["details"]["reason"] for e in events] == ["payload_expired"]
     assert pipeline.products() == [] and pipeline.pull("chunks") == []
@@ -304,7 +304,7 @@ def test_a_chunk_of_a_job_that_ended_before_it_ran_is_marked_done(pipeline: Pipe
         entity_id=job["id"],
         details={},
     )
-    assert job_store.fail_pending(pipeline.scope, job["id"], audit)
+    assert job_store.fail_pending(pipeline.scope, job["id"], "payload_expired", audit)
     jobs.process_chunk(ChunkMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id, chunk=0))
     chunk = job_store.chunk_progress(pipeline.scope, job["id"], 0)
     assert chunk is not None and chunk["done"] and chunk["skipped"]

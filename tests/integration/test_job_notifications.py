@@ -71,6 +71,7 @@ def test_a_failed_job_tells_its_end_once_with_the_counts_of_its_record(pipeline:
             "item_count": 3,
             "what_if": False,
             "retry_of": None,
+            "error": None,
             "created_at": job["created_at"],
             "completed_at": job["completed_at"],
         },
@@ -167,11 +168,6 @@ def test_a_redelivery_whose_queueing_failed_is_queued_by_the_reconciler(pipeline
     assert len(until("the second email", lambda: len(mails_to(stack.mail_dir, address)) == 2 and mails_to(stack.mail_dir, address))) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The end event of a job whose payload expired before it ran carries no reason, so its email points at an empty "
-    "failure list and at a retry that answers 410 payload_expired; telling it needs a field in the event body (a contract choice).",
-)
 def test_a_job_whose_payload_expired_tells_so_and_points_at_no_retry(pipeline: Pipeline, stack: Any) -> None:
     address = subscribe(pipeline)
     job = pipeline.create("BULK_IMPORT", big_payload("GONE"))
@@ -186,4 +182,6 @@ def test_a_job_whose_payload_expired_tells_so_and_points_at_no_retry(pipeline: P
     [mail] = until("the email", lambda: mails_to(stack.mail_dir, address))
     text = mail.get_payload(decode=True).decode()
     assert "/retry" not in text and "results?status=failed" not in text
-    assert "payload" in text
+    assert "Its payload passed its retention before the job ran, so no item ran." in text
+    data = json.loads(delivery_of(pipeline, job["id"])["body"])["data"]  # type: ignore[index]
+    assert (data["status"], data["error"], data["processed_items"], data["failed_items"]) == ("FAILED", "payload_expired", 0, 400)

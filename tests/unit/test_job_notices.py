@@ -70,6 +70,12 @@ def test_a_job_cancelled_before_it_ran_counts_its_payload() -> None:
     assert "Items: 5" in text and f"/bulk-jobs/{JOB}/retry" in text and "results" not in text
 
 
+def test_a_job_whose_payload_expired_says_so_and_points_at_no_retry() -> None:
+    _, text = _job_email(ended(status="FAILED", processed_items=0, failed_items=5, error="payload_expired"))
+    assert "Its payload passed its retention before the job ran" in text
+    assert "/retry" not in text and "results" not in text
+
+
 def test_a_dry_run_email_says_nothing_was_committed() -> None:
     subject, text = _job_email(ended(what_if=True))
     assert subject.endswith("COMPLETED: 5 of 5 items would apply (dry run)")
