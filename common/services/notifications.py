@@ -137,7 +137,13 @@ def put_notification_settings(principal: Principal, body: Any) -> dict[str, Any]
     store.put_settings_doc(
         principal.scope,
         doc,
-        audit_by(principal, "notification_settings.updated", "notification_settings", principal.scope.tenant_id, {"channel": wanted.channel}),
+        audit_by(
+            principal,
+            "notification_settings.updated",
+            "notification_settings",
+            principal.scope.tenant_id,
+            {"channel": wanted.channel, "events": doc["events"]},
+        ),
     )
     out = get_notification_settings(principal.scope)
     if issued:

@@ -102,6 +102,12 @@ def test_job_events_are_opt_in_and_exports_stay_told_by_default(pipeline: Pipeli
     assert (told["status"], untold["status"]) == ("COMPLETED", "FAILED")
     assert delivery_of(pipeline, told["id"])["type"] == "bulk_job.completed"  # type: ignore[index]
     assert delivery_of(pipeline, untold["id"]) is None
+    # Who changed what the tenant hears of is in the audit log.
+    changes = [e["details"] for e in pipeline.audit_events() if e["action"] == "notification_settings.updated"]
+    assert changes == [
+        {"channel": "email", "events": ["bulk_job.completed"]},
+        {"channel": "email", "events": ["export.completed", "export.failed"]},
+    ]  # newest first
 
 
 def test_a_job_cancelled_before_it_ran_tells_its_cancel(pipeline: Pipeline, stack: Any) -> None:
