@@ -464,7 +464,7 @@ def show_job(job: dict[str, Any], as_json: bool) -> None:
             ("status", job.get("status")),
             ("progress", Progress.render(job)),
             ("items", f"{total if total is not None else '?'} total, {done - failed} processed, {failed} failed"),
-            *[(link, job[link]) for link in ("retry_of", "retried_by") if job.get(link)],
+            *[(link, job[link]) for link in ("retry_of", "retried_by", "error") if job.get(link)],
             ("created_by", job.get("created_by")),
             ("created_at", job.get("created_at")),
             ("started_at", job.get("started_at")),

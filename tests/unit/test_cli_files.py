@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from synqctl.cli import UsageError, parse_corrections, read_corrections, read_items, write_corrections
+from synqctl.cli import UsageError, parse_corrections, read_corrections, read_items, show_job, write_corrections
 from synqctl.client import ApiError
 
 ENVELOPE = {"ProductImportData": {"ProductsToImport": [{"ImportMode": "Create", "ProductIdentifierValue": "1"}]}, "ErrorMode": "Ignore"}
@@ -103,3 +103,11 @@ def test_no_failed_item_or_an_error_midway_writes_no_corrections_file(tmp_path: 
     with pytest.raises(ApiError):
         write_corrections(cut_short(), tmp_path / "fix.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_job_failed_as_a_whole_shows_why(capsys: pytest.CaptureFixture[str]) -> None:
+    job = {"id": "j", "job_type": "BULK_IMPORT", "status": "FAILED", "total_items": 3, "processed_items": 0, "failed_items": 3}
+    show_job({**job, "error": "payload_expired"}, as_json=False)
+    assert [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("error:")] == [["error:", "payload_expired"]]
+    show_job(job, as_json=False)
+    assert "error:" not in capsys.readouterr().out
