@@ -1,4 +1,4 @@
-"""Telling a tenant an export is ready: settings, signed webhooks, email, delivery records."""
+"""Telling a tenant an export is ready or a bulk job ended: settings, signed webhooks, email, delivery records."""
 
 from __future__ import annotations
 
