@@ -42,5 +42,5 @@ def enqueue_delivery(task: DeliveryTask, name: str) -> None:
         client.create_task(parent=queue, task={"name": f"{queue}/tasks/{name}", "http_request": http_request})  # type: ignore[arg-type]
     except gexc.AlreadyExists:
         pass
-    except gexc.GoogleAPICallError as exc:
+    except (gexc.GoogleAPICallError, gexc.RetryError) as exc:  # RetryError: the client's own retries ran out
         raise errors.Transient("Enqueueing the notification failed.") from exc
