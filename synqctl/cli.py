@@ -629,6 +629,111 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK if completed else EXIT_FAILED
 
 
+def parse_events(text: str) -> list[str]:
+    """`--events E1,E2,...` as a list, each name stripped. The names themselves are the API's to check
+    (its 422 lists the valid ones), so a new event type needs no new synqctl; an empty name is
+    refused here: a stray comma, or an empty variable that would otherwise ask for no events at all."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise UsageError(f"--events takes event names separated by commas, not {text[:100]!r}; nothing was sent.")
+    return names
+
+
+def settings_body(webhook: str | None, email: str | None, events: str | None) -> dict[str, Any]:
+    """The PUT /notification-settings body for `notify set`. Without --events the body names none,
+    and the API sets its default (the export events), as a PUT replaces the whole settings."""
+    body: dict[str, Any] = {"channel": "webhook", "webhook_url": webhook} if webhook is not None else {"channel": "email", "email": email}
+    if events is not None:
+        body["events"] = parse_events(events)
+    return body
+
+
+def show_settings(settings: dict[str, Any], extra: Sequence[tuple[str, Any]] = ()) -> None:
+    """Notification settings as `key: value` lines, `extra` last; events comma-separated, as `--events` takes them."""
+    emit_fields(
+        [
+            ("channel", settings.get("channel")),
+            ("webhook_url", settings.get("webhook_url")),
+            ("email", settings.get("email")),
+            ("events", ",".join(settings.get("events") or [])),
+            ("has_signing_secret", settings.get("has_signing_secret")),
+            ("updated_at", settings.get("updated_at")),
+            *extra,
+        ]
+    )
+
+
+def cmd_notify_show(args: argparse.Namespace, client: Client) -> int:
+    """How the tenant is notified (admin)."""
+    settings = client.get_notification_settings()
+    if args.json:
+        emit_json(settings, sys.stdout)
+    else:
+        show_settings(settings)
+    return EXIT_OK
+
+
+def cmd_notify_set(args: argparse.Namespace, client: Client) -> int:
+    """Set the channel and events (admin); a new webhook URL's signing secret is printed on stdout,
+    the one place the API ever shows it."""
+    settings = client.put_notification_settings(settings_body(args.webhook, args.email, args.events))
+    if args.json:
+        emit_json(settings, sys.stdout)
+        return EXIT_OK
+    secret = settings.get("signing_secret")
+    show_settings(settings, [("signing_secret", secret)] if secret else [])
+    if secret:
+        print("signing_secret is shown this once: store it now (`notify rotate-secret` issues a new one).", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_notify_rotate_secret(args: argparse.Namespace, client: Client) -> int:
+    """A new webhook signing secret (admin); the old one keeps signing beside it until the time shown."""
+    rotated = client.rotate_signing_secret()
+    if args.json:
+        emit_json(rotated, sys.stdout)
+        return EXIT_OK
+    emit_fields([("signing_secret", rotated.get("signing_secret")), ("previous_secret_expires_at", rotated.get("previous_secret_expires_at"))])
+    return EXIT_OK
+
+
+DELIVERY_COLUMNS = (
+    Column("ID", field("id")),  # what `notify redeliver` takes
+    Column("TYPE", field("type")),
+    Column("EXPORT_OR_JOB_ID", lambda d: d.get("export_id") or d.get("job_id")),
+    Column("ATTEMPTS", field("attempts"), right=True),
+    Column("DELIVERED_AT", field("delivered_at")),
+    Column("LAST_ERROR", field("last_error"), max_width=60),
+)
+
+
+def cmd_notify_deliveries(args: argparse.Namespace, client: Client) -> int:
+    """Notifications sent or being sent, newest first."""
+    emit_rows(client.list_deliveries(limit=args.limit or None, page_size=args.page_size), DELIVERY_COLUMNS, args.json, "notification deliveries")
+    return EXIT_OK
+
+
+def cmd_notify_redeliver(args: argparse.Namespace, client: Client) -> int:
+    """Send a notification again (same webhook-id) and show its record."""
+    delivery = client.redeliver(args.delivery_id)
+    if args.json:
+        emit_json(delivery, sys.stdout)
+        return EXIT_OK
+    emit_fields(
+        [
+            ("id", delivery.get("id")),
+            ("type", delivery.get("type")),
+            ("channel", delivery.get("channel")),
+            *[(key, delivery[key]) for key in ("export_id", "job_id") if delivery.get(key)],
+            ("attempts", delivery.get("attempts")),
+            ("delivered_at", delivery.get("delivered_at")),
+            ("last_error", delivery.get("last_error")),
+            ("updated_at", delivery.get("updated_at")),
+        ]
+    )
+    return EXIT_OK
+
+
 # -- parser and entry point -----------------------------------------------------------------------
 
 
@@ -750,7 +855,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="wait, then download the export file here")
     p.add_argument("--json", action="store_true", help="with --wait: print the export record as JSON")
     p.set_defaults(run=cmd_export)
+
+    _add_notify(sub, conn)
     return parser
+
+
+def _add_notify(sub: Any, conn: argparse.ArgumentParser) -> None:
+    """`notify show|set|rotate-secret|deliveries|redeliver`: the notification settings and deliveries."""
+    notify = sub.add_parser("notify", parents=[conn], help="show or set how the tenant is notified; list and resend notifications")
+    verbs = notify.add_subparsers(dest="notify_command", required=True, metavar="VERB")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the raw JSON instead")
+
+    p = verbs.add_parser("show", parents=[conn, as_json], help="the notification settings (admin)")
+    p.set_defaults(run=cmd_notify_show)
+
+    p = verbs.add_parser("set", parents=[conn, as_json], help="set the channel and events (admin); a new webhook URL prints its secret once")
+    channel = p.add_mutually_exclusive_group(required=True)
+    channel.add_argument("--webhook", metavar="URL", help="send signed webhooks to URL")
+    channel.add_argument("--email", metavar="ADDRESS", help="send emails to ADDRESS")
+    p.add_argument(
+        "--events", metavar="E1,E2,...", help="the ends to hear of, comma-separated (default: export.completed,export.failed; see docs/cli.md)"
+    )
+    p.set_defaults(run=cmd_notify_set)
+
+    p = verbs.add_parser("rotate-secret", parents=[conn, as_json], help="a new webhook signing secret; the old one signs for 24 h more (admin)")
+    p.set_defaults(run=cmd_notify_rotate_secret)
+
+    p = verbs.add_parser("deliveries", parents=[conn, _list_options(50)], help="list notifications sent, newest first")
+    p.set_defaults(run=cmd_notify_deliveries)
+
+    p = verbs.add_parser("redeliver", parents=[conn, as_json], help="send a notification again")
+    p.add_argument("delivery_id", metavar="ID", help="the ID column of `notify deliveries`")
+    p.set_defaults(run=cmd_notify_redeliver)
 
 
 def _client(args: argparse.Namespace) -> Client:

@@ -294,6 +294,27 @@ class Client:
         finally:
             stream.close()
 
+    def get_notification_settings(self) -> dict[str, Any]:
+        """GET /notification-settings (admin): channel, webhook_url, email, events, has_signing_secret."""
+        return dict(self.request("GET", "/notification-settings").body)
+
+    def put_notification_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT /notification-settings (admin): the settings as stored, with `signing_secret` once when
+        the webhook URL is new (the API shows it only in this answer)."""
+        return dict(self.request("PUT", "/notification-settings", body=dict(settings)).body)
+
+    def rotate_signing_secret(self) -> dict[str, Any]:
+        """POST /notification-settings/rotate-secret (admin): `{"signing_secret", "previous_secret_expires_at"}`."""
+        return dict(self.request("POST", "/notification-settings/rotate-secret").body)
+
+    def list_deliveries(self, *, limit: int | None, page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
+        """GET /notification-deliveries, newest first."""
+        return list(self.pages("/notification-deliveries", limit=limit, page_size=page_size))
+
+    def redeliver(self, delivery_id: str) -> dict[str, Any]:
+        """POST /notification-deliveries/{id}/redeliver: the delivery, its new series queued."""
+        return dict(self.request("POST", f"/notification-deliveries/{_segment(delivery_id)}/redeliver").body)
+
 
 def _segment(value: str) -> str:
     """An id as one path segment, so `../x` or `a/b` cannot reach another route."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from common.store.paths import Scope, coll, rows
 from tests.conftest import Tenant
+from tests.helpers import until
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -477,3 +479,106 @@ def test_resolve_of_a_data_finding_or_an_unknown_issue_shows_the_api_error(tenan
     assert refused.stderr == "error: issue_not_resolvable: This issue is about the product's data: it resolves itself once the product is fixed.\n"
     unknown = cli("resolve", str(uuid.uuid4()))
     assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No validation issue with that id in this tenant.\n"
+
+
+NOTIFY = "/api/v1/pim/notification-settings"
+
+
+def test_notify_set_and_show_the_channel_and_events(tenant: Tenant, cli: Cli) -> None:
+    fresh = cli("notify", "show")
+    assert fresh.returncode == 0, fresh.stderr
+    assert field(fresh.stdout, "channel") == "-" and field(fresh.stdout, "events") == "export.completed,export.failed"
+    assert field(fresh.stdout, "has_signing_secret") == "no"
+
+    result = cli("notify", "set", "--email", "ops@example.com", "--events", "bulk_job.failed, bulk_job.completed")
+
+    assert result.returncode == 0, result.stderr
+    assert field(result.stdout, "channel") == "email" and field(result.stdout, "email") == "ops@example.com"
+    assert field(result.stdout, "events") == "bulk_job.completed,bulk_job.failed"  # the API's order
+    assert "\nsigning_secret:" not in result.stdout
+    shown = json.loads(cli("notify", "show", "--json").stdout)
+    assert (shown["channel"], shown["email"], shown["events"]) == ("email", "ops@example.com", ["bulk_job.completed", "bulk_job.failed"])
+    assert tenant.get(NOTIFY).json()["events"] == ["bulk_job.completed", "bulk_job.failed"]
+
+    unknown = cli("notify", "set", "--email", "ops@example.com", "--events", "bulk_job.completed,job.done")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr.startswith("error: invalid_value: Field 'events.1': ") and "'bulk_job.cancelled'" in unknown.stderr
+    stray_comma = cli("notify", "set", "--email", "ops@example.com", "--events", "bulk_job.completed,")
+    assert stray_comma.returncode == 2 and stray_comma.stderr.startswith("error: --events takes event names separated by commas")
+    assert tenant.get(NOTIFY).json()["events"] == ["bulk_job.completed", "bulk_job.failed"]  # neither was stored
+
+    # A PUT replaces the settings: without --events, the API's default.
+    reset = cli("notify", "set", "--email", "other@example.com")
+    assert reset.returncode == 0 and field(reset.stdout, "events") == "export.completed,export.failed"
+
+
+def test_notify_prints_a_new_webhook_s_secret_once_and_rotates_it(tenant: Tenant, cli: Cli) -> None:
+    url = "http://127.0.0.1:9/hooks/synq"  # the local stack allows a private http URL; nothing is sent to it
+
+    result = cli("notify", "set", "--webhook", url)
+
+    assert result.returncode == 0, result.stderr
+    secret = field(result.stdout, "signing_secret")
+    assert len(secret) > 20 and result.stdout.count(secret) == 1
+    assert secret not in result.stderr and "shown this once" in result.stderr
+    assert field(result.stdout, "webhook_url") == url and field(result.stdout, "has_signing_secret") == "yes"
+    shown = cli("notify", "show")
+    assert field(shown.stdout, "has_signing_secret") == "yes" and secret not in shown.stdout + shown.stderr
+    same_url = cli("notify", "set", "--webhook", url)  # not a new URL: no new secret, none printed
+    assert same_url.returncode == 0 and "\nsigning_secret:" not in same_url.stdout and same_url.stderr == ""
+
+    rotated = cli("notify", "rotate-secret")
+
+    assert rotated.returncode == 0, rotated.stderr
+    new_secret = field(rotated.stdout, "signing_secret")
+    assert new_secret != secret and rotated.stderr == ""
+    expires = datetime.fromisoformat(field(rotated.stdout, "previous_secret_expires_at"))
+    assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(hours=24)
+    assert json.loads(cli("notify", "rotate-secret", "--json").stdout)["signing_secret"] not in (secret, new_secret)
+
+
+def test_notify_settings_need_an_admin_and_rotation_a_webhook(tenant: Tenant, cli: Cli, make_tenant: Callable[..., Tenant]) -> None:
+    editor = make_tenant(role="editor")
+    as_editor = {"SYNQ_TOKEN": editor.token, "SYNQ_TENANT_ID": editor.tenant_id, "SYNQ_ORG_ID": editor.org_id}
+    for argv in (["show"], ["set", "--email", "ops@example.com"], ["rotate-secret"]):
+        refused = cli("notify", *argv, env=as_editor)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert refused.stderr == "error: forbidden: This action needs the admin role; the token has editor.\n"
+
+    no_webhook = cli("notify", "rotate-secret")
+    assert no_webhook.returncode == 2
+    assert no_webhook.stderr == "error: no_webhook: No webhook is configured; set one with PUT /notification-settings.\n"
+
+
+def test_notify_lists_a_job_s_end_newest_first_and_redelivers_it(tenant: Tenant, cli: Cli, stack: Any) -> None:
+    address = f"jobs-{uuid.uuid4().hex[:8]}@example.com"
+    assert cli("notify", "set", "--email", address, "--events", "bulk_job.completed").returncode == 0
+    empty = cli("notify", "deliveries")
+    assert empty.returncode == 0 and data_rows(empty.stdout) == [] and "(no notification deliveries)" in empty.stderr
+    first = tenant.create_job("BULK_IMPORT", [{"title": "First", "sku": "NT-1", **GOOD}])
+    assert tenant.wait_job(first["id"])["status"] == "COMPLETED"
+    second = tenant.create_job("BULK_IMPORT", [{"title": "Second", "sku": "NT-2", **GOOD}])
+    assert tenant.wait_job(second["id"])["status"] == "COMPLETED"
+
+    listed = cli("notify", "deliveries")
+
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split()[:6] == ["ID", "TYPE", "EXPORT_OR_JOB_ID", "ATTEMPTS", "DELIVERED_AT", "LAST_ERROR"]
+    rows = [row.split() for row in data_rows(listed.stdout)]
+    assert [(r[1], r[2]) for r in rows] == [("bulk_job.completed", second["id"]), ("bulk_job.completed", first["id"])]
+    paged = json.loads(cli("notify", "deliveries", "--page-size", 1, "--json").stdout)  # follows X-Next-Cursor
+    assert [d["job_id"] for d in paged] == [second["id"], first["id"]]
+    assert [d["job_id"] for d in json.loads(cli("notify", "deliveries", "--limit", 1, "--json").stdout)] == [second["id"]]
+
+    def mails() -> list[Path]:
+        return [p for p in stack.mail_dir.glob("*.eml") if f"To: {address}" in p.read_text(errors="replace")]
+
+    until("the first email", lambda: len(mails()) == 2)
+    redelivered = cli("notify", "redeliver", rows[1][0])
+
+    assert redelivered.returncode == 0, redelivered.stderr
+    assert field(redelivered.stdout, "id") == rows[1][0] and field(redelivered.stdout, "job_id") == first["id"]
+    assert field(redelivered.stdout, "type") == "bulk_job.completed" and field(redelivered.stdout, "delivered_at") == "-"
+    until("the email sent again", lambda: len(mails()) == 3)
+    unknown = cli("notify", "redeliver", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No notification delivery with that id in this tenant.\n"
