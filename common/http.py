@@ -539,11 +539,17 @@ class Router:
 def _check_parameter_names(route: Route, args: Any) -> None:
     """A query parameter the route does not take is 400, not ignored: a dry run asked for where
     there is none (`POST /bulk-jobs?whatIf=true`), or in another case (`whatif`), would otherwise
-    commit, and a filter the list lacks (`GET /products?title=…`) would answer unfiltered."""
+    commit, and a filter the list lacks (`GET /products?title=…`) would answer unfiltered. One given
+    twice is 400 too: only its first value would be read, so `status=FAILED&status=CANCELLED` would
+    answer the FAILED jobs alone as if they were the whole list."""
     accepted = sorted(q.name for q in route.doc.query)
     known = {n.lower(): n for n in accepted}
     for name in args:
         if name in accepted:
+            if len(args.getlist(name)) > 1:
+                raise errors.BadRequest(
+                    f"Query parameter '{name}' is given more than once; give it once.", code="invalid_query", details={"parameter": name}
+                )
             continue
         meant = known.get(name.lower())
         hint = f"; did you mean '{meant}'?" if meant else f"; {route.method} {route.template} takes {_listed(accepted)}."

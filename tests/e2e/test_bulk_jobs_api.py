@@ -78,6 +78,9 @@ def test_the_list_keeps_only_the_jobs_in_the_status_asked_for(tenant: Tenant) ->
         refused = tenant.get(JOBS, params={"type": "BULK_IMPORT", "status": wrong})
         assert refused.status_code == 400 and error_code(refused) == "invalid_query", wrong
         assert refused.json()["error"]["message"] == "status must be one of PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED."
+    # Given twice, it is not read as its first value alone (the FAILED jobs as if they were all).
+    repeated = tenant.get(JOBS, params=[("type", "BULK_IMPORT"), ("status", "FAILED"), ("status", "COMPLETED")])
+    assert repeated.status_code == 400 and error_code(repeated) == "invalid_query", repeated.text
 
 
 def test_a_list_cursor_works_only_with_the_query_that_issued_it(tenant: Tenant) -> None:

@@ -521,6 +521,26 @@ def test_a_query_parameter_the_route_does_not_take_is_400(router: Router, path: 
     assert ran == []
 
 
+@pytest.mark.parametrize("path", ["/list?type=A&type=B", "/list?type=A&type=A", "/list?type=A&cursor=x&cursor=y"])
+def test_a_query_parameter_given_twice_is_400(router: Router, path: str) -> None:
+    """Only the first value would be read: `GET /bulk-jobs?status=FAILED&status=CANCELLED` answered
+    the FAILED jobs alone, as if they were all the list held, where `status=FAILED,CANCELLED` is 400."""
+    ran = []
+
+    @router.route("GET", "/list", summary="x", query=(QueryParam("type", "A filter.", {"type": "string"}), QueryParam("cursor", "A page.", {})))
+    def listed(request: Request) -> Response:
+        ran.append(request)
+        return Response({})
+
+    with app.test_request_context(path, method="GET"):
+        response = router.handle(flask.request)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_query" and error["details"]["parameter"] in ("type", "cursor")
+    assert "more than once" in error["message"]
+    assert ran == []
+
+
 def test_unknown_method_on_unknown_path_is_404(router: Router) -> None:
     with pytest.raises(errors.NotFound):
         router.resolve("PATCH", "/nowhere")
