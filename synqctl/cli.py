@@ -511,12 +511,11 @@ def cmd_issues(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def cmd_resolve(args: argparse.Namespace, client: Client) -> int:
-    """Resolve by hand a failed item's issue that nothing else will resolve, and show it."""
-    issue = client.resolve_issue(args.issue_id)
-    if args.json:
+def show_issue(issue: dict[str, Any], as_json: bool) -> None:
+    """One validation issue as `key: value` lines, or as JSON."""
+    if as_json:
         emit_json(issue, sys.stdout)
-        return EXIT_OK
+        return
     emit_fields(
         [
             ("id", issue.get("id")),
@@ -530,6 +529,17 @@ def cmd_resolve(args: argparse.Namespace, client: Client) -> int:
             ("message", issue.get("message")),
         ]
     )
+
+
+def cmd_issue(args: argparse.Namespace, client: Client) -> int:
+    """One validation issue, open or resolved."""
+    show_issue(client.get_issue(args.issue_id), args.json)
+    return EXIT_OK
+
+
+def cmd_resolve(args: argparse.Namespace, client: Client) -> int:
+    """Resolve by hand a failed item's issue that nothing else will resolve, and show it."""
+    show_issue(client.resolve_issue(args.issue_id), args.json)
     return EXIT_OK
 
 
@@ -838,6 +848,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--issue-type", help="only this type, e.g. MISSING_DESCRIPTION")
     p.add_argument("--product-id", help="only issues of this product")
     p.set_defaults(run=cmd_issues)
+
+    p = sub.add_parser("issue", parents=[conn], help="show one validation issue, open or resolved")
+    p.add_argument("issue_id", metavar="ISSUE_ID", help="the ID column of `issues`")
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    p.set_defaults(run=cmd_issue)
 
     p = sub.add_parser("resolve", parents=[conn], help="resolve by hand a failed item's issue that nothing else will")
     p.add_argument("issue_id", metavar="ISSUE_ID", help="the ID column of `issues`")

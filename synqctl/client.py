@@ -260,6 +260,10 @@ class Client:
         """GET /validation with any of job_id, severity, issue_type, product_id."""
         return list(self.pages("/validation", filters, limit=limit, page_size=page_size))
 
+    def get_issue(self, issue_id: str) -> dict[str, Any]:
+        """GET /validation/{id}: one issue, resolved ones too."""
+        return dict(self.request("GET", f"/validation/{_segment(issue_id)}").body)
+
     def resolve_issue(self, issue_id: str) -> dict[str, Any]:
         """POST /validation/{id}/resolve: the issue, resolved (or as it was, if it already was)."""
         return dict(self.request("POST", f"/validation/{_segment(issue_id)}/resolve").body)

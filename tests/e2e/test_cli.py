@@ -466,6 +466,9 @@ def test_resolve_closes_a_failure_issue_nothing_else_will(tenant: Tenant, cli: C
     assert [e["entity_id"] for e in tenant.get("/api/v1/pim/audit").json() if e["action"] == "validation_issue.resolved"] == [issue_id]
     again = cli("resolve", issue_id, "--json")  # the API answers a resolved issue as it is
     assert again.returncode == 0 and json.loads(again.stdout)["resolved"] is True
+    shown = cli("issue", issue_id)  # off the list, still shown by id
+    assert shown.returncode == 0, shown.stderr
+    assert (field(shown.stdout, "id"), field(shown.stdout, "resolved"), field(shown.stdout, "job_id")) == (issue_id, "yes", job["id"])
 
 
 def test_resolve_of_a_data_finding_or_an_unknown_issue_shows_the_api_error(tenant: Tenant, cli: Cli) -> None:
@@ -479,6 +482,10 @@ def test_resolve_of_a_data_finding_or_an_unknown_issue_shows_the_api_error(tenan
     assert refused.stderr == "error: issue_not_resolvable: This issue is about the product's data: it resolves itself once the product is fixed.\n"
     unknown = cli("resolve", str(uuid.uuid4()))
     assert unknown.returncode == 2 and unknown.stderr == "error: not_found: No validation issue with that id in this tenant.\n"
+    open_one = json.loads(cli("issue", finding["id"], "--json").stdout)
+    assert open_one == finding  # the list's shape
+    missing = cli("issue", str(uuid.uuid4()))
+    assert missing.returncode == 2 and missing.stderr == "error: not_found: No validation issue with that id in this tenant.\n"
 
 
 NOTIFY = "/api/v1/pim/notification-settings"
