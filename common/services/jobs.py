@@ -623,18 +623,19 @@ def dispatch(message: JobMessage) -> None:
     log.info("dispatched", extra={"job_id": message.job_id, "chunks": count, "items": job["item_count"]})
 
 
-def retried_indexes(scope: Scope, job: dict[str, Any]) -> list[int] | None:
-    """A retry job's items are the items of the job it retries that `rerun_indexes` names, in
-    payload order: the index each had there. None for any other job, or when the two no longer line up."""
+def retried_indexes(scope: Scope, job: dict[str, Any]) -> tuple[dict[str, Any], list[int]] | None:
+    """The job a retry job retries, and the retry's items as the items of it that `rerun_indexes`
+    names, in payload order: the index each had there. None for any other job, or when the two no
+    longer line up."""
     retried = job.get("retry_of")
-    original = store.get(scope, retried, ("id", "status", "committed", "item_count", "chunk_count")) if retried else None
+    original = store.get(scope, retried, ("id", "status", "committed", "item_count", "chunk_count", "retry_of")) if retried else None
     if retried is None or original is None:
         return None
     indexes = rerun_indexes(scope, original)
     if len(indexes) != job["item_count"]:
         log.warning("dispatch: the retried job's failed items do not match the retry's", extra={"job_id": job["id"], "retry_of": retried})
         return None
-    return indexes
+    return original, indexes
 
 
 # How far up a chain of cancelled retries a retry resolves failures (each link is one retry job).
@@ -651,13 +652,13 @@ def retried_lineage(scope: Scope, job: dict[str, Any]) -> list[tuple[str, list[i
     chain: list[tuple[str, list[int]]] = []
     current, mapping = job, None
     while len(chain) < MAX_LINEAGE:
-        indexes = retried_indexes(scope, current)
-        if indexes is None:
+        link = retried_indexes(scope, current)
+        if link is None:
             break
+        parent, indexes = link
         mapping = indexes if mapping is None else [indexes[i] for i in mapping]
-        chain.append((current["retry_of"], mapping))
-        parent = store.get(scope, current["retry_of"], ("id", "status", "item_count", "retry_of"))
-        if parent is None or parent["status"] != JobStatus.CANCELLED:
+        chain.append((parent["id"], mapping))
+        if parent["status"] != JobStatus.CANCELLED:
             break
         current = parent
     return chain
