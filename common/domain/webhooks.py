@@ -57,7 +57,8 @@ def webhook_url_problem(url: str, *, allow_private: bool, resolve: Resolver) -> 
     except ValueError:
         return "is not a valid URL"
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        return "must be an absolute https URL"
+        # The local stack allows plain http (its receivers are on localhost): say so there.
+        return "must be an absolute http or https URL" if allow_private else "must be an absolute https URL"
     if parts.username or parts.password:
         return "must not carry credentials"
     if allow_private:

@@ -131,7 +131,12 @@ def put_notification_settings(principal: Principal, body: Any) -> dict[str, Any]
     doc = {**current, **wanted.model_dump(), "updated_at": now}
     doc["events"] = sorted(set(wanted.events), key=EVENT_TYPES.index)  # each once, in one order
     issued = None
-    if wanted.webhook_url and (wanted.webhook_url != current.get("webhook_url") or not current.get("secret")):
+    if wanted.channel != "webhook":
+        # A secret signs webhooks only: kept past a switch to email, it would show as
+        # `has_signing_secret` and could be rotated while nothing uses it. A webhook set again later
+        # gets a new one, shown once.
+        doc.update(secret=None, previous_secret=None, previous_expires_at=None)
+    elif wanted.webhook_url != current.get("webhook_url") or not current.get("secret"):
         issued = webhooks.new_secret()
         doc.update(secret=issued, previous_secret=None, previous_expires_at=None)
     store.put_settings_doc(

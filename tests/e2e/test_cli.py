@@ -543,6 +543,13 @@ def test_notify_prints_a_new_webhook_s_secret_once_and_rotates_it(tenant: Tenant
     assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(hours=24)
     assert json.loads(cli("notify", "rotate-secret", "--json").stdout)["signing_secret"] not in (secret, new_secret)
 
+    # Email needs no secret: the webhook's go with it, and the same webhook set again gets a new one.
+    emailed = cli("notify", "set", "--email", "ops@example.com")
+    assert emailed.returncode == 0 and field(emailed.stdout, "has_signing_secret") == "no"
+    assert cli("notify", "rotate-secret").stderr.startswith("error: no_webhook:")
+    again = cli("notify", "set", "--webhook", url)
+    assert again.returncode == 0 and field(again.stdout, "signing_secret") not in (secret, new_secret)
+
 
 def test_notify_settings_need_an_admin_and_rotation_a_webhook(tenant: Tenant, cli: Cli, make_tenant: Callable[..., Tenant]) -> None:
     editor = make_tenant(role="editor")
