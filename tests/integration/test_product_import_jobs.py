@@ -171,6 +171,17 @@ def test_a_fail_job_counts_no_item_processed_until_it_commits(with_vocabulary: P
     assert (done["status"], done["processed_items"]) == ("COMPLETED", 250)
 
 
+def test_an_error_mode_fail_job_that_committed_nothing_names_no_product_on_any_page(with_vocabulary: Pipeline) -> None:
+    """An Update of the product the item before it creates, in a job that failed validation: no page
+    of its results, however it is cut, gives a MatchedId that no product has."""
+    pipeline = with_vocabulary
+    bad = product("00000000000024", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
+    job = pipeline.create("BULK_IMPORT", envelope([product("00000000000017"), product("00000000000017", ImportMode="Update"), bad], "Fail"))
+    assert drive(pipeline, job["id"])["status"] == "FAILED" and pipeline.products() == []
+    pages = [jobs.results(pipeline.scope, job["id"], start=start, limit=1, failed_only=False)[0] for start in range(3)]
+    assert [(r["MatchedId"], r["product_id"]) for [r] in pages] == [(None, None)] * 3
+
+
 def test_what_if_with_error_mode_fail_reports_what_the_job_would(with_vocabulary: Pipeline) -> None:
     pipeline = with_vocabulary
     bad = product("00000000000024", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
