@@ -328,6 +328,19 @@ def test_the_synchronous_import_fails_a_product_too_big_to_store_before_committi
     assert answer["OverallResult"] == "PartialSuccess" and len(pipeline.products()) == 150
 
 
+def test_a_verbose_error_mode_fail_import_that_commits_nothing_reports_no_change(with_vocabulary: Pipeline) -> None:
+    """Fail "will prevent any information from the payload from being committed": a product held back
+    fails, and its verbose result lists no change and no validation issue, none of which happened."""
+    pipeline = with_vocabulary
+    body = envelope([product("00000000000017"), product("00000000000024", Values=[{"Name": "Nope", "ValuesByLocale": {"en-US": "x"}}])], "Fail")
+    for what_if in (False, True):
+        _, answer = product_import.import_products(pipeline.principal, body, verbose=True, what_if=what_if, include_missing=None, vocabulary_id=None)
+        held, failed = answer["ResultsByActionType"]["ProductImportData"]
+        assert (answer["OverallResult"], held["Result"], held["Errors"][0]["Code"]) == ("Failure", "Failure", "not_committed")
+        assert (held.get("Changes"), held.get("ValidationIssues")) == (failed.get("Changes"), failed.get("ValidationIssues")) == (None, None)
+    assert pipeline.products() == []
+
+
 def test_the_synchronous_import_takes_a_step_the_store_refuses_item_by_item(with_vocabulary: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     """30 products of 200 KB are one 6 MB step, over the emulator's 4 MiB: each commits alone. One
     the store refuses even alone fails by itself, and the import answers instead of a 500."""
