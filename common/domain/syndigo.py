@@ -315,7 +315,9 @@ def _apply_values(
         if not attr.locale_aware and len(entry.ValuesByLocale) > 1:
             errors.append(ItemError("not_locale_aware", f"'{attr.name}' is not locale-aware: give one value.", where))
             continue
-        problems = [p for loc, v in entry.ValuesByLocale.items() if not entry.Delete and (p := _check_value(attr, loc, v))]
+        # A delete or an explicit null keeps none of the values it names: they need not fit the type.
+        checked = not entry.Delete and not entry.IsExplicitNullValue
+        problems = [p for loc, v in entry.ValuesByLocale.items() if checked and (p := _check_value(attr, loc, v))]
         if problems:
             errors.append(ItemError("invalid_value", problems[0] + ".", where))
             continue

@@ -741,7 +741,9 @@ def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[in
             return syndigo.apply_named_before(view, index, raw, import_options)
         return syndigo.apply_syndigo_item(view, index, raw, import_options)
 
-    return catalog.naming_no_unborn_product(apply) if mode == catalog.NOTHING else apply, product_import.prefetcher(import_options), mode
+    # A pass that commits no product stores results naming none it would create: ErrorMode Fail's
+    # validation results are the job's answer when it fails, read a page at a time.
+    return catalog.naming_no_unborn_product(apply) if mode != catalog.ALL else apply, product_import.prefetcher(import_options), mode
 
 
 def _import_options(scope: Scope, options: dict[str, Any]) -> syndigo.ImportOptions:

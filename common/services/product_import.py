@@ -198,12 +198,14 @@ CANCELLED_UNCOMMITTED = "Not committed: the job was cancelled before ErrorMode F
 
 def held_back(item: dict[str, Any], created: set[str], why: str = NOT_COMMITTED) -> dict[str, Any]:
     """An item of an import that ErrorMode Fail held back: one that passed fails as not committed
-    (`why`), and none names a product that only the import would have created (`created`)."""
+    (`why`), and none names a product that only the import would have created (`created`). Like any
+    failure it lists no change (verbose): the changes it would have made were never made."""
     product_id = None if item.get("product_id") in created else item.get("product_id")
     if item["result"] == "failed":
         return {**item, "product_id": product_id}
     error = {"code": "not_committed", "field": None, "message": why}
-    return {**item, "result": "failed", "product_id": product_id, "errors": [error]}
+    kept = {k: v for k, v in item.items() if k not in ("changes", "issues")}
+    return {**kept, "result": "failed", "product_id": product_id, "errors": [error]}
 
 
 def created_by(results: list[dict[str, Any]]) -> set[str]:

@@ -228,8 +228,9 @@ def prefetch_size(writes: int, taken: int, max_items: int | None = None) -> int:
 
 
 def naming_no_unborn_product(apply_item: ItemFn) -> ItemFn:
-    """`apply_item` for whatIf: a result never names a product only the real import would create
-    (that id would answer 404, and the import would make another)."""
+    """`apply_item` for a pass that commits no product (whatIf, a job's ErrorMode Fail validation): a
+    result never names a product only the real import would create (that id would answer 404, and
+    the import would make another)."""
 
     def apply(view: CatalogView, index: int, raw: Any) -> dict[str, Any]:
         out = apply_item(view, index, raw)

@@ -171,6 +171,17 @@ def test_a_fail_job_counts_no_item_processed_until_it_commits(with_vocabulary: P
     assert (done["status"], done["processed_items"]) == ("COMPLETED", 250)
 
 
+def test_an_error_mode_fail_job_that_committed_nothing_names_no_product_on_any_page(with_vocabulary: Pipeline) -> None:
+    """An Update of the product the item before it creates, in a job that failed validation: no page
+    of its results, however it is cut, gives a MatchedId that no product has."""
+    pipeline = with_vocabulary
+    bad = product("00000000000024", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
+    job = pipeline.create("BULK_IMPORT", envelope([product("00000000000017"), product("00000000000017", ImportMode="Update"), bad], "Fail"))
+    assert drive(pipeline, job["id"])["status"] == "FAILED" and pipeline.products() == []
+    pages = [jobs.results(pipeline.scope, job["id"], start=start, limit=1, failed_only=False)[0] for start in range(3)]
+    assert [(r["MatchedId"], r["product_id"]) for [r] in pages] == [(None, None)] * 3
+
+
 def test_what_if_with_error_mode_fail_reports_what_the_job_would(with_vocabulary: Pipeline) -> None:
     pipeline = with_vocabulary
     bad = product("00000000000024", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
@@ -315,6 +326,19 @@ def test_the_synchronous_import_fails_a_product_too_big_to_store_before_committi
     assert answer["OverallResult"] == "Failure" and pipeline.products() == []
     answer = sync_import(pipeline, [*good, *growing("00000000000017", ("en-US",), 1_100_000)], "Ignore")
     assert answer["OverallResult"] == "PartialSuccess" and len(pipeline.products()) == 150
+
+
+def test_a_verbose_error_mode_fail_import_that_commits_nothing_reports_no_change(with_vocabulary: Pipeline) -> None:
+    """Fail "will prevent any information from the payload from being committed": a product held back
+    fails, and its verbose result lists no change and no validation issue, none of which happened."""
+    pipeline = with_vocabulary
+    body = envelope([product("00000000000017"), product("00000000000024", Values=[{"Name": "Nope", "ValuesByLocale": {"en-US": "x"}}])], "Fail")
+    for what_if in (False, True):
+        _, answer = product_import.import_products(pipeline.principal, body, verbose=True, what_if=what_if, include_missing=None, vocabulary_id=None)
+        held, failed = answer["ResultsByActionType"]["ProductImportData"]
+        assert (answer["OverallResult"], held["Result"], held["Errors"][0]["Code"]) == ("Failure", "Failure", "not_committed")
+        assert (held.get("Changes"), held.get("ValidationIssues")) == (failed.get("Changes"), failed.get("ValidationIssues")) == (None, None)
+    assert pipeline.products() == []
 
 
 def test_the_synchronous_import_takes_a_step_the_store_refuses_item_by_item(with_vocabulary: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -676,6 +676,26 @@ def test_explicit_null_is_distinct_from_absent(catalog: MemoryCatalog) -> None:
     consistent(catalog)
 
 
+@pytest.mark.parametrize(
+    ("array", "name", "empty"),
+    [
+        ("Values", "MFG Name", None),
+        ("Values", "Net Weight", ""),
+        ("Values", "Organic", None),
+        ("Values", "Launch Date", ""),
+        ("MultiValues", "Allergens", ""),
+        ("MultiValues", "Pack Sizes", None),
+    ],
+)
+def test_an_explicit_null_is_not_type_checked(catalog: MemoryCatalog, array: str, name: str, empty: Any) -> None:
+    """IsExplicitNullValue "indicates if value is intended to be published as empty": the empty text
+    or null a feed sends with it is not a value of the attribute's type, and is not kept either."""
+    pid = create(catalog, item(G1, val("Product Name", {"en-US": "Bread"})))
+    res = one(catalog, item(G1, mode="Update", **{array: [val(name, {"en-US": empty}, IsExplicitNullValue=True)]}), job_id="job-2")
+    assert (res["result"], res["errors"]) == ("updated", [])
+    assert stored(catalog, pid, name) == {"by_locale": {}, "explicit_null": True, "source_party": ""}
+
+
 def test_explicit_null_on_a_mapped_attribute_clears_the_core_field(catalog: MemoryCatalog) -> None:
     pid = create(catalog, item(G1, val("Product Name", {"en-US": "Bread"}), val("MFG Brand Name", {"en-US": "Grainy"})))
     one(catalog, item(G1, val("UPC", {"en-US": "1"}), mode="Update"), job_id="job-2")
