@@ -746,6 +746,17 @@ def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[in
     return catalog.naming_no_unborn_product(apply) if mode != catalog.ALL else apply, product_import.prefetcher(import_options), mode
 
 
+def _chunk_functions(scope: Scope, job: dict[str, Any], stored: dict[str, Any]) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
+    """`_item_functions` for a chunk's stored items (`store.chunk_items`); a retry job's items also
+    resolve their failures up its lineage (`superseding`) when they commit."""
+    named_before = [stored["first_index"] + at for at in stored.get("named_before", [])]
+    apply_item, prefetch, mode = _item_functions(scope, job, named_before)
+    if stored.get("origins") and mode == catalog.ALL:
+        lineage = [(job["retry_of"], stored["origins"]), *((a["job_id"], a["origins"]) for a in stored.get("ancestors", []))]
+        apply_item = superseding(apply_item, lineage, stored["first_index"])
+    return apply_item, prefetch, mode
+
+
 def _import_options(scope: Scope, options: dict[str, Any]) -> syndigo.ImportOptions:
     """A ProductImportData job's import options, from the ones stored on the job."""
     vocabulary = product_import.load_vocabulary(scope, options["vocabulary_id"])
@@ -826,11 +837,7 @@ def process_chunk(message: ChunkMessage) -> None:
         if stored is None:
             raise errors.Transient("chunk items are not readable yet")
         items = loads_strict(stored["items_json"])
-        named_before = [stored["first_index"] + at for at in stored.get("named_before", [])]
-        apply_item, prefetch, mode = _item_functions(scope, job, named_before)
-        if stored.get("origins") and mode == catalog.ALL:
-            lineage = [(job["retry_of"], stored["origins"]), *((a["job_id"], a["origins"]) for a in stored.get("ancestors", []))]
-            apply_item = superseding(apply_item, lineage, stored["first_index"])
+        apply_item, prefetch, mode = _chunk_functions(scope, job, stored)
         isolate = 0  # steps left to take one item at a time, after the store refused a whole step
         while not progress["done"]:
             try:
@@ -846,7 +853,15 @@ def process_chunk(message: ChunkMessage) -> None:
                     settings.stale_after_seconds,
                     mode,
                     1 if isolate else None,
+                    phase,
                 )
+            except catalog.PhaseMoved as moved:
+                # The commit round reset the chunk after this delivery read it validating: it commits
+                # the chunk, as a delivery of the round would (which found it claimed, and went).
+                log.info("chunk: its commit round began under this delivery", extra={"job_id": message.job_id, "chunk": message.chunk})
+                phase = moved.phase
+                apply_item, prefetch, mode = _chunk_functions(scope, {**job, "phase": phase}, stored)
+                continue
             except catalog.StepRefused as refused:
                 log.warning("chunk step refused by the store; isolating its items", extra={"job_id": message.job_id, "error": str(refused)})
                 isolate = catalog.STEP_WRITES  # at least as many items as the refused step held

@@ -148,7 +148,7 @@ def write_view(writer: firestore.Transaction | firestore.WriteBatch, scope: Scop
 
 
 # What a step reads of its chunk's progress: not the results so far, which it only appends to.
-STEP_FIELDS = ("applied", "ok", "failed", "has_failures", "done")
+STEP_FIELDS = ("applied", "ok", "failed", "has_failures", "done", "phase")
 
 ItemFn = Callable[[CatalogView, int, Any], dict[str, Any]]
 # Loads, in a few round trips, what a batch of items will read (products, SKUs, identifiers, values).
@@ -244,6 +244,16 @@ class StepRefused(Exception):
     retrying the same step can never succeed, so the caller retries it one item at a time."""
 
 
+class PhaseMoved(Exception):
+    """The chunk is in another phase than the one the worker runs it in: ErrorMode Fail's commit
+    round reset it (`store.jobs.reset_chunk`) under a worker that read it while validating. The step
+    applied nothing; the worker goes on in `phase`, the chunk's own (phases only move forward)."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(phase)
+        self.phase = phase
+
+
 def uncommitted_failure(view: CatalogView, issue: dict[str, Any]) -> dict[str, Any]:
     """A failure issue as a pass that commits only failures stores it (see `failure_writes`): open,
     unless a later failure of the pass superseded it."""
@@ -307,8 +317,10 @@ def apply_chunk_step(
     lease_seconds: float = 60.0,
     mode: str = ALL,
     max_items: int | None = None,
+    phase: str = "commit",
 ) -> dict[str, Any]:
     """Apply the chunk's next items in one transaction; returns the chunk's progress after it.
+    `phase`: the chunk's phase the worker runs it in, with `mode`; PhaseMoved when it is in another.
 
     The job's counters are not written here: every chunk writing the one job document inside its
     transaction makes parallel chunks abort each other. `jobs.count_progress` moves the counts over.
@@ -321,6 +333,8 @@ def apply_chunk_step(
         progress = existing(read(progress_ref, STEP_FIELDS, transaction=tx))
         if progress is None or progress["done"]:
             return progress or {"done": True}
+        if progress.get("phase", "commit") != phase:
+            raise PhaseMoved(progress.get("phase", "commit"))
         start = progress["applied"]
         view = CatalogView(FirestoreLoader(scope, tx), make_context())
         results = run_step(view, items, start, first_index, apply_item, prefetch, mode, max_items)

@@ -96,7 +96,9 @@ def test_a_retry_of_an_error_mode_fail_job_resolves_its_one_issue_and_writes_no_
     assert drive(pipeline, retry["id"])["status"] == "COMPLETED" and len(pipeline.products()) == 300
     # Failure issues, not the products' quality findings; a stub from a merge would have no job_id either.
     stored = [doc.to_dict() for doc in coll(pipeline.scope, "validation_issues").stream()]
-    assert [(i.get("job_id"), i.get("item_index"), i["resolved"]) for i in stored if "issue_type" not in i or i.get("job_id")] == [(failed["id"], 260, True)]
+    assert [(i.get("job_id"), i.get("item_index"), i["resolved"]) for i in stored if "issue_type" not in i or i.get("job_id")] == [
+        (failed["id"], 260, True)
+    ]
 
 
 def test_error_mode_fail_commits_everything_when_every_chunk_validates(with_vocabulary: Pipeline) -> None:
@@ -398,7 +400,9 @@ def test_a_delivery_that_read_the_job_before_its_commit_round_never_resets_a_com
     assert job_store.get(pipeline.scope, job["id"], ["phase"]) == {"phase": "commit"} and before_flip["phase"] == "validate"  # type: ignore[index]
     jobs.process_chunk(commit_round[0])  # chunk 0 commits
     read_job = job_store.get
-    monkeypatch.setattr(jobs.store, "get", lambda scope, job_id, fields=None: dict(before_flip) if fields == jobs.WORKER_FIELDS else read_job(scope, job_id, fields))
+    monkeypatch.setattr(
+        jobs.store, "get", lambda scope, job_id, fields=None: dict(before_flip) if fields == jobs.WORKER_FIELDS else read_job(scope, job_id, fields)
+    )
     jobs.process_chunk(commit_round[0])  # a slower delivery of it, with the job as it read it before the flip
     monkeypatch.undo()
     assert job_store.chunk_progress(pipeline.scope, job["id"], 0)["phase"] == "commit"  # type: ignore[index]
@@ -567,3 +571,36 @@ def test_entries_failing_before_they_name_a_product_keep_payload_order_across_ch
     assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 448, 2)
     issues, _ = catalog.list_issues(pipeline.scope, {"job_id": job["id"]}, limit=50, cursor=None)
     assert [(i["item_index"], i["identifier"]) for i in issues] == [(420, gtin)]
+
+
+def test_a_validation_delivery_whose_chunk_is_reset_for_the_commit_round_under_it_commits_its_items(
+    with_vocabulary: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery of chunk 0's validation message read the job and the chunk (validating, not done),
+    then was slow to claim it. Meanwhile another delivery validated the chunk, the job's commit round
+    began, and a commit-round delivery reset the chunk. The slow delivery then claims the chunk:
+    what it runs must commit, not validate a chunk that is in the commit round (its items would be
+    counted processed, and never be in the catalog)."""
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(450)], "Fail"))
+    validate_round = pipeline.dispatch_all()
+    real_claim = job_store.claim_chunk
+    commit_round: list[jobs.ChunkMessage] = []
+
+    def overtaken_first(scope: Any, job_id: str, n: int, owner: str, lease_seconds: float) -> str:
+        monkeypatch.setattr(jobs.store, "claim_chunk", real_claim)
+        for message in validate_round:  # chunk 0's other delivery among them
+            jobs.process_chunk(message)
+        commit_round.extend(chunk_messages(pipeline))
+        assert job_store.get(scope, job_id, ["phase"]) == {"phase": "commit"}
+        job_store.reset_chunk(scope, job_id, 0, "commit")  # the commit round's delivery of chunk 0, up to its claim
+        return real_claim(scope, job_id, n, owner, lease_seconds)
+
+    monkeypatch.setattr(jobs.store, "claim_chunk", overtaken_first)
+    jobs.process_chunk(validate_round[0])
+    monkeypatch.undo()
+    for message in commit_round:  # chunk 0's commit delivery claims after the slow one: it may find it busy or done
+        jobs.process_chunk(message)
+    done = pipeline.drive(job["id"])
+    assert (done["status"], done["processed_items"]) == ("COMPLETED", 450)
+    assert len(pipeline.products()) == 450, "items counted processed were never committed"
