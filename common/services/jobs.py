@@ -136,7 +136,7 @@ def _envelope(payload: dict[str, Any], keep: int) -> tuple[dict[str, Any], ItemA
 
 def _parse_envelope(payload: dict[str, Any]) -> Any:
     try:
-        return product_import.parse_request(payload)
+        return product_import.parse_request(payload, at=("payload",))
     except errors.BadRequest as exc:
         # A field missing inside the payload makes the payload invalid: 422, as every payload check.
         raise errors.Unprocessable(exc.message, code=exc.code, details=exc.details) from None
