@@ -122,7 +122,11 @@ def create_bulk_job(request: Request) -> Response:
     response_model=JobSummary,
     list_response=True,
     query=(
-        QueryParam("type", "The job type (BULK_UPDATE when omitted).", {"type": "string", "enum": [t.value for t in JobType]}),
+        QueryParam(
+            "type",
+            "The job type (BULK_UPDATE when omitted).",
+            {"type": "string", "enum": [t.value for t in JobType], "default": JobType.BULK_UPDATE.value},
+        ),
         QueryParam("status", "Only jobs in this status (every status when omitted).", {"type": "string", "enum": [s.value for s in JobStatus]}),
         limit_param(),
         CURSOR,

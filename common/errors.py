@@ -75,11 +75,11 @@ class Transient(SynqError):
     code, status, retryable = "unavailable", 503, True
 
 
-def invalid_body(first: Mapping[str, Any]) -> SynqError:
+def invalid_body(first: Mapping[str, Any], at: tuple[str, ...] = ()) -> SynqError:
     """A request body's first validation error (pydantic's `errors()[0]`): a missing field is 400
     `missing_field`, as for every route; an unknown one 422 `unknown_field`; any other 422
-    `invalid_value`. Each names the field."""
-    where = ".".join(str(p) for p in first["loc"])
+    `invalid_value`. Each names the field, from the body's top (`at`: where the validated value sits)."""
+    where = ".".join(str(p) for p in (*at, *first["loc"]))
     message = f"Field '{where}': {first['msg']}."
     if first["type"] == "missing":
         return BadRequest(message, code="missing_field", details={"field": where})

@@ -56,9 +56,14 @@ class JobInput:
     import_options: dict[str, Any] | None
 
 
-def validate_request(body: Any) -> JobInput:
+def payload_item(index: int) -> str:
+    return f"payload[{index}]"
+
+
+def validate_request(body: Any, item_name: Callable[[int], str] = payload_item) -> JobInput:
     """Check a create request's shape. Its `payload` is an array (parsed, or an `ItemArray` from
-    `read_request`) or a ProductImportData envelope."""
+    `read_request`) or a ProductImportData envelope. `item_name` is how an error names an item: a
+    retry's caller sent corrections, not the payload it builds from them."""
     settings = get_settings()
     if not isinstance(body, dict):
         raise errors.BadRequest("The request body must be a JSON object with job_type and payload.", code="invalid_body")
@@ -96,11 +101,10 @@ def validate_request(body: Any) -> JobInput:
     want, what = ('"', "a product id string") if job_type == "BULK_DELETE" else ("{", "a product object")
     for index in range(items.count):
         if import_options is None and items.kinds[index] != want:
-            raise errors.Unprocessable(
-                f"payload[{index}] must be {what} for {job_type}.", code="invalid_payload", details={"field": f"payload[{index}]"}
-            )
+            name = item_name(index)
+            raise errors.Unprocessable(f"{name} must be {what} for {job_type}.", code="invalid_payload", details={"field": name})
         if items.sizes[index] > settings.max_item_bytes:
-            raise errors.PayloadTooLarge(f"payload[{index}] is larger than {settings.max_item_bytes} bytes.")
+            raise errors.PayloadTooLarge(f"{item_name(index)} is larger than {settings.max_item_bytes} bytes.")
     payload_json = items.json if import_options is None else _compact_around(payload, product_import.ENVELOPE_ITEMS, items.json)
     return JobInput(JobType(job_type), payload_json, items.count, import_options)
 
@@ -132,7 +136,7 @@ def _envelope(payload: dict[str, Any], keep: int) -> tuple[dict[str, Any], ItemA
 
 def _parse_envelope(payload: dict[str, Any]) -> Any:
     try:
-        return product_import.parse_request(payload)
+        return product_import.parse_request(payload, at=("payload",))
     except errors.BadRequest as exc:
         # A field missing inside the payload makes the payload invalid: 422, as every payload check.
         raise errors.Unprocessable(exc.message, code=exc.code, details=exc.details) from None
@@ -187,10 +191,10 @@ def check_integrity(body: dict[str, Any], item_count: int, payload_json: str) ->
             )
 
 
-def create_job(principal: Principal, body: Any, *, retry_of: str | None = None) -> dict[str, Any]:
+def create_job(principal: Principal, body: Any, *, retry_of: str | None = None, item_name: Callable[[int], str] = payload_item) -> dict[str, Any]:
     """Store a PENDING job with its audit event, publish it, and return the public record."""
     settings = get_settings()
-    checked = validate_request(body)
+    checked = validate_request(body, item_name)
     job_type, payload_json, import_options = checked.job_type, checked.payload_json, checked.import_options
     check_integrity(body, checked.item_count, payload_json)
     # A job has one retry: its id derives from the original's, so of two racing retries one is stored.
@@ -464,7 +468,12 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
         payload: Any = {**original, "ProductImportData": {**original["ProductImportData"], "ProductsToImport": retried}}
     else:
         payload = retried
-    return create_job(principal, {"job_type": job["job_type"], "payload": payload}, retry_of=job_id)
+
+    def item_name(index: int) -> str:
+        key = str(indexes[index])
+        return f"corrections['{key}']" if key in corrections else f"item {key} of the job retried"
+
+    return create_job(principal, {"job_type": job["job_type"], "payload": payload}, retry_of=job_id, item_name=item_name)
 
 
 def rerun_indexes(scope: Scope, job: dict[str, Any]) -> list[int]:

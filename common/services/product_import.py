@@ -28,15 +28,15 @@ ENVELOPE_ITEMS = ("ProductImportData", "ProductsToImport")
 M = TypeVar("M", bound=BaseModel)
 
 
-def _parse(model: type[M], body: Any, what: str = "a JSON object") -> M:
-    """A request body as `model`: 400 when it is not an object or lacks a field, 422 naming the
-    first invalid field."""
+def _parse(model: type[M], body: Any, what: str = "a JSON object", at: tuple[str, ...] = ()) -> M:
+    """A request body (or its member down `at`) as `model`: 400 when it is not an object or lacks a
+    field, 422 naming the first invalid field."""
     if not isinstance(body, dict):
         raise errors.BadRequest(f"The body must be {what}.", code="invalid_body")
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise errors.invalid_body(exc.errors()[0]) from None
+        raise errors.invalid_body(exc.errors()[0], at) from None
 
 
 # -- vocabularies and taxonomy ------------------------------------------------------------------
@@ -127,9 +127,12 @@ def list_taxonomy_nodes(scope: Scope, *, limit: int, cursor: str | None) -> tupl
 # -- imports ------------------------------------------------------------------------------------
 
 
-def parse_request(body: Any, *, what_if: bool | None = None, include_missing: bool | None = None, vocabulary_id: str | None = None) -> ImportRequest:
-    """The envelope, checked whole (its products are checked one by one as items)."""
-    request = _parse(ImportRequest, body, "a JSON object with ProductImportData")
+def parse_request(
+    body: Any, *, what_if: bool | None = None, include_missing: bool | None = None, vocabulary_id: str | None = None, at: tuple[str, ...] = ()
+) -> ImportRequest:
+    """The envelope, checked whole (its products are checked one by one as items); `at` is where it
+    sits in the request body (a bulk job's `payload`), for the field an error names."""
+    request = _parse(ImportRequest, body, "a JSON object with ProductImportData", at)
     updates: dict[str, Any] = {}
     if what_if is not None:
         updates["whatIf"] = what_if or request.whatIf

@@ -71,6 +71,26 @@ def test_a_retry_needs_no_body(tenant: Tenant) -> None:
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_retried"
 
 
+def test_a_correction_the_retry_refuses_is_named_by_its_key_in_corrections(tenant: Tenant) -> None:
+    """A retry's caller sends corrections, not a payload: an error naming `payload[0]`, the retry
+    job's own payload that the caller never saw, points at nothing it sent."""
+    job = tenant.create_job("BULK_IMPORT", [PAYLOAD[0], {"sku": "no-title-1"}, {"sku": "no-title-2"}])
+    deletes = tenant.create_job("BULK_DELETE", ["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"])
+    assert {tenant.wait_job(j["id"])["status"] for j in (job, deletes)} == {"FAILED"}
+    for job_id, corrections, status, name in [
+        (job["id"], {"2": "not an object"}, 422, "corrections['2']"),
+        (job["id"], {"1": {"title": "Too long", "description": "d" * 300_000}}, 413, "corrections['1']"),
+        (deletes["id"], {"1": {"id": "00000000-0000-4000-8000-000000000002"}}, 422, "corrections['1']"),
+    ]:
+        refused = tenant.post(f"{JOBS}/{job_id}/retry", json={"corrections": corrections})
+        assert refused.status_code == status, refused.text
+        error = refused.json()["error"]
+        assert error["message"].startswith(f"{name} "), error
+        assert error.get("details", {}).get("field", name) == name, error
+        assert tenant.get(f"{JOBS}/{job_id}").json()["retried_by"] is None
+    assert [e["entity_id"] for e in tenant.get("/api/v1/pim/audit").json() if e["action"] == "bulk_job.created"] == [deletes["id"], job["id"]]
+
+
 def test_a_retrys_results_say_which_item_of_the_job_retried_each_one_is(tenant: Tenant) -> None:
     """Two failed items without an identifier: only `retry_of_index` tells which result is which."""
     job = tenant.create_job("BULK_IMPORT", [PAYLOAD[0], {"title": ""}, PAYLOAD[1], {"title": 7}])

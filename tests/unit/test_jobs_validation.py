@@ -101,6 +101,22 @@ def test_object_payload_that_is_not_the_envelope_is_422(job_type: str) -> None:
     assert caught.value.status == 422
 
 
+@pytest.mark.parametrize(
+    ("envelope", "code", "field"),
+    [
+        ({"ProductImportData": {"ProductsToImport": [{}]}}, "missing_field", "payload.ProductImportData.ProductIdentifierProperty"),
+        ({"ProductImportData": {"ProductsToImport": [{}], "ProductIdentifierProperty": "GTIN"}, "ErrorMode": "Maybe"}, "invalid_value", "payload.ErrorMode"),
+        ({"ProductImportData": {"ProductsToImport": [], "ProductIdentifierProperty": "GTIN"}}, "invalid_value", "payload.ProductImportData.ProductsToImport"),
+        ({"ProductImportData": {"ProductsToImport": [{}], "ProductIdentifierProperty": "GTIN"}, "extra": 1}, "unknown_field", "payload.extra"),
+    ],
+)
+def test_an_envelope_error_names_the_field_from_the_request_body(envelope: dict[str, Any], code: str, field: str) -> None:
+    """The envelope is the request's `payload`: its fields are `payload.…`, as the other payload
+    errors name `payload` and `payload[3]`, not a top-level `ProductImportData` the body lacks."""
+    error = reject({"job_type": "BULK_IMPORT", "payload": envelope}, errors.Unprocessable, 422, code, field)
+    assert error.message.startswith(f"Field '{field}': "), error.message
+
+
 def test_the_envelope_is_accepted_and_its_products_are_the_items() -> None:
     products = [{"ImportMode": "Create", "ProductIdentifierValue": "1"}, {"anything": "checked per item"}]
     envelope = {"ProductImportData": {"ProductsToImport": products, "ProductIdentifierProperty": "GTIN"}, "ErrorMode": "Ignore"}

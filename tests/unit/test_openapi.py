@@ -196,3 +196,12 @@ def test_one_validation_issue_is_read_as_the_lists_item_or_404(doc: dict[str, An
     assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/IssuePublic"}
     assert "404" in operation["responses"]
     assert [p["name"] for p in operation["parameters"] if p.get("in") == "path"] == ["issue_id"]
+
+
+def test_the_job_list_declares_the_seeds_default_type(doc: dict[str, Any]) -> None:
+    """The reference: `type` "Defaults to BULK_UPDATE if omitted". The document says so where a
+    client reads defaults, as it does for `limit`, not in prose only."""
+    operation = doc["paths"]["/api/v1/pim/bulk-jobs"]["get"]
+    [job_type] = [p for p in operation["parameters"] if p.get("name") == "type"]
+    assert job_type["schema"]["default"] == "BULK_UPDATE"
+    assert job_type["schema"]["default"] in job_type["schema"]["enum"]
