@@ -842,52 +842,83 @@ def process_chunk(message: ChunkMessage) -> None:
         if claim == "busy":
             log.info("chunk: another worker holds it; acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
             return
-        stored = store.chunk_items(scope, message.job_id, message.chunk)
-        if stored is None:
-            raise errors.Transient("chunk items are not readable yet")
-        items = loads_strict(stored["items_json"])
-        apply_item, prefetch, mode = _chunk_functions(scope, job, stored)
-        isolate = 0  # steps left to take one item at a time, after the store refused a whole step
-        while not progress["done"]:
-            try:
-                progress = catalog.apply_chunk_step(
-                    scope,
-                    message.job_id,
-                    message.chunk,
-                    items,
-                    stored["first_index"],
-                    lambda: _context(job),
-                    apply_item,
-                    prefetch,
-                    settings.stale_after_seconds,
-                    mode,
-                    1 if isolate else None,
-                    phase,
-                )
-            except catalog.PhaseMoved as moved:
-                # The commit round reset the chunk after this delivery read it validating: it commits
-                # the chunk, as a delivery of the round would (which found it claimed, and went).
-                log.info("chunk: its commit round began under this delivery", extra={"job_id": message.job_id, "chunk": message.chunk})
-                phase = moved.phase
-                apply_item, prefetch, mode = _chunk_functions(scope, {**job, "phase": phase}, stored)
-                continue
-            except catalog.StepRefused as refused:
-                log.warning("chunk step refused by the store; isolating its items", extra={"job_id": message.job_id, "error": str(refused)})
-                isolate = catalog.STEP_WRITES  # at least as many items as the refused step held
-                continue
-            isolate = max(isolate - 1, 0)
-            finished_here = bool(progress["done"])
-            if not progress["done"] and store.status(scope, message.job_id) == JobStatus.CANCELLED:
-                log.info("chunk: job cancelled; stopped between steps", extra={"job_id": message.job_id, "chunk": message.chunk})
-                store.count_progress(scope, message.job_id, message.chunk)
-                store.skip_chunk(scope, message.job_id, message.chunk)
-                return
+        try:
+            outcome = _apply_claimed(scope, message, job, phase, progress)
+        except Exception:
+            # Pub/Sub redelivers the message about a second later: under this delivery's live lease
+            # it would be acknowledged having done nothing, and the chunk would wait for the lease
+            # to lapse and the reconciler (the export worker's bug L, docs/reliability.md).
+            _release_claim(scope, message, owner)
+            raise
+        if outcome == "cancelled":
+            return
+        finished_here = outcome == "finished"
     store.count_progress(scope, message.job_id, message.chunk)
     successor = message.chunk + window_of(job)
     if finished_here and successor < job.get("chunk_count", 0):
         # This chunk leaves the job's window and its successor enters it (a redelivery releases nothing).
         release(scope, message.job_id, [successor])
     finish_if_done(scope, job)
+
+
+def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], phase: str, progress: dict[str, Any]) -> str:
+    """Apply a chunk this delivery claimed, step by step: "finished" once it is done, or "cancelled"
+    when the job was cancelled between two steps (what ran is counted, the chunk skipped)."""
+    settings = get_settings()
+    stored = store.chunk_items(scope, message.job_id, message.chunk)
+    if stored is None:
+        raise errors.Transient("chunk items are not readable yet")
+    items = loads_strict(stored["items_json"])
+    apply_item, prefetch, mode = _chunk_functions(scope, job, stored)
+    isolate = 0  # steps left to take one item at a time, after the store refused a whole step
+    while not progress["done"]:
+        try:
+            progress = catalog.apply_chunk_step(
+                scope,
+                message.job_id,
+                message.chunk,
+                items,
+                stored["first_index"],
+                lambda: _context(job),
+                apply_item,
+                prefetch,
+                settings.stale_after_seconds,
+                mode,
+                1 if isolate else None,
+                phase,
+            )
+        except catalog.PhaseMoved as moved:
+            # The commit round reset the chunk after this delivery read it validating: it commits
+            # the chunk, as a delivery of the round would (which found it claimed, and went).
+            log.info("chunk: its commit round began under this delivery", extra={"job_id": message.job_id, "chunk": message.chunk})
+            phase = moved.phase
+            apply_item, prefetch, mode = _chunk_functions(scope, {**job, "phase": phase}, stored)
+            continue
+        except catalog.StepRefused as refused:
+            log.warning("chunk step refused by the store; isolating its items", extra={"job_id": message.job_id, "error": str(refused)})
+            isolate = catalog.STEP_WRITES  # at least as many items as the refused step held
+            continue
+        isolate = max(isolate - 1, 0)
+        if not progress["done"] and store.status(scope, message.job_id) == JobStatus.CANCELLED:
+            log.info("chunk: job cancelled; stopped between steps", extra={"job_id": message.job_id, "chunk": message.chunk})
+            store.count_progress(scope, message.job_id, message.chunk)
+            store.skip_chunk(scope, message.job_id, message.chunk)
+            return "cancelled"
+    return "finished"
+
+
+def _release_claim(scope: Scope, message: ChunkMessage, owner: str) -> None:
+    """Give the chunk back before raising for a redelivery, as `exports._release` gives an export
+    back. Safe whatever the error: exactly-once lives in the step transaction, not in the lease (the
+    redelivery's step reads the progress this delivery committed, or not), and only this delivery's
+    own claim is cleared, in a transaction. If the release fails too, the lease lapses and the
+    reconciler republishes the chunk, as before."""
+    try:
+        store.release_chunk(scope, message.job_id, message.chunk, owner)
+    except (gexc.GoogleAPICallError, ValueError) as exc:  # ValueError: a transaction out of attempts
+        log.warning(
+            "chunk claim not released; the reconciler will", extra={"job_id": message.job_id, "chunk": message.chunk, "error": str(exc)[:200]}
+        )
 
 
 def publish_chunks(scope: Scope, job_id: str, chunks: Iterable[int]) -> int:

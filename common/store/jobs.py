@@ -342,6 +342,25 @@ def claim_chunk(scope: Scope, job_id: str, n: int, owner: str, lease_seconds: fl
         return "busy"
 
 
+def release_chunk(scope: Scope, job_id: str, n: int, owner: str) -> bool:
+    """Clear the chunk's lease while `owner` still holds it: a worker that raises for Pub/Sub to
+    redeliver gives the chunk back, so the redelivery claims it at once instead of finding it under a
+    live lease. False when the claim is no longer this worker's (its lease lapsed and another
+    delivery took it: that one's claim stays) or the chunk is finished."""
+    db = firestore_client()
+    ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
+
+    @firestore.transactional
+    def release(tx: firestore.Transaction) -> bool:
+        progress = existing(read(ref, ("lease_owner", "done"), transaction=tx))
+        if progress is None or progress.get("done") or progress.get("lease_owner") != owner:
+            return False
+        tx.update(ref, {"lease_owner": None, "lease_until": None, "updated_at": utcnow()})
+        return True
+
+    return bool(release(db.transaction()))
+
+
 def chunk_items(scope: Scope, job_id: str, n: int) -> dict[str, Any] | None:
     snap = read(job_ref(scope, job_id).collection("chunk_items").document(chunk_id(n)))
     return existing(snap)

@@ -9,12 +9,18 @@ import sys
 import threading
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
+import pytest
+from google.api_core import exceptions as gexc
+
+from common import errors
 from common.config import get_settings
+from common.models.base import utcnow
 from common.services import catalog, jobs
 from common.store import jobs as job_store
-from common.store.paths import coll, index_key, read
+from common.store.paths import chunk_id, coll, index_key, job_ref, read
 from tests.integration.conftest import Pipeline
 
 
@@ -336,3 +342,87 @@ def test_the_gtin_value_index_follows_products_across_jobs(pipeline: Pipeline) -
     assert holders() == {two: True}
     pipeline.run("BULK_UPDATE", [{"id": two, "gtin": "5012345678900"}])
     assert holders() is None
+
+
+# A delivery that fails after claiming its chunk.
+
+
+def lapse_lease(pipeline: Pipeline, job_id: str, n: int) -> None:
+    """What time does to a worker's lease on chunk n: the claim is still its, but anyone may take it."""
+    chunk = job_ref(pipeline.scope, job_id).collection("chunks").document(chunk_id(n))
+    chunk.update({"lease_until": utcnow() - timedelta(seconds=1)})
+
+
+@pytest.mark.parametrize("fault", ["step kept conflicting", "step unavailable", "items not readable yet"])
+def test_a_delivery_that_fails_after_its_claim_releases_it_so_the_redelivery_runs_the_chunk(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The worker raises for Pub/Sub to redeliver (about a second later). Had it kept its claim, the
+    redelivery would find the chunk under a live lease, be acknowledged having done nothing, and the
+    chunk would wait for the lease to lapse and the reconciler (120 s in production)."""
+    n = 200
+    job = pipeline.create("BULK_IMPORT", products(n, "REL"))
+    [message] = pipeline.dispatch_all()
+    real_step = jobs.catalog.apply_chunk_step
+    steps: list[int] = []
+
+    def failing_second_step(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        steps.append(1)
+        if len(steps) == 2:  # one step committed: the redelivery resumes after it
+            if fault == "step kept conflicting":
+                raise errors.Transient("chunk step kept conflicting; retry later")  # apply_chunk_step's own
+            raise gexc.ServiceUnavailable("the store went away")
+        return real_step(*args, **kwargs)
+
+    if fault == "items not readable yet":
+        monkeypatch.setattr(jobs.store, "chunk_items", lambda *args: None)
+    else:
+        monkeypatch.setattr(jobs.catalog, "apply_chunk_step", failing_second_step)
+    with pytest.raises((errors.Transient, gexc.ServiceUnavailable)):
+        jobs.process_chunk(message)
+    monkeypatch.undo()
+    left = job_store.chunk_progress(pipeline.scope, job["id"], 0)
+    assert left is not None and not left["done"]
+    assert left["applied"] == 0 if fault == "items not readable yet" else 0 < left["applied"] < n
+
+    jobs.process_chunk(message)  # Pub/Sub's redelivery, at once: no lease to wait out
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", n, 0), "the redelivery did nothing"
+    assert left["lease_owner"] is None and left["lease_until"] is None, "the failed delivery kept its claim"
+    assert [r["index"] for r in pipeline.results(job["id"])] == list(range(n))
+    assert len(pipeline.products()) == n
+    assert sum(e["action"] == "product.created" for e in pipeline.audit_events()) == n
+
+
+def test_a_failing_delivery_releases_only_its_own_claim(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delivery A's lease lapsed mid-chunk and delivery B claimed the chunk; then A's step gives up.
+    A must not release B's claim: B is working on the chunk, and a third delivery must still find
+    it busy rather than run it beside B."""
+    job = pipeline.create("BULK_IMPORT", products(200, "OWN"))
+    [message] = pipeline.dispatch_all()
+    real_step = jobs.catalog.apply_chunk_step
+    steps: list[int] = []
+
+    def overtaken_then_failing(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        steps.append(1)
+        if len(steps) == 2:
+            lapse_lease(pipeline, job["id"], 0)
+            assert job_store.claim_chunk(pipeline.scope, job["id"], 0, "delivery B", 60) == "run"
+            raise errors.Transient("chunk step kept conflicting; retry later")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(jobs.catalog, "apply_chunk_step", overtaken_then_failing)
+    with pytest.raises(errors.Transient):
+        jobs.process_chunk(message)
+    monkeypatch.undo()
+    progress = job_store.chunk_progress(pipeline.scope, job["id"], 0)
+    assert progress is not None and progress["lease_owner"] == "delivery B" and progress["lease_until"] > utcnow()
+    jobs.process_chunk(message)  # finds B's live claim: acknowledged, nothing applied
+    assert job_store.chunk_progress(pipeline.scope, job["id"], 0)["applied"] == progress["applied"]  # type: ignore[index]
+
+    assert not job_store.release_chunk(pipeline.scope, job["id"], 0, "delivery A")
+    assert job_store.chunk_progress(pipeline.scope, job["id"], 0)["lease_owner"] == "delivery B"  # type: ignore[index]
+    assert job_store.release_chunk(pipeline.scope, job["id"], 0, "delivery B")
+    assert not job_store.release_chunk(pipeline.scope, job["id"], 0, "delivery B")  # released once
+    jobs.process_chunk(message)
+    assert pipeline.job(job["id"])["status"] == "COMPLETED"
