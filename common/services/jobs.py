@@ -842,28 +842,40 @@ def process_chunk(message: ChunkMessage) -> None:
         if claim == "busy":
             log.info("chunk: another worker holds it; acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
             return
-        try:
-            outcome = _apply_claimed(scope, message, job, phase, progress)
-        except Exception:
-            # Pub/Sub redelivers the message about a second later: under this delivery's live lease
-            # it would be acknowledged having done nothing, and the chunk would wait for the lease
-            # to lapse and the reconciler (the export worker's bug L, docs/reliability.md).
-            _release_claim(scope, message, owner)
-            raise
+        if claim == "done":
+            # Another delivery finished it since this one read it, and releases the next chunk: this
+            # one counts it and may finish the job, as a redelivery that read it finished does.
+            log.info("chunk: finished by another delivery", extra={"job_id": message.job_id, "chunk": message.chunk})
+            outcome = "found finished"
+        else:
+            try:
+                outcome = _apply_claimed(scope, message, job, phase, progress)
+            except Exception:
+                # Pub/Sub redelivers the message about a second later: under this delivery's live
+                # lease it would be acknowledged having done nothing, and the chunk would wait for
+                # the lease to lapse and the reconciler (the export worker's bug L, docs/reliability.md).
+                _release_claim(scope, message, owner)
+                raise
         if outcome == "cancelled":
             return
         finished_here = outcome == "finished"
     store.count_progress(scope, message.job_id, message.chunk)
     successor = message.chunk + window_of(job)
     if finished_here and successor < job.get("chunk_count", 0):
-        # This chunk leaves the job's window and its successor enters it (a redelivery releases nothing).
+        # This chunk leaves the job's window and its successor enters it. Only the delivery whose
+        # step finished the chunk releases it: a redelivery, or a duplicate that finds the chunk
+        # finished at its claim or its step, releases nothing, so duplicates never widen a window.
+        # A finisher that died before this line leaves the successor to the reconciler, which
+        # restarts a window that ran empty (docs/api.md, "Fairness between tenants").
         release(scope, message.job_id, [successor])
     finish_if_done(scope, job)
 
 
 def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], phase: str, progress: dict[str, Any]) -> str:
-    """Apply a chunk this delivery claimed, step by step: "finished" once it is done, or "cancelled"
-    when the job was cancelled between two steps (what ran is counted, the chunk skipped)."""
+    """Apply a chunk this delivery claimed, step by step: "finished" once its own step finished it,
+    "found finished" when a step found it finished by another delivery (one that took the chunk
+    over after this one's lease lapsed, or whose lease lapsed under this one), or "cancelled" when
+    the job was cancelled between two steps (what ran is counted, the chunk skipped)."""
     settings = get_settings()
     stored = store.chunk_items(scope, message.job_id, message.chunk)
     if stored is None:
@@ -904,7 +916,7 @@ def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], pha
             store.count_progress(scope, message.job_id, message.chunk)
             store.skip_chunk(scope, message.job_id, message.chunk)
             return "cancelled"
-    return "finished"
+    return "finished" if progress.get("finished_by_step") else "found finished"
 
 
 def _release_claim(scope: Scope, message: ChunkMessage, owner: str) -> None:

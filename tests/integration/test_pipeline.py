@@ -21,7 +21,7 @@ from common.models.base import utcnow
 from common.services import catalog, jobs
 from common.store import jobs as job_store
 from common.store.paths import chunk_id, coll, index_key, job_ref, read
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Killed, Pipeline
 
 
 def products(n: int, prefix: str = "P") -> list[dict[str, Any]]:
@@ -344,7 +344,7 @@ def test_the_gtin_value_index_follows_products_across_jobs(pipeline: Pipeline) -
     assert holders() is None
 
 
-# A delivery that fails after claiming its chunk.
+# A delivery that fails after claiming its chunk, and deliveries that find their chunk finished.
 
 
 def lapse_lease(pipeline: Pipeline, job_id: str, n: int) -> None:
@@ -426,3 +426,82 @@ def test_a_failing_delivery_releases_only_its_own_claim(pipeline: Pipeline, monk
     assert not job_store.release_chunk(pipeline.scope, job["id"], 0, "delivery B")  # released once
     jobs.process_chunk(message)
     assert pipeline.job(job["id"])["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("found_at", ["claim", "step"])
+def test_a_delivery_that_finds_its_chunk_finished_by_another_releases_nothing(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, found_at: str
+) -> None:
+    """Two deliveries of chunk 0 of a job that runs one chunk at a time. The second read the chunk
+    unfinished; the first then ran it to its end and released chunk 1. The second finds the chunk
+    finished at its claim (or, having taken over a lapsed lease, at its next step): releasing chunk 1
+    again would publish a duplicate, one more message in the window (docs/api.md)."""
+    items = products(250, "TWICE")
+    items[220] = {**items[10], "title": "The later title"}  # chunks 0 and 1 name one product: window 1
+    job = pipeline.create("BULK_IMPORT", items)
+    [message] = pipeline.dispatch_all()
+    assert job_store.get(pipeline.scope, job["id"], ["window"]) == {"window": 1}
+    real_claim, real_step = job_store.claim_chunk, jobs.catalog.apply_chunk_step
+
+    def first_delivery_runs_meanwhile() -> None:
+        monkeypatch.undo()
+        if found_at == "step":
+            lapse_lease(pipeline, job["id"], 0)  # the second delivery's lease lapses before its step
+        jobs.process_chunk(message)
+        assert job_store.chunk_finished(pipeline.scope, job["id"], 0, "commit")
+
+    def claim(*args: Any) -> str:
+        first_delivery_runs_meanwhile()
+        return real_claim(*args)
+
+    def step(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        first_delivery_runs_meanwhile()
+        return real_step(*args, **kwargs)
+
+    if found_at == "claim":
+        monkeypatch.setattr(jobs.store, "claim_chunk", claim)
+    else:
+        monkeypatch.setattr(jobs.catalog, "apply_chunk_step", step)
+    jobs.process_chunk(message)
+    assert [jobs.ChunkMessage.model_validate_json(d).chunk for d in pipeline.pull("chunks")] == [1], "chunk 1 was released twice"
+
+    jobs.process_chunk(message)  # a late redelivery, once chunk 0 is finished: nothing either
+    assert pipeline.pull("chunks") == []
+    jobs.process_chunk(jobs.ChunkMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id, chunk=1))
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 250, 0)
+
+
+def test_a_chunk_whose_finisher_died_before_releasing_the_next_is_recovered_by_the_reconciler(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker that finished chunk 0 died before it released chunk 1. The redelivery of chunk 0
+    finds it finished and releases nothing (so that no duplicate ever widens a window); chunk 1,
+    never published, is the reconciler's: the job has nothing in flight, and its window restarts."""
+    items = products(250, "LOST")
+    items[220] = {**items[10], "title": "The later title"}  # window 1: chunk 1 waits for chunk 0's release
+    job = pipeline.create("BULK_IMPORT", items)
+    [message] = pipeline.dispatch_all()
+
+    def killed(*args: Any) -> int:
+        raise Killed
+
+    monkeypatch.setattr(jobs, "release", killed)
+    with pytest.raises(Killed):
+        jobs.process_chunk(message)
+    monkeypatch.undo()
+    assert job_store.chunk_finished(pipeline.scope, job["id"], 0, "commit")
+    jobs.process_chunk(message)  # Pub/Sub's redelivery of the dead worker's message
+    assert pipeline.pull("chunks") == []
+    deadline = time.monotonic() + 30
+    ours: list[jobs.ChunkMessage] = []
+    while not ours:  # once the job is stale (3 s here); other tests' leftovers may come too
+        assert time.monotonic() < deadline, "the reconciler never released chunk 1"
+        time.sleep(0.5)
+        jobs.reconcile()
+        ours = [m for m in map(jobs.ChunkMessage.model_validate_json, pipeline.pull("chunks")) if m.job_id == job["id"]]
+    assert [m.chunk for m in ours] == [1]
+    for message in ours:
+        jobs.process_chunk(message)
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 250, 0)
