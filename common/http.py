@@ -317,6 +317,8 @@ class _ObjectReader:
 
 
 def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
+    """The raw body, at most `max_bytes`, as sent: 413 past that, 400 when it is cut short, 415 when
+    it is content-coded (`Content-Encoding: gzip`…): bodies are read as they arrive, never decoded."""
     declared = raw.content_length
     if declared is not None and declared > max_bytes:
         raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
@@ -328,7 +330,23 @@ def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
         raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
     if declared is not None and len(data) < declared:
         raise errors.BadRequest("Request body is shorter than its Content-Length.", code="truncated_body")
+    if data:
+        _check_content_coding(raw.headers.get("Content-Encoding", ""))
     return data
+
+
+def _check_content_coding(header: str) -> None:
+    """Only the identity coding: a compressed body would otherwise be refused as malformed JSON
+    ("not valid UTF-8"), which says nothing of the real cause. RFC 7694: a 415 with the codings the
+    server takes in `Accept-Encoding` (`error_response` adds it from the details)."""
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    unsupported = [c for c in codings if c != "identity"]
+    if unsupported:
+        raise errors.UnsupportedMediaType(
+            f"Content-Encoding '{header.strip()[:40]}' is not supported: send the request body uncompressed (no Content-Encoding).",
+            code="unsupported_content_encoding",
+            details={"accept_encoding": "identity"},
+        )
 
 
 def parse_json_body(raw: flask.Request, *, max_bytes: int, required: bool = True) -> Any:
@@ -422,6 +440,8 @@ def error_response(exc: errors.SynqError, route: str = "", cause: Exception | No
         response.headers["WWW-Authenticate"] = 'Bearer realm="synq"'  # RFC 9110 requires it on a 401; the scheme is RFC 6750's
     if isinstance(exc, errors.MethodNotAllowed) and isinstance(exc.details, dict):
         response.headers["Allow"] = ", ".join(exc.details["allowed"])
+    if isinstance(exc, errors.UnsupportedMediaType) and isinstance(exc.details, dict) and "accept_encoding" in exc.details:
+        response.headers["Accept-Encoding"] = exc.details["accept_encoding"]
     if isinstance(exc, errors.TooManyRequests) and isinstance(exc.details, dict):
         response.headers["Retry-After"] = str(exc.details.get("retry_after", 1))
     elif isinstance(exc, errors.Transient):

@@ -33,7 +33,7 @@ ERRORS = {
     409: "Conflict with the current state (or the Idempotency-Key's first request is still running).",
     410: "Gone: past its retention.",
     413: "The body is too large.",
-    415: "The body is not application/json in UTF-8.",
+    415: "The body is not application/json in UTF-8, or is content-coded (Content-Encoding): send it uncompressed.",
     422: "The body is well-formed but not acceptable (or the Idempotency-Key was used for another request).",
     429: "Over the token's request budget; retry after Retry-After seconds.",
     503: "A storage service was unavailable; retry.",

@@ -21,6 +21,7 @@ from common.http import (
     Response,
     Router,
     compact_json,
+    error_response,
     is_safe_id,
     loads_strict,
     loads_strict_itemised,
@@ -297,7 +298,11 @@ def test_itemised_reading_agrees_on_any_damaged_body(text: str, data: st.DataObj
     for _ in range(data.draw(st.integers(1, 2))):
         at = data.draw(st.integers(0, len(text)))
         cut = data.draw(st.integers(0, 3))
-        insert = data.draw(st.sampled_from(["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "x", "\\", "\\ud800", "NaN", '"payload":[1],', '"ProductsToImport":[1],']))
+        insert = data.draw(
+            st.sampled_from(
+                ["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "x", "\\", "\\ud800", "NaN", '"payload":[1],', '"ProductsToImport":[1],']
+            )
+        )
         text = text[:at] + insert + text[at + cut :]
     agrees_with_loads_strict(text)
 
@@ -326,8 +331,10 @@ def test_the_client_ip_is_what_the_trusted_proxies_appended(forwarded: str | Non
 # -- parse_json_body --------------------------------------------------------------------------------
 
 
-def _parse(body: bytes | str, content_type: str | None = "application/json", max_bytes: int = 1000, **kw: Any) -> Any:
-    headers = {} if content_type is None else {"Content-Type": content_type}
+def _parse(
+    body: bytes | str, content_type: str | None = "application/json", max_bytes: int = 1000, headers: dict[str, str] | None = None, **kw: Any
+) -> Any:
+    headers = dict(headers or {}) | ({} if content_type is None else {"Content-Type": content_type})
     with app.test_request_context("/x", method="POST", data=body, headers=headers):
         return parse_json_body(flask.request, max_bytes=max_bytes, **kw)
 
@@ -680,3 +687,28 @@ def test_a_401_names_the_scheme_it_wants() -> None:
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == 'Bearer realm="synq"'
     with app.test_request_context("/boom"):
         assert "WWW-Authenticate" not in _raising(errors.Forbidden("No.")).handle(flask.request).headers
+
+
+# -- content codings --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "GZIP", "gzip, identity", "x-custom"])
+def test_a_content_coded_body_is_415_naming_the_coding_and_what_is_accepted(coding: str) -> None:
+    import gzip
+
+    with pytest.raises(errors.UnsupportedMediaType) as info:
+        _parse(gzip.compress(b'{"a": 1}'), headers={"Content-Encoding": coding})
+    assert info.value.status == 415
+    assert info.value.code == "unsupported_content_encoding"
+    assert coding[:20] in info.value.message and "uncompressed" in info.value.message
+    response = error_response(info.value)
+    assert response.headers["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.parametrize("coding", ["identity", "Identity", " identity ", ""])
+def test_the_identity_coding_is_no_coding(coding: str) -> None:
+    assert _parse(b'{"a": 1}', headers={"Content-Encoding": coding}) == {"a": 1}
+
+
+def test_an_empty_body_with_a_coding_is_still_no_body() -> None:
+    assert _parse(b"", required=False, headers={"Content-Encoding": "gzip"}) is None
