@@ -1,9 +1,10 @@
-"""Request bodies over HTTP on the running stack: content-coded bodies."""
+"""Request bodies over HTTP on the running stack: content-coded bodies, a retry's body shaped as a create's."""
 
 from __future__ import annotations
 
 import gzip
 import json
+from typing import Any
 
 import pytest
 import requests
@@ -33,3 +34,30 @@ def test_a_content_coded_body_is_415_saying_to_send_it_uncompressed(tenant: Tena
     assert error["code"] == "unsupported_content_encoding" and "uncompressed" in error["message"]
     assert response.headers["Accept-Encoding"] == "identity"
     assert_nothing_written(tenant)
+
+
+# -- a retry's body, shaped as a create's ---------------------------------------------------------------
+
+
+@pytest.fixture
+def failed_job(tenant: Tenant) -> dict[str, Any]:
+    job = tenant.wait_job(tenant.create_job("BULK_IMPORT", [{"sku": "NO-TITLE"}])["id"])
+    assert job["status"] == "FAILED"
+    return job
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"x"', b"42", b"true", b'[{"corrections": {}}]'])
+def test_a_retry_body_that_is_not_an_object_is_400_invalid_body_as_for_a_create(tenant: Tenant, failed_job: dict[str, Any], body: bytes) -> None:
+    created = _post(tenant, JOBS, body)
+    retried = _post(tenant, f"{JOBS}/{failed_job['id']}/retry", body)
+    assert (retried.status_code, json_error(retried)["code"]) == (created.status_code, json_error(created)["code"]) == (400, "invalid_body")
+    assert tenant.get(f"{JOBS}/{failed_job['id']}").json().get("retried_by") is None
+
+
+def test_a_retry_body_with_an_unknown_member_is_422_unknown_field_naming_it(tenant: Tenant, failed_job: dict[str, Any]) -> None:
+    retried = _post(tenant, f"{JOBS}/{failed_job['id']}/retry", json.dumps({"corrections": {}, "payload": []}).encode())
+    assert retried.status_code == 422
+    assert json_error(retried)["code"] == "unknown_field" and json_error(retried)["details"] == {"field": "payload"}
+    bad = _post(tenant, f"{JOBS}/{failed_job['id']}/retry", b'{"corrections": []}')
+    assert bad.status_code == 422 and json_error(bad)["details"] == {"field": "corrections"}
+    assert tenant.get(f"{JOBS}/{failed_job['id']}").json().get("retried_by") is None
