@@ -208,7 +208,7 @@ def get_bulk_job_results(request: Request) -> Response:
     summary="List products",
     response_model=ProductPublic,
     list_response=True,
-    query=(QueryParam("sku", "Only the product with this SKU.", {"type": "string"}), limit_param(), CURSOR),
+    query=(QueryParam("sku", "Only the product with this SKU.", {"type": "string", "maxLength": catalog.FILTER_MAX_LENGTH}), limit_param(), CURSOR),
     tags=("products",),
 )
 def list_products(request: Request) -> Response:
@@ -232,7 +232,10 @@ def get_product(request: Request) -> Response:
     query=(
         QueryParam("severity", "Only issues of this severity.", {"type": "string", "enum": ["ERROR", "WARNING"]}),
         QueryParam("issue_type", "Only issues of this type.", {"type": "string", "enum": list(ISSUE_TYPES)}),
-        *(QueryParam(name, f"Only issues with this {name}.", {"type": "string", "maxLength": 500}) for name in ("product_id", "job_id")),
+        *(
+            QueryParam(name, f"Only issues with this {name}.", {"type": "string", "maxLength": catalog.FILTER_MAX_LENGTH})
+            for name in ("product_id", "job_id")
+        ),
         limit_param(),
         CURSOR,
     ),

@@ -1,4 +1,5 @@
-"""Request bodies over HTTP on the running stack: content-coded bodies, a retry's body shaped as a create's."""
+"""Request bodies over HTTP on the running stack: content-coded bodies, a retry's body shaped as a create's, filter lengths as the OpenAPI document
+states them."""
 
 from __future__ import annotations
 
@@ -61,3 +62,20 @@ def test_a_retry_body_with_an_unknown_member_is_422_unknown_field_naming_it(tena
     bad = _post(tenant, f"{JOBS}/{failed_job['id']}/retry", b'{"corrections": []}')
     assert bad.status_code == 422 and json_error(bad)["details"] == {"field": "corrections"}
     assert tenant.get(f"{JOBS}/{failed_job['id']}").json().get("retried_by") is None
+
+
+# -- filter lengths, as the OpenAPI document declares them ------------------------------------------------------
+
+
+def test_the_validation_id_filters_take_what_the_document_allows_and_refuse_past_it(tenant: Tenant) -> None:
+    declared = {
+        p["name"]: p["schema"]["maxLength"]
+        for p in tenant.get(f"{PIM}/openapi.json").json()["paths"][f"{PIM}/validation"]["get"]["parameters"]
+        if p.get("in") == "query" and p["name"] in ("product_id", "job_id")
+    }
+    for name, length in declared.items():
+        for character in ("x", "€", "😀"):
+            at_most = tenant.get(f"{PIM}/validation", params={name: character * length})
+            assert at_most.status_code == 200 and at_most.json() == [], (name, character, at_most.text[:200])
+            past = tenant.get(f"{PIM}/validation", params={name: character * (length + 1)})
+            assert past.status_code == 400 and json_error(past)["code"] == "invalid_query", (name, character, past.text[:200])

@@ -205,3 +205,16 @@ def test_the_job_list_declares_the_seeds_default_type(doc: dict[str, Any]) -> No
     [job_type] = [p for p in operation["parameters"] if p.get("name") == "type"]
     assert job_type["schema"]["default"] == "BULK_UPDATE"
     assert job_type["schema"]["default"] in job_type["schema"]["enum"]
+
+
+def test_the_id_and_sku_filters_declare_the_length_the_server_refuses_past(doc: dict[str, Any]) -> None:
+    from common.services import catalog
+
+    def lengths(path: str) -> dict[str, Any]:
+        return {p["name"]: p["schema"].get("maxLength") for p in doc["paths"][path]["get"]["parameters"] if p.get("in") == "query"}
+
+    validation = lengths("/api/v1/pim/validation")
+    assert validation["product_id"] == validation["job_id"] == lengths("/api/v1/pim/products")["sku"] == catalog.FILTER_MAX_LENGTH
+    # Counted in characters, as JSON Schema's maxLength is: the longest allowed is under 1,500 bytes
+    # in UTF-8 (4 bytes a character at most), Firestore's limit on an indexed value (its bytes + 1).
+    assert catalog.FILTER_MAX_LENGTH * 4 + 1 <= 1500
