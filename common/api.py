@@ -13,7 +13,7 @@ from common import errors, openapi
 from common.auth import SCOPE_ENVIRON_KEY, authenticate
 from common.config import get_settings
 from common.domain.engine import ISSUE_TYPES
-from common.http import QueryParam, Request, Response, Router, query_bool, query_int
+from common.http import QueryParam, RefuseUnreadBody, Request, Response, Router, query_bool, query_int
 from common.idempotency import Idempotency
 from common.logging import get_logger
 from common.models.api import Health, OpenAPIDocument
@@ -62,8 +62,10 @@ def log_request(request: flask.Request, response: flask.Response, seconds: float
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 router = Router()
-# Outermost first: a request over its token's budget is refused before any idempotency work.
+# Outermost first: a request over its token's budget is refused before any idempotency work, and a
+# body sent to a route that reads none (POST /export, …/cancel…) before its key is claimed.
 router.use(RateLimiter())
+router.use(RefuseUnreadBody(authenticate, lambda: get_settings().max_body_bytes))
 router.use(Idempotency())
 
 CURSOR = QueryParam("cursor", "The `X-Next-Cursor` of the previous page.", {"type": "string"})

@@ -373,6 +373,7 @@ def parse_json_bytes(raw: flask.Request, data: bytes, *, required: bool = True, 
 
 
 Handler = Callable[[Request], Response]
+BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 @dataclass(frozen=True)
@@ -420,6 +421,18 @@ class Route:
     @property
     def path_params(self) -> list[str]:
         return re.findall(r"\{(\w+)\}", self.template)
+
+    @property
+    def reads_body(self) -> bool:
+        """Whether the handler reads a request body: it declares one (`request_model`), or it is not
+        described at all (then it may read anything, as the OpenAPI document says)."""
+        return self.doc.request_model is not None or not self.doc.summary
+
+    @property
+    def refuses_body(self) -> bool:
+        """A POST, PUT or PATCH that reads no body: `RefuseUnreadBody` refuses one sent to it, rather
+        than let the route run as if it had not been sent."""
+        return self.method in BODY_METHODS and not self.reads_body
 
 
 Next = Callable[[Request], Response]
@@ -554,6 +567,53 @@ class Router:
         for hook in reversed(self.hooks):
             call = _answering(functools.partial(_run_hook, hook, route, call), route.template)
         return to_flask(call(request))
+
+
+class RefuseUnreadBody:
+    """The Router hook that refuses a request body a route would not read (`Route.refuses_body`), as an
+    unknown query parameter is refused: `POST /export` with `{"format": "csv"}` would otherwise queue a
+    JSON Lines export of the whole catalog, a silent real run of something the caller did not ask for.
+
+    No body, whitespace, `{}` and `null` are no body (clients and tools send `{}` or an empty body with
+    `Content-Type: application/json`). Anything else is refused as a route that reads a body refuses
+    what it cannot take: malformed JSON 400 `malformed_json`, a JSON value that is not an object 400
+    `invalid_body`, an object with members 422 `unknown_field` naming the first. It runs after the
+    token is checked (401/403 first, as on every route) and before the Idempotency-Key hook, so a
+    refused request writes nothing at all, not even a key's record (Stripe keeps no result for a
+    request that failed validation either): the key stays free for the corrected request."""
+
+    def __init__(self, authenticate: Callable[[Request], Any], max_bytes: Callable[[], int] = lambda: 32 * 1024 * 1024) -> None:
+        self.authenticate = authenticate
+        self.max_bytes = max_bytes
+
+    def __call__(self, request: Request, route: Route, call_next: Next) -> Response:
+        if route.refuses_body:
+            if not route.doc.public:
+                self.authenticate(request)
+            refuse_body(request, route, max_bytes=self.max_bytes())
+        return call_next(request)
+
+
+def refuse_body(request: Request, route: Route, *, max_bytes: int) -> None:
+    """Raise the 4xx for a body `route`, which reads none, was sent; return when it is no body at all."""
+    body = request.json(max_bytes=max_bytes, required=False)
+    if body is None or body == {}:
+        return
+    takes = f"{route.method} {route.template} takes no request body: send none, or {{}}."
+    if isinstance(body, dict):
+        name = sorted(body)[0][:100]  # the first by name, as POST /bulk-jobs names it
+        raise errors.Unprocessable(f"Unknown field '{name}': {takes}", code="unknown_field", details={"field": name})
+    kind = "an array" if isinstance(body, list) else "a string" if isinstance(body, str) else "a boolean" if isinstance(body, bool) else "a number"
+    raise errors.BadRequest(f"The body is {kind}, not an object: {takes}", code="invalid_body")
+
+
+def no_body(request: Request, route: Route, *, max_bytes: int) -> bool:
+    """Whether a route that reads no body was sent none, in any of the forms `refuse_body` takes as none."""
+    try:
+        refuse_body(request, route, max_bytes=max_bytes)
+    except errors.SynqError:
+        return False
+    return True
 
 
 def _check_parameter_names(route: Route, args: Any) -> None:

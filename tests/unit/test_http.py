@@ -689,6 +689,126 @@ def test_a_401_names_the_scheme_it_wants() -> None:
         assert "WWW-Authenticate" not in _raising(errors.Forbidden("No.")).handle(flask.request).headers
 
 
+# -- a body the route would not read ------------------------------------------------------------------
+
+
+class _Called(Exception):
+    pass
+
+
+def _no_body_router(authenticate: Callable[[Request], Any] | None = None) -> tuple[Router, list[str]]:
+    """POST /things reads no body (no request_model), POST /bodies reads one; the hook is installed."""
+    from common.http import RefuseUnreadBody
+    from common.models.job import JobCreate
+
+    runs: list[str] = []
+    r = Router()
+    r.use(RefuseUnreadBody(authenticate or (lambda request: None)))
+
+    @r.route("POST", "/things", summary="Do a thing")
+    def things(request: Request) -> Response:
+        runs.append("things")
+        return Response({"ok": True}, 202)
+
+    @r.route("POST", "/bodies", summary="Take a body", request_model=JobCreate)
+    def bodies(request: Request) -> Response:
+        runs.append("bodies")
+        return Response({"body": request.json(max_bytes=1000, required=False)})
+
+    return r, runs
+
+
+def _post(r: Router, path: str, body: bytes | None, content_type: str | None = "application/json", **headers: str) -> flask.Response:
+    sent = dict(headers) | ({} if content_type is None else {"Content-Type": content_type})
+    with app.test_request_context(path, method="POST", data=body, headers=sent):
+        return r.handle(flask.request)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (None, None),
+        (b"", "application/json"),
+        (b"", None),
+        (b"  \r\n\t", "application/json"),
+        (b"{}", "application/json"),
+        (b" { } ", "application/json; charset=utf-8"),
+        (b"null", "application/json"),
+        (b"   ", "text/plain"),
+    ],
+    ids=["none", "empty-json", "empty-untyped", "whitespace", "empty-object", "spaced-object", "null", "whitespace-text"],
+)
+def test_a_route_that_reads_no_body_accepts_none_or_an_empty_object(body: bytes | None, content_type: str | None) -> None:
+    r, runs = _no_body_router()
+    response = _post(r, "/things", body, content_type)
+    assert response.status_code == 202, response.get_json()
+    assert runs == ["things"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code", "field"),
+    [
+        (b'{"format": "csv", "zeta": 1}', "application/json", 422, "unknown_field", "format"),
+        (b'{"zeta": 1, "format": "csv"}', "application/json", 422, "unknown_field", "format"),  # the first by name, as POST /bulk-jobs
+        (b"[]", "application/json", 400, "invalid_body", None),
+        (b'"csv"', "application/json", 400, "invalid_body", None),
+        (b"0", "application/json", 400, "invalid_body", None),
+        (b"false", "application/json", 400, "invalid_body", None),
+        (b"{{{", "application/json", 400, "malformed_json", None),
+        (b'{"a": 1, "a": 2}', "application/json", 400, "malformed_json", None),
+        (b"\xff", "application/json", 400, "malformed_json", None),
+        (b"{}", "text/plain", 415, "unsupported_media_type", None),
+        (b"format=csv", "application/x-www-form-urlencoded", 415, "unsupported_media_type", None),
+    ],
+)
+def test_a_route_that_reads_no_body_refuses_any_other_before_its_handler_runs(
+    body: bytes, content_type: str, status: int, code: str, field: str | None
+) -> None:
+    r, runs = _no_body_router()
+    response = _post(r, "/things", body, content_type)
+    assert response.status_code == status, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    if field is not None:
+        assert error["details"] == {"field": field}
+        assert f"'{field}'" in error["message"] and "takes no request body" in error["message"]
+    if code == "invalid_body":
+        assert "takes no request body" in error["message"]
+    assert runs == []
+
+
+def test_a_route_that_reads_a_body_is_left_to_its_handler() -> None:
+    r, runs = _no_body_router()
+    response = _post(r, "/bodies", b'{"format": "csv"}')
+    assert response.status_code == 200 and response.get_json() == {"body": {"format": "csv"}}
+    assert runs == ["bodies"]
+
+
+def test_authentication_comes_before_the_body_is_refused() -> None:
+    def authenticate(request: Request) -> None:
+        raise errors.Unauthorized("The token is unknown or revoked.")
+
+    r, runs = _no_body_router(authenticate)
+    response = _post(r, "/things", b"{{{")
+    assert response.status_code == 401 and runs == []
+
+
+def test_routes_read_a_body_when_they_declare_one_or_are_undescribed() -> None:
+    from common.models.job import JobCreate
+
+    r = Router()
+    r.add("POST", "/undescribed", _handler("x"))
+    r.route("POST", "/described", summary="x")(_handler("y"))
+    r.route("POST", "/with-model", summary="x", request_model=JobCreate)(_handler("z"))
+    r.route("GET", "/read", summary="x")(_handler("w"))
+    assert [(route.template, route.reads_body, route.refuses_body) for route in r.routes] == [
+        ("/undescribed", True, False),
+        ("/described", False, True),
+        ("/with-model", True, False),
+        ("/read", False, False),  # a GET's body is not this check's business
+    ]
+
+
 # -- content codings --------------------------------------------------------------------------------------
 
 
