@@ -13,7 +13,7 @@ from common import errors, openapi
 from common.auth import SCOPE_ENVIRON_KEY, authenticate
 from common.config import get_settings
 from common.domain.engine import ISSUE_TYPES
-from common.http import QueryParam, Request, Response, Router, query_bool, query_int
+from common.http import QueryParam, RefuseUnreadBody, Request, Response, Router, query_bool, query_int
 from common.idempotency import Idempotency
 from common.logging import get_logger
 from common.models.api import Health, OpenAPIDocument
@@ -62,8 +62,10 @@ def log_request(request: flask.Request, response: flask.Response, seconds: float
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 router = Router()
-# Outermost first: a request over its token's budget is refused before any idempotency work.
+# Outermost first: a request over its token's budget is refused before any idempotency work, and a
+# body sent to a route that reads none (POST /export, …/cancel…) before its key is claimed.
 router.use(RateLimiter())
+router.use(RefuseUnreadBody(authenticate, lambda: get_settings().max_body_bytes))
 router.use(Idempotency())
 
 CURSOR = QueryParam("cursor", "The `X-Next-Cursor` of the previous page.", {"type": "string"})
@@ -208,7 +210,7 @@ def get_bulk_job_results(request: Request) -> Response:
     summary="List products",
     response_model=ProductPublic,
     list_response=True,
-    query=(QueryParam("sku", "Only the product with this SKU.", {"type": "string"}), limit_param(), CURSOR),
+    query=(QueryParam("sku", "Only the product with this SKU.", {"type": "string", "maxLength": catalog.FILTER_MAX_LENGTH}), limit_param(), CURSOR),
     tags=("products",),
 )
 def list_products(request: Request) -> Response:
@@ -232,7 +234,10 @@ def get_product(request: Request) -> Response:
     query=(
         QueryParam("severity", "Only issues of this severity.", {"type": "string", "enum": ["ERROR", "WARNING"]}),
         QueryParam("issue_type", "Only issues of this type.", {"type": "string", "enum": list(ISSUE_TYPES)}),
-        *(QueryParam(name, f"Only issues with this {name}.", {"type": "string", "maxLength": 500}) for name in ("product_id", "job_id")),
+        *(
+            QueryParam(name, f"Only issues with this {name}.", {"type": "string", "maxLength": catalog.FILTER_MAX_LENGTH})
+            for name in ("product_id", "job_id")
+        ),
         limit_param(),
         CURSOR,
     ),

@@ -317,6 +317,8 @@ class _ObjectReader:
 
 
 def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
+    """The raw body, at most `max_bytes`, as sent: 413 past that, 400 when it is cut short, 415 when
+    it is content-coded (`Content-Encoding: gzip`…): bodies are read as they arrive, never decoded."""
     declared = raw.content_length
     if declared is not None and declared > max_bytes:
         raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
@@ -328,7 +330,23 @@ def read_body(raw: flask.Request, *, max_bytes: int) -> bytes:
         raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes.")
     if declared is not None and len(data) < declared:
         raise errors.BadRequest("Request body is shorter than its Content-Length.", code="truncated_body")
+    if data:
+        _check_content_coding(raw.headers.get("Content-Encoding", ""))
     return data
+
+
+def _check_content_coding(header: str) -> None:
+    """Only the identity coding: a compressed body would otherwise be refused as malformed JSON
+    ("not valid UTF-8"), which says nothing of the real cause. RFC 7694: a 415 with the codings the
+    server takes in `Accept-Encoding` (`error_response` adds it from the details)."""
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    unsupported = [c for c in codings if c != "identity"]
+    if unsupported:
+        raise errors.UnsupportedMediaType(
+            f"Content-Encoding '{header.strip()[:40]}' is not supported: send the request body uncompressed (no Content-Encoding).",
+            code="unsupported_content_encoding",
+            details={"accept_encoding": "identity"},
+        )
 
 
 def parse_json_body(raw: flask.Request, *, max_bytes: int, required: bool = True) -> Any:
@@ -355,6 +373,7 @@ def parse_json_bytes(raw: flask.Request, data: bytes, *, required: bool = True, 
 
 
 Handler = Callable[[Request], Response]
+BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 @dataclass(frozen=True)
@@ -403,6 +422,18 @@ class Route:
     def path_params(self) -> list[str]:
         return re.findall(r"\{(\w+)\}", self.template)
 
+    @property
+    def reads_body(self) -> bool:
+        """Whether the handler reads a request body: it declares one (`request_model`), or it is not
+        described at all (then it may read anything, as the OpenAPI document says)."""
+        return self.doc.request_model is not None or not self.doc.summary
+
+    @property
+    def refuses_body(self) -> bool:
+        """A POST, PUT or PATCH that reads no body: `RefuseUnreadBody` refuses one sent to it, rather
+        than let the route run as if it had not been sent."""
+        return self.method in BODY_METHODS and not self.reads_body
+
 
 Next = Callable[[Request], Response]
 # Runs around every handler: gets the request, the matched route and the rest of the chain. The
@@ -422,6 +453,8 @@ def error_response(exc: errors.SynqError, route: str = "", cause: Exception | No
         response.headers["WWW-Authenticate"] = 'Bearer realm="synq"'  # RFC 9110 requires it on a 401; the scheme is RFC 6750's
     if isinstance(exc, errors.MethodNotAllowed) and isinstance(exc.details, dict):
         response.headers["Allow"] = ", ".join(exc.details["allowed"])
+    if isinstance(exc, errors.UnsupportedMediaType) and isinstance(exc.details, dict) and "accept_encoding" in exc.details:
+        response.headers["Accept-Encoding"] = exc.details["accept_encoding"]
     if isinstance(exc, errors.TooManyRequests) and isinstance(exc.details, dict):
         response.headers["Retry-After"] = str(exc.details.get("retry_after", 1))
     elif isinstance(exc, errors.Transient):
@@ -534,6 +567,53 @@ class Router:
         for hook in reversed(self.hooks):
             call = _answering(functools.partial(_run_hook, hook, route, call), route.template)
         return to_flask(call(request))
+
+
+class RefuseUnreadBody:
+    """The Router hook that refuses a request body a route would not read (`Route.refuses_body`), as an
+    unknown query parameter is refused: `POST /export` with `{"format": "csv"}` would otherwise queue a
+    JSON Lines export of the whole catalog, a silent real run of something the caller did not ask for.
+
+    No body, whitespace, `{}` and `null` are no body (clients and tools send `{}` or an empty body with
+    `Content-Type: application/json`). Anything else is refused as a route that reads a body refuses
+    what it cannot take: malformed JSON 400 `malformed_json`, a JSON value that is not an object 400
+    `invalid_body`, an object with members 422 `unknown_field` naming the first. It runs after the
+    token is checked (401/403 first, as on every route) and before the Idempotency-Key hook, so a
+    refused request writes nothing at all, not even a key's record (Stripe keeps no result for a
+    request that failed validation either): the key stays free for the corrected request."""
+
+    def __init__(self, authenticate: Callable[[Request], Any], max_bytes: Callable[[], int] = lambda: 32 * 1024 * 1024) -> None:
+        self.authenticate = authenticate
+        self.max_bytes = max_bytes
+
+    def __call__(self, request: Request, route: Route, call_next: Next) -> Response:
+        if route.refuses_body:
+            if not route.doc.public:
+                self.authenticate(request)
+            refuse_body(request, route, max_bytes=self.max_bytes())
+        return call_next(request)
+
+
+def refuse_body(request: Request, route: Route, *, max_bytes: int) -> None:
+    """Raise the 4xx for a body `route`, which reads none, was sent; return when it is no body at all."""
+    body = request.json(max_bytes=max_bytes, required=False)
+    if body is None or body == {}:
+        return
+    takes = f"{route.method} {route.template} takes no request body: send none, or {{}}."
+    if isinstance(body, dict):
+        name = sorted(body)[0][:100]  # the first by name, as POST /bulk-jobs names it
+        raise errors.Unprocessable(f"Unknown field '{name}': {takes}", code="unknown_field", details={"field": name})
+    kind = "an array" if isinstance(body, list) else "a string" if isinstance(body, str) else "a boolean" if isinstance(body, bool) else "a number"
+    raise errors.BadRequest(f"The body is {kind}, not an object: {takes}", code="invalid_body")
+
+
+def no_body(request: Request, route: Route, *, max_bytes: int) -> bool:
+    """Whether a route that reads no body was sent none, in any of the forms `refuse_body` takes as none."""
+    try:
+        refuse_body(request, route, max_bytes=max_bytes)
+    except errors.SynqError:
+        return False
+    return True
 
 
 def _check_parameter_names(route: Route, args: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from common.http import Route, Router
+from common.http import BODY_METHODS, Route, Router
 from common.idempotency import HEADER as IDEMPOTENCY_HEADER
 from common.idempotency import MAX_KEY_LENGTH, REPLAYED_HEADER
 from common.models.api import ErrorBody
@@ -22,7 +22,6 @@ from common.models.api import ErrorBody
 TITLE = "Synq PIM bulk operations"
 VERSION = "1.0.0"
 REF = "#/components/schemas/{model}"
-BODY_METHODS = ("POST", "PUT", "PATCH")
 
 # What each error status means wherever it is listed; every error body is ErrorBody.
 ERRORS = {
@@ -33,11 +32,15 @@ ERRORS = {
     409: "Conflict with the current state (or the Idempotency-Key's first request is still running).",
     410: "Gone: past its retention.",
     413: "The body is too large.",
-    415: "The body is not application/json in UTF-8.",
+    415: "The body is not application/json in UTF-8, or is content-coded (Content-Encoding): send it uncompressed.",
     422: "The body is well-formed but not acceptable (or the Idempotency-Key was used for another request).",
     429: "Over the token's request budget; retry after Retry-After seconds.",
     503: "A storage service was unavailable; retry.",
 }
+NO_BODY = (
+    "Takes no request body: send none (or `{}`). Any other is refused: malformed JSON 400 `malformed_json`, "
+    "a value that is not an object 400 `invalid_body`, an object with members 422 `unknown_field`."
+)
 # Ids the API issues and tenant ids (`common.http.is_safe_id`); other strings are never found (404).
 _SAFE_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}
 # No leading or trailing space: HTTP strips it, so such a key would not arrive as sent.
@@ -167,8 +170,8 @@ def error_statuses(route: Route) -> list[int]:
         codes.add(404)
     if doc.query:
         codes.add(400)
-    if route.method in BODY_METHODS and (doc.request_model is not None or not doc.summary):
-        codes |= {400, 413, 415, 422}
+    if route.method in BODY_METHODS:
+        codes |= {400, 413, 415, 422}  # the body it reads, or one it refuses (`Route.refuses_body`)
     if route.method == "POST" and not doc.public:
         codes |= {400, 409, 413, 422}  # the Idempotency-Key hook reads the body and answers these
     return sorted(codes)
@@ -192,8 +195,11 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
         "responses": {str(doc.response_status) if documented else "2XX": _success(route, refs)},
         "security": [] if doc.public else [{"bearerAuth": []}],
     }
-    if doc.description:
-        operation["description"] = doc.description
+    description = doc.description
+    if route.refuses_body:
+        description = " ".join(filter(None, (description, NO_BODY)))
+    if description:
+        operation["description"] = description
     if doc.tags:
         operation["tags"] = list(doc.tags)
     if not documented:

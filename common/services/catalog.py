@@ -15,6 +15,19 @@ from common.store import catalog as store
 from common.store.paths import Scope
 
 ISSUE_FILTERS = ("severity", "issue_type", "product_id", "job_id")
+# The longest value a text filter (`product_id`, `job_id`, `sku`) may have, in characters, as the
+# OpenAPI document's maxLength counts (JSON Schema counts code points, Python's len() too), so the
+# document and the server refuse the same values. Firestore counts bytes: an indexed value's size, its
+# UTF-8 bytes + 1, is at most 1,500, and a query filtering on a longer value fails (the emulator:
+# 1,499 bytes pass, 1,500 fail, as a 500 before lengths were checked). A character is at most 4 bytes,
+# so any value the document allows can be queried: 374 × 4 = 1,496. What is stored under these fields
+# is far shorter (ids this API issues are at most 128 ASCII characters, a SKU 128 characters).
+FILTER_MAX_LENGTH = 374
+
+
+def check_filter(name: str, value: str) -> None:
+    if len(value) > FILTER_MAX_LENGTH:
+        raise errors.BadRequest(f"Filter '{name}' is too long: at most {FILTER_MAX_LENGTH} characters.", code="invalid_query")
 
 
 def product_public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -29,8 +42,8 @@ def get_product(scope: Scope, product_id: str) -> dict[str, Any]:
 
 
 def list_products(scope: Scope, *, sku: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    if sku is not None and len(sku.encode("utf-8")) > 500:
-        raise errors.BadRequest("Filter 'sku' is too long.", code="invalid_query")
+    if sku is not None:
+        check_filter("sku", sku)
     docs, next_cursor = store.list_products(scope, sku=sku, limit=limit, cursor=cursor)
     return [product_public(d) for d in docs], next_cursor
 
@@ -44,8 +57,7 @@ def list_issues(scope: Scope, filters: dict[str, str], *, limit: int, cursor: st
         # A typo would otherwise read as "no such issues".
         raise errors.BadRequest(f"issue_type must be one of {', '.join(ISSUE_TYPES)}.", code="invalid_query")
     for name, value in filters.items():
-        if len(value.encode("utf-8")) > 500:
-            raise errors.BadRequest(f"Filter '{name}' is too long.", code="invalid_query")
+        check_filter(name, value)
     docs, next_cursor = store.list_issues(scope, filters=filters, limit=limit, cursor=cursor)
     return [IssuePublic.model_validate(d).dump() for d in docs], next_cursor
 

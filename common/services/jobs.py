@@ -444,6 +444,7 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
     Body (optional): `{"corrections": {"<index>": <item>}}` replaces those items by payload index.
     """
     scope = principal.scope
+    corrections = retry_corrections(body)
     job = get_job(scope, job_id)
     if job["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise errors.Conflict(f"The job is {job['status']}; only FAILED or CANCELLED jobs can be retried.", code="job_not_failed")
@@ -451,9 +452,6 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
         raise errors.Conflict(
             f"The job was already retried by {job['retried_by']}.", code="already_retried", details={"retried_by": job["retried_by"]}
         )
-    corrections = {} if body is None else body.get("corrections", {}) if isinstance(body, dict) else None
-    if not isinstance(corrections, dict) or set(body or {}) - {"corrections"}:
-        raise errors.Unprocessable('The body may only hold corrections: {"corrections": {"<index>": item}}.', code="invalid_body")
     original = loads_strict(payload_text(job))  # 410 first when it is gone: no retry could run
     indexes = rerun_indexes(scope, job)
     if not indexes:
@@ -474,6 +472,27 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
         return f"corrections['{key}']" if key in corrections else f"item {key} of the job retried"
 
     return create_job(principal, {"job_type": job["job_type"], "payload": payload}, retry_of=job_id, item_name=item_name)
+
+
+def retry_corrections(body: Any) -> dict[str, Any]:
+    """A retry's body (none, or `{"corrections": {"<index>": item}}`) checked as a create's is, before
+    anything is read: not an object 400 `invalid_body`, an unknown member 422 `unknown_field` naming
+    the first by name, `corrections` that is not an object 422 `invalid_value`."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise errors.BadRequest('The request body must be a JSON object: {"corrections": {"<index>": item}}, or none.', code="invalid_body")
+    unknown = sorted(set(body) - {"corrections"})
+    if unknown:
+        raise errors.Unprocessable(
+            f"Unknown field '{unknown[0][:100]}': the body may only hold corrections.", code="unknown_field", details={"field": unknown[0][:100]}
+        )
+    corrections = body.get("corrections", {})
+    if not isinstance(corrections, dict):
+        raise errors.Unprocessable(
+            "Field 'corrections' must be an object of items by index: {\"<index>\": item}.", code="invalid_value", details={"field": "corrections"}
+        )
+    return corrections
 
 
 def rerun_indexes(scope: Scope, job: dict[str, Any]) -> list[int]:

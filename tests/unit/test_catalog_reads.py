@@ -51,3 +51,39 @@ def test_an_absent_issue_is_404(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(errors.NotFound) as caught:
         catalog.get_issue(SCOPE, "i-2")
     assert caught.value.message == "No validation issue with that id in this tenant."
+
+
+# -- filter lengths: counted as the OpenAPI document's maxLength counts them ---------------------------
+
+
+def _queried(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    queries: list[Any] = []
+    monkeypatch.setattr(catalog.store, "list_issues", lambda scope, **kw: queries.append(kw["filters"]) or ([], None))
+    monkeypatch.setattr(catalog.store, "list_products", lambda scope, **kw: queries.append(kw["sku"]) or ([], None))
+    return queries
+
+
+@pytest.mark.parametrize("character", ["x", "é", "€", "😀"], ids=["1-byte", "2-byte", "3-byte", "4-byte"])
+def test_a_filter_of_the_documented_length_is_queried_whatever_its_characters(monkeypatch: pytest.MonkeyPatch, character: str) -> None:
+    queries = _queried(monkeypatch)
+    value = character * catalog.FILTER_MAX_LENGTH
+    assert len(value.encode("utf-8")) + 1 <= 1500  # Firestore's limit on an indexed value (its bytes + 1)
+    for name in ("product_id", "job_id"):
+        assert catalog.list_issues(SCOPE, {name: value}, limit=1, cursor=None) == ([], None)
+    assert catalog.list_products(SCOPE, sku=value, limit=1, cursor=None) == ([], None)
+    assert queries == [{"product_id": value}, {"job_id": value}, value]
+
+
+@pytest.mark.parametrize("character", ["x", "😀"])
+def test_a_filter_one_character_longer_is_400_before_any_query(monkeypatch: pytest.MonkeyPatch, character: str) -> None:
+    queries = _queried(monkeypatch)
+    value = character * (catalog.FILTER_MAX_LENGTH + 1)
+    for call in (
+        lambda: catalog.list_issues(SCOPE, {"product_id": value}, limit=1, cursor=None),
+        lambda: catalog.list_issues(SCOPE, {"job_id": value}, limit=1, cursor=None),
+        lambda: catalog.list_products(SCOPE, sku=value, limit=1, cursor=None),
+    ):
+        with pytest.raises(errors.BadRequest) as info:
+            call()
+        assert info.value.code == "invalid_query" and f"at most {catalog.FILTER_MAX_LENGTH} characters" in info.value.message
+    assert queries == []

@@ -21,6 +21,7 @@ from common.http import (
     Response,
     Router,
     compact_json,
+    error_response,
     is_safe_id,
     loads_strict,
     loads_strict_itemised,
@@ -297,7 +298,11 @@ def test_itemised_reading_agrees_on_any_damaged_body(text: str, data: st.DataObj
     for _ in range(data.draw(st.integers(1, 2))):
         at = data.draw(st.integers(0, len(text)))
         cut = data.draw(st.integers(0, 3))
-        insert = data.draw(st.sampled_from(["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "x", "\\", "\\ud800", "NaN", '"payload":[1],', '"ProductsToImport":[1],']))
+        insert = data.draw(
+            st.sampled_from(
+                ["", ",", "]", "}", "[", "{", '"', ":", " ", "1", "x", "\\", "\\ud800", "NaN", '"payload":[1],', '"ProductsToImport":[1],']
+            )
+        )
         text = text[:at] + insert + text[at + cut :]
     agrees_with_loads_strict(text)
 
@@ -326,8 +331,10 @@ def test_the_client_ip_is_what_the_trusted_proxies_appended(forwarded: str | Non
 # -- parse_json_body --------------------------------------------------------------------------------
 
 
-def _parse(body: bytes | str, content_type: str | None = "application/json", max_bytes: int = 1000, **kw: Any) -> Any:
-    headers = {} if content_type is None else {"Content-Type": content_type}
+def _parse(
+    body: bytes | str, content_type: str | None = "application/json", max_bytes: int = 1000, headers: dict[str, str] | None = None, **kw: Any
+) -> Any:
+    headers = dict(headers or {}) | ({} if content_type is None else {"Content-Type": content_type})
     with app.test_request_context("/x", method="POST", data=body, headers=headers):
         return parse_json_body(flask.request, max_bytes=max_bytes, **kw)
 
@@ -680,3 +687,148 @@ def test_a_401_names_the_scheme_it_wants() -> None:
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == 'Bearer realm="synq"'
     with app.test_request_context("/boom"):
         assert "WWW-Authenticate" not in _raising(errors.Forbidden("No.")).handle(flask.request).headers
+
+
+# -- a body the route would not read ------------------------------------------------------------------
+
+
+class _Called(Exception):
+    pass
+
+
+def _no_body_router(authenticate: Callable[[Request], Any] | None = None) -> tuple[Router, list[str]]:
+    """POST /things reads no body (no request_model), POST /bodies reads one; the hook is installed."""
+    from common.http import RefuseUnreadBody
+    from common.models.job import JobCreate
+
+    runs: list[str] = []
+    r = Router()
+    r.use(RefuseUnreadBody(authenticate or (lambda request: None)))
+
+    @r.route("POST", "/things", summary="Do a thing")
+    def things(request: Request) -> Response:
+        runs.append("things")
+        return Response({"ok": True}, 202)
+
+    @r.route("POST", "/bodies", summary="Take a body", request_model=JobCreate)
+    def bodies(request: Request) -> Response:
+        runs.append("bodies")
+        return Response({"body": request.json(max_bytes=1000, required=False)})
+
+    return r, runs
+
+
+def _post(r: Router, path: str, body: bytes | None, content_type: str | None = "application/json", **headers: str) -> flask.Response:
+    sent = dict(headers) | ({} if content_type is None else {"Content-Type": content_type})
+    with app.test_request_context(path, method="POST", data=body, headers=sent):
+        return r.handle(flask.request)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (None, None),
+        (b"", "application/json"),
+        (b"", None),
+        (b"  \r\n\t", "application/json"),
+        (b"{}", "application/json"),
+        (b" { } ", "application/json; charset=utf-8"),
+        (b"null", "application/json"),
+        (b"   ", "text/plain"),
+    ],
+    ids=["none", "empty-json", "empty-untyped", "whitespace", "empty-object", "spaced-object", "null", "whitespace-text"],
+)
+def test_a_route_that_reads_no_body_accepts_none_or_an_empty_object(body: bytes | None, content_type: str | None) -> None:
+    r, runs = _no_body_router()
+    response = _post(r, "/things", body, content_type)
+    assert response.status_code == 202, response.get_json()
+    assert runs == ["things"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code", "field"),
+    [
+        (b'{"format": "csv", "zeta": 1}', "application/json", 422, "unknown_field", "format"),
+        (b'{"zeta": 1, "format": "csv"}', "application/json", 422, "unknown_field", "format"),  # the first by name, as POST /bulk-jobs
+        (b"[]", "application/json", 400, "invalid_body", None),
+        (b'"csv"', "application/json", 400, "invalid_body", None),
+        (b"0", "application/json", 400, "invalid_body", None),
+        (b"false", "application/json", 400, "invalid_body", None),
+        (b"{{{", "application/json", 400, "malformed_json", None),
+        (b'{"a": 1, "a": 2}', "application/json", 400, "malformed_json", None),
+        (b"\xff", "application/json", 400, "malformed_json", None),
+        (b"{}", "text/plain", 415, "unsupported_media_type", None),
+        (b"format=csv", "application/x-www-form-urlencoded", 415, "unsupported_media_type", None),
+    ],
+)
+def test_a_route_that_reads_no_body_refuses_any_other_before_its_handler_runs(
+    body: bytes, content_type: str, status: int, code: str, field: str | None
+) -> None:
+    r, runs = _no_body_router()
+    response = _post(r, "/things", body, content_type)
+    assert response.status_code == status, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    if field is not None:
+        assert error["details"] == {"field": field}
+        assert f"'{field}'" in error["message"] and "takes no request body" in error["message"]
+    if code == "invalid_body":
+        assert "takes no request body" in error["message"]
+    assert runs == []
+
+
+def test_a_route_that_reads_a_body_is_left_to_its_handler() -> None:
+    r, runs = _no_body_router()
+    response = _post(r, "/bodies", b'{"format": "csv"}')
+    assert response.status_code == 200 and response.get_json() == {"body": {"format": "csv"}}
+    assert runs == ["bodies"]
+
+
+def test_authentication_comes_before_the_body_is_refused() -> None:
+    def authenticate(request: Request) -> None:
+        raise errors.Unauthorized("The token is unknown or revoked.")
+
+    r, runs = _no_body_router(authenticate)
+    response = _post(r, "/things", b"{{{")
+    assert response.status_code == 401 and runs == []
+
+
+def test_routes_read_a_body_when_they_declare_one_or_are_undescribed() -> None:
+    from common.models.job import JobCreate
+
+    r = Router()
+    r.add("POST", "/undescribed", _handler("x"))
+    r.route("POST", "/described", summary="x")(_handler("y"))
+    r.route("POST", "/with-model", summary="x", request_model=JobCreate)(_handler("z"))
+    r.route("GET", "/read", summary="x")(_handler("w"))
+    assert [(route.template, route.reads_body, route.refuses_body) for route in r.routes] == [
+        ("/undescribed", True, False),
+        ("/described", False, True),
+        ("/with-model", True, False),
+        ("/read", False, False),  # a GET's body is not this check's business
+    ]
+
+
+# -- content codings --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "GZIP", "gzip, identity", "x-custom"])
+def test_a_content_coded_body_is_415_naming_the_coding_and_what_is_accepted(coding: str) -> None:
+    import gzip
+
+    with pytest.raises(errors.UnsupportedMediaType) as info:
+        _parse(gzip.compress(b'{"a": 1}'), headers={"Content-Encoding": coding})
+    assert info.value.status == 415
+    assert info.value.code == "unsupported_content_encoding"
+    assert coding[:20] in info.value.message and "uncompressed" in info.value.message
+    response = error_response(info.value)
+    assert response.headers["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.parametrize("coding", ["identity", "Identity", " identity ", ""])
+def test_the_identity_coding_is_no_coding(coding: str) -> None:
+    assert _parse(b'{"a": 1}', headers={"Content-Encoding": coding}) == {"a": 1}
+
+
+def test_an_empty_body_with_a_coding_is_still_no_body() -> None:
+    assert _parse(b"", required=False, headers={"Content-Encoding": "gzip"}) is None

@@ -325,3 +325,52 @@ def test_the_handler_still_reads_the_body_the_hook_read(api: Api) -> None:
     assert api.call(body='{"deep":[1,2,{"x":null}]}').get_json()["body"] == {"deep": [1, 2, {"x": None}]}
     too_big = api.call(body="[" + "1," * 600_000 + "1]", key="k-2")
     assert too_big.status_code == 413
+
+
+# -- routes that read no body ------------------------------------------------------------------------------
+
+
+class NoBodyApi:
+    """A router as the api's: the body refusal before the Idempotency-Key hook, one POST route that
+    reads no body (as POST /export)."""
+
+    def __init__(self, keys: MemoryKeys) -> None:
+        from common.http import RefuseUnreadBody
+
+        self.runs = 0
+        self.router = Router()
+        self.router.use(RefuseUnreadBody(_authenticate))
+        self.router.use(Idempotency(keys))
+
+        @self.router.route("POST", PATH, summary="x")
+        def act(request: Request) -> Response:
+            self.runs += 1
+            return Response({"n": self.runs}, 202)
+
+    def call(self, body: str | None, key: str = "k-1", **headers: str) -> flask.Response:
+        sent = {"Authorization": "Bearer good", "Idempotency-Key": key, **headers}
+        with app.test_request_context(PATH, method="POST", data=body, headers=sent):
+            return self.router.handle(flask.request)
+
+
+def test_no_body_whitespace_an_empty_object_and_null_are_one_request_to_a_route_that_reads_none(keys: MemoryKeys) -> None:
+    api = NoBodyApi(keys)
+    first = api.call(None)
+    assert first.status_code == 202 and api.runs == 1
+    for body, content_type in [("", "application/json"), ("{}", "application/json"), (" { }\n", "application/json"), ("null", "application/json")]:
+        again = api.call(body, **{"Content-Type": content_type})
+        assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true", (body, again.get_json())
+    assert api.runs == 1
+
+
+def test_a_body_a_route_refuses_claims_no_key_so_the_corrected_request_runs(keys: MemoryKeys) -> None:
+    api = NoBodyApi(keys)
+    for body in ('{"format": "csv"}', "{{{", "[]"):
+        refused = api.call(body, **{"Content-Type": "application/json"})
+        assert refused.status_code in (400, 422), refused.get_json()
+        assert keys.docs == {} and api.runs == 0
+    ran = api.call(None)
+    assert ran.status_code == 202 and "Idempotent-Replayed" not in ran.headers and api.runs == 1
+    assert keys.record("t1", "k-1")["status"] == 202  # type: ignore[index]
+    # The key now holds that run: a body the route refuses is still refused, never the kept 202.
+    assert api.call('{"format": "csv"}', **{"Content-Type": "application/json"}).status_code == 422

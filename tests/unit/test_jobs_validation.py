@@ -105,8 +105,16 @@ def test_object_payload_that_is_not_the_envelope_is_422(job_type: str) -> None:
     ("envelope", "code", "field"),
     [
         ({"ProductImportData": {"ProductsToImport": [{}]}}, "missing_field", "payload.ProductImportData.ProductIdentifierProperty"),
-        ({"ProductImportData": {"ProductsToImport": [{}], "ProductIdentifierProperty": "GTIN"}, "ErrorMode": "Maybe"}, "invalid_value", "payload.ErrorMode"),
-        ({"ProductImportData": {"ProductsToImport": [], "ProductIdentifierProperty": "GTIN"}}, "invalid_value", "payload.ProductImportData.ProductsToImport"),
+        (
+            {"ProductImportData": {"ProductsToImport": [{}], "ProductIdentifierProperty": "GTIN"}, "ErrorMode": "Maybe"},
+            "invalid_value",
+            "payload.ErrorMode",
+        ),
+        (
+            {"ProductImportData": {"ProductsToImport": [], "ProductIdentifierProperty": "GTIN"}},
+            "invalid_value",
+            "payload.ProductImportData.ProductsToImport",
+        ),
         ({"ProductImportData": {"ProductsToImport": [{}], "ProductIdentifierProperty": "GTIN"}, "extra": 1}, "unknown_field", "payload.extra"),
     ],
 )
@@ -441,3 +449,43 @@ def test_a_dry_run_stored_before_what_if_was_a_field_still_says_so() -> None:
     assert summary({**job, "import_options": {"what_if": True}})["what_if"] is True
     assert summary({**job, "what_if": False, "import_options": {"what_if": True}})["what_if"] is False
     assert summary(job)["what_if"] is False
+
+
+# -- a retry's body ------------------------------------------------------------------------------------
+
+
+def test_a_retrys_body_is_its_corrections_or_none() -> None:
+    from common.services.jobs import retry_corrections
+
+    assert retry_corrections(None) == {}
+    assert retry_corrections({}) == {}
+    assert retry_corrections({"corrections": {}}) == {}
+    assert retry_corrections({"corrections": {"2": {"title": "T"}}}) == {"2": {"title": "T"}}
+
+
+@pytest.mark.parametrize("body", [[], [{"corrections": {}}], "x", 5, True, False])
+def test_a_retrys_body_that_is_not_an_object_is_400_as_a_creates(body: Any) -> None:
+    from common.services.jobs import retry_corrections
+
+    with pytest.raises(errors.BadRequest) as info:
+        retry_corrections(body)
+    assert (info.value.status, info.value.code) == (400, "invalid_body")
+    reject(body, errors.BadRequest, 400, "invalid_body")  # what POST /bulk-jobs answers the same body
+
+
+def test_a_retrys_unknown_member_is_422_unknown_field_naming_it_as_a_creates() -> None:
+    from common.services.jobs import retry_corrections
+
+    with pytest.raises(errors.Unprocessable) as info:
+        retry_corrections({"corrections": {}, "zeta": 1, "payload": []})
+    assert (info.value.status, info.value.code, info.value.details) == (422, "unknown_field", {"field": "payload"})
+    assert "'payload'" in info.value.message
+
+
+@pytest.mark.parametrize("corrections", [[], "x", None, 1, [{"title": "T"}]])
+def test_corrections_that_are_not_an_object_are_422_naming_the_field(corrections: Any) -> None:
+    from common.services.jobs import retry_corrections
+
+    with pytest.raises(errors.Unprocessable) as info:
+        retry_corrections({"corrections": corrections})
+    assert (info.value.status, info.value.code, info.value.details) == (422, "invalid_value", {"field": "corrections"})

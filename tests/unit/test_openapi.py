@@ -205,3 +205,36 @@ def test_the_job_list_declares_the_seeds_default_type(doc: dict[str, Any]) -> No
     [job_type] = [p for p in operation["parameters"] if p.get("name") == "type"]
     assert job_type["schema"]["default"] == "BULK_UPDATE"
     assert job_type["schema"]["default"] in job_type["schema"]["enum"]
+
+
+def test_a_post_that_reads_no_body_says_so_and_declares_what_a_body_sent_to_it_gets(router: Router, doc: dict[str, Any]) -> None:
+    refusing = sorted((route.method, route.template) for route in router.routes if route.refuses_body)
+    assert refusing == [
+        ("POST", "/api/v1/pim/bulk-jobs/{job_id}/cancel"),
+        ("POST", "/api/v1/pim/export"),
+        ("POST", "/api/v1/pim/notification-deliveries/{delivery_id}/redeliver"),
+        ("POST", "/api/v1/pim/notification-settings/rotate-secret"),
+        ("POST", "/api/v1/pim/validation/{issue_id}/resolve"),
+    ]
+    for method, template in refusing:
+        operation = doc["paths"][template][method.lower()]
+        assert "requestBody" not in operation
+        assert {"400", "413", "415", "422"} <= set(operation["responses"]), template
+        assert "Takes no request body" in operation["description"], template
+    # Every route that takes a body answers 415 to a content-coded one.
+    for route in router.routes:
+        if route.method in ("POST", "PUT", "PATCH"):
+            assert "415" in doc["paths"][route.template][route.method.lower()]["responses"], route.template
+
+
+def test_the_id_and_sku_filters_declare_the_length_the_server_refuses_past(doc: dict[str, Any]) -> None:
+    from common.services import catalog
+
+    def lengths(path: str) -> dict[str, Any]:
+        return {p["name"]: p["schema"].get("maxLength") for p in doc["paths"][path]["get"]["parameters"] if p.get("in") == "query"}
+
+    validation = lengths("/api/v1/pim/validation")
+    assert validation["product_id"] == validation["job_id"] == lengths("/api/v1/pim/products")["sku"] == catalog.FILTER_MAX_LENGTH
+    # Counted in characters, as JSON Schema's maxLength is: the longest allowed is under 1,500 bytes
+    # in UTF-8 (4 bytes a character at most), Firestore's limit on an indexed value (its bytes + 1).
+    assert catalog.FILTER_MAX_LENGTH * 4 + 1 <= 1500
