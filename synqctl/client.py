@@ -8,10 +8,10 @@ It adds the three auth headers, speaks JSON, turns `{"error": {"code", "message"
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import os
 import platform
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -167,11 +167,20 @@ class Client:
             response = self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers, exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
-            origin = urllib.parse.urlsplit(url)._replace(path="", query="").geturl()
-            raise ApiError(0, "connection_failed", f"cannot reach {origin}: {reason}") from None
+            raise ApiError(0, "connection_failed", f"cannot reach {_origin(url)}: {reason}") from None
         return response.status, response.headers, response
+
+    @staticmethod
+    def _read(stream: IO[bytes], url: str, size: int | None = None) -> bytes:
+        """Up to `size` bytes of an answer's body (all without); a timeout or a connection lost midway is
+        ApiError `connection_failed`, as when no answer came at all."""
+        try:
+            return stream.read() if size is None else stream.read(size)
+        except (OSError, http.client.HTTPException) as exc:
+            reason = f"{type(exc).__name__} {exc}" if isinstance(exc, http.client.HTTPException) else exc
+            raise ApiError(0, "connection_failed", f"the answer from {_origin(url)} was cut short: {reason}") from None
 
     def _exchange(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, Message, IO[bytes]]:
         """Send, retrying 429/503 up to `max_attempts` times; the caller reads and closes the body."""
@@ -189,9 +198,10 @@ class Client:
         every attempt, so a resend after 429/503 gets the first attempt's answer if that one ran."""
         data = None if body is None else json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
         sent = self._headers(json_body=data is not None) | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
-        status, headers, stream = self._exchange(method, self.url(path, params), data, sent)
+        url = self.url(path, params)
+        status, headers, stream = self._exchange(method, url, data, sent)
         try:
-            raw = stream.read()
+            raw = self._read(stream, url)
         finally:
             stream.close()
         if 300 <= status < 400:
@@ -282,19 +292,26 @@ class Client:
         return dict(self.request("GET", f"/exports/{_segment(export_id)}").body)
 
     def download_export(self, export_id: str, out: IO[bytes]) -> int:
-        """Stream GET /exports/{id}/download into `out`; a redirect (a signed URL) is followed without our headers."""
+        """Stream GET /exports/{id}/download into `out`; a redirect (a signed URL) is followed without our
+        headers. Returns the size; an answer shorter than its Content-Length is `connection_failed`."""
         url = self.url(f"/exports/{_segment(export_id)}/download")
         status, headers, stream = self._exchange("GET", url, None, self._headers(accept="*/*"))
         location = headers.get("Location")
         if status in (301, 302, 303, 307, 308) and location:
             stream.close()
-            status, headers, stream = self._exchange("GET", urllib.parse.urljoin(url, location), None, self._headers(auth=False, accept="*/*"))
+            url = urllib.parse.urljoin(url, location)
+            status, headers, stream = self._exchange("GET", url, None, self._headers(auth=False, accept="*/*"))
         try:
             if status >= 300:
-                raise self._redact(error_from(status, stream.read(), ""))
-            before = out.tell() if out.seekable() else 0
-            shutil.copyfileobj(stream, out)
-            return (out.tell() - before) if out.seekable() else 0
+                raise self._redact(error_from(status, self._read(stream, url), ""))
+            size = 0
+            while chunk := self._read(stream, url, 1 << 16):
+                out.write(chunk)
+                size += len(chunk)
+            declared = (headers.get("Content-Length") or "").strip()
+            if declared.isdigit() and size != int(declared):
+                raise ApiError(0, "connection_failed", f"the download from {_origin(url)} was cut short: {size} of {declared} bytes.")
+            return size
         finally:
             stream.close()
 
@@ -318,6 +335,11 @@ class Client:
     def redeliver(self, delivery_id: str) -> dict[str, Any]:
         """POST /notification-deliveries/{id}/redeliver: the delivery, its new series queued."""
         return dict(self.request("POST", f"/notification-deliveries/{_segment(delivery_id)}/redeliver").body)
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL: where a request went, without a signed URL's query."""
+    return urllib.parse.urlsplit(url)._replace(path="", query="", fragment="").geturl()
 
 
 def _segment(value: str) -> str:
