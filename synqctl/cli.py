@@ -343,8 +343,9 @@ def write_errors(client: Client, job_id: str, path: Path) -> int:
                 written += 1
         part.replace(path)
     except OSError as exc:
-        part.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc}") from None
+    finally:
+        part.unlink(missing_ok=True)  # the API's error (or Ctrl-C) midway
     return written
 
 
@@ -598,11 +599,9 @@ def save_export(client: Client, export_id: str, path: Path) -> int:
             size = client.download_export(export_id, out)
         part.replace(path)
     except OSError as exc:
-        part.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc}") from None
-    except ApiError:
-        part.unlink(missing_ok=True)
-        raise
+    finally:
+        part.unlink(missing_ok=True)  # the download failed, or Ctrl-C, midway
     return size
 
 

@@ -150,3 +150,27 @@ def test_a_download_cut_short_leaves_no_file(api: FakeApi, client: Client, tmp_p
     storage = api.seen[-1]
     assert storage.path == "/storage/e-1.jsonl?sig=abc"
     assert not {"Authorization", "X-Tenant-ID", "X-Org-ID"} & storage.headers.keys()
+
+
+def test_an_errors_file_cut_short_by_an_api_error_leaves_no_part_file(api: FakeApi, client: Client, tmp_path: Path) -> None:
+    first = [{"index": 1, "result": "failed", "errors": []}]
+    api.on(
+        f"{PREFIX}/bulk-jobs/j-1/results", reply(200, first, {"X-Next-Cursor": "2"}), reply(500, {"error": {"code": "internal", "message": "boom"}})
+    )
+
+    with pytest.raises(ApiError, match="boom"):
+        cli.write_errors(client, "j-1", tmp_path / "errors.jsonl")
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_interrupted_by_ctrl_c_leaves_no_part_file(tmp_path: Path) -> None:
+    class Interrupted:
+        def download_export(self, export_id: str, out: Any) -> int:
+            out.write(b'{"sku": "A"}\n')
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cli.save_export(Interrupted(), "e-1", tmp_path / "catalog.jsonl")  # type: ignore[arg-type]
+
+    assert list(tmp_path.iterdir()) == []
