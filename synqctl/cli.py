@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -28,6 +29,7 @@ JOB_STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job cancelled while we wait ends the wait too
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 INDEX = re.compile(r"0|[1-9][0-9]*")  # an item's `index` as the API writes it, the key of a correction
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class UsageError(Exception):
@@ -50,9 +52,26 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"{literal[:40]} is too large for a 64-bit float")
+    return value
+
+
 def loads_strict(text: str) -> Any:
-    """JSON as the API accepts it: no NaN/Infinity, no duplicate keys (the API would refuse the whole job)."""
-    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    """JSON as the API accepts it (it would refuse the whole job otherwise): no NaN/Infinity, nor a number
+    that overflows to it; no duplicate keys; no lone UTF-16 surrogate (it cannot be sent as UTF-8)."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if SURROGATE_ESCAPE.search(text):
+        try:  # an escaped pair decodes to one character: only a lone surrogate fails here
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("lone UTF-16 surrogate escape (a \\ud800-\\udfff not in a pair)") from None
+    return value
 
 
 def _why(exc: ValueError) -> str:
@@ -63,7 +82,8 @@ def parse_json_lines(text: str, name: str) -> tuple[list[Any], list[str]]:
     """(items, where each came from) for JSON Lines text; blank lines are skipped, a bad one names its line."""
     items: list[Any] = []
     places: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Not splitlines(): U+2028, U+2029 and U+0085 may stand raw in a JSON string. A CRLF's CR is whitespace to JSON.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
