@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -194,9 +195,13 @@ class Client:
             attempt += 1
 
     def request(self, method: str, path: str, *, params: Params | None = None, body: Any = None, idempotency_key: str | None = None) -> Response:
-        """One JSON call; raises ApiError for any status of 300 or more. An `idempotency_key` goes with
-        every attempt, so a resend after 429/503 gets the first attempt's answer if that one ran."""
-        data = None if body is None else json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        """One JSON call; raises ApiError for any status of 300 or more. A POST carries an Idempotency-Key
+        (`idempotency_key`, else a fresh one) with every attempt, so a resend after 429/503 gets the first
+        attempt's answer if that one ran, not a second job or export. The body is compact: the API takes
+        at most 32 MB, and a file near that must not grow past it with spaces."""
+        data = None if body is None else json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        if method == "POST" and not idempotency_key:
+            idempotency_key = str(uuid.uuid4())
         sent = self._headers(json_body=data is not None) | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
         url = self.url(path, params)
         status, headers, stream = self._exchange(method, url, data, sent)

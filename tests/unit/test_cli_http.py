@@ -174,3 +174,43 @@ def test_a_download_interrupted_by_ctrl_c_leaves_no_part_file(tmp_path: Path) ->
         cli.save_export(Interrupted(), "e-1", tmp_path / "catalog.jsonl")  # type: ignore[arg-type]
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_import_is_sent_as_compact_json(api: FakeApi, run: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    """The API takes at most 32 MB: a compact 30 MB file must not grow past it with ', ' and ': '."""
+    items = [{"sku": f"S-{i}", "title": "Shirt", "tags": ["a", "b"], "é": 1} for i in range(3)]
+    source = tmp_path / "items.jsonl"
+    source.write_text("".join(json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
+    api.on(f"{PREFIX}/bulk-jobs", reply(201, {"id": "j-1", "status": "PENDING"}))
+
+    assert run("import", str(source), "--type", "BULK_IMPORT") == (0, "j-1\n", "")
+
+    [sent] = api.seen
+    assert json.loads(sent.body) == {"job_type": "BULK_IMPORT", "payload": items}
+    assert len(sent.body) < source.stat().st_size + 50
+
+
+@pytest.mark.parametrize(
+    ("argv", "path", "created"),
+    [
+        (["import", "{source}", "--type", "BULK_IMPORT"], "/bulk-jobs", {"id": "j-1", "status": "PENDING"}),
+        (["export"], "/export", {"status": "QUEUED", "export_id": "e-1", "message": "queued"}),
+        (["retry", "j-0"], "/bulk-jobs/j-0/retry", {"id": "j-1", "status": "PENDING"}),
+    ],
+)
+def test_a_post_sent_again_after_a_503_carries_the_same_idempotency_key(
+    api: FakeApi, run: Callable[..., tuple[int, str, str]], tmp_path: Path, argv: list[str], path: str, created: dict[str, Any]
+) -> None:
+    """The 503 may come after the work was done (an instance that died answering): a resend without a
+    key would create a second job or export; with the key it gets the first one back."""
+    source = tmp_path / "items.jsonl"
+    source.write_text('{"sku": "A", "title": "A"}\n')
+    unavailable = reply(503, {"error": {"code": "unavailable", "message": "try again"}}, {"Retry-After": "0"})
+    api.on(PREFIX + path, unavailable, reply(201, created))
+
+    code, out, _ = run(*(arg.format(source=source) for arg in argv))
+
+    assert code == 0 and out.splitlines()[0] in ("j-1", "e-1")
+    keys = [seen.headers.get("Idempotency-Key") for seen in api.seen]
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
+
