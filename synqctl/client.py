@@ -115,7 +115,7 @@ def error_from(status: int, raw: bytes, reason: str) -> ApiError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("code"):
         return ApiError(status, str(error["code"]), str(error.get("message") or ""))
-    text = raw.decode("utf-8", "replace").strip()[:200]
+    text = " ".join(raw.decode("utf-8", "replace").split())[:200]  # one line, even of an HTML error page
     return ApiError(status, f"http_{status}", text or reason or "the request failed")
 
 

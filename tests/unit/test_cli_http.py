@@ -214,3 +214,14 @@ def test_a_post_sent_again_after_a_503_carries_the_same_idempotency_key(
     keys = [seen.headers.get("Idempotency-Key") for seen in api.seen]
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
 
+
+def test_an_html_error_page_is_one_line_on_stderr(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    """A load balancer's 502 is not the API's JSON error: its page is cut to one line, as docs/cli.md says."""
+    page = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n</body>\n</html>\n"
+    api.on(f"{PREFIX}/audit", reply(502, page, {"Content-Type": "text/html"}))
+
+    code, out, err = run("audit")
+
+    assert (code, out) == (2, "")
+    assert err == "error: http_502: <html> <head><title>502 Bad Gateway</title></head> <body> <center><h1>502 Bad Gateway</h1></center> </body> </html>\n"
+
