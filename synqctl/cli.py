@@ -626,11 +626,17 @@ def save_export(client: Client, export_id: str, path: Path) -> int:
 
 
 def cmd_export(args: argparse.Namespace, client: Client) -> int:
-    """Queue a catalog export; with --wait (or --out), follow it and report the object and counts."""
-    export_id = client.create_export().get("export_id")
+    """Queue a catalog export; with --wait (or --out), follow it and report the object and counts. With
+    --json, stdout holds only JSON: the export record (or, not waiting, the API's answer), no id line."""
+    queued = client.create_export()
+    export_id = queued.get("export_id")
     if not export_id:
         raise ApiError(202, "invalid_response", "POST /export answered without an export_id, so the export cannot be followed.")
-    print(export_id, flush=True)
+    if args.json and not (args.wait or args.out):
+        emit_json(queued, sys.stdout)
+        return EXIT_OK
+    if not args.json:
+        print(export_id, flush=True)
     if not (args.wait or args.out):
         return EXIT_OK
     export = poll(
@@ -887,7 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[conn, _wait_options()], help="queue a catalog export")
     p.add_argument("--out", metavar="FILE", help="wait, then download the export file here")
-    p.add_argument("--json", action="store_true", help="with --wait: print the export record as JSON")
+    p.add_argument("--json", action="store_true", help="print the export record (without --wait, the API's answer) as JSON, and no id line")
     p.set_defaults(run=cmd_export)
 
     _add_notify(sub, conn)

@@ -223,5 +223,21 @@ def test_an_html_error_page_is_one_line_on_stderr(api: FakeApi, run: Callable[..
     code, out, err = run("audit")
 
     assert (code, out) == (2, "")
-    assert err == "error: http_502: <html> <head><title>502 Bad Gateway</title></head> <body> <center><h1>502 Bad Gateway</h1></center> </body> </html>\n"
+    assert (
+        err
+        == "error: http_502: <html> <head><title>502 Bad Gateway</title></head> <body> <center><h1>502 Bad Gateway</h1></center> </body> </html>\n"
+    )
 
+
+def test_export_json_prints_only_json_on_stdout(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    """`export --wait --json | jq`: the record alone (it holds the id), not the id line before it."""
+    api.on(f"{PREFIX}/export", reply(202, {"status": "QUEUED", "message": "Export queued.", "export_id": "e-1"}))
+    record = {"id": "e-1", "status": "COMPLETED", "object": "exports/e-1.jsonl", "product_count": 1}
+    api.on(f"{PREFIX}/exports/e-1", reply(200, record))
+
+    code, out, err = run("export", "--wait", "--json")
+
+    assert code == 0 and json.loads(out) == record
+    assert err == "export e-1: COMPLETED\n"
+    code, out, _ = run("export", "--json")  # not waiting: the API's answer, as JSON too
+    assert code == 0 and json.loads(out) == {"status": "QUEUED", "message": "Export queued.", "export_id": "e-1"}
