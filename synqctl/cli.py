@@ -333,16 +333,18 @@ class Progress:
 def poll(
     fetch: Callable[[], dict[str, Any]], *, interval: float, timeout: float | None, what: str, on_update: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Fetch every `interval` seconds until the status is COMPLETED, FAILED or CANCELLED."""
+    """Fetch every `interval` seconds until the status is COMPLETED, FAILED or CANCELLED; the last wait
+    before `timeout` ends at it, for one more fetch."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         record = fetch()
         on_update(record)
         if record.get("status") in TERMINAL:
             return record
-        if deadline is not None and time.monotonic() >= deadline:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
             raise UsageError(f"timed out after {timeout:g}s: {what} is still {record.get('status')}; it keeps running on the server.")
-        time.sleep(interval)
+        time.sleep(interval if left is None else min(interval, left))
 
 
 def fetch_job(client: Client, job_id: str) -> dict[str, Any]:

@@ -241,3 +241,15 @@ def test_export_json_prints_only_json_on_stdout(api: FakeApi, run: Callable[...,
     assert err == "export e-1: COMPLETED\n"
     code, out, _ = run("export", "--json")  # not waiting: the API's answer, as JSON too
     assert code == 0 and json.loads(out) == {"status": "QUEUED", "message": "Export queued.", "export_id": "e-1"}
+
+
+def test_wait_gives_up_at_timeout_not_a_whole_interval_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--timeout 5 --interval 60`: the last sleep ends at the deadline, not 55 s past it."""
+    now = [0.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cli.time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+
+    with pytest.raises(cli.UsageError, match="timed out after 5s: job j-1 is still PROCESSING"):
+        cli.poll(lambda: {"status": "PROCESSING"}, interval=60, timeout=5, what="job j-1", on_update=lambda _: None)
+
+    assert now[0] == 5
