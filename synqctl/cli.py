@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -28,6 +29,7 @@ JOB_STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job cancelled while we wait ends the wait too
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 INDEX = re.compile(r"0|[1-9][0-9]*")  # an item's `index` as the API writes it, the key of a correction
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class UsageError(Exception):
@@ -50,9 +52,26 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"{literal[:40]} is too large for a 64-bit float")
+    return value
+
+
 def loads_strict(text: str) -> Any:
-    """JSON as the API accepts it: no NaN/Infinity, no duplicate keys (the API would refuse the whole job)."""
-    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    """JSON as the API accepts it (it would refuse the whole job otherwise): no NaN/Infinity, nor a number
+    that overflows to it; no duplicate keys; no lone UTF-16 surrogate (it cannot be sent as UTF-8)."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if SURROGATE_ESCAPE.search(text):
+        try:  # an escaped pair decodes to one character: only a lone surrogate fails here
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("lone UTF-16 surrogate escape (a \\ud800-\\udfff not in a pair)") from None
+    return value
 
 
 def _why(exc: ValueError) -> str:
@@ -63,7 +82,8 @@ def parse_json_lines(text: str, name: str) -> tuple[list[Any], list[str]]:
     """(items, where each came from) for JSON Lines text; blank lines are skipped, a bad one names its line."""
     items: list[Any] = []
     places: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Not splitlines(): U+2028, U+2029 and U+0085 may stand raw in a JSON string. A CRLF's CR is whitespace to JSON.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -313,16 +333,18 @@ class Progress:
 def poll(
     fetch: Callable[[], dict[str, Any]], *, interval: float, timeout: float | None, what: str, on_update: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Fetch every `interval` seconds until the status is COMPLETED, FAILED or CANCELLED."""
+    """Fetch every `interval` seconds until the status is COMPLETED, FAILED or CANCELLED; the last wait
+    before `timeout` ends at it, for one more fetch."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         record = fetch()
         on_update(record)
         if record.get("status") in TERMINAL:
             return record
-        if deadline is not None and time.monotonic() >= deadline:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
             raise UsageError(f"timed out after {timeout:g}s: {what} is still {record.get('status')}; it keeps running on the server.")
-        time.sleep(interval)
+        time.sleep(interval if left is None else min(interval, left))
 
 
 def fetch_job(client: Client, job_id: str) -> dict[str, Any]:
@@ -343,8 +365,9 @@ def write_errors(client: Client, job_id: str, path: Path) -> int:
                 written += 1
         part.replace(path)
     except OSError as exc:
-        part.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc}") from None
+    finally:
+        part.unlink(missing_ok=True)  # the API's error (or Ctrl-C) midway
     return written
 
 
@@ -598,20 +621,24 @@ def save_export(client: Client, export_id: str, path: Path) -> int:
             size = client.download_export(export_id, out)
         part.replace(path)
     except OSError as exc:
-        part.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc}") from None
-    except ApiError:
-        part.unlink(missing_ok=True)
-        raise
+    finally:
+        part.unlink(missing_ok=True)  # the download failed, or Ctrl-C, midway
     return size
 
 
 def cmd_export(args: argparse.Namespace, client: Client) -> int:
-    """Queue a catalog export; with --wait (or --out), follow it and report the object and counts."""
-    export_id = client.create_export().get("export_id")
+    """Queue a catalog export; with --wait (or --out), follow it and report the object and counts. With
+    --json, stdout holds only JSON: the export record (or, not waiting, the API's answer), no id line."""
+    queued = client.create_export()
+    export_id = queued.get("export_id")
     if not export_id:
         raise ApiError(202, "invalid_response", "POST /export answered without an export_id, so the export cannot be followed.")
-    print(export_id, flush=True)
+    if args.json and not (args.wait or args.out):
+        emit_json(queued, sys.stdout)
+        return EXIT_OK
+    if not args.json:
+        print(export_id, flush=True)
     if not (args.wait or args.out):
         return EXIT_OK
     export = poll(
@@ -868,7 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[conn, _wait_options()], help="queue a catalog export")
     p.add_argument("--out", metavar="FILE", help="wait, then download the export file here")
-    p.add_argument("--json", action="store_true", help="with --wait: print the export record as JSON")
+    p.add_argument("--json", action="store_true", help="print the export record (without --wait, the API's answer) as JSON, and no id line")
     p.set_defaults(run=cmd_export)
 
     _add_notify(sub, conn)

@@ -8,14 +8,15 @@ It adds the three auth headers, speaks JSON, turns `{"error": {"code", "message"
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import os
 import platform
-import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,7 +115,7 @@ def error_from(status: int, raw: bytes, reason: str) -> ApiError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("code"):
         return ApiError(status, str(error["code"]), str(error.get("message") or ""))
-    text = raw.decode("utf-8", "replace").strip()[:200]
+    text = " ".join(raw.decode("utf-8", "replace").split())[:200]  # one line, even of an HTML error page
     return ApiError(status, f"http_{status}", text or reason or "the request failed")
 
 
@@ -167,11 +168,20 @@ class Client:
             response = self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers, exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
-            origin = urllib.parse.urlsplit(url)._replace(path="", query="").geturl()
-            raise ApiError(0, "connection_failed", f"cannot reach {origin}: {reason}") from None
+            raise ApiError(0, "connection_failed", f"cannot reach {_origin(url)}: {reason}") from None
         return response.status, response.headers, response
+
+    @staticmethod
+    def _read(stream: IO[bytes], url: str, size: int | None = None) -> bytes:
+        """Up to `size` bytes of an answer's body (all without); a timeout or a connection lost midway is
+        ApiError `connection_failed`, as when no answer came at all."""
+        try:
+            return stream.read() if size is None else stream.read(size)
+        except (OSError, http.client.HTTPException) as exc:
+            reason = f"{type(exc).__name__} {exc}" if isinstance(exc, http.client.HTTPException) else exc
+            raise ApiError(0, "connection_failed", f"the answer from {_origin(url)} was cut short: {reason}") from None
 
     def _exchange(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, Message, IO[bytes]]:
         """Send, retrying 429/503 up to `max_attempts` times; the caller reads and closes the body."""
@@ -185,13 +195,18 @@ class Client:
             attempt += 1
 
     def request(self, method: str, path: str, *, params: Params | None = None, body: Any = None, idempotency_key: str | None = None) -> Response:
-        """One JSON call; raises ApiError for any status of 300 or more. An `idempotency_key` goes with
-        every attempt, so a resend after 429/503 gets the first attempt's answer if that one ran."""
-        data = None if body is None else json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        """One JSON call; raises ApiError for any status of 300 or more. A POST carries an Idempotency-Key
+        (`idempotency_key`, else a fresh one) with every attempt, so a resend after 429/503 gets the first
+        attempt's answer if that one ran, not a second job or export. The body is compact: the API takes
+        at most 32 MB, and a file near that must not grow past it with spaces."""
+        data = None if body is None else json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        if method == "POST" and not idempotency_key:
+            idempotency_key = str(uuid.uuid4())
         sent = self._headers(json_body=data is not None) | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
-        status, headers, stream = self._exchange(method, self.url(path, params), data, sent)
+        url = self.url(path, params)
+        status, headers, stream = self._exchange(method, url, data, sent)
         try:
-            raw = stream.read()
+            raw = self._read(stream, url)
         finally:
             stream.close()
         if 300 <= status < 400:
@@ -282,19 +297,26 @@ class Client:
         return dict(self.request("GET", f"/exports/{_segment(export_id)}").body)
 
     def download_export(self, export_id: str, out: IO[bytes]) -> int:
-        """Stream GET /exports/{id}/download into `out`; a redirect (a signed URL) is followed without our headers."""
+        """Stream GET /exports/{id}/download into `out`; a redirect (a signed URL) is followed without our
+        headers. Returns the size; an answer shorter than its Content-Length is `connection_failed`."""
         url = self.url(f"/exports/{_segment(export_id)}/download")
         status, headers, stream = self._exchange("GET", url, None, self._headers(accept="*/*"))
         location = headers.get("Location")
         if status in (301, 302, 303, 307, 308) and location:
             stream.close()
-            status, headers, stream = self._exchange("GET", urllib.parse.urljoin(url, location), None, self._headers(auth=False, accept="*/*"))
+            url = urllib.parse.urljoin(url, location)
+            status, headers, stream = self._exchange("GET", url, None, self._headers(auth=False, accept="*/*"))
         try:
             if status >= 300:
-                raise self._redact(error_from(status, stream.read(), ""))
-            before = out.tell() if out.seekable() else 0
-            shutil.copyfileobj(stream, out)
-            return (out.tell() - before) if out.seekable() else 0
+                raise self._redact(error_from(status, self._read(stream, url), ""))
+            size = 0
+            while chunk := self._read(stream, url, 1 << 16):
+                out.write(chunk)
+                size += len(chunk)
+            declared = (headers.get("Content-Length") or "").strip()
+            if declared.isdigit() and size != int(declared):
+                raise ApiError(0, "connection_failed", f"the download from {_origin(url)} was cut short: {size} of {declared} bytes.")
+            return size
         finally:
             stream.close()
 
@@ -318,6 +340,11 @@ class Client:
     def redeliver(self, delivery_id: str) -> dict[str, Any]:
         """POST /notification-deliveries/{id}/redeliver: the delivery, its new series queued."""
         return dict(self.request("POST", f"/notification-deliveries/{_segment(delivery_id)}/redeliver").body)
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL: where a request went, without a signed URL's query."""
+    return urllib.parse.urlsplit(url)._replace(path="", query="", fragment="").geturl()
 
 
 def _segment(value: str) -> str:

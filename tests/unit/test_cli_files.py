@@ -111,3 +111,43 @@ def test_a_job_failed_as_a_whole_shows_why(capsys: pytest.CaptureFixture[str]) -
     assert [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("error:")] == [["error:", "payload_expired"]]
     show_job(job, as_json=False)
     assert "error:" not in capsys.readouterr().out
+
+
+def test_json_lines_are_split_on_newlines_only(tmp_path: Path) -> None:
+    """U+2028, U+2029 and U+0085 are valid inside a JSON string (json.dumps with ensure_ascii=False writes
+    them as they are); str.splitlines() would cut a line there. CRLF line ends still work."""
+    items = [{"sku": "A", "title": "one\u2028two"}, {"sku": "B", "title": "para\u2029graph\x85"}, {"sku": "C"}]
+    path = tmp_path / "items.jsonl"
+    path.write_bytes("\r\n".join(json.dumps(item, ensure_ascii=False) for item in items).encode() + b"\r\n")
+    assert read_items(path, "BULK_IMPORT") == items
+    path.write_bytes(path.read_bytes() + b'{"sku": "D",}\r\n')
+    with pytest.raises(UsageError, match=r"items.jsonl:4: not valid JSON"):
+        read_items(path, "BULK_IMPORT")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"title": "a"}\n{"title": "b\\ud800"}\n', "items.jsonl:2: not valid JSON: lone UTF-16 surrogate"),
+        ('{"title": "a"}\n{"title": "b", "weight": 1e999}\n', "items.jsonl:2: not valid JSON: 1e999 is too large"),
+        ('{"title": "a"}\n{"title": "b", "weight": -1E400}\n', "items.jsonl:2: not valid JSON: -1E400 is too large"),
+    ],
+)
+def test_what_the_api_would_refuse_as_json_is_refused_with_its_line(tmp_path: Path, text: str, message: str) -> None:
+    """A lone surrogate cannot be sent as UTF-8, and 1e999 reads as infinity, which JSON cannot carry:
+    both crashed the upload with a traceback; the API refuses both as malformed_json."""
+    path = tmp_path / "items.jsonl"
+    path.write_text(text)
+    with pytest.raises(UsageError) as refused:
+        read_items(path, "BULK_IMPORT")
+    assert str(refused.value).startswith(str(path.parent / message))
+    pair = tmp_path / "pair.jsonl"
+    pair.write_text('{"title": "\\ud83d\\ude00", "weight": 1e308}\n')  # an escaped pair is one character; 1e308 is finite
+    assert read_items(pair, "BULK_IMPORT") == [{"title": "😀", "weight": 1e308}]
+
+
+def test_json_nested_too_deeply_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UsageError, match=r"deep\.json: not valid JSON: nested too deeply"):
+        read_items(path, "BULK_IMPORT")

@@ -1,0 +1,255 @@
+"""synqctl against a scripted HTTP server on 127.0.0.1: what goes over the wire, and what a broken
+answer (cut short, stalled, an HTML 5xx) becomes. No Google service is involved."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synqctl import cli
+from synqctl.client import ApiError, Client, Config
+
+TOKEN = "synq_secret-token-never-printed"
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+Answer = Callable[[http.server.BaseHTTPRequestHandler], None]
+
+
+def reply(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Answer:
+    """An answer with a JSON (or, for bytes, raw) body and a correct Content-Length."""
+    data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+
+    def send(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return send
+
+
+def cut_short(declared: int, sent: bytes, stall: float = 0.0) -> Answer:
+    """200 that declares `declared` bytes, sends `sent`, waits `stall` seconds, and closes."""
+
+    def send(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(declared))
+        handler.end_headers()
+        handler.wfile.write(sent)
+        handler.wfile.flush()
+        time.sleep(stall)
+        handler.close_connection = True
+
+    return send
+
+
+@dataclass
+class FakeApi:
+    """Answers each request with the next scripted answer for its path, and records it."""
+
+    url: str = ""
+    script: dict[str, list[Answer]] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+
+    def on(self, path: str, *answers: Answer) -> None:
+        self.script.setdefault(path, []).extend(answers)
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    fake = FakeApi()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def handle_one(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            fake.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
+            answers = fake.script.get(self.path.split("?")[0]) or [reply(599, {"error": {"code": "unscripted", "message": self.path}})]
+            answers.pop(0)(self) if len(answers) > 1 else answers[0](self)
+
+        do_GET = do_POST = do_PUT = handle_one
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def client(api: FakeApi) -> Client:
+    return Client(Config(api.url, TOKEN, "tenant-1", "org-1"), timeout=5, sleep=lambda _: None)
+
+
+@pytest.fixture
+def run(api: FakeApi, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """`main(argv)` against the fake API: (exit code, stdout, stderr)."""
+    for name, value in {"SYNQ_API_URL": api.url, "SYNQ_TOKEN": TOKEN, "SYNQ_TENANT_ID": "tenant-1", "SYNQ_ORG_ID": "org-1"}.items():
+        monkeypatch.setenv(name, value)
+
+    def main(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        assert TOKEN not in out + err
+        return code, out, err
+
+    return main
+
+
+PREFIX = "/api/v1/pim"
+
+
+def test_an_answer_that_stalls_or_is_cut_short_is_an_error_line_and_exit_2(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    """The headers came, the body did not (all of it): a timeout or a dropped connection mid-body,
+    not a traceback and exit 1."""
+    api.on(f"{PREFIX}/bulk-jobs/j-1", cut_short(100, b'{"id"', stall=2))
+    code, out, err = run("--http-timeout", "0.3", "job", "j-1")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: connection_failed: ") and err.count("\n") == 1
+
+    api.on(f"{PREFIX}/bulk-jobs/j-2", cut_short(100, b'{"id"'))
+    code, out, err = run("job", "j-2")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: connection_failed: ") and err.count("\n") == 1
+
+
+def test_a_download_cut_short_leaves_no_file(api: FakeApi, client: Client, tmp_path: Path) -> None:
+    """Cloud Storage declared 1000 bytes and sent 10: that is a failed download, not a 10-byte export."""
+    api.on(f"{PREFIX}/exports/e-1/download", reply(302, headers={"Location": "/storage/e-1.jsonl?sig=abc"}))
+    api.on("/storage/e-1.jsonl", cut_short(1000, b'{"sku":"A"'))
+    out = tmp_path / "catalog.jsonl"
+
+    with pytest.raises(ApiError) as failed:
+        cli.save_export(client, "e-1", out)
+
+    assert failed.value.code == "connection_failed" and "10 of 1000 bytes" in failed.value.message
+    assert list(tmp_path.iterdir()) == []
+    storage = api.seen[-1]
+    assert storage.path == "/storage/e-1.jsonl?sig=abc"
+    assert not {"Authorization", "X-Tenant-ID", "X-Org-ID"} & storage.headers.keys()
+
+
+def test_an_errors_file_cut_short_by_an_api_error_leaves_no_part_file(api: FakeApi, client: Client, tmp_path: Path) -> None:
+    first = [{"index": 1, "result": "failed", "errors": []}]
+    api.on(
+        f"{PREFIX}/bulk-jobs/j-1/results", reply(200, first, {"X-Next-Cursor": "2"}), reply(500, {"error": {"code": "internal", "message": "boom"}})
+    )
+
+    with pytest.raises(ApiError, match="boom"):
+        cli.write_errors(client, "j-1", tmp_path / "errors.jsonl")
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_interrupted_by_ctrl_c_leaves_no_part_file(tmp_path: Path) -> None:
+    class Interrupted:
+        def download_export(self, export_id: str, out: Any) -> int:
+            out.write(b'{"sku": "A"}\n')
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cli.save_export(Interrupted(), "e-1", tmp_path / "catalog.jsonl")  # type: ignore[arg-type]
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_import_is_sent_as_compact_json(api: FakeApi, run: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    """The API takes at most 32 MB: a compact 30 MB file must not grow past it with ', ' and ': '."""
+    items = [{"sku": f"S-{i}", "title": "Shirt", "tags": ["a", "b"], "é": 1} for i in range(3)]
+    source = tmp_path / "items.jsonl"
+    source.write_text("".join(json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
+    api.on(f"{PREFIX}/bulk-jobs", reply(201, {"id": "j-1", "status": "PENDING"}))
+
+    assert run("import", str(source), "--type", "BULK_IMPORT") == (0, "j-1\n", "")
+
+    [sent] = api.seen
+    assert json.loads(sent.body) == {"job_type": "BULK_IMPORT", "payload": items}
+    assert len(sent.body) < source.stat().st_size + 50
+
+
+@pytest.mark.parametrize(
+    ("argv", "path", "created"),
+    [
+        (["import", "{source}", "--type", "BULK_IMPORT"], "/bulk-jobs", {"id": "j-1", "status": "PENDING"}),
+        (["export"], "/export", {"status": "QUEUED", "export_id": "e-1", "message": "queued"}),
+        (["retry", "j-0"], "/bulk-jobs/j-0/retry", {"id": "j-1", "status": "PENDING"}),
+    ],
+)
+def test_a_post_sent_again_after_a_503_carries_the_same_idempotency_key(
+    api: FakeApi, run: Callable[..., tuple[int, str, str]], tmp_path: Path, argv: list[str], path: str, created: dict[str, Any]
+) -> None:
+    """The 503 may come after the work was done (an instance that died answering): a resend without a
+    key would create a second job or export; with the key it gets the first one back."""
+    source = tmp_path / "items.jsonl"
+    source.write_text('{"sku": "A", "title": "A"}\n')
+    unavailable = reply(503, {"error": {"code": "unavailable", "message": "try again"}}, {"Retry-After": "0"})
+    api.on(PREFIX + path, unavailable, reply(201, created))
+
+    code, out, _ = run(*(arg.format(source=source) for arg in argv))
+
+    assert code == 0 and out.splitlines()[0] in ("j-1", "e-1")
+    keys = [seen.headers.get("Idempotency-Key") for seen in api.seen]
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
+
+
+def test_an_html_error_page_is_one_line_on_stderr(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    """A load balancer's 502 is not the API's JSON error: its page is cut to one line, as docs/cli.md says."""
+    page = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n</body>\n</html>\n"
+    api.on(f"{PREFIX}/audit", reply(502, page, {"Content-Type": "text/html"}))
+
+    code, out, err = run("audit")
+
+    assert (code, out) == (2, "")
+    assert (
+        err
+        == "error: http_502: <html> <head><title>502 Bad Gateway</title></head> <body> <center><h1>502 Bad Gateway</h1></center> </body> </html>\n"
+    )
+
+
+def test_export_json_prints_only_json_on_stdout(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    """`export --wait --json | jq`: the record alone (it holds the id), not the id line before it."""
+    api.on(f"{PREFIX}/export", reply(202, {"status": "QUEUED", "message": "Export queued.", "export_id": "e-1"}))
+    record = {"id": "e-1", "status": "COMPLETED", "object": "exports/e-1.jsonl", "product_count": 1}
+    api.on(f"{PREFIX}/exports/e-1", reply(200, record))
+
+    code, out, err = run("export", "--wait", "--json")
+
+    assert code == 0 and json.loads(out) == record
+    assert err == "export e-1: COMPLETED\n"
+    code, out, _ = run("export", "--json")  # not waiting: the API's answer, as JSON too
+    assert code == 0 and json.loads(out) == {"status": "QUEUED", "message": "Export queued.", "export_id": "e-1"}
+
+
+def test_wait_gives_up_at_timeout_not_a_whole_interval_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--timeout 5 --interval 60`: the last sleep ends at the deadline, not 55 s past it."""
+    now = [0.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cli.time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+
+    with pytest.raises(cli.UsageError, match="timed out after 5s: job j-1 is still PROCESSING"):
+        cli.poll(lambda: {"status": "PROCESSING"}, interval=60, timeout=5, what="job j-1", on_update=lambda _: None)
+
+    assert now[0] == 5
