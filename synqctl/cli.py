@@ -30,6 +30,7 @@ TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # a job cancelled while we wait
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 INDEX = re.compile(r"0|[1-9][0-9]*")  # an item's `index` as the API writes it, the key of a correction
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_NUMBER = re.compile(r"-[0-9.]+")  # a negative number is a value, not an option
 
 
 class UsageError(Exception):
@@ -937,9 +938,36 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(Config.load(overrides), timeout=getattr(args, "http_timeout", 60.0))
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, parsed. An unknown option is refused before argparse sees it, naming only
+    the option: argparse would echo the word after it (`--tokne SECRET` as an unrecognized argument,
+    or as an invalid command), and that word is often the value of a mistyped `--token`."""
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    known = _option_strings(parser)
+    for word in words:
+        if word == "--":
+            break
+        name = word.split("=", 1)[0]
+        if name.startswith("-") and not _NUMBER.fullmatch(name) and not any(option.startswith(name) for option in known):
+            parser.error(f"unrecognized option {name[:40]} (the words after it are not shown; see --help)")
+    return parser.parse_args(words)
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option any command takes (argparse keeps them only on its private actions list)."""
+    options: set[str] = set()
+    for action in parser._actions:
+        options.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                options |= _option_strings(sub)
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure becomes `error: …` on stderr and an exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.run(args, _client(args)))
     except (ConfigError, UsageError) as exc:

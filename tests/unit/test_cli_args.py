@@ -1,0 +1,31 @@
+"""How synqctl reads its command line (no API involved)."""
+
+from __future__ import annotations
+
+import pytest
+
+from synqctl.cli import parse_args
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--tokne", "s3cr3t-token", "jobs"],
+        ["jobs", "--tokne", "s3cr3t-token"],
+        ["jobs", "--tokne=s3cr3t-token"],
+        ["notify", "show", "--tok3n", "s3cr3t-token"],
+    ],
+)
+def test_an_unknown_option_is_named_without_the_secret_after_it(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "s3cr3t-token" not in err and "unrecognized option --to" in err
+
+
+def test_known_options_and_their_abbreviations_still_parse() -> None:
+    args = parse_args(["--toke", "t-1", "jobs", "--lim", "5", "--status", "FAILED"])
+
+    assert (args.token, args.limit, args.status) == ("t-1", 5, "FAILED")
