@@ -31,6 +31,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 INDEX = re.compile(r"0|[1-9][0-9]*")  # an item's `index` as the API writes it, the key of a correction
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _NUMBER = re.compile(r"-[0-9.]+")  # a negative number is a value, not an option
+POLL_LOST_ANSWERS = 5  # a --wait gives up at the fifth answer in a row it did not get
 
 
 class UsageError(Exception):
@@ -335,10 +336,23 @@ def poll(
     fetch: Callable[[], dict[str, Any]], *, interval: float, timeout: float | None, what: str, on_update: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
     """Fetch every `interval` seconds until the status is COMPLETED, FAILED or CANCELLED; the last wait
-    before `timeout` ends at it, for one more fetch."""
+    before `timeout` ends at it, for one more fetch. A fetch that got no answer, or a 5xx (the client
+    has already retried 429 and 503), is tried again at the next interval, up to `POLL_LOST_ANSWERS`
+    in a row: the job runs on the server whatever happens to one poll."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    lost = 0  # answers lost in a row: a long wait rides out a few (a dropped connection, a proxy's 502)
     while True:
-        record = fetch()
+        try:
+            record = fetch()
+            lost = 0
+        except ApiError as exc:
+            lost += 1
+            left = None if deadline is None else deadline - time.monotonic()
+            if not (exc.status == 0 or exc.status >= 500) or lost >= POLL_LOST_ANSWERS or (left is not None and left <= 0):
+                raise
+            print(f"warning: {exc.code}: {exc.message}; asking again ({lost} of {POLL_LOST_ANSWERS - 1})", file=sys.stderr, flush=True)
+            time.sleep(interval if left is None else min(interval, left))
+            continue
         on_update(record)
         if record.get("status") in TERMINAL:
             return record

@@ -253,3 +253,30 @@ def test_wait_gives_up_at_timeout_not_a_whole_interval_after_it(monkeypatch: pyt
         cli.poll(lambda: {"status": "PROCESSING"}, interval=60, timeout=5, what="job j-1", on_update=lambda _: None)
 
     assert now[0] == 5
+
+
+def test_wait_rides_out_a_few_lost_answers_but_not_a_client_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli.time, "sleep", lambda seconds: None)
+    answers: list[Any] = [
+        ApiError(0, "connection_failed", "the answer from http://api was cut short"),
+        ApiError(502, "http_502", "Bad Gateway"),
+        {"status": "PROCESSING"},
+        *[ApiError(0, "connection_failed", "cannot reach http://api")] * (cli.POLL_LOST_ANSWERS - 1),
+        {"status": "COMPLETED"},
+    ]
+
+    def fetch() -> dict[str, Any]:
+        answer = answers.pop(0)
+        if isinstance(answer, ApiError):
+            raise answer
+        return dict(answer)
+
+    assert cli.poll(fetch, interval=1, timeout=None, what="job j-1", on_update=lambda _: None) == {"status": "COMPLETED"}
+    assert capsys.readouterr().err.count("warning: ") == 2 + cli.POLL_LOST_ANSWERS - 1
+
+    lost = [ApiError(0, "connection_failed", "cannot reach http://api")] * cli.POLL_LOST_ANSWERS
+    with pytest.raises(ApiError, match="connection_failed"):
+        cli.poll(lambda: (_ for _ in ()).throw(lost.pop()), interval=1, timeout=None, what="job j-1", on_update=lambda _: None)
+    assert lost == []  # the fifth in a row ends the wait
+    with pytest.raises(ApiError, match="not_found"):
+        cli.poll(lambda: (_ for _ in ()).throw(ApiError(404, "not_found", "no job")), interval=1, timeout=None, what="j", on_update=lambda _: None)
