@@ -76,6 +76,11 @@ def loads_strict(text: str) -> Any:
     return value
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 item`, `2 items`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _why(exc: ValueError) -> str:
     return f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else str(exc)
 
@@ -429,7 +434,7 @@ def follow_job(client: Client, job_id: str, args: argparse.Namespace, started: f
     lines.append(("duration", duration(job, time.monotonic() - started)))
     if failed:
         path = Path(args.errors_out or f"{job_id}.errors.jsonl")
-        lines.append(("errors", f"{path} ({write_errors(client, job_id, path)} items)"))
+        lines.append(("errors", f"{path} ({plural(write_errors(client, job_id, path), 'item')})"))
     emit_fields(lines)
     return EXIT_OK if job["status"] == "COMPLETED" else EXIT_FAILED
 
@@ -518,7 +523,7 @@ def cmd_job(args: argparse.Namespace, client: Client) -> int:
     if args.corrections_out:
         path = Path(args.corrections_out)
         written = write_corrections(client.failed_results(args.job_id, with_items=True), path)
-        print(f"corrections: {path} ({written} items)" if written else "(no failed items: no corrections file written)", file=sys.stderr)
+        print(f"corrections: {path} ({plural(written, 'item')})" if written else "(no failed items: no corrections file written)", file=sys.stderr)
     if args.failed:
         emit_rows(list(client.failed_results(args.job_id)), RESULT_COLUMNS, args.json, "failed items")
         return EXIT_OK
@@ -836,7 +841,7 @@ def _list_options(default_limit: int) -> argparse.ArgumentParser:
 
 def _wait_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--wait", action="store_true", help="poll until COMPLETED, FAILED or CANCELLED")
+    parent.add_argument("--wait", action="store_true", help="poll until COMPLETED or FAILED (a job also CANCELLED)")
     parent.add_argument("--interval", metavar="SECONDS", type=_positive_float, default=1.0, help="seconds between polls (default 1)")
     parent.add_argument(
         "--timeout", dest="wait_timeout", metavar="SECONDS", type=_positive_float, default=None, help="give up waiting after N seconds (exit 2)"

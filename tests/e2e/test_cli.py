@@ -415,7 +415,7 @@ def test_a_retry_that_fails_again_exits_1_and_saves_its_own_failed_items(tenant:
     retry_id = job_id_of(result)
     assert field(result.stdout, "status") == "FAILED"
     assert field(result.stdout, "items") == "2 total, 1 processed, 1 failed"
-    assert field(result.stdout, "errors") == f"{retry_id}.errors.jsonl (1 items)"
+    assert field(result.stdout, "errors") == f"{retry_id}.errors.jsonl (1 item)"
     [failed] = [json.loads(line) for line in (tmp_path / f"{retry_id}.errors.jsonl").read_text().splitlines()]
     assert (failed["index"], failed["retry_of_index"], failed["identifier"]) == (0, 1, "NO-TITLE")
 
