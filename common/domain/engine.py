@@ -736,11 +736,12 @@ def plain_needs(job_type: str, items: Iterable[Any]) -> tuple[set[str], set[str]
 
 def plain_prefetch(view: CatalogView, job_type: str, items: list[Any]) -> None:
     """Load what a batch of plain items will read, in a few round trips (a delete also reads the
-    unresolved issues pointing at its product: one query per batch, not one per item)."""
+    unresolved issues pointing at its product: one query per batch, not one per item, and none for
+    ids that name no product, which fail without reading them)."""
     ids, skus, idents, values = plain_needs(job_type, items)
     view.prefetch(ids, skus, idents, values)
     if job_type == "BULK_DELETE":
-        view.prefetch_open_issues(ids)
+        view.prefetch_open_issues(i for i in ids if view.products.get(i) is not None)
 
 
 def _safe_id(value: str) -> bool:

@@ -1061,6 +1061,21 @@ def test_prefetch_loads_in_batches(catalog: MemoryCatalog) -> None:
     assert view.loader.calls == []
 
 
+def test_a_batch_of_deletes_naming_no_product_queries_no_issues(catalog: MemoryCatalog) -> None:
+    """An issue query is the dearest read of a delete (the emulator scans for it): ids of products
+    that do not exist fail product_not_found without one."""
+    pid = create(catalog, {"title": "T", "sku": "S-1"})
+    view = new_view(catalog, "BULK_DELETE", "job-d")
+
+    plain_prefetch(view, "BULK_DELETE", ["gone-1", pid, "gone-2"])
+
+    assert isinstance(view.loader, MemoryLoader)
+    assert [call for call in view.loader.calls if call[0] == "open_issues"] == [("open_issues", (pid,))]
+    view.loader.calls.clear()
+    assert [apply_plain_item(view, i, raw)["result"] for i, raw in enumerate(["gone-1", pid, "gone-2"])] == ["failed", "deleted", "failed"]
+    assert view.loader.calls == []
+
+
 def test_a_delete_resolves_the_failure_issues_pointing_at_its_product(catalog: MemoryCatalog) -> None:
     pid = create(catalog, {"title": "T", "sku": "S-1"})
     failed = run_one(catalog, "BULK_UPDATE", {"id": pid, "title": ""}, "job-bad")
