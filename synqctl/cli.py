@@ -424,9 +424,7 @@ def follow_job(client: Client, job_id: str, args: argparse.Namespace, started: f
             lambda: fetch_job(client, job_id), interval=args.interval, timeout=args.wait_timeout, what=f"job {job_id}", on_update=progress.update
         )
     except KeyboardInterrupt:
-        progress.close()
-        print(f"interrupted; job {job_id} keeps running (see: python -m synqctl job {job_id})", file=sys.stderr)
-        raise
+        raise KeyboardInterrupt(f"interrupted; job {job_id} keeps running (see: python -m synqctl job {job_id})") from None
     finally:
         progress.close()
     done, total, failed = counts(job)
@@ -993,8 +991,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
     except ApiError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)  # one line: what was left running, if anything
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # stdout went away (`… | head`): say nothing more, and keep Python's exit-time flush quiet.

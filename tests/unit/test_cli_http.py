@@ -280,3 +280,23 @@ def test_wait_rides_out_a_few_lost_answers_but_not_a_client_error(monkeypatch: p
     assert lost == []  # the fifth in a row ends the wait
     with pytest.raises(ApiError, match="not_found"):
         cli.poll(lambda: (_ for _ in ()).throw(ApiError(404, "not_found", "no job")), interval=1, timeout=None, what="j", on_update=lambda _: None)
+
+
+def test_ctrl_c_during_a_wait_says_once_that_the_job_keeps_running(
+    api: FakeApi, run: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"title": "T", "sku": "S-1"}\n')
+    api.on(f"{PREFIX}/bulk-jobs", reply(201, {"id": "j-1", "status": "PENDING"}))
+    api.on(f"{PREFIX}/bulk-jobs/j-1", reply(200, {"id": "j-1", "status": "PROCESSING", "processed_items": 0, "failed_items": 0, "total_items": 1}))
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", interrupt)
+
+    code, out, err = run("import", str(items), "--type", "BULK_IMPORT", "--wait")
+
+    assert (code, out) == (cli.EXIT_INTERRUPTED, "j-1\n")
+    assert err.splitlines()[-1] == "interrupted; job j-1 keeps running (see: python -m synqctl job j-1)"
+    assert err.count("interrupted") == 1
