@@ -385,6 +385,7 @@ def put_notification_settings(request: Request) -> Response:
     f"{PREFIX}/notification-settings/rotate-secret",
     summary="Rotate the webhook signing secret (admin)",
     response_model=SigningSecretRotated,
+    role="admin",
     error_statuses=(409,),
     tags=("notifications",),
 )

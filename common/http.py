@@ -405,6 +405,7 @@ class RouteDoc:
     query: tuple[QueryParam, ...] = ()
     error_statuses: tuple[int, ...] = ()
     public: bool = False  # no bearer token needed
+    role: str = ""  # the role the handler requires beyond what `authenticate` checks (`RefuseUnreadBody` checks it first)
     media_type: str = "application/json"
     tags: tuple[str, ...] = ()
     response_headers: tuple[tuple[str, str], ...] = ()  # (name, description) of the 2xx's own headers
@@ -500,6 +501,7 @@ class Router:
         query: tuple[QueryParam, ...] = (),
         error_statuses: tuple[int, ...] = (),
         public: bool = False,
+        role: str = "",
         media_type: str = "application/json",
         tags: tuple[str, ...] = (),
         response_headers: tuple[tuple[str, str], ...] = (),
@@ -516,6 +518,7 @@ class Router:
             query=query,
             error_statuses=error_statuses,
             public=public,
+            role=role,
             media_type=media_type,
             tags=tags,
             response_headers=response_headers,
@@ -589,7 +592,9 @@ class RefuseUnreadBody:
     def __call__(self, request: Request, route: Route, call_next: Next) -> Response:
         if route.refuses_body:
             if not route.doc.public:
-                self.authenticate(request)
+                principal = self.authenticate(request)
+                if route.doc.role:
+                    principal.require(route.doc.role)  # 403 before the body, as the handler would
             refuse_body(request, route, max_bytes=self.max_bytes())
         return call_next(request)
 

@@ -966,8 +966,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if word == "--":
             break
         name = word.split("=", 1)[0]
-        if name.startswith("-") and not _NUMBER.fullmatch(name) and not any(option.startswith(name) for option in known):
-            parser.error(f"unrecognized option {name[:40]} (the words after it are not shown; see --help)")
+        if not name.startswith("-") or name == "-" or _NUMBER.fullmatch(name):
+            continue
+        if word in known or (name.startswith("--") and any(option.startswith(name) for option in known)):
+            continue
+        # A short option may have its value attached (`-tVALUE`), and that value may be the token.
+        shown = name if name.startswith("--") else name[:2]
+        parser.error(f"unrecognized option {shown[:40]} (the words after it are not shown; see --help)")
     return parser.parse_args(words)
 
 

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -172,3 +173,16 @@ def test_cancel_and_rotate_secret_still_run_with_an_empty_object(tenant: Tenant)
     assert settings.status_code == 200, settings.text
     rotated = _post(tenant, f"{PIM}/notification-settings/rotate-secret", b"{}")
     assert rotated.status_code == 200, rotated.text
+
+
+def test_an_editor_sending_a_body_to_an_admin_route_that_reads_none_is_403_first(make_tenant: Callable[..., Tenant]) -> None:
+    """The refusal comes once the token is checked, 401/403 first as on every route: an editor is
+    told the route is not theirs, not how to shape a body it could never send there (the body-reading
+    admin route, PUT /notification-settings, answers 403 to any body too)."""
+    editor = make_tenant(role="editor")
+    for body in (b'{"format": "csv"}', b"[]"):
+        refused = _post(editor, f"{PIM}/notification-settings/rotate-secret", body)
+        assert refused.status_code == 403, refused.text
+        assert json_error(refused)["code"] == "forbidden"
+        put = editor.request("PUT", f"{PIM}/notification-settings", data=body, headers=editor.headers() | {"Content-Type": J})
+        assert put.status_code == 403, put.text

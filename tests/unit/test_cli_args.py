@@ -29,3 +29,14 @@ def test_known_options_and_their_abbreviations_still_parse() -> None:
     args = parse_args(["--toke", "t-1", "jobs", "--lim", "5", "--status", "FAILED"])
 
     assert (args.token, args.limit, args.status) == ("t-1", 5, "FAILED")
+
+
+@pytest.mark.parametrize("argv", [["jobs", "-ts3cr3t-token"], ["-Ts3cr3t-token", "jobs"], ["jobs", "-hs3cr3t-token"]])
+def test_a_short_option_with_its_value_attached_is_named_without_the_value(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`-tVALUE` is argparse's -t with VALUE attached: naming the whole word would print the token."""
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "s3cr3t-token" not in err and "unrecognized option -" in err
