@@ -31,6 +31,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 INDEX = re.compile(r"0|[1-9][0-9]*")  # an item's `index` as the API writes it, the key of a correction
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _NUMBER = re.compile(r"-[0-9.]+")  # a negative number is a value, not an option
+LINE_END = re.compile(r"\r\n|\r|\n")
 POLL_LOST_ANSWERS = 5  # a --wait gives up at the fifth answer in a row it did not get
 
 
@@ -89,8 +90,9 @@ def parse_json_lines(text: str, name: str) -> tuple[list[Any], list[str]]:
     """(items, where each came from) for JSON Lines text; blank lines are skipped, a bad one names its line."""
     items: list[Any] = []
     places: list[str] = []
-    # Not splitlines(): U+2028, U+2029 and U+0085 may stand raw in a JSON string. A CRLF's CR is whitespace to JSON.
-    for number, line in enumerate(text.split("\n"), start=1):
+    # Not splitlines(): U+2028, U+2029 and U+0085 may stand raw in a JSON string. A raw CR may not,
+    # so CRLF, CR alone (old Mac files) and LF all end a line.
+    for number, line in enumerate(LINE_END.split(text), start=1):
         if not line.strip():
             continue
         try:
@@ -966,7 +968,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if word == "--":
             break
         name = word.split("=", 1)[0]
-        if not name.startswith("-") or name == "-" or _NUMBER.fullmatch(name):
+        if not name.startswith("-") or name == "-" or _NUMBER.fullmatch(name) or " " in name:  # argparse takes "-A B" as a value
             continue
         if word in known or (name.startswith("--") and any(option.startswith(name) for option in known)):
             continue

@@ -40,3 +40,8 @@ def test_a_short_option_with_its_value_attached_is_named_without_the_value(argv:
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "s3cr3t-token" not in err and "unrecognized option -" in err
+
+
+def test_a_value_that_starts_with_a_dash_and_holds_a_space_is_a_value() -> None:
+    """argparse reads "-A B" as a value, not an option; so does the check before it."""
+    assert parse_args(["products", "--sku", "-A B"]).sku == "-A B"

@@ -123,6 +123,8 @@ def test_json_lines_are_split_on_newlines_only(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes() + b'{"sku": "D",}\r\n')
     with pytest.raises(UsageError, match=r"items.jsonl:4: not valid JSON"):
         read_items(path, "BULK_IMPORT")
+    path.write_bytes("\r".join(json.dumps(item, ensure_ascii=False) for item in items).encode())  # CR alone: an old Mac file
+    assert read_items(path, "BULK_IMPORT") == items
 
 
 @pytest.mark.parametrize(
