@@ -14,6 +14,9 @@ from common.store.paths import Scope
 
 ROLES = ("viewer", "editor", "admin")
 SCOPE_ENVIRON_KEY = "synq.scope"
+# The request's principal, once its token was accepted: the hooks before the handler (the
+# body check, Idempotency-Key) and the handler each ask, and the token is read once.
+PRINCIPAL_ENVIRON_KEY = "synq.principal"
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,10 @@ def _scope_header(request: Request, name: str) -> str:
 
 
 def authenticate(request: Request) -> Principal:
-    """Check the token, then the tenant headers against what the token allows."""
+    """Check the token, then the tenant headers against what the token allows; once per request."""
+    known = request.raw.environ.get(PRINCIPAL_ENVIRON_KEY)
+    if isinstance(known, Principal):
+        return known
     record: dict[str, Any] | None = tokens.get_token(_bearer(request))
     if record is None or record.get("revoked"):
         raise errors.Unauthorized("The token is unknown or revoked.")
@@ -70,6 +76,7 @@ def authenticate(request: Request) -> Principal:
     request.raw.environ[SCOPE_ENVIRON_KEY] = principal.scope
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         principal.require("editor")
+    request.raw.environ[PRINCIPAL_ENVIRON_KEY] = principal
     return principal
 
 
