@@ -394,10 +394,11 @@ def redeliver(principal: Principal, delivery_id: str) -> dict[str, Any]:
     delivery = store.get_delivery(scope, delivery_id) if is_uuid(delivery_id) else None
     if delivery is None:
         raise errors.NotFound("No notification delivery with that id in this tenant.")
-    if not store.get_settings_doc(scope).get("channel"):
+    channel = store.get_settings_doc(scope).get("channel")
+    if not channel:
         raise errors.Conflict("No notification channel is configured for this tenant.", code="no_channel")
     series = int(delivery.get("redeliveries", 0)) + 1
-    changes = {"delivered_at": None, "redeliveries": series, "channel": store.get_settings_doc(scope)["channel"], "updated_at": utcnow()}
+    changes = {"delivered_at": None, "redeliveries": series, "channel": channel, "updated_at": utcnow()}
     # The new series is recorded before its task is queued: `awaiting_queue` has the reconciler
     # queue it if that fails, instead of leaving the record undelivered with no task behind it.
     store.update_delivery(scope, delivery_id, {**changes, "awaiting_queue": True})
