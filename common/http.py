@@ -175,9 +175,15 @@ class ItemArray:
         builder = _ItemArrayBuilder(keep)
         for value in values:
             builder.add(value)
-        if builder.lone_surrogate:
-            raise errors.BadRequest(_LONE_SURROGATE, code="malformed_json")
-        return builder.build()
+        return builder.checked()
+
+    @classmethod
+    def of_texts(cls, texts: Iterable[str], keep: int) -> ItemArray:
+        """`of` the values whose compact JSON `texts` are (as a job stores its items), none parsed."""
+        builder = _ItemArrayBuilder(keep)
+        for text in texts:
+            builder.add_text(text)
+        return builder.checked()
 
 
 def _utf8_len(text: str) -> int | None:
@@ -198,14 +204,22 @@ class _ItemArrayBuilder:
         self.lone_surrogate = False
 
     def add(self, value: Any) -> None:
+        self.add_text(compact_json(value) if self.count < self.keep else "")
+
+    def add_text(self, piece: str) -> None:
         if self.count < self.keep:
-            piece = compact_json(value)
             size = _utf8_len(piece)
             self.lone_surrogate |= size is None
             self.sizes.append(size or 0)
             self.pieces.append(piece)
             self.kinds.append(piece[:1])
         self.count += 1
+
+    def checked(self) -> ItemArray:
+        """`build`, refusing the items if one holds a lone surrogate (it cannot be stored as UTF-8)."""
+        if self.lone_surrogate:
+            raise errors.BadRequest(_LONE_SURROGATE, code="malformed_json")
+        return self.build()
 
     def build(self) -> ItemArray:
         pieces = self.pieces

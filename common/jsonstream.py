@@ -32,6 +32,14 @@ def array_items(stream: TextStream, piece: int = PIECE, path: Sequence[str] = ()
     yield from reader.items()
 
 
+def object_around(stream: TextStream, path: Sequence[str], piece: int = PIECE) -> dict[str, Any]:
+    """The JSON object `stream` holds (valid JSON, as stored), decoded, except for the array found by
+    following `path`'s member names down from it: that array's items are read one at a time and
+    dropped, and None holds its place (the members keep their order). So the members around a large
+    array are read with no more than one of its items in memory."""
+    return _Reader(stream, piece).around(path)
+
+
 class _Reader:
     def __init__(self, stream: TextStream, piece: int) -> None:
         self.stream, self.piece = stream, piece
@@ -97,9 +105,31 @@ class _Reader:
                     break
         raise ValueError(f"the stored payload has no member {name!r}")
 
+    def around(self, path: Sequence[str]) -> dict[str, Any]:
+        """The object that starts here, decoded, with the array down `path` passed and held as None."""
+        out: dict[str, Any] = {}
+        self._take("{")
+        if self._next() != "}":
+            while True:
+                key, _ = self._value()
+                self._take(":")
+                if path and key == path[0] and len(path) > 1:
+                    out[key] = self.around(path[1:])
+                elif path and key == path[0]:
+                    for _ in self.items():
+                        pass
+                    out[key] = None
+                else:
+                    out[key], _ = self._value()
+                if self._take(",}") == "}":
+                    return out
+        self.pos += 1
+        return out
+
     def items(self) -> Iterator[str]:
         self._take("[")
         if self._next() == "]":
+            self.pos += 1
             return
         while True:
             yield self._value()[1]

@@ -247,6 +247,15 @@ def test_item_array_of_values_matches_the_reader() -> None:
         ItemArray.of([{"t": "\ud800"}], 10)
 
 
+def test_item_array_of_the_texts_of_values_is_the_array_of_the_values() -> None:
+    """A retry builds its items from the texts the job stored: the same array, nothing parsed."""
+    values = [{"t": "é", "n": 1e-05}, "id", 12345678901234567890, None, [1, {"a": []}]]
+    for keep in (10, 2):
+        assert ItemArray.of_texts([compact_json(v) for v in values], keep) == ItemArray.of(values, keep)
+    with pytest.raises(errors.BadRequest, match="lone UTF-16 surrogate"):
+        ItemArray.of_texts(["1", compact_json({"t": "\ud800"})], 10)
+
+
 @pytest.mark.parametrize("text", ["", "abc", "é" * 3, "x" * (3 << 20) + "€"])
 def test_utf8_size_is_the_encoded_length(text: str) -> None:
     assert utf8_size(text) == len(text.encode("utf-8"))
