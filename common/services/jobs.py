@@ -439,9 +439,14 @@ _INDEX = re.compile(r"0|[1-9][0-9]{0,9}")  # a payload index as JSON writes it, 
 
 def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
     """A new job of the same type from the items a FAILED or CANCELLED job did not apply: those that
-    failed, and those a cancel stopped before they ran (`rerun_indexes`), optionally corrected.
+    failed, and those a cancel stopped before they ran (`rerun_of`), optionally corrected.
 
     Body (optional): `{"corrections": {"<index>": <item>}}` replaces those items by payload index.
+
+    The items are read from the chunks that hold them, as dispatch stored them (`rerun_texts`), so
+    a payload past its retention does not stop a retry, and a large one is not read for a few
+    failures. A ProductImportData job's other envelope members are only in its payload, though: its
+    retry reads them there (`envelope_around`), and is 410 `payload_expired` once it is gone.
     """
     scope = principal.scope
     corrections = retry_corrections(body)
@@ -452,20 +457,24 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
         raise errors.Conflict(
             f"The job was already retried by {job['retried_by']}.", code="already_retried", details={"retried_by": job["retried_by"]}
         )
-    original = loads_strict(payload_text(job))  # 410 first when it is gone: no retry could run
-    indexes = rerun_indexes(scope, job)
+    around = envelope_around(job) if job.get("payload_kind") == "ProductImportData" else None  # 410 first when it is gone
+    rerun = rerun_of(scope, job)
+    texts = rerun_texts(scope, job, rerun)  # 410 when neither a chunk nor the payload holds them
+    indexes = rerun.indexes
     if not indexes:
         raise errors.Conflict("Every item of the job was applied before it was cancelled: there is nothing to retry.", code="nothing_to_retry")
-    rerun = set(indexes)
+    wanted = set(indexes)
     for key in corrections:
-        if not _INDEX.fullmatch(key) or int(key) not in rerun:
+        if not _INDEX.fullmatch(key) or int(key) not in wanted:
             raise errors.Unprocessable(f"corrections['{key[:20]}'] names no item the retry runs (failed, or not run).", code="invalid_correction")
-    items = original["ProductImportData"]["ProductsToImport"] if job.get("payload_kind") == "ProductImportData" else original
-    retried = [corrections.get(str(i), items[i]) for i in indexes]
-    if job.get("payload_kind") == "ProductImportData":
-        payload: Any = {**original, "ProductImportData": {**original["ProductImportData"], "ProductsToImport": retried}}
-    else:
-        payload = retried
+    # The items as the job ran them, their texts never parsed; each correction as a create stores it.
+    retried = ItemArray.of_texts(
+        (compact_json(corrections[str(i)]) if str(i) in corrections else text for i, text in zip(indexes, texts, strict=True)),
+        get_settings().max_items_per_job,
+    )
+    payload: Any = retried
+    if around is not None:
+        payload = {**around, "ProductImportData": {**around["ProductImportData"], "ProductsToImport": retried}}
 
     def item_name(index: int) -> str:
         key = str(indexes[index])
@@ -495,30 +504,79 @@ def retry_corrections(body: Any) -> dict[str, Any]:
     return corrections
 
 
+@dataclass(frozen=True)
+class Rerun:
+    """What a retry of a job runs: the payload indexes, in order, and the chunks that hold them (in
+    order; none for a job never dispatched, whose items no chunk stored)."""
+
+    indexes: list[int]
+    chunks: list[int]
+
+
 def rerun_indexes(scope: Scope, job: dict[str, Any]) -> list[int]:
-    """The payload indexes a retry of the job runs, in order: the items that failed, and those a
-    cancel stopped before they ran; every item when the job committed nothing (ErrorMode Fail).
+    """The payload indexes a retry of the job runs, in order (`rerun_of`)."""
+    return rerun_of(scope, job).indexes
+
+
+def rerun_of(scope: Scope, job: dict[str, Any]) -> Rerun:
+    """The items a retry of the job runs: those that failed, and those a cancel stopped before they
+    ran; every item when the job committed nothing (ErrorMode Fail).
 
     A CANCELLED job's chunks are sealed first (`store.seal`), before its failures are read: a step
     of it still in flight then either committed before (its failures are read, its other items
     count as run) or finds its chunk done. Otherwise it could apply an item after it was counted as
     not run (the retry would apply it a second time), or commit a failure after the failures were
     read (its item, counted as run, would never be retried)."""
+    chunk_count = job.get("chunk_count") or 0
     ran: bytearray | None = None
+    holding: set[int] = set()  # the chunks holding an item the retry runs
     if job["status"] == JobStatus.CANCELLED:
         ran = bytearray(job["item_count"])
-        for first, committed in store.seal(scope, job["id"], job.get("chunk_count") or 0):
+        for n, first, count, committed in store.seal(scope, job["id"], chunk_count):
             ran[first : first + committed] = b"\x01" * committed
+            if committed < count:
+                holding.add(n)
     if not job.get("committed", True):
-        return list(range(job["item_count"]))
+        return Rerun(list(range(job["item_count"])), list(range(chunk_count)))
     failed: list[int] = []
     start: int | None = 0
     while start is not None:
-        page, start = store.results_page(scope, job["id"], start=start, limit=2_000, failed_only=True, chunk_size=get_settings().chunk_size)
-        failed += (r["index"] for r in page)
+        groups, start = store.results_by_chunk(scope, job["id"], start=start, limit=2_000, failed_only=True, chunk_size=get_settings().chunk_size)
+        for n, rows in groups:
+            holding.add(n)
+            failed += (r["index"] for r in rows)
     if ran is None:
-        return failed
-    return sorted({*failed, *(i for i, r in enumerate(ran) if not r)})
+        return Rerun(failed, sorted(holding))
+    return Rerun(sorted({*failed, *(i for i, r in enumerate(ran) if not r)}), sorted(holding))
+
+
+def rerun_texts(scope: Scope, job: dict[str, Any], rerun: Rerun) -> list[str]:
+    """The text of each item `rerun` names, as the job ran it: read from the chunks that hold them
+    (`store.stored_items`, a few documents a request; each kept as long as the job), or, for a job
+    no chunk stored the items of (cancelled before it was dispatched, or whose payload was gone
+    before it ran), from its payload: 410 `payload_expired` when that is gone too."""
+    if job.get("chunk_count") is not None:
+        texts = _chunk_texts(scope, job["id"], rerun)
+        if texts is not None:
+            return texts
+        log.warning("retry: a chunk's items are not stored; reading the payload", extra={"job_id": job["id"]})
+    wanted = set(rerun.indexes)
+    with payload_items(job) as items:  # read to its end, so that a payload gone is 410 even with nothing to run
+        return [text for index, text in enumerate(items) if index in wanted]
+
+
+def _chunk_texts(scope: Scope, job_id: str, rerun: Rerun) -> list[str] | None:
+    """`rerun_texts` from the chunks' stored items: None when one of `rerun.chunks` has none, or
+    they do not hold every index."""
+    indexes, out = rerun.indexes, list[str]()
+    for stored in store.stored_items(scope, job_id, rerun.chunks):
+        if stored is None:
+            return None
+        first = stored["first_index"]
+        for at, text in enumerate(jsonstream.array_items(io.StringIO(stored["items_json"]))):
+            if len(out) < len(indexes) and indexes[len(out)] == first + at:
+                out.append(text)
+    return out if len(out) == len(indexes) else None
 
 
 # -- pipeline ---------------------------------------------------------------------------------
@@ -719,19 +777,36 @@ def superseding(apply_item: catalog.ItemFn, lineage: list[tuple[str, list[int]]]
 
 
 @contextlib.contextmanager
+def payload_stream(job: dict[str, Any]) -> Iterator[jsonstream.TextStream]:
+    """The job's stored payload as a text stream, read a piece at a time: 410 `payload_expired`
+    once it is past its retention."""
+    if "payload_json" in job:
+        yield io.StringIO(job["payload_json"])
+        return
+    try:
+        with blobs.open_text(job["payload_object"]) as stream:
+            yield stream
+    except gexc.NotFound as exc:  # the object is first fetched when the stream is read
+        raise _payload_expired() from exc
+
+
+@contextlib.contextmanager
 def payload_items(job: dict[str, Any]) -> Iterator[Iterator[str]]:
     """The text of each item of the job's payload, read from the stored array (or the stored
     envelope's ProductsToImport) a piece at a time: a 32 MB payload is never whole in memory (see
     common/jsonstream.py)."""
     path = product_import.ENVELOPE_ITEMS if job.get("payload_kind") == "ProductImportData" else ()
-    if "payload_json" in job:
-        yield jsonstream.array_items(io.StringIO(job["payload_json"]), path=path)
-    else:
-        try:
-            with blobs.open_text(job["payload_object"]) as stream:
-                yield jsonstream.array_items(stream, path=path)
-        except gexc.NotFound as exc:  # the object is first fetched when the items are read
-            raise _payload_expired() from exc
+    with payload_stream(job) as stream:
+        yield jsonstream.array_items(stream, path=path)
+
+
+def envelope_around(job: dict[str, Any]) -> dict[str, Any]:
+    """A ProductImportData job's envelope as it was stored, its products left out (None holds their
+    place): read from the payload, a product at a time. The job keeps only some of these members,
+    as options (`import_options`), not as they were sent (a `vocabularyId` left out, a `whatIf: false`
+    sent, `ProductReferenceProperty`, their order), so a retry takes them from here."""
+    with payload_stream(job) as stream:
+        return jsonstream.object_around(stream, product_import.ENVELOPE_ITEMS)
 
 
 def _context(job: dict[str, Any]) -> engine.JobContext:

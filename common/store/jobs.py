@@ -93,7 +93,7 @@ def fail_pending(scope: Scope, job_id: str, error: str, audit: dict[str, Any], n
     return end(db.transaction())  # type: ignore[no-any-return]
 
 
-def seal(scope: Scope, job_id: str, chunk_count: int) -> list[tuple[int, int]]:
+def seal(scope: Scope, job_id: str, chunk_count: int) -> list[tuple[int, int, int, int]]:
     """Mark every chunk of a cancelled job that could still run skipped (done), so that no step of
     the job can commit any more: a step's transaction reads its chunk's progress, so a step in flight
     either committed before this or finds its chunk done. That is every chunk not done yet, and every
@@ -101,9 +101,10 @@ def seal(scope: Scope, job_id: str, chunk_count: int) -> list[tuple[int, int]]:
     round (`reset_chunk` leaves a skipped chunk alone). Counts what a published chunk's worker
     applied and did not count before it died.
 
-    Returns each chunk's first index and how many of its items were committed, so the items the job
-    never applied are known for good (a retry runs them): a chunk's `applied` in the commit phase,
-    none in the validation phase (it committed nothing). A job never started (no `chunk_count`) ran none."""
+    Returns each chunk's number, first index, item count and how many of its items were committed,
+    so the items the job never applied are known for good (a retry runs them, read from the chunk):
+    a chunk's `applied` in the commit phase, none in the validation phase (it committed nothing). A
+    job never started (no `chunk_count`) ran none."""
     db = firestore_client()
     chunks = job_ref(scope, job_id).collection("chunks")
     not_done = chunks.where(filter=firestore.FieldFilter("done", "==", False)).select(["n", "published"])
@@ -124,9 +125,9 @@ def seal(scope: Scope, job_id: str, chunk_count: int) -> list[tuple[int, int]]:
     snaps = [
         snap
         for start in range(0, len(refs), 500)
-        for snap in list(db.get_all(refs[start : start + 500], field_paths=["first_index", "applied", "phase"]))
+        for snap in list(db.get_all(refs[start : start + 500], field_paths=["n", "first_index", "count", "applied", "phase"]))
     ]
-    return [(int(snap.get("first_index")), _committed(data(snap))) for snap in snaps if snap.exists]
+    return [(int(snap.get("n")), int(snap.get("first_index")), int(snap.get("count")), _committed(data(snap))) for snap in snaps if snap.exists]
 
 
 def _committed(progress: dict[str, Any]) -> int:
