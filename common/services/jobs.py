@@ -54,6 +54,9 @@ class JobInput:
     # A ProductImportData payload's options, as a job stores them (`vocabulary_id` as the envelope
     # names it, None for the tenant's default); None for a plain array.
     import_options: dict[str, Any] | None
+    # A ProductImportData payload's envelope as sent, its products written as null: what a retry
+    # wraps its products in (`envelope_around`). None for a plain array.
+    envelope_json: str | None = None
 
 
 def payload_item(index: int) -> str:
@@ -105,8 +108,10 @@ def validate_request(body: Any, item_name: Callable[[int], str] = payload_item) 
             raise errors.Unprocessable(f"{name} must be {what} for {job_type}.", code="invalid_payload", details={"field": name})
         if items.sizes[index] > settings.max_item_bytes:
             raise errors.PayloadTooLarge(f"{item_name(index)} is larger than {settings.max_item_bytes} bytes.")
-    payload_json = items.json if import_options is None else _compact_around(payload, product_import.ENVELOPE_ITEMS, items.json)
-    return JobInput(JobType(job_type), payload_json, items.count, import_options)
+    if import_options is None:
+        return JobInput(JobType(job_type), items.json, items.count, None)
+    payload_json = _compact_around(payload, product_import.ENVELOPE_ITEMS, items.json)
+    return JobInput(JobType(job_type), payload_json, items.count, import_options, _compact_around(payload, product_import.ENVELOPE_ITEMS, "null"))
 
 
 def _envelope(payload: dict[str, Any], keep: int) -> tuple[dict[str, Any], ItemArray]:
@@ -230,6 +235,8 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None, 
         job["payload_kind"] = "ProductImportData"
         job["import_options"] = import_options
         job["what_if"] = import_options["what_if"]
+        if checked.envelope_json is not None and len(checked.envelope_json) <= ENVELOPE_KEPT_MAX:
+            job["import_envelope"] = checked.envelope_json  # a few hundred bytes; a freak one stays in the payload only
     # Which request stored the job: a retry's id is the same for every request retrying one job.
     job["request_id"] = uuid.uuid4().hex
     if job["payload_bytes"] <= settings.inline_payload_max_bytes:
@@ -445,9 +452,8 @@ def retry_job(principal: Principal, job_id: str, body: Any) -> dict[str, Any]:
 
     The items are read from the chunks that hold them, as dispatch stored them (`rerun_texts`), so
     a payload past its retention does not stop a retry, and a large one is not read for a few
-    failures. A ProductImportData job's other envelope members are only in its payload, though: its
-    retry reads them there (`envelope_around`), and is 410 `payload_expired` once it is gone.
-    """
+    failures. A ProductImportData job's retry wraps them in the envelope's other members as they
+    were sent (`envelope_around`)."""
     scope = principal.scope
     corrections = retry_corrections(body)
     job = get_job(scope, job_id)
@@ -800,11 +806,19 @@ def payload_items(job: dict[str, Any]) -> Iterator[Iterator[str]]:
         yield jsonstream.array_items(stream, path=path)
 
 
+# The longest envelope (a ProductImportData payload but its products) a job keeps beside its payload.
+ENVELOPE_KEPT_MAX = 16_384
+
+
 def envelope_around(job: dict[str, Any]) -> dict[str, Any]:
     """A ProductImportData job's envelope as it was stored, its products left out (None holds their
-    place): read from the payload, a product at a time. The job keeps only some of these members,
-    as options (`import_options`), not as they were sent (a `vocabularyId` left out, a `whatIf: false`
-    sent, `ProductReferenceProperty`, their order), so a retry takes them from here."""
+    place). The job's options (`import_options`) are not the members as they were sent (a
+    `vocabularyId` left out, a `whatIf: false` sent, `ProductReferenceProperty`, their order): a job
+    keeps those as `import_envelope` and they are read from there, so its retry outlives the payload.
+    A job stored before that field (or with a freak envelope over ENVELOPE_KEPT_MAX) has them only
+    in its payload, read a product at a time: 410 `payload_expired` once that is gone."""
+    if job.get("import_envelope") is not None:
+        return loads_strict(job["import_envelope"])  # type: ignore[no-any-return]
     with payload_stream(job) as stream:
         return jsonstream.object_around(stream, product_import.ENVELOPE_ITEMS)
 

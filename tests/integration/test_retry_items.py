@@ -2,20 +2,21 @@
 job), not from the job's payload: a payload past its retention no longer stops a retry, and a large
 payload is not parsed whole for a few failed items. The payload is read only where no chunk stored
 the items (a job cancelled before it was dispatched), and for a ProductImportData envelope's other
-members, which only the payload holds."""
+members, which the job keeps as sent (`import_envelope`; a job stored before it, only its payload)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from google.cloud.firestore import DELETE_FIELD
 
 from common import errors
 from common.http import compact_json
 from common.services import jobs, product_import
 from common.store import blobs
 from common.store import jobs as job_store
-from common.store.paths import chunk_id
+from common.store.paths import chunk_id, job_ref
 from tests.helpers import sent_requests
 from tests.integration.conftest import Pipeline
 from tests.integration.test_job_lifecycle import big_payload, open_failures
@@ -138,14 +139,35 @@ def test_a_product_import_retry_keeps_every_other_member_of_the_envelope_as_sent
     assert pipeline.drive(retry["id"])["status"] == "COMPLETED" and len(pipeline.products()) == 250
 
 
-def test_a_product_import_job_whose_payload_expired_is_still_410(with_vocabulary: Pipeline) -> None:
-    """Its products are in its chunks, but the envelope's other members only in its payload."""
+def test_a_product_import_job_whose_payload_expired_is_retried_with_the_envelope_it_keeps(with_vocabulary: Pipeline) -> None:
+    """Its products are in its chunks, the envelope's other members, as sent, on the job itself."""
     pipeline = with_vocabulary
     entries = [product(f"{i:014d}", WorkflowId="w" * 2500) for i in range(300)]
     entries[7] = product("00000000000007", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
-    failed = pipeline.run("BULK_IMPORT", envelope(entries, "Ignore"))
+    sent = {**envelope(entries, "Ignore"), "whatIf": False}
+    failed = pipeline.run("BULK_IMPORT", sent)
     assert (failed["status"], failed["failed_items"]) == ("FAILED", 1)
     expire(pipeline, failed["id"])
+    retry = jobs.retry_job(pipeline.principal, failed["id"], {"corrections": {"7": product("00000000000007")}})
+    expected = {**sent, "ProductImportData": {**sent["ProductImportData"], "ProductsToImport": [product("00000000000007")]}}
+    assert retry["payload_json"] == compact_json(expected)
+    assert pipeline.drive(retry["id"])["status"] == "COMPLETED" and len(pipeline.products()) == 300
+
+
+def test_a_product_import_job_stored_without_its_envelope_reads_it_from_the_payload_and_is_410_once_that_expired(
+    with_vocabulary: Pipeline,
+) -> None:
+    """A job stored before jobs kept their envelope (`import_envelope`) has it only in its payload."""
+    pipeline = with_vocabulary
+    entries = [product(f"{i:014d}", WorkflowId="w" * 2500) for i in range(300)]
+    entries[7] = product("00000000000007", Values=[{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}])
+    older = [pipeline.run("BULK_IMPORT", envelope(entries, "Ignore")) for _ in range(2)]
+    for job in older:
+        assert job["failed_items"] == 1
+        job_ref(pipeline.scope, job["id"]).update({"import_envelope": DELETE_FIELD})
+    retry = jobs.retry_job(pipeline.principal, older[0]["id"], None)
+    assert json.loads(retry["payload_json"]) == envelope([entries[7]], "Ignore")
+    expire(pipeline, older[1]["id"])
     with pytest.raises(errors.Gone) as gone:
-        jobs.retry_job(pipeline.principal, failed["id"], None)
+        jobs.retry_job(pipeline.principal, older[1]["id"], None)
     assert gone.value.code == "payload_expired"
