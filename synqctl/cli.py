@@ -257,6 +257,34 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
     return "\n".join([line([c.header for c in columns]), *(line(r) for r in cells)])
 
 
+def _drop(stream: TextIO) -> None:
+    """Send the rest of `stream`, and what its buffer still holds, to /dev/null: its reader went away.
+    Python's flush at exit then has nothing to complain about (no 'Exception ignored … BrokenPipeError')."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (a test's capture): nothing is flushed at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def emit_to(stream: TextIO, show: Callable[[], object]) -> None:
+    """Run `show`, which prints on `stream`, and flush. If the stream's reader went away (`| head -1`),
+    drop the rest of its output and go on: a --wait keeps waiting, writes its errors file and still
+    exits as the job or export ended, which `set -o pipefail` then sees."""
+    try:
+        show()
+        stream.flush()
+    except BrokenPipeError:
+        _drop(stream)
+
+
+def say(line: str) -> None:
+    """One line on stderr (see `emit_to`)."""
+    emit_to(sys.stderr, lambda: print(line, file=sys.stderr))
+
+
 def emit_json(value: Any, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
@@ -319,6 +347,9 @@ class Progress:
         return text + (f" ({failed} failed)" if failed else "")
 
     def update(self, job: dict[str, Any]) -> None:
+        emit_to(self.stream, lambda: self._draw(job))
+
+    def _draw(self, job: dict[str, Any]) -> None:
         text, status = self.render(job), str(job.get("status"))
         if self.tty:
             self.stream.write("\r" + text.ljust(self._drawn))
@@ -326,13 +357,11 @@ class Progress:
         elif status != self._last_status or (text != self._last_text and self.clock() - self._last_at >= self.every):
             self.stream.write(f"{status} {text}\n" if counts(job)[1] else f"{status}\n")
             self._last_text, self._last_status, self._last_at = text, status, self.clock()
-        self.stream.flush()
 
     def close(self) -> None:
         """End the in-place bar with a newline (once)."""
         if self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+            emit_to(self.stream, lambda: self.stream.write("\n"))
             self._drawn = 0
 
 
@@ -357,7 +386,7 @@ def poll(
             left = None if deadline is None else deadline - time.monotonic()
             if not (exc.status == 0 or exc.status >= 500) or lost >= POLL_LOST_ANSWERS or (left is not None and left <= 0):
                 raise
-            print(f"warning: {exc.code}: {exc.message}; asking again ({lost} of {POLL_LOST_ANSWERS - 1})", file=sys.stderr, flush=True)
+            say(f"warning: {exc.code}: {exc.message}; asking again ({lost} of {POLL_LOST_ANSWERS - 1})")
             time.sleep(interval if left is None else min(interval, left))
             continue
         on_update(record)
@@ -435,7 +464,7 @@ def follow_job(client: Client, job_id: str, args: argparse.Namespace, started: f
     if failed:
         path = Path(args.errors_out or f"{job_id}.errors.jsonl")
         lines.append(("errors", f"{path} ({plural(write_errors(client, job_id, path), 'item')})"))
-    emit_fields(lines)
+    emit_to(sys.stdout, lambda: emit_fields(lines))
     return EXIT_OK if job["status"] == "COMPLETED" else EXIT_FAILED
 
 
@@ -447,7 +476,7 @@ def cmd_import(args: argparse.Namespace, client: Client) -> int:
     started = time.monotonic()
     job_id = str(client.create_job(args.type, items)["id"])
     del items
-    print(job_id, flush=True)
+    emit_to(sys.stdout, lambda: print(job_id))
     return follow_job(client, job_id, args, started) if args.wait else EXIT_OK
 
 
@@ -461,7 +490,7 @@ def cmd_retry(args: argparse.Namespace, client: Client) -> int:
     # One key per run, sent with every attempt: if the client resends after a 429/503, a first attempt
     # that did create the retry job answers again with it instead of 409 already_retried.
     job_id = str(client.retry_job(args.job_id, corrections, idempotency_key=str(uuid.uuid4()))["id"])
-    print(job_id, flush=True)
+    emit_to(sys.stdout, lambda: print(job_id))
     return follow_job(client, job_id, args, started) if args.wait else EXIT_OK
 
 
@@ -628,7 +657,7 @@ def status_changes(label: str) -> Callable[[dict[str, Any]], None]:
     def report(record: dict[str, Any]) -> None:
         if "status" not in last or record.get("status") != last["status"]:
             last["status"] = record.get("status")
-            print(f"{label}: {last['status']}", file=sys.stderr, flush=True)
+            say(f"{label}: {last['status']}")
 
     return report
 
@@ -658,7 +687,7 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
         emit_json(queued, sys.stdout)
         return EXIT_OK
     if not args.json:
-        print(export_id, flush=True)
+        emit_to(sys.stdout, lambda: print(export_id))
     if not (args.wait or args.out):
         return EXIT_OK
     export = poll(
@@ -670,7 +699,14 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
     )
     completed = export.get("status") == "COMPLETED"
     saved = save_export(client, export_id, Path(args.out)) if completed and args.out else None
-    if args.json:
+    emit_to(sys.stdout, lambda: show_export(export, args.json, args.out, saved))
+    return EXIT_OK if completed else EXIT_FAILED
+
+
+def show_export(export: dict[str, Any], as_json: bool, out: str | None, saved: int | None) -> None:
+    """The end of an export --wait: its record as JSON, or `key: value` lines with the file it was saved to."""
+    completed = export.get("status") == "COMPLETED"
+    if as_json:
         emit_json(export, sys.stdout)
     else:
         lines = [
@@ -681,9 +717,8 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
             ("duration", duration(export)),
         ]
         lines += [("error", export.get("error"))] if not completed else []
-        lines += [("file", f"{args.out} ({saved} bytes)")] if saved is not None else []
+        lines += [("file", f"{out} ({saved} bytes)")] if saved is not None else []
         emit_fields(lines)
-    return EXIT_OK if completed else EXIT_FAILED
 
 
 def parse_events(text: str) -> list[str]:
@@ -992,17 +1027,24 @@ def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure becomes `error: …` on stderr and an exit code."""
     args = parse_args(argv)
+    code = _run(args)
+    for stream in (sys.stdout, sys.stderr):  # now, not at exit: a reader gone away is no error here
+        emit_to(stream, lambda: None)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args, _client(args)))
     except (ConfigError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
     except ApiError as exc:
-        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        say(f"error: {exc.code}: {exc.message}")
     except KeyboardInterrupt as exc:
-        print(str(exc) or "interrupted", file=sys.stderr)  # one line: what was left running, if anything
+        say(str(exc) or "interrupted")  # one line: what was left running, if anything
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # stdout went away (`… | head`): say nothing more, and keep Python's exit-time flush quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # A command that only prints lost its reader (`jobs | head -1`): it has done all it could.
+        # A --wait never gets here: it drops the stream and exits as the job ended (see emit_to).
         return EXIT_OK
     return EXIT_USAGE

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ from synqctl import cli
 from synqctl.client import ApiError, Client, Config
 
 TOKEN = "synq_secret-token-never-printed"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -300,3 +304,80 @@ def test_ctrl_c_during_a_wait_says_once_that_the_job_keeps_running(
     assert (code, out) == (cli.EXIT_INTERRUPTED, "j-1\n")
     assert err.splitlines()[-1] == "interrupted; job j-1 keeps running (see: python -m synqctl job j-1)"
     assert err.count("interrupted") == 1
+
+
+def after(event: threading.Event, answer: Answer) -> Answer:
+    """`answer`, once the test has set `event` (at most 10 s later)."""
+
+    def send(handler: http.server.BaseHTTPRequestHandler) -> None:
+        event.wait(10)
+        answer(handler)
+
+    return send
+
+
+def synqctl_process(api: FakeApi, *argv: str, unbuffered: bool = False) -> subprocess.Popen[str]:
+    """`python -m synqctl ARGV…` against the fake API, stdout and stderr piped; stdout block-buffered
+    as a user's is, unless `unbuffered` (PYTHONUNBUFFERED=1, which this machine's shell may set)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED" and not k.startswith("SYNQ_")}
+    env |= {"SYNQ_API_URL": api.url, "SYNQ_TOKEN": TOKEN, "SYNQ_TENANT_ID": "tenant-1", "SYNQ_ORG_ID": "org-1"}
+    env |= {"PYTHONUNBUFFERED": "1"} if unbuffered else {}
+    command = [sys.executable, "-m", "synqctl", *argv]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize(
+    ("closed", "command"),
+    [
+        ("stdout after the id", ["import", "{source}", "--type", "BULK_IMPORT", "--wait", "--errors-out", "{errors}"]),  # `… | head -1`
+        ("stdout before the id", ["import", "{source}", "--type", "BULK_IMPORT", "--wait", "--errors-out", "{errors}"]),  # `… | true`
+        ("stderr", ["import", "{source}", "--type", "BULK_IMPORT", "--wait", "--errors-out", "{errors}"]),  # `… 2>&1 | head -1`
+        ("stdout after the id", ["export", "--wait"]),
+    ],
+)
+def test_a_wait_whose_reader_went_away_still_exits_as_the_job_ended(api: FakeApi, tmp_path: Path, closed: str, command: list[str]) -> None:
+    """`set -o pipefail; synqctl import … --wait | head -1`: the pipeline must fail when the job FAILED.
+    The wait goes on without the stream, the errors file is still written, and nothing is said about
+    the broken pipe (no traceback, no 'Exception ignored')."""
+    source, errors = tmp_path / "items.jsonl", tmp_path / "errors.jsonl"
+    source.write_text('{"sku": "A", "title": "A"}\n')
+    went_away = threading.Event()
+    created = after(went_away, reply(201, {"id": "j-1", "status": "PENDING"})) if closed != "stdout after the id" else reply(201, {"id": "j-1"})
+    api.on(f"{PREFIX}/bulk-jobs", created)
+    api.on(f"{PREFIX}/bulk-jobs/j-1", after(went_away, reply(200, {"id": "j-1", "status": "FAILED", "total_items": 1, "failed_items": 1})))
+    api.on(f"{PREFIX}/bulk-jobs/j-1/results", reply(200, [{"index": 0, "result": "failed", "errors": []}]))
+    api.on(f"{PREFIX}/export", reply(202, {"status": "QUEUED", "message": "queued", "export_id": "e-1"}))
+    api.on(f"{PREFIX}/exports/e-1", after(went_away, reply(200, {"id": "e-1", "status": "FAILED", "error": "boom"})))
+    process = synqctl_process(api, *(arg.format(source=source, errors=errors) for arg in command))
+    if closed == "stderr":
+        process.stderr.close()  # type: ignore[union-attr]
+        kept = process.stdout
+    else:
+        if closed == "stdout after the id":
+            assert process.stdout.readline() in ("j-1\n", "e-1\n")  # type: ignore[union-attr]
+        process.stdout.close()  # type: ignore[union-attr]
+        kept = process.stderr
+    went_away.set()
+    shown = kept.read()  # type: ignore[union-attr]
+    code = process.wait(timeout=30)
+
+    assert code == cli.EXIT_FAILED, shown
+    assert "Traceback" not in shown and "Exception ignored" not in shown and "BrokenPipe" not in shown
+    if command[0] == "import":
+        assert json.loads(errors.read_text())["index"] == 0
+    if closed == "stderr":
+        assert "status:   FAILED" in shown
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_a_list_whose_reader_went_away_exits_0_without_a_word(api: FakeApi, unbuffered: bool) -> None:
+    """`synqctl audit | true`: the table had nowhere to go, which is no error; Python's flush at exit
+    must not turn it into 'Exception ignored … BrokenPipeError' and exit 120."""
+    went_away = threading.Event()
+    api.on(f"{PREFIX}/audit", after(went_away, reply(200, [{"action": "bulk_job.created", "created_at": "2026-01-01T00:00:00Z"}])))
+    process = synqctl_process(api, "audit", unbuffered=unbuffered)
+    process.stdout.close()  # type: ignore[union-attr]
+    went_away.set()
+    err = process.stderr.read()  # type: ignore[union-attr]
+
+    assert (process.wait(timeout=30), err) == (0, "")
