@@ -377,24 +377,34 @@ def poll(
     in a row: the job runs on the server whatever happens to one poll."""
     deadline = None if timeout is None else time.monotonic() + timeout
     lost = 0  # answers lost in a row: a long wait rides out a few (a dropped connection, a proxy's 502)
+    status: Any = None  # the last one seen
     while True:
         try:
             record = fetch()
             lost = 0
         except ApiError as exc:
+            if not (exc.status == 0 or exc.status >= 500):
+                raise
             lost += 1
             left = None if deadline is None else deadline - time.monotonic()
-            if not (exc.status == 0 or exc.status >= 500) or lost >= POLL_LOST_ANSWERS or (left is not None and left <= 0):
+            if left is not None and left <= 0:  # time ran out, whatever happened to this last poll
+                seen = f"is still {status}" if status is not None else "was not seen yet"
+                raise UsageError(
+                    f"timed out after {timeout:g}s: {what} {seen} (the last poll got no answer: {exc.code}: {exc.message});"
+                    " it keeps running on the server."
+                ) from None
+            if lost >= POLL_LOST_ANSWERS:
                 raise
             say(f"warning: {exc.code}: {exc.message}; asking again ({lost} of {POLL_LOST_ANSWERS - 1})")
             time.sleep(interval if left is None else min(interval, left))
             continue
         on_update(record)
-        if record.get("status") in TERMINAL:
+        status = record.get("status")
+        if status in TERMINAL:
             return record
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            raise UsageError(f"timed out after {timeout:g}s: {what} is still {record.get('status')}; it keeps running on the server.")
+            raise UsageError(f"timed out after {timeout:g}s: {what} is still {status}; it keeps running on the server.")
         time.sleep(interval if left is None else min(interval, left))
 
 

@@ -381,3 +381,32 @@ def test_a_list_whose_reader_went_away_exits_0_without_a_word(api: FakeApi, unbu
     err = process.stderr.read()  # type: ignore[union-attr]
 
     assert (process.wait(timeout=30), err) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("answers", "said"),
+    [
+        (["PROCESSING", 0, 502, 0], "timed out after 5s: job j-1 is still PROCESSING (the last poll got no answer: connection_failed"),
+        ([0, 0, 0, 0], "timed out after 5s: job j-1 was not seen yet (the last poll got no answer: connection_failed"),
+    ],
+)
+def test_a_timeout_reached_while_answers_are_lost_is_the_timeout(monkeypatch: pytest.MonkeyPatch, answers: list[Any], said: str) -> None:
+    """`--timeout 5` while the connection is down: the wait ended because time ran out, and the
+    message says so (exit 2 as any timeout), not `connection_failed` as if the five lost answers had."""
+    now = [0.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cli.time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+
+    def fetch() -> dict[str, Any]:
+        answer = answers.pop(0)
+        if answer == 0:
+            raise ApiError(0, "connection_failed", "cannot reach http://api: [Errno 111] Connection refused")
+        if answer == 502:
+            raise ApiError(502, "http_502", "Bad Gateway")
+        return {"status": answer}
+
+    with pytest.raises(cli.UsageError) as ended:
+        cli.poll(fetch, interval=2, timeout=5, what="job j-1", on_update=lambda _: None)
+
+    assert str(ended.value).startswith(said) and str(ended.value).endswith("it keeps running on the server.")
+    assert answers == [] and now[0] == 5
