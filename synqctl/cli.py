@@ -7,6 +7,7 @@ configuration, input-file or HTTP error (or --timeout reached), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -15,10 +16,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
 from synqctl import __version__
 from synqctl.client import MAX_PAGE, ApiError, Client, Config, ConfigError
@@ -897,8 +899,10 @@ def _wait_options() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     conn = _connection_options()
-    parser = argparse.ArgumentParser(
-        prog="python -m synqctl", description="Command-line client for the Synq PIM bulk operations API.", parents=[conn]
+    # Its commands' parsers are _Parser too (add_subparsers makes them of its class).
+    parser = cast(
+        argparse.ArgumentParser,
+        _Parser(prog="python -m synqctl", description="Command-line client for the Synq PIM bulk operations API.", parents=[conn]),
     )
     parser.add_argument("--version", action="version", version=f"synqctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -1002,25 +1006,103 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(Config.load(overrides), timeout=getattr(args, "http_timeout", 60.0))
 
 
+# The command line being parsed and the words of it an error must not show (see parse_args).
+_UNSHOWN: ContextVar[tuple[Sequence[str], set[str]]] = ContextVar("unshown", default=((), set()))
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (and, through add_subparsers, each command's) whose errors leave out the
+    words that could be an option's value."""
+
+    def error(self, message: str) -> NoReturn:
+        words, hidden = _UNSHOWN.get()
+        shown = _unechoed(message, words, hidden)
+        super().error(shown + (" (… stands for a word that may be an option's value)" if "…" in shown else ""))
+
+
+def _option_like(word: str) -> bool:
+    """Whether argparse takes `word` for an option: not `-`, a negative number, or a value like "-A B"."""
+    name = word.split("=", 1)[0]
+    return name.startswith("-") and name != "-" and not _NUMBER.fullmatch(name) and " " not in name
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line, parsed. An unknown option is refused before argparse sees it, naming only
-    the option: argparse would echo the word after it (`--tokne SECRET` as an unrecognized argument,
-    or as an invalid command), and that word is often the value of a mistyped `--token`."""
+    """The command line, parsed. No error echoes a word that could be an option's value: argparse
+    would print the word after an option it did not expect here (`--tokne SECRET`, or `jobs --failed
+    SECRET`: an option of another command) as an unrecognized argument or an invalid command, and
+    that word is often the value of a misplaced `--token`. An unknown option is refused naming only
+    the option; any other error has such words (and `--option=VALUE`'s value) taken out."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    known = _option_strings(parser)
-    for word in words:
-        if word == "--":
-            break
+    known, vocabulary = _option_strings(parser), {word.casefold() for word in _choices(parser)}
+    hidden: set[str] = set()  # casefolded; synqctl's own words (commands, choices) are never secret
+    for place, word in enumerate(words):
+        if not _option_like(word):
+            continue
+        name, attached, value = word.partition("=")
+        after = words[place + 1] if place + 1 < len(words) else None
+        value = value if attached else after if after is not None and not _option_like(after) else ""
+        if value and value.casefold() not in vocabulary:
+            hidden.add(value.casefold())
+    unshown = _UNSHOWN.set((words, hidden))
+    try:
+        for word in words:
+            if word == "--":
+                break
+            name = word.split("=", 1)[0]
+            if not _option_like(word) or word in known or (name.startswith("--") and any(option.startswith(name) for option in known)):
+                continue
+            # A short option may have its value attached (`-tVALUE`), and that value may be the token.
+            shown = name if name.startswith("--") else name[:2]
+            parser.error(f"unrecognized option {shown[:40]} (the words after it are not shown; see --help)")
+        args, extras = parser.parse_known_args(words)  # parse_args would echo the words left over
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(_shown(word, hidden) for word in extras)}")
+        return args
+    finally:
+        _UNSHOWN.reset(unshown)
+
+
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")  # a repr()'d string, as argparse quotes a value
+
+
+def _shown(word: str, hidden: set[str]) -> str:
+    """A left-over word as an error may show it: an option by its name alone, a possible value as `…`."""
+    if _option_like(word):
         name = word.split("=", 1)[0]
-        if not name.startswith("-") or name == "-" or _NUMBER.fullmatch(name) or " " in name:  # argparse takes "-A B" as a value
-            continue
-        if word in known or (name.startswith("--") and any(option.startswith(name) for option in known)):
-            continue
-        # A short option may have its value attached (`-tVALUE`), and that value may be the token.
-        shown = name if name.startswith("--") else name[:2]
-        parser.error(f"unrecognized option {shown[:40]} (the words after it are not shown; see --help)")
-    return parser.parse_args(words)
+        return name if name.startswith("--") else name[:2]
+    return "…" if word.casefold() in hidden else word
+
+
+def _unechoed(message: str, words: Sequence[str], hidden: set[str]) -> str:
+    """An argparse error without the words that could be an option's value: a quoted one is `…`,
+    `--option=VALUE` is `--option` (argparse shows an ambiguous one whole), and a long one is
+    taken out wherever else it stands."""
+
+    def quoted(match: re.Match[str]) -> str:
+        try:
+            value = ast.literal_eval(match.group())
+        except (ValueError, SyntaxError):
+            return match.group()
+        return "…" if isinstance(value, str) and value.casefold() in hidden else match.group()
+
+    for word in sorted((w for w in words if _option_like(w) and "=" in w), key=len, reverse=True):
+        message = message.replace(word, word.split("=", 1)[0])
+    message = QUOTED.sub(quoted, message)
+    for word in sorted((w for w in hidden if len(w) >= 8), key=len, reverse=True):
+        message = re.sub(re.escape(word), "…", message, flags=re.IGNORECASE)
+    return message
+
+
+def _choices(parser: argparse.ArgumentParser) -> set[str]:
+    """Every command name and option choice: synqctl's own words, which an error may always show."""
+    words: set[str] = set()
+    for action in parser._actions:
+        words.update(str(choice) for choice in action.choices or ())
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                words |= _choices(sub)
+    return words
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
