@@ -410,3 +410,58 @@ def test_a_timeout_reached_while_answers_are_lost_is_the_timeout(monkeypatch: py
 
     assert str(ended.value).startswith(said) and str(ended.value).endswith("it keeps running on the server.")
     assert answers == [] and now[0] == 5
+
+
+def test_an_error_page_cut_to_one_line_never_shows_part_of_the_token(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    """A proxy's error page may echo the request's headers. The page is cut to 200 characters: the
+    token was replaced only when whole, so a cut through it printed its first half."""
+    page = f"<html><pre>{'x' * 150}\nAuthorization: Bearer {TOKEN}\n</pre></html>".encode()
+    api.on(f"{PREFIX}/audit", reply(400, page, {"Content-Type": "text/html"}))
+
+    code, _, err = run("audit")
+
+    assert code == 2 and err.startswith("error: http_400: <html><pre>xxx")
+    assert TOKEN[:12] not in err
+
+
+def test_a_redirect_s_location_never_shows_the_token(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    api.on(f"{PREFIX}/audit", reply(302, headers={"Location": f"https://login.example.com/?token={TOKEN}"}))
+
+    code, _, err = run("audit")
+
+    assert code == 2 and err.startswith("error: unexpected_redirect: the API redirected to https://login.example.com/?token=***;")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SYNQ_TOKEN", f"{TOKEN}\nsecond-line"),  # `SYNQ_TOKEN=$(cat file)` of a file of two lines
+        ("SYNQ_TOKEN", f"{TOKEN} x"),
+        ("SYNQ_TOKEN", f"{TOKEN}\u2019"),  # not latin-1: no header can carry it
+        ("SYNQ_TENANT_ID", f"t-1\r\nX-Injected: {TOKEN}"),
+    ],
+)
+def test_a_setting_no_header_can_carry_is_refused_without_showing_it(
+    api: FakeApi, run: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """http.client refused the header with a traceback that printed its value: the whole token."""
+    monkeypatch.setenv(name, value)
+
+    code, out, err = run("audit")
+
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {name} ") and err.count("\n") == 1 and "Traceback" not in err
+    assert api.seen == []
+
+
+@pytest.mark.parametrize("url", ["http://user:pa55word@127.0.0.1:9", "http://user:pa55word@127.0.0.1:9x", "user:pa55word@api.example.com"])
+def test_an_api_url_with_a_password_is_refused_without_showing_it(
+    run: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """`cannot reach http://user:pa55word@…` printed the password; the API takes the token, not one."""
+    monkeypatch.setenv("SYNQ_API_URL", url)
+
+    code, out, err = run("audit")
+
+    assert (code, out) == (2, "")
+    assert err.startswith("error: SYNQ_API_URL ") and "pa55word" not in err
