@@ -7,6 +7,7 @@ configuration, input-file or HTTP error (or --timeout reached), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -15,10 +16,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
 from synqctl import __version__
 from synqctl.client import MAX_PAGE, ApiError, Client, Config, ConfigError
@@ -257,6 +259,34 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
     return "\n".join([line([c.header for c in columns]), *(line(r) for r in cells)])
 
 
+def _drop(stream: TextIO) -> None:
+    """Send the rest of `stream`, and what its buffer still holds, to /dev/null: its reader went away.
+    Python's flush at exit then has nothing to complain about (no 'Exception ignored … BrokenPipeError')."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (a test's capture): nothing is flushed at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def emit_to(stream: TextIO, show: Callable[[], object]) -> None:
+    """Run `show`, which prints on `stream`, and flush. If the stream's reader went away (`| head -1`),
+    drop the rest of its output and go on: a --wait keeps waiting, writes its errors file and still
+    exits as the job or export ended, which `set -o pipefail` then sees."""
+    try:
+        show()
+        stream.flush()
+    except BrokenPipeError:
+        _drop(stream)
+
+
+def say(line: str) -> None:
+    """One line on stderr (see `emit_to`)."""
+    emit_to(sys.stderr, lambda: print(line, file=sys.stderr))
+
+
 def emit_json(value: Any, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
@@ -319,6 +349,9 @@ class Progress:
         return text + (f" ({failed} failed)" if failed else "")
 
     def update(self, job: dict[str, Any]) -> None:
+        emit_to(self.stream, lambda: self._draw(job))
+
+    def _draw(self, job: dict[str, Any]) -> None:
         text, status = self.render(job), str(job.get("status"))
         if self.tty:
             self.stream.write("\r" + text.ljust(self._drawn))
@@ -326,13 +359,11 @@ class Progress:
         elif status != self._last_status or (text != self._last_text and self.clock() - self._last_at >= self.every):
             self.stream.write(f"{status} {text}\n" if counts(job)[1] else f"{status}\n")
             self._last_text, self._last_status, self._last_at = text, status, self.clock()
-        self.stream.flush()
 
     def close(self) -> None:
         """End the in-place bar with a newline (once)."""
         if self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+            emit_to(self.stream, lambda: self.stream.write("\n"))
             self._drawn = 0
 
 
@@ -348,24 +379,34 @@ def poll(
     in a row: the job runs on the server whatever happens to one poll."""
     deadline = None if timeout is None else time.monotonic() + timeout
     lost = 0  # answers lost in a row: a long wait rides out a few (a dropped connection, a proxy's 502)
+    status: Any = None  # the last one seen
     while True:
         try:
             record = fetch()
             lost = 0
         except ApiError as exc:
+            if not (exc.status == 0 or exc.status >= 500):
+                raise
             lost += 1
             left = None if deadline is None else deadline - time.monotonic()
-            if not (exc.status == 0 or exc.status >= 500) or lost >= POLL_LOST_ANSWERS or (left is not None and left <= 0):
+            if left is not None and left <= 0:  # time ran out, whatever happened to this last poll
+                seen = f"is still {status}" if status is not None else "was not seen yet"
+                raise UsageError(
+                    f"timed out after {timeout:g}s: {what} {seen} (the last poll got no answer: {exc.code}: {exc.message});"
+                    " it keeps running on the server."
+                ) from None
+            if lost >= POLL_LOST_ANSWERS:
                 raise
-            print(f"warning: {exc.code}: {exc.message}; asking again ({lost} of {POLL_LOST_ANSWERS - 1})", file=sys.stderr, flush=True)
+            say(f"warning: {exc.code}: {exc.message}; asking again ({lost} of {POLL_LOST_ANSWERS - 1})")
             time.sleep(interval if left is None else min(interval, left))
             continue
         on_update(record)
-        if record.get("status") in TERMINAL:
+        status = record.get("status")
+        if status in TERMINAL:
             return record
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            raise UsageError(f"timed out after {timeout:g}s: {what} is still {record.get('status')}; it keeps running on the server.")
+            raise UsageError(f"timed out after {timeout:g}s: {what} is still {status}; it keeps running on the server.")
         time.sleep(interval if left is None else min(interval, left))
 
 
@@ -435,7 +476,7 @@ def follow_job(client: Client, job_id: str, args: argparse.Namespace, started: f
     if failed:
         path = Path(args.errors_out or f"{job_id}.errors.jsonl")
         lines.append(("errors", f"{path} ({plural(write_errors(client, job_id, path), 'item')})"))
-    emit_fields(lines)
+    emit_to(sys.stdout, lambda: emit_fields(lines))
     return EXIT_OK if job["status"] == "COMPLETED" else EXIT_FAILED
 
 
@@ -447,7 +488,7 @@ def cmd_import(args: argparse.Namespace, client: Client) -> int:
     started = time.monotonic()
     job_id = str(client.create_job(args.type, items)["id"])
     del items
-    print(job_id, flush=True)
+    emit_to(sys.stdout, lambda: print(job_id))
     return follow_job(client, job_id, args, started) if args.wait else EXIT_OK
 
 
@@ -461,7 +502,7 @@ def cmd_retry(args: argparse.Namespace, client: Client) -> int:
     # One key per run, sent with every attempt: if the client resends after a 429/503, a first attempt
     # that did create the retry job answers again with it instead of 409 already_retried.
     job_id = str(client.retry_job(args.job_id, corrections, idempotency_key=str(uuid.uuid4()))["id"])
-    print(job_id, flush=True)
+    emit_to(sys.stdout, lambda: print(job_id))
     return follow_job(client, job_id, args, started) if args.wait else EXIT_OK
 
 
@@ -628,7 +669,7 @@ def status_changes(label: str) -> Callable[[dict[str, Any]], None]:
     def report(record: dict[str, Any]) -> None:
         if "status" not in last or record.get("status") != last["status"]:
             last["status"] = record.get("status")
-            print(f"{label}: {last['status']}", file=sys.stderr, flush=True)
+            say(f"{label}: {last['status']}")
 
     return report
 
@@ -658,7 +699,7 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
         emit_json(queued, sys.stdout)
         return EXIT_OK
     if not args.json:
-        print(export_id, flush=True)
+        emit_to(sys.stdout, lambda: print(export_id))
     if not (args.wait or args.out):
         return EXIT_OK
     export = poll(
@@ -670,7 +711,14 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
     )
     completed = export.get("status") == "COMPLETED"
     saved = save_export(client, export_id, Path(args.out)) if completed and args.out else None
-    if args.json:
+    emit_to(sys.stdout, lambda: show_export(export, args.json, args.out, saved))
+    return EXIT_OK if completed else EXIT_FAILED
+
+
+def show_export(export: dict[str, Any], as_json: bool, out: str | None, saved: int | None) -> None:
+    """The end of an export --wait: its record as JSON, or `key: value` lines with the file it was saved to."""
+    completed = export.get("status") == "COMPLETED"
+    if as_json:
         emit_json(export, sys.stdout)
     else:
         lines = [
@@ -681,9 +729,8 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
             ("duration", duration(export)),
         ]
         lines += [("error", export.get("error"))] if not completed else []
-        lines += [("file", f"{args.out} ({saved} bytes)")] if saved is not None else []
+        lines += [("file", f"{out} ({saved} bytes)")] if saved is not None else []
         emit_fields(lines)
-    return EXIT_OK if completed else EXIT_FAILED
 
 
 def parse_events(text: str) -> list[str]:
@@ -852,8 +899,10 @@ def _wait_options() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     conn = _connection_options()
-    parser = argparse.ArgumentParser(
-        prog="python -m synqctl", description="Command-line client for the Synq PIM bulk operations API.", parents=[conn]
+    # Its commands' parsers are _Parser too (add_subparsers makes them of its class).
+    parser = cast(
+        argparse.ArgumentParser,
+        _Parser(prog="python -m synqctl", description="Command-line client for the Synq PIM bulk operations API.", parents=[conn]),
     )
     parser.add_argument("--version", action="version", version=f"synqctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -957,25 +1006,103 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(Config.load(overrides), timeout=getattr(args, "http_timeout", 60.0))
 
 
+# The command line being parsed and the words of it an error must not show (see parse_args).
+_UNSHOWN: ContextVar[tuple[Sequence[str], set[str]]] = ContextVar("unshown", default=((), set()))
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (and, through add_subparsers, each command's) whose errors leave out the
+    words that could be an option's value."""
+
+    def error(self, message: str) -> NoReturn:
+        words, hidden = _UNSHOWN.get()
+        shown = _unechoed(message, words, hidden)
+        super().error(shown + (" (… stands for a word that may be an option's value)" if "…" in shown else ""))
+
+
+def _option_like(word: str) -> bool:
+    """Whether argparse takes `word` for an option: not `-`, a negative number, or a value like "-A B"."""
+    name = word.split("=", 1)[0]
+    return name.startswith("-") and name != "-" and not _NUMBER.fullmatch(name) and " " not in name
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line, parsed. An unknown option is refused before argparse sees it, naming only
-    the option: argparse would echo the word after it (`--tokne SECRET` as an unrecognized argument,
-    or as an invalid command), and that word is often the value of a mistyped `--token`."""
+    """The command line, parsed. No error echoes a word that could be an option's value: argparse
+    would print the word after an option it did not expect here (`--tokne SECRET`, or `jobs --failed
+    SECRET`: an option of another command) as an unrecognized argument or an invalid command, and
+    that word is often the value of a misplaced `--token`. An unknown option is refused naming only
+    the option; any other error has such words (and `--option=VALUE`'s value) taken out."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    known = _option_strings(parser)
-    for word in words:
-        if word == "--":
-            break
+    known, vocabulary = _option_strings(parser), {word.casefold() for word in _choices(parser)}
+    hidden: set[str] = set()  # casefolded; synqctl's own words (commands, choices) are never secret
+    for place, word in enumerate(words):
+        if not _option_like(word):
+            continue
+        name, attached, value = word.partition("=")
+        after = words[place + 1] if place + 1 < len(words) else None
+        value = value if attached else after if after is not None and not _option_like(after) else ""
+        if value and value.casefold() not in vocabulary:
+            hidden.add(value.casefold())
+    unshown = _UNSHOWN.set((words, hidden))
+    try:
+        for word in words:
+            if word == "--":
+                break
+            name = word.split("=", 1)[0]
+            if not _option_like(word) or word in known or (name.startswith("--") and any(option.startswith(name) for option in known)):
+                continue
+            # A short option may have its value attached (`-tVALUE`), and that value may be the token.
+            shown = name if name.startswith("--") else name[:2]
+            parser.error(f"unrecognized option {shown[:40]} (the words after it are not shown; see --help)")
+        args, extras = parser.parse_known_args(words)  # parse_args would echo the words left over
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(_shown(word, hidden) for word in extras)}")
+        return args
+    finally:
+        _UNSHOWN.reset(unshown)
+
+
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")  # a repr()'d string, as argparse quotes a value
+
+
+def _shown(word: str, hidden: set[str]) -> str:
+    """A left-over word as an error may show it: an option by its name alone, a possible value as `…`."""
+    if _option_like(word):
         name = word.split("=", 1)[0]
-        if not name.startswith("-") or name == "-" or _NUMBER.fullmatch(name) or " " in name:  # argparse takes "-A B" as a value
-            continue
-        if word in known or (name.startswith("--") and any(option.startswith(name) for option in known)):
-            continue
-        # A short option may have its value attached (`-tVALUE`), and that value may be the token.
-        shown = name if name.startswith("--") else name[:2]
-        parser.error(f"unrecognized option {shown[:40]} (the words after it are not shown; see --help)")
-    return parser.parse_args(words)
+        return name if name.startswith("--") else name[:2]
+    return "…" if word.casefold() in hidden else word
+
+
+def _unechoed(message: str, words: Sequence[str], hidden: set[str]) -> str:
+    """An argparse error without the words that could be an option's value: a quoted one is `…`,
+    `--option=VALUE` is `--option` (argparse shows an ambiguous one whole), and a long one is
+    taken out wherever else it stands."""
+
+    def quoted(match: re.Match[str]) -> str:
+        try:
+            value = ast.literal_eval(match.group())
+        except (ValueError, SyntaxError):
+            return match.group()
+        return "…" if isinstance(value, str) and value.casefold() in hidden else match.group()
+
+    for word in sorted((w for w in words if _option_like(w) and "=" in w), key=len, reverse=True):
+        message = message.replace(word, word.split("=", 1)[0])
+    message = QUOTED.sub(quoted, message)
+    for word in sorted((w for w in hidden if len(w) >= 8), key=len, reverse=True):
+        message = re.sub(re.escape(word), "…", message, flags=re.IGNORECASE)
+    return message
+
+
+def _choices(parser: argparse.ArgumentParser) -> set[str]:
+    """Every command name and option choice: synqctl's own words, which an error may always show."""
+    words: set[str] = set()
+    for action in parser._actions:
+        words.update(str(choice) for choice in action.choices or ())
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                words |= _choices(sub)
+    return words
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
@@ -992,17 +1119,24 @@ def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure becomes `error: …` on stderr and an exit code."""
     args = parse_args(argv)
+    code = _run(args)
+    for stream in (sys.stdout, sys.stderr):  # now, not at exit: a reader gone away is no error here
+        emit_to(stream, lambda: None)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args, _client(args)))
     except (ConfigError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
     except ApiError as exc:
-        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        say(f"error: {exc.code}: {exc.message}")
     except KeyboardInterrupt as exc:
-        print(str(exc) or "interrupted", file=sys.stderr)  # one line: what was left running, if anything
+        say(str(exc) or "interrupted")  # one line: what was left running, if anything
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # stdout went away (`… | head`): say nothing more, and keep Python's exit-time flush quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # A command that only prints lost its reader (`jobs | head -1`): it has done all it could.
+        # A --wait never gets here: it drops the stream and exits as the job ended (see emit_to).
         return EXIT_OK
     return EXIT_USAGE

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -31,6 +32,7 @@ RETRY_STATUSES = frozenset({429, 503})
 MAX_PAGE = 200  # the list endpoints' largest `limit`
 MAX_RESULTS_PAGE = 1000  # the results endpoint's largest `limit`
 Params = Mapping[str, str | int | None]
+HEADER_SAFE = re.compile(r"[!-~]+")  # visible ASCII: what a header value can carry whole, nothing to split or inject
 
 
 class ConfigError(Exception):
@@ -67,7 +69,15 @@ class Config:
                 f"missing configuration: {', '.join(missing)}. Set the environment variable(s) "
                 "(for the local stack: set -a; . .dev/stack.env; set +a) or pass --api-url/--token/--tenant-id/--org-id."
             )
+        for name in ("token", "tenant_id", "org_id"):  # each is a header: http.client's refusal would print it whole
+            if not HEADER_SAFE.fullmatch(values[name]):
+                raise ConfigError(
+                    f"{ENV_VARS[name]} holds a space, a line break, a control or a non-ASCII character, which no header"
+                    " can carry (its value is not shown)."
+                )
         url = values["api_url"].rstrip("/")
+        if "@" in urllib.parse.urlsplit(url).netloc or "@" in url.split("/", 1)[0]:
+            raise ConfigError("SYNQ_API_URL must not hold a user or password (user:password@…; not shown): the token goes in SYNQ_TOKEN.")
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ConfigError(f"SYNQ_API_URL must be an http(s) URL, not {url[:100]!r}.")
@@ -106,17 +116,24 @@ def retry_delay(retry_after: str | None, attempt: int, cap: float) -> float:
     return min(2.0 ** (attempt - 1), cap)
 
 
-def error_from(status: int, raw: bytes, reason: str) -> ApiError:
-    """The API's `{"error": {"code", "message"}}`, or a generic `http_<status>` for anything else."""
+def error_from(status: int, raw: bytes, reason: str, secret: str = "") -> ApiError:
+    """The API's `{"error": {"code", "message"}}`, or a generic `http_<status>` for anything else;
+    `secret` (the token: a proxy's page may echo the request's headers) is `***` wherever it stands,
+    taken out before the page is cut short, so no cut leaves part of it."""
     try:
         body = json.loads(raw)
     except ValueError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("code"):
-        return ApiError(status, str(error["code"]), str(error.get("message") or ""))
-    text = " ".join(raw.decode("utf-8", "replace").split())[:200]  # one line, even of an HTML error page
+        return ApiError(status, hide(str(error["code"]), secret), hide(str(error.get("message") or ""), secret))
+    text = " ".join(hide(raw.decode("utf-8", "replace"), secret).split())[:200]  # one line, even of an HTML error page
     return ApiError(status, f"http_{status}", text or reason or "the request failed")
+
+
+def hide(text: str, secret: str) -> str:
+    """`text` with `secret` as `***`."""
+    return text.replace(secret, "***") if secret else text
 
 
 class Client:
@@ -156,11 +173,6 @@ class Client:
         """The absolute URL of an API path (under /api/v1/pim) with its non-empty query parameters."""
         query = {k: str(v) for k, v in (params or {}).items() if v is not None and v != ""}
         return f"{self.config.api_url}{PREFIX}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-
-    def _redact(self, error: ApiError) -> ApiError:
-        if self.config.token and self.config.token in error.message:
-            return ApiError(error.status, error.code, error.message.replace(self.config.token, "***"))
-        return error
 
     def _open(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, Message, IO[bytes]]:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -210,10 +222,10 @@ class Client:
         finally:
             stream.close()
         if 300 <= status < 400:
-            target = headers.get("Location") or "elsewhere"
+            target = hide(headers.get("Location") or "elsewhere", self.config.token)
             raise ApiError(status, "unexpected_redirect", f"the API redirected to {target[:200]}; not followed with the token (check SYNQ_API_URL).")
         if status >= 400:
-            raise self._redact(error_from(status, raw, str(getattr(stream, "reason", ""))))
+            raise error_from(status, raw, str(getattr(stream, "reason", "")), self.config.token)
         try:
             decoded = json.loads(raw) if raw.strip() else None
         except ValueError:
@@ -308,7 +320,7 @@ class Client:
             status, headers, stream = self._exchange("GET", url, None, self._headers(auth=False, accept="*/*"))
         try:
             if status >= 300:
-                raise self._redact(error_from(status, self._read(stream, url), ""))
+                raise error_from(status, self._read(stream, url), "", self.config.token)
             size = 0
             while chunk := self._read(stream, url, 1 << 16):
                 out.write(chunk)
@@ -343,8 +355,9 @@ class Client:
 
 
 def _origin(url: str) -> str:
-    """scheme://host[:port] of a URL: where a request went, without a signed URL's query."""
-    return urllib.parse.urlsplit(url)._replace(path="", query="", fragment="").geturl()
+    """scheme://host[:port] of a URL: where a request went, without a signed URL's query or a user:password@."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], path="", query="", fragment="").geturl()
 
 
 def _segment(value: str) -> str:

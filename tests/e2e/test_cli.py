@@ -169,6 +169,30 @@ def test_jsonl_with_two_invalid_items_exits_1_and_saves_exactly_those(tenant: Te
     assert {"bulk_job.created", "bulk_job.failed"} <= actions
 
 
+def test_a_failed_job_fails_a_pipefail_pipeline_into_head(tenant: Tenant, tmp_path: Path) -> None:
+    """`set -o pipefail; synqctl import … --wait | head -1`: head takes the id and goes; synqctl waits
+    on without its stdout, saves the failed items and exits 1, with nothing said about the pipe."""
+    source, errors_out = tmp_path / "products.jsonl", tmp_path / "failed.jsonl"
+    source.write_text(json.dumps({"title": "Good 0", "sku": "P-0", **GOOD}) + "\n" + json.dumps({"sku": "NO-TITLE"}) + "\n")
+    script = 'set -o pipefail; "$0" -m synqctl import "$1" --type BULK_IMPORT --wait --timeout 120 --errors-out "$2" | head -1'
+    env = {k: v for k, v in tenant_env(tenant).items() if k != "PYTHONUNBUFFERED"}  # block-buffered, as a user's stdout
+
+    result = subprocess.run(
+        ["bash", "-c", script, sys.executable, str(source), str(errors_out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert uuid.UUID(result.stdout.strip())
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr and "BrokenPipe" not in result.stderr
+    assert [json.loads(line)["identifier"] for line in errors_out.read_text().splitlines()] == ["NO-TITLE"]
+
+
 def test_default_errors_file_is_named_after_the_job(cli: Cli, tmp_path: Path) -> None:
     """Run from another directory: nothing to install, and JOBID.errors.jsonl lands in the working directory."""
     source = tmp_path / "delete.json"

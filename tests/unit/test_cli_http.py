@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ from synqctl import cli
 from synqctl.client import ApiError, Client, Config
 
 TOKEN = "synq_secret-token-never-printed"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -300,3 +304,164 @@ def test_ctrl_c_during_a_wait_says_once_that_the_job_keeps_running(
     assert (code, out) == (cli.EXIT_INTERRUPTED, "j-1\n")
     assert err.splitlines()[-1] == "interrupted; job j-1 keeps running (see: python -m synqctl job j-1)"
     assert err.count("interrupted") == 1
+
+
+def after(event: threading.Event, answer: Answer) -> Answer:
+    """`answer`, once the test has set `event` (at most 10 s later)."""
+
+    def send(handler: http.server.BaseHTTPRequestHandler) -> None:
+        event.wait(10)
+        answer(handler)
+
+    return send
+
+
+def synqctl_process(api: FakeApi, *argv: str, unbuffered: bool = False) -> subprocess.Popen[str]:
+    """`python -m synqctl ARGV…` against the fake API, stdout and stderr piped; stdout block-buffered
+    as a user's is, unless `unbuffered` (PYTHONUNBUFFERED=1, which this machine's shell may set)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED" and not k.startswith("SYNQ_")}
+    env |= {"SYNQ_API_URL": api.url, "SYNQ_TOKEN": TOKEN, "SYNQ_TENANT_ID": "tenant-1", "SYNQ_ORG_ID": "org-1"}
+    env |= {"PYTHONUNBUFFERED": "1"} if unbuffered else {}
+    command = [sys.executable, "-m", "synqctl", *argv]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize(
+    ("closed", "command"),
+    [
+        ("stdout after the id", ["import", "{source}", "--type", "BULK_IMPORT", "--wait", "--errors-out", "{errors}"]),  # `… | head -1`
+        ("stdout before the id", ["import", "{source}", "--type", "BULK_IMPORT", "--wait", "--errors-out", "{errors}"]),  # `… | true`
+        ("stderr", ["import", "{source}", "--type", "BULK_IMPORT", "--wait", "--errors-out", "{errors}"]),  # `… 2>&1 | head -1`
+        ("stdout after the id", ["export", "--wait"]),
+    ],
+)
+def test_a_wait_whose_reader_went_away_still_exits_as_the_job_ended(api: FakeApi, tmp_path: Path, closed: str, command: list[str]) -> None:
+    """`set -o pipefail; synqctl import … --wait | head -1`: the pipeline must fail when the job FAILED.
+    The wait goes on without the stream, the errors file is still written, and nothing is said about
+    the broken pipe (no traceback, no 'Exception ignored')."""
+    source, errors = tmp_path / "items.jsonl", tmp_path / "errors.jsonl"
+    source.write_text('{"sku": "A", "title": "A"}\n')
+    went_away = threading.Event()
+    created = after(went_away, reply(201, {"id": "j-1", "status": "PENDING"})) if closed != "stdout after the id" else reply(201, {"id": "j-1"})
+    api.on(f"{PREFIX}/bulk-jobs", created)
+    api.on(f"{PREFIX}/bulk-jobs/j-1", after(went_away, reply(200, {"id": "j-1", "status": "FAILED", "total_items": 1, "failed_items": 1})))
+    api.on(f"{PREFIX}/bulk-jobs/j-1/results", reply(200, [{"index": 0, "result": "failed", "errors": []}]))
+    api.on(f"{PREFIX}/export", reply(202, {"status": "QUEUED", "message": "queued", "export_id": "e-1"}))
+    api.on(f"{PREFIX}/exports/e-1", after(went_away, reply(200, {"id": "e-1", "status": "FAILED", "error": "boom"})))
+    process = synqctl_process(api, *(arg.format(source=source, errors=errors) for arg in command))
+    if closed == "stderr":
+        process.stderr.close()  # type: ignore[union-attr]
+        kept = process.stdout
+    else:
+        if closed == "stdout after the id":
+            assert process.stdout.readline() in ("j-1\n", "e-1\n")  # type: ignore[union-attr]
+        process.stdout.close()  # type: ignore[union-attr]
+        kept = process.stderr
+    went_away.set()
+    shown = kept.read()  # type: ignore[union-attr]
+    code = process.wait(timeout=30)
+
+    assert code == cli.EXIT_FAILED, shown
+    assert "Traceback" not in shown and "Exception ignored" not in shown and "BrokenPipe" not in shown
+    if command[0] == "import":
+        assert json.loads(errors.read_text())["index"] == 0
+    if closed == "stderr":
+        assert "status:   FAILED" in shown
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_a_list_whose_reader_went_away_exits_0_without_a_word(api: FakeApi, unbuffered: bool) -> None:
+    """`synqctl audit | true`: the table had nowhere to go, which is no error; Python's flush at exit
+    must not turn it into 'Exception ignored … BrokenPipeError' and exit 120."""
+    went_away = threading.Event()
+    api.on(f"{PREFIX}/audit", after(went_away, reply(200, [{"action": "bulk_job.created", "created_at": "2026-01-01T00:00:00Z"}])))
+    process = synqctl_process(api, "audit", unbuffered=unbuffered)
+    process.stdout.close()  # type: ignore[union-attr]
+    went_away.set()
+    err = process.stderr.read()  # type: ignore[union-attr]
+
+    assert (process.wait(timeout=30), err) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("answers", "said"),
+    [
+        (["PROCESSING", 0, 502, 0], "timed out after 5s: job j-1 is still PROCESSING (the last poll got no answer: connection_failed"),
+        ([0, 0, 0, 0], "timed out after 5s: job j-1 was not seen yet (the last poll got no answer: connection_failed"),
+    ],
+)
+def test_a_timeout_reached_while_answers_are_lost_is_the_timeout(monkeypatch: pytest.MonkeyPatch, answers: list[Any], said: str) -> None:
+    """`--timeout 5` while the connection is down: the wait ended because time ran out, and the
+    message says so (exit 2 as any timeout), not `connection_failed` as if the five lost answers had."""
+    now = [0.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cli.time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+
+    def fetch() -> dict[str, Any]:
+        answer = answers.pop(0)
+        if answer == 0:
+            raise ApiError(0, "connection_failed", "cannot reach http://api: [Errno 111] Connection refused")
+        if answer == 502:
+            raise ApiError(502, "http_502", "Bad Gateway")
+        return {"status": answer}
+
+    with pytest.raises(cli.UsageError) as ended:
+        cli.poll(fetch, interval=2, timeout=5, what="job j-1", on_update=lambda _: None)
+
+    assert str(ended.value).startswith(said) and str(ended.value).endswith("it keeps running on the server.")
+    assert answers == [] and now[0] == 5
+
+
+def test_an_error_page_cut_to_one_line_never_shows_part_of_the_token(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    """A proxy's error page may echo the request's headers. The page is cut to 200 characters: the
+    token was replaced only when whole, so a cut through it printed its first half."""
+    page = f"<html><pre>{'x' * 150}\nAuthorization: Bearer {TOKEN}\n</pre></html>".encode()
+    api.on(f"{PREFIX}/audit", reply(400, page, {"Content-Type": "text/html"}))
+
+    code, _, err = run("audit")
+
+    assert code == 2 and err.startswith("error: http_400: <html><pre>xxx")
+    assert TOKEN[:12] not in err
+
+
+def test_a_redirect_s_location_never_shows_the_token(api: FakeApi, run: Callable[..., tuple[int, str, str]]) -> None:
+    api.on(f"{PREFIX}/audit", reply(302, headers={"Location": f"https://login.example.com/?token={TOKEN}"}))
+
+    code, _, err = run("audit")
+
+    assert code == 2 and err.startswith("error: unexpected_redirect: the API redirected to https://login.example.com/?token=***;")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SYNQ_TOKEN", f"{TOKEN}\nsecond-line"),  # `SYNQ_TOKEN=$(cat file)` of a file of two lines
+        ("SYNQ_TOKEN", f"{TOKEN} x"),
+        ("SYNQ_TOKEN", f"{TOKEN}\u2019"),  # not latin-1: no header can carry it
+        ("SYNQ_TENANT_ID", f"t-1\r\nX-Injected: {TOKEN}"),
+    ],
+)
+def test_a_setting_no_header_can_carry_is_refused_without_showing_it(
+    api: FakeApi, run: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """http.client refused the header with a traceback that printed its value: the whole token."""
+    monkeypatch.setenv(name, value)
+
+    code, out, err = run("audit")
+
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {name} ") and err.count("\n") == 1 and "Traceback" not in err
+    assert api.seen == []
+
+
+@pytest.mark.parametrize("url", ["http://user:pa55word@127.0.0.1:9", "http://user:pa55word@127.0.0.1:9x", "user:pa55word@api.example.com"])
+def test_an_api_url_with_a_password_is_refused_without_showing_it(
+    run: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """`cannot reach http://user:pa55word@…` printed the password; the API takes the token, not one."""
+    monkeypatch.setenv("SYNQ_API_URL", url)
+
+    code, out, err = run("audit")
+
+    assert (code, out) == (2, "")
+    assert err.startswith("error: SYNQ_API_URL ") and "pa55word" not in err
