@@ -126,6 +126,25 @@ def test_two_plain_imports_of_one_new_sku_at_once_make_one_product(pipeline: Pip
     assert_catalog_consistent(pipeline.scope)
 
 
+@pytest.mark.parametrize("held", ["delete", "update"])
+def test_a_failed_update_racing_the_delete_of_its_product_leaves_no_issue_on_the_deleted_product(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, held: str
+) -> None:
+    """The update names the product by SKU and fails (it clears the title): its failure issue
+    points at the product. The delete reads the product's open issues with a query outside its
+    transaction; the failure committed after that query used to stay open on the deleted product
+    (and in the identifier index), whichever order the two steps committed in."""
+    [seeded] = pipeline.results(pipeline.run("BULK_IMPORT", [{"title": "P", "sku": "RACE-1", **GOOD}])["id"])
+    delete = queued(pipeline, "BULK_DELETE", [seeded["product_id"]])
+    update = queued(pipeline, "BULK_UPDATE", [{"sku": "RACE-1", "title": None}])
+    race(pipeline, monkeypatch, *((delete, update) if held == "delete" else (update, delete)))
+    assert pipeline.products() == [] and outcome(pipeline, delete[0])["result"] == "deleted"
+    failed = outcome(pipeline, update[0])
+    assert failed["result"] == "failed" and failed["errors"][0]["code"] in {"invalid_value", "product_not_found"}
+    assert open_issues(pipeline, product_id=seeded["product_id"]) == []
+    assert_catalog_consistent(pipeline.scope)
+
+
 def test_an_import_racing_the_delete_of_its_sku_ends_as_one_order_of_the_two(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     """The import updates the product the delete removes (then nothing is left), or the delete
     goes first and the import creates a new product under the SKU: never a product the SKU index
