@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
+from common.models.export import ExportMessage
 from common.models.job import ChunkMessage
-from common.services import catalog, jobs, product_import
+from common.services import catalog, exports, jobs, product_import
 from common.store import catalog as catalog_store
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, pull_all
 from tests.integration.invariants import assert_catalog_consistent
+from tests.integration.test_export_resume import BAD_GTIN, configure, lines, request, seed, stored
 from tests.integration.test_product_import_jobs import VOCABULARY, envelope, product
 
 WAIT = 60  # seconds an event may take before the test gives up (never reached when it passes)
@@ -209,3 +211,39 @@ def test_an_error_mode_fail_job_changed_under_between_its_passes_commits_nothing
     assert codes == ["identifier_conflict", "product_not_found", "created"]
     assert sorted(p["gtin"] for p in pipeline.products()) == ["00000000000017", "00000000000048"]
     assert_catalog_consistent(pipeline.scope)
+
+
+@pytest.mark.streams_left_open  # a claim that hands over stops mid-catalog
+def test_an_export_with_a_job_committing_between_its_claims_holds_each_product_as_its_claim_read_it(
+    pipeline: Pipeline, exports_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is not one point in time (docs/api.md, "Export files"): the first claim
+    writes products 0-2 and hands over; an update job then gives products 1 and 4 a bad GTIN (an
+    open ERROR issue), retitles 5 and fails on 3 (its item clears the title: an ERROR failure issue
+    naming 3, which changes nothing); the next claim reads on from its checkpoint. Product 1 is in
+    the file as it was, without its ERROR; 4 is left out, 5 has its new title, 3 is in."""
+    configure(monkeypatch, export_segment_products=3, export_claim_seconds=0, export_max_claims=1)
+    products = seed(pipeline, 6)
+    message = request(pipeline, exports_topic)
+    exports.run_export(message)
+    assert stored(pipeline.scope, message.export_id)["status"] == "QUEUED"  # handed over after products 0-2
+    updates = [
+        {"id": products[1]["id"], "gtin": BAD_GTIN},
+        {"id": products[4]["id"], "gtin": BAD_GTIN},
+        {"id": products[5]["id"], "title": "Retitled"},
+        {"id": products[3]["id"], "title": None},
+    ]
+    assert pipeline.run("BULK_UPDATE", updates)["status"] == "FAILED"
+    [failure] = open_issues(pipeline, product_id=products[3]["id"], severity="ERROR")
+    assert failure["issue_type"] == "IMPORT_REJECTED"
+    for _ in range(5):
+        [data] = pull_all(exports_topic)
+        exports.run_export(ExportMessage.model_validate_json(data))
+        if stored(pipeline.scope, message.export_id)["status"] == "COMPLETED":
+            break
+    record = exports.get_export(pipeline.scope, message.export_id)
+    written = {line["id"]: line for line in lines(record)}
+    assert list(written) == [products[i]["id"] for i in (0, 1, 2, 3, 5)]
+    assert written[products[1]["id"]]["gtin"] is None and open_issues(pipeline, product_id=products[1]["id"], severity="ERROR")
+    assert written[products[5]["id"]]["title"] == "Retitled"
+    assert (record["excluded_count"], record["excluded_product_ids"]) == (1, [products[4]["id"]])
