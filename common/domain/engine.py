@@ -140,15 +140,25 @@ class CatalogView:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def prefetch(self, product_ids: Iterable[str] = (), skus: Iterable[str] = (), idents: Iterable[str] = (), values: Iterable[str] = ()) -> None:
+    def prefetch(
+        self,
+        product_ids: Iterable[str] = (),
+        skus: Iterable[str] = (),
+        idents: Iterable[str] = (),
+        values: Iterable[str] = (),
+        *,
+        names_of_products: bool = False,
+    ) -> None:
         """Load many documents in a few round trips instead of one per item: the products, then the
-        SKUs and value index entries they and the items hold, and the identifiers' failure records."""
+        SKUs and value index entries they and the items hold, and the identifiers' failure records
+        (with `names_of_products`, those of the names the products go by too: `failure_names`)."""
         wanted = {p for p in product_ids if p not in self.products}
         if wanted:
             self.products.update(self.loader.products(wanted))
         loaded = [doc for p in wanted if (doc := self.products.get(p))]
         want_skus = {s for s in (*skus, *(s for doc in loaded for s in rules.product_skus(doc))) if s not in self.skus}
-        want_idents = {i for i in idents if i not in self.identifiers}
+        names = (n for doc in loaded for n in failure_names(doc)) if names_of_products else ()
+        want_idents = {i for i in (*idents, *names) if i not in self.identifiers}
         want_values = {k for k in (*values, *(k for doc in loaded for k in indexed_values(doc))) if k not in self.values}
         if not (want_skus or want_idents or want_values):
             return
@@ -445,6 +455,26 @@ def supersede_failure(view: CatalogView, issue_id: str) -> None:
     forget_failure(view, issue_id, issue.get("identifier"))
 
 
+def failure_names(product: dict[str, Any]) -> set[str]:
+    """The identifiers a failed item that matched this product can carry: its id, its SKU, its GTIN
+    and its identifier attributes' values (how plain items and ProductImportData entries find one)."""
+    names = {product.get("id"), product.get("sku"), product.get("gtin"), *(product.get("identifier_values") or {}).values()}
+    return {n for n in names if isinstance(n, str) and n}
+
+
+def _forget_failures_named(view: CatalogView, product_id: str, product: dict[str, Any]) -> None:
+    """A deleted product's failure issues found through its names' identifier entries, which the
+    step reads in its transaction. The issue query (`open_issues_of`) runs outside it, so it misses a
+    failure another job's step commits for this product while this step runs; that step wrote its
+    identifier's entry, so the two steps conflict and this one, run again, finds the issue there."""
+    listed = {issue_id: ident for ident in sorted(failure_names(product)) for issue_id in view.identifier_entry(ident)["open"]}
+    view.prefetch_issues(listed)
+    for issue_id, ident in listed.items():
+        issue = view.issues.get(issue_id)
+        if issue is not None and not issue.get("resolved") and issue.get("product_id") == product_id:
+            forget_failure(view, issue_id, ident)
+
+
 def forget_failure(view: CatalogView, issue_id: str, identifier: str | None) -> None:
     """Resolve a failure issue, and take it out of its identifier's index entry, so that a later
     success under that identifier does not resolve it again."""
@@ -521,6 +551,7 @@ def save_product(
         # Failure issues of items that matched this product go with it, out of the identifier index too.
         for issue in view.open_issues_of(product_id):
             forget_failure(view, issue["id"], issue.get("identifier"))
+        _forget_failures_named(view, product_id, old)
         action, result = "product.deleted", DELETED
         details["sku"] = old.get("sku")
     else:
@@ -737,11 +768,14 @@ def plain_needs(job_type: str, items: Iterable[Any]) -> tuple[set[str], set[str]
 def plain_prefetch(view: CatalogView, job_type: str, items: list[Any]) -> None:
     """Load what a batch of plain items will read, in a few round trips (a delete also reads the
     unresolved issues pointing at its product: one query per batch, not one per item, and none for
-    ids that name no product, which fail without reading them)."""
+    ids that name no product, which fail without reading them; and the identifier entries of the
+    names its product goes by, with the failure issues they list: `_forget_failures_named`)."""
     ids, skus, idents, values = plain_needs(job_type, items)
-    view.prefetch(ids, skus, idents, values)
+    view.prefetch(ids, skus, idents, values, names_of_products=job_type == "BULK_DELETE")
     if job_type == "BULK_DELETE":
-        view.prefetch_open_issues(i for i in ids if view.products.get(i) is not None)
+        found = [doc for i in ids if (doc := view.products.get(i)) is not None]
+        view.prefetch_issues(issue_id for doc in found for name in failure_names(doc) for issue_id in view.identifiers[name]["open"])
+        view.prefetch_open_issues(doc["id"] for doc in found)
 
 
 def _safe_id(value: str) -> bool:

@@ -94,8 +94,9 @@ class FirestoreLoader:
         adds its writes only at commit. Run in the transaction, the queries lock the ranges they scan
         in the emulator, and a 100,000-item delete's concurrent steps time out on each other's locks
         (2 → ~174 lock timeouts in `test_100_000_tiny_items_are_accepted_and_dispatched`, steps
-        given up). What this leaves: an issue another step writes for one of these products after
-        the read is not resolved by this delete."""
+        given up). What this misses: an issue another step writes for one of these products after
+        the read. A failure issue is also listed in its identifier's entry, which the delete reads
+        in the transaction for each name of its product (`engine._forget_failures_named`)."""
         ids = sorted(set(product_ids))
         found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
         issues = coll(self.scope, "validation_issues", self.db)

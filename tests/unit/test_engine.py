@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from common.domain import engine
 from common.domain.engine import CatalogView, apply_plain_item, derived_id, plain_needs, plain_prefetch
+from common.domain.syndigo import ImportOptions, Vocabulary
 from common.models.job import ItemResult
 from tests.unit.fakes import (
     ACTOR,
@@ -24,9 +25,11 @@ from tests.unit.fakes import (
     MemoryLoader,
     assert_consistent,
     commit,
+    make_context,
     new_view,
     run_job,
     run_one,
+    run_syndigo,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -1022,7 +1025,9 @@ def test_rerunning_a_committed_item_without_sku_reuses_its_id(catalog: MemoryCat
 
 def test_results_match_the_public_item_result_model(catalog: MemoryCatalog) -> None:
     for res in run_job(catalog, "BULK_IMPORT", CHUNK):
-        assert ItemResult.model_validate(res).model_dump(exclude={"retry_of_index", "item"}) == res  # added as results are read (a retry's; include=item)
+        assert (
+            ItemResult.model_validate(res).model_dump(exclude={"retry_of_index", "item"}) == res
+        )  # added as results are read (a retry's; include=item)
 
 
 # -- plain_needs and prefetching ---------------------------------------------------------------------
@@ -1087,6 +1092,47 @@ def test_a_delete_resolves_the_failure_issues_pointing_at_its_product(catalog: M
     commit(catalog, view)
     assert catalog.issues[failure["id"]]["resolved"] is True
     assert catalog.open_issues(pid) == []
+    assert_consistent(catalog)
+
+
+GTIN_OPTIONS = ImportOptions(Vocabulary.from_doc({"id": "v", "default_locale": "en-US", "attributes": [{"name": "GTIN", "maps_to": "gtin"}]}), "GTIN")
+UNKNOWN_VALUE = [{"Name": "Unknown Attribute", "ValuesByLocale": {"en-US": "x"}}]
+
+
+class IssueQueryBefore(MemoryLoader):
+    """A loader whose issue query ran before `catalog` took its last failures: the Firestore query
+    runs outside the step's transaction (`FirestoreLoader.open_issues`); every other read is current."""
+
+    def __init__(self, catalog: MemoryCatalog, before: MemoryCatalog) -> None:
+        super().__init__(catalog)
+        self.before = before
+
+    def open_issues(self, product_ids: Any) -> dict[str, list[dict[str, Any]]]:
+        return MemoryLoader(self.before).open_issues(product_ids)
+
+
+@pytest.mark.parametrize("name", ["sku", "gtin"])
+def test_a_delete_resolves_a_failure_its_issue_query_missed_through_the_products_names(catalog: MemoryCatalog, name: str) -> None:
+    """Another job's item failed on the product (named by its SKU, or by its GTIN) after the
+    delete's issue query ran: the failure is found in the identifier entry of that name, which the
+    delete reads in its transaction, and goes with the product."""
+    pid = create(catalog, {"title": "T", "sku": "S-1", "gtin": "4006381333931"})
+    before = copy.deepcopy(catalog)
+    value = {"sku": "S-1", "gtin": "4006381333931"}[name]
+    if name == "sku":
+        failed = run_one(catalog, "BULK_UPDATE", {"sku": value, "title": None}, "job-bad")
+    else:
+        failed = run_syndigo(catalog, [{"ImportMode": "Update", "ProductIdentifierValue": value, "Values": UNKNOWN_VALUE}], GTIN_OPTIONS, "job-bad")[
+            0
+        ]
+    assert (failed["result"], failed["product_id"], failed["identifier"]) == ("failed", pid, value)
+    view = CatalogView(IssueQueryBefore(catalog, before), make_context("BULK_DELETE", "job-d"))
+    plain_prefetch(view, "BULK_DELETE", [pid])
+    view.loader.calls.clear()  # type: ignore[attr-defined]
+    assert apply_plain_item(view, 0, pid)["result"] == "deleted"
+    assert view.loader.calls == []  # type: ignore[attr-defined]  # the entries and the issues they list came with the batch
+    commit(catalog, view)
+    assert catalog.open_issues(pid) == [] and value not in catalog.identifiers
     assert_consistent(catalog)
 
 
