@@ -205,9 +205,12 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None, 
     # A job has one retry: its id derives from the original's, so of two racing retries one is stored.
     job_id = engine.derived_id(retry_of, "retry") if retry_of is not None else str(uuid.uuid4())
     scope = principal.scope
+    vocabulary = None
     if import_options is not None:
+        # The job runs under the vocabulary as it is now, whatever PUT follows: it keeps a snapshot,
+        # stored with it (`store.create`); `vocabulary_snapshot` tells its workers to read that.
         vocabulary = product_import.load_vocabulary(scope, import_options["vocabulary_id"])
-        import_options = {**import_options, "vocabulary_id": vocabulary["id"]}
+        import_options = {**import_options, "vocabulary_id": vocabulary["id"], "vocabulary_snapshot": True}
     now = utcnow()
     job: dict[str, Any] = {
         "id": job_id,
@@ -247,7 +250,7 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None, 
         blobs.put_text(job["payload_object"], payload_json)
     audit = audit_by(principal, "bulk_job.created", "bulk_job", job_id, {"job_type": job_type.value, "items": checked.item_count})
     try:
-        store.create(scope, job, audit, retry_of=retry_of)
+        store.create(scope, job, audit, retry_of=retry_of, vocabulary=product_import.snapshot(vocabulary) if vocabulary else None)
     except gexc.AlreadyExists:
         # The client re-sends a commit whose answer it lost (ServiceUnavailable): the job that exists
         # is then this request's own, and it goes on. Otherwise another retry was stored first.
@@ -685,7 +688,7 @@ def dispatch(message: JobMessage) -> None:
     options = job.get("import_options") or {}
     # ErrorMode Fail is all or nothing across chunks: every chunk validates first, then all commit.
     phase = "validate" if options.get("error_mode") == "Fail" and not options.get("what_if") else "commit"
-    repeats = Repeats(item_namer(job, _import_options(scope, options) if options else None), syndigo.identifier_of if options else None)
+    repeats = Repeats(item_namer(job, _import_options(scope, job) if options else None), syndigo.identifier_of if options else None)
     lineage = retried_lineage(scope, job)
     try:
         with payload_items(job) as texts:
@@ -837,9 +840,12 @@ def _context(job: dict[str, Any]) -> engine.JobContext:
     )
 
 
-def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[int] | None = None) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
+def _item_functions(
+    scope: Scope, job: dict[str, Any], named_before: Iterable[int] | None = None, import_options: syndigo.ImportOptions | None = None
+) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
     """How this job's items are applied, and what a step commits (see catalog.ALL/FAILURES/NOTHING).
-    `named_before`: the payload indexes of the chunk's items whose product an earlier chunk names too."""
+    `named_before`: the payload indexes of the chunk's items whose product an earlier chunk names too;
+    `import_options`: a ProductImportData job's, when the caller has read them (`_import_options`)."""
     options = job.get("import_options")
     if options is None:
         job_type = job["job_type"]
@@ -848,7 +854,7 @@ def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[in
             lambda view, batch: engine.plain_prefetch(view, job_type, batch),
             catalog.ALL,
         )
-    import_options = _import_options(scope, options)
+    import_options = import_options or _import_options(scope, job)
     mode = catalog.NOTHING if options["what_if"] else catalog.FAILURES if job.get("phase") == "validate" else catalog.ALL
     # In a pass that commits nothing, the earlier chunk's products are not in the store (see apply_named_before).
     marked = set(named_before or ()) if mode != catalog.ALL else set()
@@ -863,20 +869,30 @@ def _item_functions(scope: Scope, job: dict[str, Any], named_before: Iterable[in
     return catalog.naming_no_unborn_product(apply) if mode != catalog.ALL else apply, product_import.prefetcher(import_options), mode
 
 
-def _chunk_functions(scope: Scope, job: dict[str, Any], stored: dict[str, Any]) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
+def _chunk_functions(
+    scope: Scope, job: dict[str, Any], stored: dict[str, Any], import_options: syndigo.ImportOptions | None = None
+) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
     """`_item_functions` for a chunk's stored items (`store.chunk_items`); a retry job's items also
     resolve their failures up its lineage (`superseding`) when they commit."""
     named_before = [stored["first_index"] + at for at in stored.get("named_before", [])]
-    apply_item, prefetch, mode = _item_functions(scope, job, named_before)
+    apply_item, prefetch, mode = _item_functions(scope, job, named_before, import_options)
     if stored.get("origins") and mode == catalog.ALL:
         lineage = [(job["retry_of"], stored["origins"]), *((a["job_id"], a["origins"]) for a in stored.get("ancestors", []))]
         apply_item = superseding(apply_item, lineage, stored["first_index"])
     return apply_item, prefetch, mode
 
 
-def _import_options(scope: Scope, options: dict[str, Any]) -> syndigo.ImportOptions:
-    """A ProductImportData job's import options, from the ones stored on the job."""
-    vocabulary = product_import.load_vocabulary(scope, options["vocabulary_id"])
+def _import_options(scope: Scope, job: dict[str, Any]) -> syndigo.ImportOptions:
+    """A ProductImportData job's import options, from the ones stored on the job, under the vocabulary
+    as it was when the job was created: its snapshot, one read (as the live vocabulary was read, once
+    a call). A job stored before jobs kept one reads the tenant's vocabulary as it is now."""
+    options = job["import_options"]
+    if options.get("vocabulary_snapshot"):
+        vocabulary = store.vocabulary_snapshot(scope, job["id"])
+        if vocabulary is None:  # stored in the job's own commit: never, short of a hand-made deletion
+            raise errors.Transient("the job's vocabulary snapshot is not readable")
+    else:
+        vocabulary = product_import.load_vocabulary(scope, options["vocabulary_id"])
     request = product_import.parse_request(
         {
             "ProductImportData": {
@@ -989,7 +1005,9 @@ def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], pha
     if stored is None:
         raise errors.Transient("chunk items are not readable yet")
     items = loads_strict(stored["items_json"])
-    apply_item, prefetch, mode = _chunk_functions(scope, job, stored)
+    # Read once a delivery, even when its phase moves under it: the job's vocabulary never changes.
+    import_options = _import_options(scope, job) if job.get("import_options") else None
+    apply_item, prefetch, mode = _chunk_functions(scope, job, stored, import_options)
     isolate = 0  # steps left to take one item at a time, after the store refused a whole step
     while not progress["done"]:
         try:
@@ -1012,7 +1030,7 @@ def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], pha
             # the chunk, as a delivery of the round would (which found it claimed, and went).
             log.info("chunk: its commit round began under this delivery", extra={"job_id": message.job_id, "chunk": message.chunk})
             phase = moved.phase
-            apply_item, prefetch, mode = _chunk_functions(scope, {**job, "phase": phase}, stored)
+            apply_item, prefetch, mode = _chunk_functions(scope, {**job, "phase": phase}, stored, import_options)
             continue
         except catalog.StepRefused as refused:
             log.warning("chunk step refused by the store; isolating its items", extra={"job_id": message.job_id, "error": str(refused)})

@@ -161,6 +161,17 @@ def load_vocabulary(scope: Scope, vocabulary_id: str | None) -> dict[str, Any]:
     return doc
 
 
+# What a ProductImportData job keeps of its vocabulary (`snapshot`): what `options_for` reads, and
+# `updated_at`, which version it was.
+SNAPSHOT_FIELDS = ("id", "default_locale", "include_missing_attributes", "attributes", "updated_at")
+
+
+def snapshot(vocabulary: dict[str, Any]) -> dict[str, Any]:
+    """The vocabulary as a job keeps it, to run under it whatever PUT follows: fewer fields than the
+    stored vocabulary, so it fits in a document wherever the vocabulary does."""
+    return {k: vocabulary[k] for k in SNAPSHOT_FIELDS if k in vocabulary}
+
+
 def options_for(request: ImportRequest, vocabulary: dict[str, Any], verbose: bool = False) -> syndigo.ImportOptions:
     include = request.shouldIncludeMissingVocabularyAttributes
     if include is None:

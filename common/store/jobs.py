@@ -27,15 +27,29 @@ def _record_notice(tx: firestore.Transaction, scope: Scope, notice: Notice | Non
         tx.create(coll(scope, "notification_deliveries").document(delivery["id"]), delivery)
 
 
-def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any], retry_of: str | None = None) -> None:
-    """Store a new job and its audit event in one commit, and link the job it retries (`retried_by`)
-    in the same commit. Raises AlreadyExists when the job id is taken (a retry already stored)."""
+def _snapshot(scope: Scope, job_id: str, name: str) -> firestore.DocumentReference:
+    """A document of the job's own copy of what it runs under (`bulk_jobs/{id}/snapshots/{name}`):
+    beside the job, not in it, so neither a worker's read of the job nor the job list carries it."""
+    return job_ref(scope, job_id).collection("snapshots").document(name)
+
+
+def create(scope: Scope, job: dict[str, Any], audit: dict[str, Any], retry_of: str | None = None, vocabulary: dict[str, Any] | None = None) -> None:
+    """Store a new job and its audit event in one commit, with the snapshot of its `vocabulary` (a
+    ProductImportData job's) and the link from the job it retries (`retried_by`) in the same commit.
+    Raises AlreadyExists when the job id is taken (a retry already stored)."""
     batch = firestore_client().batch()
     batch.create(job_ref(scope, job["id"]), job)
+    if vocabulary is not None:
+        batch.create(_snapshot(scope, job["id"], "vocabulary"), vocabulary)
     batch.create(coll(scope, "audit_events").document(audit["id"]), audit)
     if retry_of is not None:
         batch.update(job_ref(scope, retry_of), {"retried_by": job["id"]})
     batch.commit()
+
+
+def vocabulary_snapshot(scope: Scope, job_id: str) -> dict[str, Any] | None:
+    """The vocabulary a ProductImportData job runs under, as `create` stored it with the job."""
+    return existing(read(_snapshot(scope, job_id, "vocabulary")))
 
 
 def cancel(scope: Scope, job_id: str, audit: dict[str, Any], notice: Notice | None = None) -> dict[str, Any] | None:

@@ -6,13 +6,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from google.cloud.firestore import DELETE_FIELD
 
 from common import errors
 from common.domain import engine
 from common.services import catalog, jobs, product_import
 from common.store import jobs as job_store
+from common.store import vocab as vocab_store
 from common.store.encode import Transaction
-from common.store.paths import coll, existing, index_key, read
+from common.store.paths import coll, existing, index_key, job_ref, read
 from tests.integration.conftest import Pipeline
 
 VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
@@ -604,3 +606,103 @@ def test_a_validation_delivery_whose_chunk_is_reset_for_the_commit_round_under_i
     done = pipeline.drive(job["id"])
     assert (done["status"], done["processed_items"]) == ("COMPLETED", 450)
     assert len(pipeline.products()) == 450, "items counted processed were never committed"
+
+
+# -- the vocabulary a job runs under ---------------------------------------------------------------
+
+
+def replace_vocabulary(pipeline: Pipeline, attributes: list[dict[str, Any]]) -> None:
+    """PUT the tenant's one vocabulary with other attributes, as a caller would while a job runs."""
+    [vocabulary] = product_import.list_vocabularies(pipeline.scope)
+    product_import.save_vocabulary(pipeline.principal, {**VOCABULARY, "attributes": attributes}, vocabulary["id"])
+
+
+# "Product Name" renamed: the entries' alias is no longer in the vocabulary.
+RENAMED = [{"name": "Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]
+# "Product Name" kept, but mapped to another attribute.
+REMAPPED = [{"name": "Product Name", "maps_to": "brand"}, {"name": "GTIN", "maps_to": "gtin"}]
+
+
+def test_a_vocabulary_put_between_an_error_mode_fail_jobs_validation_and_commit_rounds_commits_what_validated(
+    with_vocabulary: Pipeline,
+) -> None:
+    """Every entry validated under the vocabulary the job was created with; a PUT renaming the alias
+    they use lands before the commit round. The commit round reads the vocabulary as it was, so it
+    commits every entry: it never fails entries that passed validation (a partial commit of an
+    all-or-nothing job)."""
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(450)], "Fail"))
+    for message in pipeline.dispatch_all():
+        jobs.process_chunk(message)
+    assert job_store.get(pipeline.scope, job["id"], ["phase", "status"]) == {"phase": "commit", "status": "PROCESSING"}
+    commit_round = pipeline.dispatch_all()  # the commit round's messages, not yet delivered
+    replace_vocabulary(pipeline, RENAMED)
+    for message in commit_round:
+        jobs.process_chunk(message)
+    done = pipeline.drive(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 450, 0)
+    assert sorted(p["title"] for p in pipeline.products()) == [f"P {i:014d}" for i in range(450)]
+
+
+def test_a_vocabulary_put_between_two_chunks_of_an_ignore_job_maps_an_alias_one_way_for_the_whole_job(
+    with_vocabulary: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk 0 ran; a PUT maps the entries' alias to another attribute; chunk 1 still maps it as the
+    job's vocabulary did when it was created, and reads that vocabulary once per delivery, never the
+    tenant's live one."""
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(400)], "Ignore"))
+    first, second = pipeline.dispatch_all()
+    jobs.process_chunk(first)
+    replace_vocabulary(pipeline, REMAPPED)
+    reads: list[str] = []
+
+    def counted(module: Any, name: str) -> None:
+        real = getattr(module, name, None)
+
+        def read(*args: Any) -> Any:
+            reads.append(name)
+            return real(*args)  # type: ignore[misc]
+
+        monkeypatch.setattr(module, name, read, raising=False)
+
+    for module, name in ((vocab_store, "get_vocabulary"), (vocab_store, "default_vocabulary"), (job_store, "vocabulary_snapshot")):
+        counted(module, name)
+    jobs.process_chunk(second)
+    monkeypatch.undo()
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 400, 0)
+    stored = {p["gtin"]: (p["title"], p.get("brand")) for p in pipeline.products()}
+    assert stored == {f"{i:014d}": (f"P {i:014d}", None) for i in range(400)}, "chunk 1 mapped Product Name to brand"
+    assert reads == ["vocabulary_snapshot"], "one read of the job's vocabulary per delivery, and never the live one"
+
+
+def test_a_job_stored_before_jobs_kept_their_vocabulary_reads_the_live_one(with_vocabulary: Pipeline) -> None:
+    """A job without a snapshot of its vocabulary (stored before jobs kept one) keeps reading the
+    tenant's vocabulary as it is when each chunk runs, as every job did then."""
+    pipeline = with_vocabulary
+    job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(400)], "Ignore"))
+    ref = job_ref(pipeline.scope, job["id"])
+    ref.update({"import_options.vocabulary_snapshot": DELETE_FIELD})
+    ref.collection("snapshots").document("vocabulary").delete()
+    first, second = pipeline.dispatch_all()
+    jobs.process_chunk(first)
+    replace_vocabulary(pipeline, RENAMED)
+    jobs.process_chunk(second)
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("FAILED", 200, 200)
+    assert {r["errors"][0]["code"] for r in pipeline.results(job["id"], failed_only=True)} == {"unknown_attribute"}
+
+
+def test_a_retry_runs_under_the_vocabulary_as_it_is_when_the_retry_is_created(with_vocabulary: Pipeline) -> None:
+    """A retry is a new job: it keeps the vocabulary current at its creation, so a caller whose
+    entries failed for an alias the vocabulary lacked adds it with a PUT and retries them as sent."""
+    pipeline = with_vocabulary
+    products = [product(f"{i:014d}") for i in range(300)]
+    products[260] = product("00000000000260", Values=[{"Name": "Colour", "ValuesByLocale": {"en-US": "red"}}])
+    failed = drive(pipeline, pipeline.create("BULK_IMPORT", envelope(products, "Fail"))["id"])
+    assert failed["status"] == "FAILED"
+    replace_vocabulary(pipeline, [*VOCABULARY["attributes"], {"name": "Colour"}])  # type: ignore[list-item]
+    retry = jobs.retry_job(pipeline.principal, failed["id"], None)
+    done = drive(pipeline, retry["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 300, 0)
