@@ -3,6 +3,7 @@ and the options a bulk job carries when its payload is that envelope."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, TypeVar
 
@@ -55,6 +56,12 @@ def _vocabulary_public(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A vocabulary is one Firestore document (1 MiB, field names included), and so is each job's copy of
+# it. Its compact JSON is larger than its stored size (quotes, timestamps as text), so this bound keeps
+# both within the limit, names and all: 2,000 attributes of 200 characters fit unless most are multi-byte.
+VOCABULARY_MAX_BYTES = 1_000_000
+
+
 def save_vocabulary(principal: Principal, body: Any, vocabulary_id: str | None = None) -> dict[str, Any]:
     wanted = _parse(VocabularyIn, body)
     current = store.get_vocabulary(principal.scope, vocabulary_id) if vocabulary_id else None
@@ -81,6 +88,13 @@ def save_vocabulary(principal: Principal, body: Any, vocabulary_id: str | None =
         "created_at": current["created_at"] if current else now,
         "updated_at": now,
     }
+    size = len(json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8"))
+    if size > VOCABULARY_MAX_BYTES:
+        raise errors.PayloadTooLarge(
+            f"The vocabulary would take {size:,} bytes; one holds at most {VOCABULARY_MAX_BYTES:,}."
+            " Shorten its attribute names, or drop those no feed sends.",
+            code="vocabulary_too_large",
+        )
     action = "vocabulary.updated" if current else "vocabulary.created"
     store.put_vocabulary(principal.scope, doc, audit_by(principal, action, "vocabulary", vocabulary_id, {"name": doc["name"]}))
     return _vocabulary_public(doc)

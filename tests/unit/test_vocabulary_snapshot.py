@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from common import errors
 from common.auth import Principal
 from common.services import product_import
 from common.store.paths import Scope
@@ -78,13 +79,26 @@ def test_the_largest_vocabulary_of_single_byte_names_fits_in_a_document(monkeypa
     assert document_size(vocabulary_path(scope, vocabulary), vocabulary) <= MAX_DOCUMENT_BYTES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VocabularyIn allows 2000 attributes of 200 characters each; with multi-byte names the document passes Firestore's "
-    "1 MiB limit, and Firestore would refuse PUT/POST /vocabularies in production. Left as found.",
-)
-def test_the_largest_vocabulary_the_api_accepts_fits_in_a_document(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_vocabulary_too_large_for_a_document_is_refused_before_it_is_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 attributes of 200 characters are allowed, but not 200 multi-byte ones each: 1.4 MB."""
     scope = Scope("o" * 36, "t" * 36)
     body = {"name": "v" * 200, "attributes": [{"name": f"{i:04d}" + "€" * 196} for i in range(2000)]}
-    vocabulary = stored_vocabulary(monkeypatch, scope, body)
-    assert document_size(vocabulary_path(scope, vocabulary), vocabulary) <= MAX_DOCUMENT_BYTES
+    with pytest.raises(errors.PayloadTooLarge) as refused:
+        stored_vocabulary(monkeypatch, scope, body)
+    assert refused.value.code == "vocabulary_too_large" and "1,000,000" in refused.value.message
+
+
+def test_every_vocabulary_the_api_accepts_fits_in_a_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Around the bound, of the largest attributes (200 characters, nearly all of 3 bytes)."""
+    scope = Scope("o" * 36, "t" * 36)
+    outcomes = []
+    for count in range(1200, 1500, 25):
+        body = {"name": "v" * 200, "attributes": [{"name": f"{i:04d}" + "€" * 196} for i in range(count)]}
+        try:
+            vocabulary = stored_vocabulary(monkeypatch, scope, body)
+        except errors.PayloadTooLarge:
+            outcomes.append("refused")
+            continue
+        assert document_size(vocabulary_path(scope, vocabulary), vocabulary) <= MAX_DOCUMENT_BYTES, count
+        outcomes.append("taken")
+    assert outcomes[0] == "taken" and outcomes[-1] == "refused"
