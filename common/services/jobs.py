@@ -959,7 +959,6 @@ def process_chunk(message: ChunkMessage) -> None:
     if progress.get("phase", "commit") != phase:
         # The job moved from validating to committing (ErrorMode Fail): this chunk starts over, once.
         progress = store.reset_chunk(scope, message.job_id, message.chunk, phase)
-    finished_here = False
     if not progress["done"]:
         owner = str(uuid.uuid4())
         claim = store.claim_chunk(scope, message.job_id, message.chunk, owner, settings.stale_after_seconds)
@@ -967,10 +966,10 @@ def process_chunk(message: ChunkMessage) -> None:
             log.info("chunk: another worker holds it; acknowledged", extra={"job_id": message.job_id, "chunk": message.chunk})
             return
         if claim == "done":
-            # Another delivery finished it since this one read it, and releases the next chunk: this
-            # one counts it and may finish the job, as a redelivery that read it finished does.
+            # Another delivery finished it since this one read it: this one goes on as a redelivery
+            # that read it finished does.
             log.info("chunk: finished by another delivery", extra={"job_id": message.job_id, "chunk": message.chunk})
-            outcome = "found finished"
+            outcome = "finished"
         else:
             try:
                 outcome = _apply_claimed(scope, message, job, phase, progress)
@@ -982,24 +981,20 @@ def process_chunk(message: ChunkMessage) -> None:
                 raise
         if outcome == "cancelled":
             return
-        finished_here = outcome == "finished"
     store.count_progress(scope, message.job_id, message.chunk)
-    successor = message.chunk + window_of(job)
-    if finished_here and successor < job.get("chunk_count", 0):
-        # This chunk leaves the job's window and its successor enters it. Only the delivery whose
-        # step finished the chunk releases it: a redelivery, or a duplicate that finds the chunk
-        # finished at its claim or its step, releases nothing, so duplicates never widen a window.
-        # A finisher that died before this line leaves the successor to the reconciler, which
-        # restarts a window that ran empty (docs/api.md, "Fairness between tenants").
-        release(scope, message.job_id, [successor])
+    # The chunk is finished, by this delivery or another: every delivery that sees it so releases
+    # its successor, and the store lets one of them publish it. So a redelivery after a finisher
+    # died before its release publishes the successor at once, and a duplicate never publishes it
+    # again (docs/api.md, "Fairness between tenants").
+    release_next(scope, job, message.chunk)
     finish_if_done(scope, job)
 
 
 def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], phase: str, progress: dict[str, Any]) -> str:
-    """Apply a chunk this delivery claimed, step by step: "finished" once its own step finished it,
-    "found finished" when a step found it finished by another delivery (one that took the chunk
-    over after this one's lease lapsed, or whose lease lapsed under this one), or "cancelled" when
-    the job was cancelled between two steps (what ran is counted, the chunk skipped)."""
+    """Apply a chunk this delivery claimed, step by step: "finished" once it is finished (by this
+    delivery's step, or by another delivery's: one that took the chunk over after this one's lease
+    lapsed, or whose lease lapsed under this one), or "cancelled" when the job was cancelled between
+    two steps (what ran is counted, the chunk skipped)."""
     settings = get_settings()
     stored = store.chunk_items(scope, message.job_id, message.chunk)
     if stored is None:
@@ -1042,7 +1037,7 @@ def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], pha
             store.count_progress(scope, message.job_id, message.chunk)
             store.skip_chunk(scope, message.job_id, message.chunk)
             return "cancelled"
-    return "finished" if progress.get("finished_by_step") else "found finished"
+    return "finished"
 
 
 def _release_claim(scope: Scope, message: ChunkMessage, owner: str) -> None:
@@ -1072,15 +1067,34 @@ def publish_chunk_messages(messages: Iterable[ChunkMessage]) -> int:
     return sum(queue.publish(topic, batch) for topic, batch in by_topic.items())
 
 
-def release(scope: Scope, job_id: str, chunks: list[int]) -> int:
-    """Publish chunks that enter the job's window (see Settings.chunk_window): chunk n + window when
-    chunk n finishes, so a job never has more than `window` chunk messages queued, without a query.
+def release_next(scope: Scope, job: dict[str, Any], n: int) -> int:
+    """Publish the chunk that enters the job's window as chunk `n`, finished, leaves it (see
+    Settings.chunk_window): chunk n + window, so a job never has more than `window` chunk messages
+    queued, without a query. Every delivery that sees chunk `n` finished calls this; the store marks
+    the successor published once in the round chunk `n` finished in (`store.release_after`: one
+    read, and one conditional write the first time), and only the caller that marked it publishes
+    it. Returns how many it published.
 
-    Best effort: a chunk that cannot be released now (the store or the queue is down) waits for the
-    reconciler, which restarts a window that ran empty; the chunk that just finished stays finished."""
+    A mark that fails raises, for Pub/Sub to redeliver chunk `n`, whose redelivery marks it. A
+    publish that fails after the mark is left to the reconciler (`_publish_marked`)."""
+    successor = n + window_of(job)
+    if successor >= job.get("chunk_count", 0) or not store.release_after(scope, job["id"], n, successor):
+        return 0
+    return _publish_marked(scope, job["id"], [successor])
+
+
+def release(scope: Scope, job_id: str, chunks: list[int], phase: str) -> int:
+    """Publish chunks that enter the job's window in `phase`'s round, each only if this caller is
+    the one that marks it published (`store.mark_published`): the reconciler's restart of a window
+    that ran empty never publishes a chunk a worker has just released."""
+    return _publish_marked(scope, job_id, [n for n in chunks if store.mark_published(scope, job_id, n, phase)])
+
+
+def _publish_marked(scope: Scope, job_id: str, chunks: list[int]) -> int:
+    """Publish chunks just marked published. Best effort: a message that cannot be sent now (the
+    queue is down) leaves a published chunk that goes stale, which the reconciler republishes (in
+    ErrorMode Fail's commit round, a chunk still in the validation phase, which it publishes)."""
     try:
-        for n in chunks:
-            store.mark_published(scope, job_id, n)
         return publish_chunks(scope, job_id, chunks)
     except (errors.Transient, gexc.GoogleAPICallError) as exc:
         log.warning("could not release the next chunk now", extra={"job_id": job_id, "error": str(exc)[:200]})
@@ -1186,8 +1200,10 @@ def reconcile() -> dict[str, int]:
                 for n in sorted(store.chunks_in_phase(scope, job["id"], "validate"))[: window_of(job)]
             )
         if store.chunks_in_flight(scope, job["id"]) == 0:
-            # The worker that should have released the next chunks died first: restart the window.
-            counts["chunks_republished"] += release(scope, job["id"], store.unpublished_chunks(scope, job["id"], window_of(job)))
+            # No release is coming (the message of the chunk that should have released the next
+            # ones was given up on, or its delivery could not mark them): restart the window.
+            unpublished = store.unpublished_chunks(scope, job["id"], window_of(job))
+            counts["chunks_republished"] += release(scope, job["id"], unpublished, job.get("phase", "commit"))
         if finish_if_done(scope, job):
             counts["jobs_finished"] += 1
 

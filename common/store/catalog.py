@@ -320,9 +320,8 @@ def apply_chunk_step(
     max_items: int | None = None,
     phase: str = "commit",
 ) -> dict[str, Any]:
-    """Apply the chunk's next items in one transaction; returns the chunk's progress after it, with
-    `finished_by_step` true when this very step finished the chunk (a step that finds it finished
-    applies nothing, and says not: only the delivery that finished a chunk releases the next one).
+    """Apply the chunk's next items in one transaction; returns the chunk's progress after it (a
+    step that finds the chunk finished applies nothing).
     `phase`: the chunk's phase the worker runs it in, with `mode`; PhaseMoved when it is in another.
 
     The job's counters are not written here: every chunk writing the one job document inside its
@@ -365,7 +364,7 @@ def _advance(
     lease_seconds: float,
 ) -> dict[str, Any]:
     """Record a step's results in the chunk's progress (same transaction as the step's writes);
-    returns the progress with this step's results only, and whether this step finished the chunk."""
+    returns the progress with this step's results only."""
     start = progress["applied"]
     ok = sum(1 for r in results if r["result"] != "failed")
     failed = len(results) - ok
@@ -383,7 +382,7 @@ def _advance(
     }
     # Results are appended, not rewritten: each holds its item's index, so none equals another.
     add_append(tx, progress_ref, update, "results", results)
-    return {**progress, **update, "results": results, "finished_by_step": done}
+    return {**progress, **update, "results": results}
 
 
 @dataclass(frozen=True)

@@ -206,9 +206,10 @@ def create_chunks(
     each item had in the job it retries, which its results show (`chunk_results`)[, and the same
     for each job further up a chain of cancelled retries]]]). Create-only, so a
     duplicate dispatch can never reset a chunk a worker has already advanced. The first `window`
-    chunks (all when None) are created published: the dispatcher publishes them next, and should it
-    die first, the reconciler finds them published and stale. Consumes `chunks` as it goes (a few
-    megabytes of them at a time); returns how many there were.
+    chunks (all when None) are created published, in `phase`'s round (`mark_published`): the
+    dispatcher publishes them next, and should it die first, the reconciler finds them published and
+    stale. Consumes `chunks` as it goes (a few megabytes of them at a time); returns how many there
+    were.
     """
     db = firestore_client()
     job = job_ref(scope, job_id)
@@ -228,6 +229,7 @@ def create_chunks(
         retried = {} if origins is None else {"origins": origins}
         # Further up a chain of cancelled retries, for the worker only (see services.jobs.retried_lineage).
         lineage = {"ancestors": ancestors} if ancestors else {}
+        published = window is None or n < window
         return [
             (job.collection("chunk_items").document(chunk_id(n)), {**items, **retried, **lineage}),
             (
@@ -244,7 +246,8 @@ def create_chunks(
                     "has_failures": False,
                     "done": False,
                     "phase": phase,
-                    "published": window is None or n < window,
+                    "published": published,
+                    "published_in": phase if published else None,
                     "counted_ok": 0,
                     "counted_failed": 0,
                     "counted_done": False,
@@ -291,7 +294,7 @@ def unpublish(scope: Scope, job_id: str, chunks: Iterable[int]) -> None:
     db = firestore_client()
     batch = db.batch()
     for n in chunks:
-        batch.update(job_ref(scope, job_id).collection("chunks").document(chunk_id(n)), {"published": False})
+        batch.update(job_ref(scope, job_id).collection("chunks").document(chunk_id(n)), {"published": False, "published_in": None})
     batch.commit()
 
 
@@ -665,9 +668,70 @@ def stale_chunks(cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
     return [fields for _, fields in rows(query)]
 
 
-def mark_published(scope: Scope, job_id: str, n: int) -> None:
-    """Chunk `n` is about to be published: from now on the reconciler republishes it if it goes stale."""
-    job_ref(scope, job_id).collection("chunks").document(chunk_id(n)).update({"published": True, "updated_at": utcnow()})
+# The rounds a job's chunks run in, in order: ErrorMode Fail validates every chunk, then commits
+# every chunk; any other job has the commit round only. Rounds only move forward.
+ROUNDS = ("validate", "commit")
+# What marking a chunk published reads of it, and of the chunk before it in the window.
+PUBLISH_FIELDS = ("published", "published_in", "phase", "done", "skipped")
+
+
+def _published_round(progress: dict[str, Any]) -> int:
+    """The round the chunk was last published in (an index of ROUNDS), -1 when it never was. A
+    chunk created published (`create_chunks`) was published in the round it was created in; so was
+    one marked before chunks recorded `published_in`."""
+    if not progress.get("published"):
+        return -1
+    return ROUNDS.index(progress.get("published_in") or progress.get("phase", "commit"))
+
+
+def _mark_once(db: firestore.Client, snap: firestore.DocumentSnapshot, phase: str) -> bool | None:
+    """Mark the chunk read as `snap` published in `phase`'s round unless it is already (in that
+    round or a later one) or sealed: True once this call marked it, False when it needs no mark,
+    None when the chunk changed since it was read (read it again). The write is guarded by the
+    chunk's update time, as `count_progress`'s counts are: of two callers marking one chunk, one
+    wins, the other finds it marked. No transaction, so no lock that would make the chunk's own
+    claim, which reads contention as another worker holding the chunk, answer "busy"."""
+    progress = existing(snap)
+    if progress is None or progress.get("skipped") or _published_round(progress) >= ROUNDS.index(phase):
+        return False
+    try:
+        snap.reference.update(
+            {"published": True, "published_in": phase, "updated_at": utcnow()}, option=db.write_option(last_update_time=snap.update_time)
+        )
+    except (gexc.FailedPrecondition, gexc.Aborted):
+        return None
+    return True
+
+
+def mark_published(scope: Scope, job_id: str, n: int, phase: str) -> bool:
+    """Mark chunk `n` published in `phase`'s round, once however many callers ask: True for the one
+    caller that marked it, which then publishes it; False when it already was, in this round or a
+    later one, or was sealed (`seal`). A chunk is marked before its message is sent, so a message
+    lost after the mark is a stale published chunk, which the reconciler republishes."""
+    db = firestore_client()
+    ref = job_ref(scope, job_id).collection("chunks").document(chunk_id(n))
+    while True:
+        marked = _mark_once(db, read(ref, PUBLISH_FIELDS), phase)
+        if marked is not None:
+            return marked
+
+
+def release_after(scope: Scope, job_id: str, n: int, successor: int) -> bool:
+    """Chunk `n` leaves its job's window and `successor` enters it: `mark_published(successor)` in
+    the round chunk `n` is finished in, both read in one round trip. Every delivery that sees chunk
+    `n` finished may ask; only the one that marks the successor is answered True. False too when
+    chunk `n` is not finished (a later round has reset it since) or was sealed."""
+    db = firestore_client()
+    chunks = job_ref(scope, job_id).collection("chunks")
+    refs = [chunks.document(chunk_id(n)), chunks.document(chunk_id(successor))]
+    while True:
+        found = {snap.id: snap for snap in list(db.get_all(refs, field_paths=list(PUBLISH_FIELDS)))}
+        finished = existing(found[chunk_id(n)]) or {}
+        if not finished.get("done") or finished.get("skipped"):
+            return False
+        marked = _mark_once(db, found[chunk_id(successor)], finished.get("phase", "commit"))
+        if marked is not None:
+            return marked
 
 
 def unpublished_chunks(scope: Scope, job_id: str, count: int) -> list[int]:

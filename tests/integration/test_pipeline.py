@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -428,19 +429,32 @@ def test_a_failing_delivery_releases_only_its_own_claim(pipeline: Pipeline, monk
     assert pipeline.job(job["id"])["status"] == "COMPLETED"
 
 
-@pytest.mark.parametrize("found_at", ["claim", "step"])
-def test_a_delivery_that_finds_its_chunk_finished_by_another_releases_nothing(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, found_at: str
-) -> None:
-    """Two deliveries of chunk 0 of a job that runs one chunk at a time. The second read the chunk
-    unfinished; the first then ran it to its end and released chunk 1. The second finds the chunk
-    finished at its claim (or, having taken over a lapsed lease, at its next step): releasing chunk 1
-    again would publish a duplicate, one more message in the window (docs/api.md)."""
-    items = products(250, "TWICE")
+def serial_job(pipeline: Pipeline, prefix: str) -> tuple[dict[str, Any], jobs.ChunkMessage]:
+    """A two-chunk job whose chunks run one after the other (window 1), dispatched: the job, and
+    chunk 0's message; chunk 1 waits for chunk 0's end to release it."""
+    items = products(250, prefix)
     items[220] = {**items[10], "title": "The later title"}  # chunks 0 and 1 name one product: window 1
     job = pipeline.create("BULK_IMPORT", items)
     [message] = pipeline.dispatch_all()
     assert job_store.get(pipeline.scope, job["id"], ["window"]) == {"window": 1}
+    return job, message
+
+
+def released(pipeline: Pipeline, job_id: str) -> list[int]:
+    """The chunk messages published for the job since the last pull (other tests' leftovers aside)."""
+    return [m.chunk for m in map(jobs.ChunkMessage.model_validate_json, pipeline.pull("chunks")) if m.job_id == job_id]
+
+
+@pytest.mark.parametrize("found_at", ["claim", "step"])
+def test_a_delivery_that_finds_its_chunk_finished_by_another_never_publishes_the_next_twice(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, found_at: str
+) -> None:
+    """Two deliveries of chunk 0 of a job that runs one chunk at a time. The second read the chunk
+    unfinished; the first then ran it to its end and released chunk 1. The second finds the chunk
+    finished at its claim (or, having taken over a lapsed lease, at its next step) and releases
+    chunk 1 too, which the store has marked published already: publishing it again would be a
+    duplicate, one more message in the window (docs/api.md)."""
+    job, message = serial_job(pipeline, "TWICE")
     real_claim, real_step = job_store.claim_chunk, jobs.catalog.apply_chunk_step
 
     def first_delivery_runs_meanwhile() -> None:
@@ -463,45 +477,155 @@ def test_a_delivery_that_finds_its_chunk_finished_by_another_releases_nothing(
     else:
         monkeypatch.setattr(jobs.catalog, "apply_chunk_step", step)
     jobs.process_chunk(message)
-    assert [jobs.ChunkMessage.model_validate_json(d).chunk for d in pipeline.pull("chunks")] == [1], "chunk 1 was released twice"
+    assert released(pipeline, job["id"]) == [1], "chunk 1 was released twice"
 
     jobs.process_chunk(message)  # a late redelivery, once chunk 0 is finished: nothing either
-    assert pipeline.pull("chunks") == []
+    assert released(pipeline, job["id"]) == []
     jobs.process_chunk(jobs.ChunkMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id, chunk=1))
     done = pipeline.job(job["id"])
     assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 250, 0)
 
 
-def test_a_chunk_whose_finisher_died_before_releasing_the_next_is_recovered_by_the_reconciler(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("died", ["after its step", "after counting", "at the mark, the store unavailable"])
+def test_the_redelivery_of_a_chunk_whose_finisher_died_before_releasing_the_next_releases_it(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, died: str
 ) -> None:
-    """The worker that finished chunk 0 died before it released chunk 1. The redelivery of chunk 0
-    finds it finished and releases nothing (so that no duplicate ever widens a window); chunk 1,
-    never published, is the reconciler's: the job has nothing in flight, and its window restarts."""
-    items = products(250, "LOST")
-    items[220] = {**items[10], "title": "The later title"}  # window 1: chunk 1 waits for chunk 0's release
-    job = pipeline.create("BULK_IMPORT", items)
-    [message] = pipeline.dispatch_all()
+    """The worker that finished chunk 0 died before it released chunk 1 (right after the step that
+    finished the chunk, or once it had counted it), or raised for a redelivery when it could not
+    mark chunk 1 published. Pub/Sub redelivers chunk 0's message, and the redelivery, finding the
+    chunk finished, releases chunk 1 at once: before, it released nothing, and chunk 1 waited for
+    the reconciler's stale period (120 s in the cloud). Later redeliveries publish it no more."""
+    job, message = serial_job(pipeline, "LOST")
 
-    def killed(*args: Any) -> int:
+    def store_unavailable(*args: Any) -> bool:
+        raise gexc.ServiceUnavailable("the store went away")
+
+    def step_then_die(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        progress = real_step(*args, **kwargs)
+        if progress["done"]:
+            raise Killed
+        return progress
+
+    def count_then_die(*args: Any) -> dict[str, Any] | None:
+        real_count(*args)
         raise Killed
 
-    monkeypatch.setattr(jobs, "release", killed)
-    with pytest.raises(Killed):
+    real_step, real_count = jobs.catalog.apply_chunk_step, job_store.count_progress
+    if died == "after its step":
+        monkeypatch.setattr(jobs.catalog, "apply_chunk_step", step_then_die)
+    elif died == "after counting":
+        monkeypatch.setattr(jobs.store, "count_progress", count_then_die)
+    else:
+        monkeypatch.setattr(jobs.store, "release_after", store_unavailable)
+    with pytest.raises((Killed, gexc.ServiceUnavailable)):
         jobs.process_chunk(message)
     monkeypatch.undo()
     assert job_store.chunk_finished(pipeline.scope, job["id"], 0, "commit")
+    assert released(pipeline, job["id"]) == []
     jobs.process_chunk(message)  # Pub/Sub's redelivery of the dead worker's message
-    assert pipeline.pull("chunks") == []
-    deadline = time.monotonic() + 30
-    ours: list[jobs.ChunkMessage] = []
-    while not ours:  # once the job is stale (3 s here); other tests' leftovers may come too
-        assert time.monotonic() < deadline, "the reconciler never released chunk 1"
-        time.sleep(0.5)
-        jobs.reconcile()
-        ours = [m for m in map(jobs.ChunkMessage.model_validate_json, pipeline.pull("chunks")) if m.job_id == job["id"]]
-    assert [m.chunk for m in ours] == [1]
-    for message in ours:
-        jobs.process_chunk(message)
+    assert released(pipeline, job["id"]) == [1]
+    jobs.process_chunk(message)  # and once more
+    assert released(pipeline, job["id"]) == []
+    jobs.process_chunk(jobs.ChunkMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id, chunk=1))
     done = pipeline.job(job["id"])
     assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 250, 0)
+
+
+@pytest.mark.parametrize("lost", ["the queue refused it", "the worker died"])
+def test_a_release_whose_message_was_lost_is_republished_by_the_reconciler(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, lost: str) -> None:
+    """Chunk 0's worker marked chunk 1 published, and its message never reached Pub/Sub. Chunk 0's
+    redelivery publishes nothing (the mark is made: it cannot tell a message lost from one sent), and
+    chunk 1, published and not done, goes stale: the reconciler republishes it, once."""
+    job, message = serial_job(pipeline, "UNSENT")
+
+    def publish_lost(messages: Any) -> int:
+        raise errors.Transient("Publishing failed.") if lost == "the queue refused it" else Killed
+
+    monkeypatch.setattr(jobs, "publish_chunk_messages", publish_lost)
+    if lost == "the queue refused it":
+        jobs.process_chunk(message)  # logged, and acknowledged: the reconciler has it
+    else:
+        with pytest.raises(Killed):
+            jobs.process_chunk(message)
+        monkeypatch.undo()
+        jobs.process_chunk(message)  # Pub/Sub's redelivery of the dead worker's message
+    monkeypatch.undo()
+    assert job_store.chunk_progress(pipeline.scope, job["id"], 1)["published"]  # type: ignore[index]
+    jobs.process_chunk(message)
+    assert released(pipeline, job["id"]) == []
+    deadline = time.monotonic() + 30
+    ours: list[int] = []
+    while not ours:  # once chunk 1 is stale (3 s here)
+        assert time.monotonic() < deadline, "the reconciler never republished chunk 1"
+        time.sleep(0.5)
+        jobs.reconcile()
+        ours = released(pipeline, job["id"])
+    assert ours == [1]
+    jobs.process_chunk(jobs.ChunkMessage(job_id=job["id"], org_id=pipeline.scope.org_id, tenant_id=pipeline.scope.tenant_id, chunk=1))
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 250, 0)
+
+
+def test_a_finished_chunk_of_a_cancelled_job_releases_nothing(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk 0's worker died before releasing chunk 1, and the job was cancelled: the redelivery of
+    chunk 0 finds the job ended and releases nothing, nor does the reconciler (it settles only jobs
+    still processing)."""
+    job, message = serial_job(pipeline, "CANCELLED")
+
+    def count_then_die(*args: Any) -> dict[str, Any] | None:
+        real_count(*args)
+        raise Killed
+
+    real_count = job_store.count_progress
+    monkeypatch.setattr(jobs.store, "count_progress", count_then_die)
+    with pytest.raises(Killed):
+        jobs.process_chunk(message)
+    monkeypatch.undo()
+    jobs.cancel_job(pipeline.principal, job["id"])
+    jobs.process_chunk(message)
+    jobs.reconcile()
+    assert released(pipeline, job["id"]) == []
+    assert not job_store.chunk_progress(pipeline.scope, job["id"], 1)["published"]  # type: ignore[index]
+    assert pipeline.job(job["id"])["status"] == "CANCELLED"
+
+
+def test_a_chunk_is_marked_published_once_per_round(pipeline: Pipeline) -> None:
+    """`store.release_after` and `store.mark_published`: of every caller asking, one marks a chunk
+    published (and is the one to publish it), in a round (ErrorMode Fail's validation, then its
+    commit) that only moves forward; a sealed chunk is never marked, and a chunk is released only
+    after one that is finished."""
+    items = products(4 * get_settings().chunk_size, "MARK")
+    items[-1] = {**items[0], "title": "The later title"}  # chunks 0 and 3 name one product: window 1
+    job = pipeline.create("BULK_IMPORT", items)
+    pipeline.dispatch_all()
+    scope, job_id = pipeline.scope, job["id"]
+    chunks = job_ref(scope, job_id).collection("chunks")
+
+    def release_concurrently(n: int, successor: int) -> list[bool]:
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(lambda _: job_store.release_after(scope, job_id, n, successor), range(4)))
+
+    assert job_store.unpublished_chunks(scope, job_id, 10) == [1, 2, 3]
+    assert not job_store.release_after(scope, job_id, 0, 1)  # chunk 0 is not finished
+    chunks.document(chunk_id(0)).update({"done": True, "phase": "validate"})  # as a validation round leaves it
+    assert sorted(release_concurrently(0, 1)) == [False, False, False, True]
+    assert not job_store.mark_published(scope, job_id, 1, "validate")
+    assert job_store.unpublished_chunks(scope, job_id, 10) == [2, 3]
+    chunks.document(chunk_id(0)).update({"phase": "commit"})  # chunk 0 committed: chunk 1 enters the commit round's window
+    assert sorted(release_concurrently(0, 1)) == [False, False, False, True]
+    assert not job_store.mark_published(scope, job_id, 1, "validate")  # never back to an earlier round
+    assert not job_store.mark_published(scope, job_id, 1, "commit")
+    chunks.document(chunk_id(0)).update({"done": False})
+    assert not job_store.release_after(scope, job_id, 0, 2)  # chunk 0 is no longer finished
+
+    assert [job_store.mark_published(scope, job_id, 2, "commit") for _ in range(2)] == [True, False]  # the reconciler's restart
+    chunks.document(chunk_id(3)).update({"done": True, "skipped": True})  # sealed (a cancelled job's retry)
+    assert not job_store.mark_published(scope, job_id, 3, "commit")
+    assert not job_store.release_after(scope, job_id, 3, 2)
+    progress = {n: job_store.chunk_progress(scope, job_id, n) or {} for n in range(4)}
+    assert [(progress[n]["published"], progress[n].get("published_in")) for n in range(4)] == [
+        (True, "commit"),  # created published, in the round the job started in
+        (True, "commit"),
+        (True, "commit"),
+        (False, None),
+    ]

@@ -15,7 +15,7 @@ from common.store import jobs as job_store
 from common.store import vocab as vocab_store
 from common.store.encode import Transaction
 from common.store.paths import coll, existing, index_key, job_ref, read
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Killed, Pipeline
 
 VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
 
@@ -412,6 +412,54 @@ def test_a_delivery_that_read_the_job_before_its_commit_round_never_resets_a_com
         jobs.process_chunk(message)
     done = pipeline.drive(job["id"])
     assert (done["status"], done["processed_items"]) == ("COMPLETED", 450) and len(pipeline.products()) == 450
+
+
+def test_the_redelivery_of_a_committed_chunk_whose_finisher_died_releases_the_next_in_the_commit_round(
+    with_vocabulary: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk 1 updates what chunk 0 creates, so the job runs one chunk at a time. Chunk 1 was
+    released once in the validation round; the worker that committed chunk 0 died before releasing
+    it for the commit round. The redelivery of chunk 0 releases it at once (before, it released
+    nothing and chunk 1 waited for the reconciler's stale period); a delivery that read the job
+    while it validated, and duplicates, release nothing more."""
+    pipeline = with_vocabulary
+    items = [product(f"{i:014d}", ImportMode="Create") for i in range(250)]
+    items[220] = product(f"{10:014d}", ImportMode="Update", Values=[{"Name": "Product Name", "ValuesByLocale": {"en-US": "Renamed"}}])
+    job = pipeline.create("BULK_IMPORT", envelope(items, "Fail"))
+    [chunk_0] = pipeline.dispatch_all()
+    validating = job_store.get(pipeline.scope, job["id"], jobs.WORKER_FIELDS)
+    jobs.process_chunk(chunk_0)
+    [chunk_1] = chunk_messages(pipeline)
+    jobs.process_chunk(chunk_1)
+    assert chunk_messages(pipeline) == [chunk_0]  # the commit round opens
+    assert job_store.get(pipeline.scope, job["id"], ["phase", "window"]) == {"phase": "commit", "window": 1}
+
+    def count_then_die(*args: Any) -> dict[str, Any] | None:
+        real_count(*args)
+        raise Killed
+
+    real_count = job_store.count_progress
+    monkeypatch.setattr(jobs.store, "count_progress", count_then_die)
+    with pytest.raises(Killed):
+        jobs.process_chunk(chunk_0)
+    monkeypatch.undo()
+    assert job_store.chunk_finished(pipeline.scope, job["id"], 0, "commit") and chunk_messages(pipeline) == []
+    jobs.process_chunk(chunk_0)  # Pub/Sub's redelivery of the dead worker's message
+    assert chunk_messages(pipeline) == [chunk_1]
+    jobs.process_chunk(chunk_0)
+    read_job = job_store.get
+    monkeypatch.setattr(
+        jobs.store, "get", lambda scope, job_id, fields=None: dict(validating) if fields == jobs.WORKER_FIELDS else read_job(scope, job_id, fields)
+    )
+    jobs.process_chunk(chunk_0)  # a slow delivery from the validation round
+    monkeypatch.undo()
+    assert chunk_messages(pipeline) == []
+    jobs.process_chunk(chunk_1)
+    done = pipeline.job(job["id"])
+    assert (done["status"], done["processed_items"], done["failed_items"]) == ("COMPLETED", 250, 0)
+    results = pipeline.results(job["id"])
+    [renamed] = [p for p in pipeline.products() if p["id"] == results[10]["product_id"]]
+    assert renamed["title"] == "Renamed"
 
 
 def test_items_with_hundreds_of_errors_keep_their_chunk_storable(with_vocabulary: Pipeline) -> None:
