@@ -160,3 +160,15 @@ def pull_all(subscription: str) -> list[bytes]:
 
 class Killed(BaseException):
     """What a worker killed by its timeout leaves: not an exception run_export handles, no release."""
+
+
+def die_after_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until `monkeypatch.undo()`, a chunk worker dies (Killed) right after it counted its chunk's
+    progress: before it released the next chunk, or finished the job."""
+    real_count = jobs.store.count_progress
+
+    def count_then_die(*args: Any) -> dict[str, Any] | None:
+        real_count(*args)
+        raise Killed
+
+    monkeypatch.setattr(jobs.store, "count_progress", count_then_die)

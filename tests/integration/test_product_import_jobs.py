@@ -15,7 +15,7 @@ from common.store import jobs as job_store
 from common.store import vocab as vocab_store
 from common.store.encode import Transaction
 from common.store.paths import coll, existing, index_key, job_ref, read
-from tests.integration.conftest import Killed, Pipeline
+from tests.integration.conftest import Killed, Pipeline, die_after_counting
 
 VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
 
@@ -434,12 +434,7 @@ def test_the_redelivery_of_a_committed_chunk_whose_finisher_died_releases_the_ne
     assert chunk_messages(pipeline) == [chunk_0]  # the commit round opens
     assert job_store.get(pipeline.scope, job["id"], ["phase", "window"]) == {"phase": "commit", "window": 1}
 
-    def count_then_die(*args: Any) -> dict[str, Any] | None:
-        real_count(*args)
-        raise Killed
-
-    real_count = job_store.count_progress
-    monkeypatch.setattr(jobs.store, "count_progress", count_then_die)
+    die_after_counting(monkeypatch)
     with pytest.raises(Killed):
         jobs.process_chunk(chunk_0)
     monkeypatch.undo()
