@@ -76,6 +76,15 @@ class Pipeline:
                 jobs.process_chunk(message)
         return self.job(job_id)
 
+    def cancel_after_first_chunk(self, job_id: str) -> None:
+        """Dispatch the job, run its first chunk, cancel it, then deliver its other chunks' messages
+        (which find it cancelled): a job cancelled in flight."""
+        first, *rest = self.dispatch_all()
+        jobs.process_chunk(first)
+        jobs.cancel_job(self.principal, job_id)
+        for message in rest:
+            jobs.process_chunk(message)
+
     def job(self, job_id: str) -> dict[str, Any]:
         return jobs.public(jobs.get_job(self.scope, job_id))
 

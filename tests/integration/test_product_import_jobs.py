@@ -46,11 +46,7 @@ def with_vocabulary(pipeline: Pipeline) -> Pipeline:
 def test_cancelled_before_its_commit_pass_error_mode_fail_commits_nothing_and_a_retry_runs_every_item(with_vocabulary: Pipeline) -> None:
     pipeline = with_vocabulary
     job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(450)], "Fail"))
-    first, *rest = pipeline.dispatch_all()
-    jobs.process_chunk(first)  # validated, not committed
-    jobs.cancel_job(pipeline.principal, job["id"])
-    for message in rest:
-        jobs.process_chunk(message)
+    pipeline.cancel_after_first_chunk(job["id"])  # its first chunk validated, nothing committed
     assert pipeline.job(job["id"])["processed_items"] == 0 and pipeline.products() == []
     results = pipeline.results(job["id"])
     assert len(results) == 200 and all(r["result"] == "failed" and r["product_id"] is None for r in results)
