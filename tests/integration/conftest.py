@@ -76,6 +76,15 @@ class Pipeline:
                 jobs.process_chunk(message)
         return self.job(job_id)
 
+    def cancel_after_first_chunk(self, job_id: str) -> None:
+        """Dispatch the job, run its first chunk, cancel it, then deliver its other chunks' messages
+        (which find it cancelled): a job cancelled in flight."""
+        first, *rest = self.dispatch_all()
+        jobs.process_chunk(first)
+        jobs.cancel_job(self.principal, job_id)
+        for message in rest:
+            jobs.process_chunk(message)
+
     def job(self, job_id: str) -> dict[str, Any]:
         return jobs.public(jobs.get_job(self.scope, job_id))
 
@@ -160,3 +169,15 @@ def pull_all(subscription: str) -> list[bytes]:
 
 class Killed(BaseException):
     """What a worker killed by its timeout leaves: not an exception run_export handles, no release."""
+
+
+def die_after_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until `monkeypatch.undo()`, a chunk worker dies (Killed) right after it counted its chunk's
+    progress: before it released the next chunk, or finished the job."""
+    real_count = jobs.store.count_progress
+
+    def count_then_die(*args: Any) -> dict[str, Any] | None:
+        real_count(*args)
+        raise Killed
+
+    monkeypatch.setattr(jobs.store, "count_progress", count_then_die)

@@ -37,11 +37,7 @@ def test_cancel_pending_job_never_runs(pipeline: Pipeline) -> None:
 
 def test_cancel_in_flight_skips_chunks_not_started_and_counts_what_was_applied(pipeline: Pipeline) -> None:
     job = pipeline.create("BULK_IMPORT", products(600, "CF"))
-    first, *rest = pipeline.dispatch_all()
-    jobs.process_chunk(first)
-    jobs.cancel_job(pipeline.principal, job["id"])
-    for message in rest:
-        jobs.process_chunk(message)
+    pipeline.cancel_after_first_chunk(job["id"])
     done = pipeline.job(job["id"])
     assert done["status"] == "CANCELLED"
     assert done["processed_items"] == 200 == len(pipeline.products())
@@ -199,11 +195,7 @@ def test_a_cancelled_job_is_retried_with_its_failures_and_the_items_it_never_rea
     payload = products(600, "RC")
     payload[5] = {"sku": "RC-5"}  # no title: fails before the cancel
     job = pipeline.create("BULK_IMPORT", payload)
-    first, *rest = pipeline.dispatch_all()
-    jobs.process_chunk(first)
-    jobs.cancel_job(pipeline.principal, job["id"])
-    for message in rest:
-        jobs.process_chunk(message)
+    pipeline.cancel_after_first_chunk(job["id"])
     assert open_failures(pipeline, job["id"]) == [(5, "RC-5")]
     with pytest.raises(errors.Unprocessable) as refused:  # applied before the cancel: not the retry's
         jobs.retry_job(pipeline.principal, job["id"], {"corrections": {"4": {"title": "Again", "sku": "RC-4"}}})

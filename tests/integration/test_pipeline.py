@@ -22,7 +22,7 @@ from common.models.base import utcnow
 from common.services import catalog, jobs
 from common.store import jobs as job_store
 from common.store.paths import chunk_id, coll, index_key, job_ref, read
-from tests.integration.conftest import Killed, Pipeline
+from tests.integration.conftest import Killed, Pipeline, die_after_counting
 
 
 def products(n: int, prefix: str = "P") -> list[dict[str, Any]]:
@@ -506,15 +506,11 @@ def test_the_redelivery_of_a_chunk_whose_finisher_died_before_releasing_the_next
             raise Killed
         return progress
 
-    def count_then_die(*args: Any) -> dict[str, Any] | None:
-        real_count(*args)
-        raise Killed
-
-    real_step, real_count = jobs.catalog.apply_chunk_step, job_store.count_progress
+    real_step = jobs.catalog.apply_chunk_step
     if died == "after its step":
         monkeypatch.setattr(jobs.catalog, "apply_chunk_step", step_then_die)
     elif died == "after counting":
-        monkeypatch.setattr(jobs.store, "count_progress", count_then_die)
+        die_after_counting(monkeypatch)
     else:
         monkeypatch.setattr(jobs.store, "release_after", store_unavailable)
     with pytest.raises((Killed, gexc.ServiceUnavailable)):
@@ -571,13 +567,7 @@ def test_a_finished_chunk_of_a_cancelled_job_releases_nothing(pipeline: Pipeline
     chunk 0 finds the job ended and releases nothing, nor does the reconciler (it settles only jobs
     still processing)."""
     job, message = serial_job(pipeline, "CANCELLED")
-
-    def count_then_die(*args: Any) -> dict[str, Any] | None:
-        real_count(*args)
-        raise Killed
-
-    real_count = job_store.count_progress
-    monkeypatch.setattr(jobs.store, "count_progress", count_then_die)
+    die_after_counting(monkeypatch)
     with pytest.raises(Killed):
         jobs.process_chunk(message)
     monkeypatch.undo()

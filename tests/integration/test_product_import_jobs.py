@@ -15,7 +15,7 @@ from common.store import jobs as job_store
 from common.store import vocab as vocab_store
 from common.store.encode import Transaction
 from common.store.paths import coll, existing, index_key, job_ref, read
-from tests.integration.conftest import Killed, Pipeline
+from tests.integration.conftest import Killed, Pipeline, die_after_counting
 
 VOCABULARY = {"name": "default", "attributes": [{"name": "Product Name", "maps_to": "title"}, {"name": "GTIN", "maps_to": "gtin"}]}
 
@@ -46,11 +46,7 @@ def with_vocabulary(pipeline: Pipeline) -> Pipeline:
 def test_cancelled_before_its_commit_pass_error_mode_fail_commits_nothing_and_a_retry_runs_every_item(with_vocabulary: Pipeline) -> None:
     pipeline = with_vocabulary
     job = pipeline.create("BULK_IMPORT", envelope([product(f"{i:014d}") for i in range(450)], "Fail"))
-    first, *rest = pipeline.dispatch_all()
-    jobs.process_chunk(first)  # validated, not committed
-    jobs.cancel_job(pipeline.principal, job["id"])
-    for message in rest:
-        jobs.process_chunk(message)
+    pipeline.cancel_after_first_chunk(job["id"])  # its first chunk validated, nothing committed
     assert pipeline.job(job["id"])["processed_items"] == 0 and pipeline.products() == []
     results = pipeline.results(job["id"])
     assert len(results) == 200 and all(r["result"] == "failed" and r["product_id"] is None for r in results)
@@ -434,12 +430,7 @@ def test_the_redelivery_of_a_committed_chunk_whose_finisher_died_releases_the_ne
     assert chunk_messages(pipeline) == [chunk_0]  # the commit round opens
     assert job_store.get(pipeline.scope, job["id"], ["phase", "window"]) == {"phase": "commit", "window": 1}
 
-    def count_then_die(*args: Any) -> dict[str, Any] | None:
-        real_count(*args)
-        raise Killed
-
-    real_count = job_store.count_progress
-    monkeypatch.setattr(jobs.store, "count_progress", count_then_die)
+    die_after_counting(monkeypatch)
     with pytest.raises(Killed):
         jobs.process_chunk(chunk_0)
     monkeypatch.undo()

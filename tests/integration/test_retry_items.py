@@ -67,11 +67,7 @@ def test_a_cancelled_job_whose_payload_expired_is_retried_from_its_sealed_chunks
     payload = [*big_payload("PC"), *big_payload("PD")]  # 800 items, four chunks
     payload[5] = {"sku": "PC-5"}
     job = pipeline.create("BULK_IMPORT", payload)
-    first, *rest = pipeline.dispatch_all()
-    jobs.process_chunk(first)
-    jobs.cancel_job(pipeline.principal, job["id"])
-    for message in rest:
-        jobs.process_chunk(message)
+    pipeline.cancel_after_first_chunk(job["id"])
     expire(pipeline, job["id"])
     retry = jobs.retry_job(pipeline.principal, job["id"], {"corrections": {"5": {**payload[5], "title": "Fixed"}}})
     assert retry["item_count"] == 601

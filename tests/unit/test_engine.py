@@ -1111,20 +1111,34 @@ class IssueQueryBefore(MemoryLoader):
         return MemoryLoader(self.before).open_issues(product_ids)
 
 
-@pytest.mark.parametrize("name", ["sku", "gtin"])
+MPN_OPTIONS = ImportOptions(
+    Vocabulary.from_doc(
+        {"id": "v", "default_locale": "en-US", "attributes": [{"name": "MPN", "identifier": True}, {"name": "Product Name", "maps_to": "title"}]}
+    ),
+    "MPN",
+)
+
+
+@pytest.mark.parametrize("name", ["sku", "gtin", "id", "identifier attribute"])
 def test_a_delete_resolves_a_failure_its_issue_query_missed_through_the_products_names(catalog: MemoryCatalog, name: str) -> None:
-    """Another job's item failed on the product (named by its SKU, or by its GTIN) after the
-    delete's issue query ran: the failure is found in the identifier entry of that name, which the
-    delete reads in its transaction, and goes with the product."""
-    pid = create(catalog, {"title": "T", "sku": "S-1", "gtin": "4006381333931"})
-    before = copy.deepcopy(catalog)
-    value = {"sku": "S-1", "gtin": "4006381333931"}[name]
-    if name == "sku":
-        failed = run_one(catalog, "BULK_UPDATE", {"sku": value, "title": None}, "job-bad")
+    """Another job's item failed on the product (named by its SKU, its GTIN, its id, or the value of
+    an identifier attribute of the vocabulary) after the delete's issue query ran: the failure is
+    found in the identifier entry of that name, which the delete reads in its transaction, and goes
+    with the product."""
+    if name == "identifier attribute":
+        title = [{"Name": "Product Name", "ValuesByLocale": {"en-US": "T"}}]
+        [made] = run_syndigo(catalog, [{"ImportMode": "Create", "ProductIdentifierValue": "MPN-1", "Values": title}], MPN_OPTIONS, "seed")
+        assert made["result"] == "created", made
+        pid = made["product_id"]
     else:
-        failed = run_syndigo(catalog, [{"ImportMode": "Update", "ProductIdentifierValue": value, "Values": UNKNOWN_VALUE}], GTIN_OPTIONS, "job-bad")[
-            0
-        ]
+        pid = create(catalog, {"title": "T", "sku": "S-1", "gtin": "4006381333931"})
+    before = copy.deepcopy(catalog)
+    value = {"sku": "S-1", "gtin": "4006381333931", "id": pid, "identifier attribute": "MPN-1"}[name]
+    if name in ("sku", "id"):
+        failed = run_one(catalog, "BULK_UPDATE", {name: value, "title": None}, "job-bad")
+    else:
+        entry = {"ImportMode": "Update", "ProductIdentifierValue": value, "Values": UNKNOWN_VALUE}
+        [failed] = run_syndigo(catalog, [entry], GTIN_OPTIONS if name == "gtin" else MPN_OPTIONS, "job-bad")
     assert (failed["result"], failed["product_id"], failed["identifier"]) == ("failed", pid, value)
     view = CatalogView(IssueQueryBefore(catalog, before), make_context("BULK_DELETE", "job-d"))
     plain_prefetch(view, "BULK_DELETE", [pid])
