@@ -238,7 +238,7 @@ def create_job(principal: Principal, body: Any, *, retry_of: str | None = None, 
         job["payload_kind"] = "ProductImportData"
         job["import_options"] = import_options
         job["what_if"] = import_options["what_if"]
-        if checked.envelope_json is not None and len(checked.envelope_json) <= ENVELOPE_KEPT_MAX:
+        if checked.envelope_json is not None and utf8_size(checked.envelope_json) <= ENVELOPE_KEPT_MAX:
             job["import_envelope"] = checked.envelope_json  # a few hundred bytes; a freak one stays in the payload only
     # Which request stored the job: a retry's id is the same for every request retrying one job.
     job["request_id"] = uuid.uuid4().hex
@@ -809,7 +809,7 @@ def payload_items(job: dict[str, Any]) -> Iterator[Iterator[str]]:
         yield jsonstream.array_items(stream, path=path)
 
 
-# The longest envelope (a ProductImportData payload but its products) a job keeps beside its payload.
+# The largest envelope (a ProductImportData payload but its products), in UTF-8 bytes, a job keeps beside its payload.
 ENVELOPE_KEPT_MAX = 16_384
 
 
