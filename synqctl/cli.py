@@ -370,13 +370,19 @@ class Progress:
 # -- commands -------------------------------------------------------------------------------------
 
 
+def deadline_of(timeout: float | None) -> float | None:
+    """The time.monotonic() a `--timeout` of `timeout` seconds ends at, from now (None: none)."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
 def poll(
     fetch: Callable[[], dict[str, Any]], *, interval: float, timeout: float | None, what: str, on_update: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
     """Fetch every `interval` seconds until the status is COMPLETED, FAILED or CANCELLED; the last wait
-    before `timeout` ends at it, for one more fetch. A fetch that got no answer, or a 5xx (the client
-    has already retried 429 and 503), is tried again at the next interval, up to `POLL_LOST_ANSWERS`
-    in a row: the job runs on the server whatever happens to one poll."""
+    before `timeout` ends at it, for one more fetch. A fetch that got no answer, a 429 or a 5xx (the
+    client has already retried 429 and 503, within the caller's `Client.until`), is tried again at
+    the next interval, up to `POLL_LOST_ANSWERS` in a row: the job runs on the server whatever
+    happens to one poll."""
     deadline = None if timeout is None else time.monotonic() + timeout
     lost = 0  # answers lost in a row: a long wait rides out a few (a dropped connection, a proxy's 502)
     status: Any = None  # the last one seen
@@ -385,7 +391,7 @@ def poll(
             record = fetch()
             lost = 0
         except ApiError as exc:
-            if not (exc.status == 0 or exc.status >= 500):
+            if not (exc.status in (0, 429) or exc.status >= 500):
                 raise
             lost += 1
             left = None if deadline is None else deadline - time.monotonic()
@@ -463,9 +469,10 @@ def follow_job(client: Client, job_id: str, args: argparse.Namespace, started: f
     items (`--errors-out`); the exit code says how it ended."""
     progress = Progress(sys.stderr, tty=sys.stderr.isatty())
     try:
-        job = poll(
-            lambda: fetch_job(client, job_id), interval=args.interval, timeout=args.wait_timeout, what=f"job {job_id}", on_update=progress.update
-        )
+        with client.until(deadline_of(args.wait_timeout)):
+            job = poll(
+                lambda: fetch_job(client, job_id), interval=args.interval, timeout=args.wait_timeout, what=f"job {job_id}", on_update=progress.update
+            )
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted; job {job_id} keeps running (see: python -m synqctl job {job_id})") from None
     finally:
@@ -702,13 +709,14 @@ def cmd_export(args: argparse.Namespace, client: Client) -> int:
         emit_to(sys.stdout, lambda: print(export_id))
     if not (args.wait or args.out):
         return EXIT_OK
-    export = poll(
-        lambda: client.get_export(export_id),
-        interval=args.interval,
-        timeout=args.wait_timeout,
-        what=f"export {export_id}",
-        on_update=status_changes(f"export {export_id}"),
-    )
+    with client.until(deadline_of(args.wait_timeout)):
+        export = poll(
+            lambda: client.get_export(export_id),
+            interval=args.interval,
+            timeout=args.wait_timeout,
+            what=f"export {export_id}",
+            on_update=status_changes(f"export {export_id}"),
+        )
     completed = export.get("status") == "COMPLETED"
     saved = save_export(client, export_id, Path(args.out)) if completed and args.out else None
     emit_to(sys.stdout, lambda: show_export(export, args.json, args.out, saved))

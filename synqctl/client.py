@@ -7,6 +7,7 @@ It adds the three auth headers, speaks JSON, turns `{"error": {"code", "message"
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import json
@@ -146,14 +147,31 @@ class Client:
         timeout: float = 60.0,
         max_attempts: int = 5,
         max_wait: float = 60.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_wait = max_wait
-        self._sleep = sleep
+        self._sleep: Callable[[float], None] = sleep or (lambda seconds: time.sleep(seconds))
+        self.deadline: float | None = None  # a time.monotonic() no retry waits past (`until`)
         self._opener = urllib.request.build_opener(_NoRedirects)
+
+    @contextlib.contextmanager
+    def until(self, deadline: float | None) -> Iterator[None]:
+        """Within it, a 429 or 503 is not retried after a wait that would pass `deadline` (a
+        time.monotonic(); None: no deadline), and no answer is waited for past it (a second at
+        least): a `--wait --timeout` ends at its time, not minutes after it in the client's own
+        retries (up to 60 s of Retry-After each) or in one `--http-timeout`."""
+        previous, self.deadline = self.deadline, deadline
+        try:
+            yield
+        finally:
+            self.deadline = previous
+
+    def _left(self) -> float | None:
+        """Seconds to the deadline (`until`), None without one."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
     # -- transport ------------------------------------------------------------------------------
 
@@ -177,7 +195,8 @@ class Client:
     def _open(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, Message, IO[bytes]]:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            response = self._opener.open(request, timeout=self.timeout)
+            left = self._left()
+            response = self._opener.open(request, timeout=self.timeout if left is None else min(self.timeout, max(left, 1.0)))
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers, exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -202,8 +221,12 @@ class Client:
             status, response_headers, body = self._open(method, url, data, headers)
             if status not in RETRY_STATUSES or attempt >= self.max_attempts:
                 return status, response_headers, body
+            delay = retry_delay(response_headers.get("Retry-After"), attempt, self.max_wait)
+            left = self._left()
+            if left is not None and delay > left:  # the caller's time runs out first: it has the answer
+                return status, response_headers, body
             body.close()
-            self._sleep(retry_delay(response_headers.get("Retry-After"), attempt, self.max_wait))
+            self._sleep(delay)
             attempt += 1
 
     def request(self, method: str, path: str, *, params: Params | None = None, body: Any = None, idempotency_key: str | None = None) -> Response:

@@ -465,3 +465,48 @@ def test_an_api_url_with_a_password_is_refused_without_showing_it(
 
     assert (code, out) == (2, "")
     assert err.startswith("error: SYNQ_API_URL ") and "pa55word" not in err
+
+
+@pytest.mark.parametrize("busy", [503, 429])
+def test_a_wait_ends_at_its_timeout_whatever_the_clients_own_retries_would_wait(
+    api: FakeApi, run: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, busy: int
+) -> None:
+    """`--wait --timeout 5` against an API that answers every poll 503 (or 429) with `Retry-After: 60`:
+    the client's retries (5 attempts, each up to 60 s) must not carry the wait minutes past its time,
+    and the wait ends as a timeout (exit 2), not as the API's error."""
+    now = [0.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cli.time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"title": "T", "sku": "S-1"}\n')
+    api.on(f"{PREFIX}/bulk-jobs", reply(201, {"id": "j-1", "status": "PENDING"}))
+    api.on(
+        f"{PREFIX}/bulk-jobs/j-1",
+        reply(200, {"id": "j-1", "status": "PROCESSING", "processed_items": 0, "failed_items": 0, "total_items": 1}),
+        reply(busy, {"error": {"code": "unavailable", "message": "try again"}}, {"Retry-After": "60"}),
+    )
+
+    code, out, err = run("import", str(items), "--type", "BULK_IMPORT", "--wait", "--timeout", "5", "--interval", "1")
+
+    assert (code, out) == (cli.EXIT_USAGE, "j-1\n")
+    assert err.splitlines()[-1].startswith("error: timed out after 5s: job j-1 is still PROCESSING (the last poll got no answer: ")
+    assert now[0] <= 5
+
+
+def test_a_wait_does_not_wait_for_an_answer_past_its_timeout(api: FakeApi, run: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    """A poll the API does not answer (a stalled connection) is given up at the `--timeout`, not after
+    `--http-timeout` (60 s by default); here the API would answer 10 s later."""
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"title": "T", "sku": "S-1"}\n')
+    answered = threading.Event()
+    api.on(f"{PREFIX}/bulk-jobs", reply(201, {"id": "j-1", "status": "PENDING"}))
+    api.on(f"{PREFIX}/bulk-jobs/j-1", after(answered, reply(200, {"id": "j-1", "status": "PROCESSING"})))
+    started = time.monotonic()
+    try:
+        code, out, err = run("import", str(items), "--type", "BULK_IMPORT", "--wait", "--timeout", "1.5")
+    finally:
+        answered.set()
+
+    assert (code, out) == (cli.EXIT_USAGE, "j-1\n")
+    assert err.splitlines()[-1].startswith("error: timed out after 1.5s: job j-1 was not seen yet (the last poll got no answer: ")
+    assert time.monotonic() - started < 8  # the API's answer came at 10 s
