@@ -172,10 +172,8 @@ class ItemArray:
 
     @classmethod
     def of(cls, values: Iterable[Any], keep: int) -> ItemArray:
-        builder = _ItemArrayBuilder(keep)
-        for value in values:
-            builder.add(value)
-        return builder.checked()
+        """The items `values`, each written as compact JSON (only the first `keep`: the rest are counted)."""
+        return cls.of_texts((compact_json(value) if at < keep else "" for at, value in enumerate(values)), keep)
 
     @classmethod
     def of_texts(cls, texts: Iterable[str], keep: int) -> ItemArray:
