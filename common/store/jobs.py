@@ -548,21 +548,12 @@ def finish(scope: Scope, job_id: str, audit: dict[str, Any] | None, notice: Noti
 Uncommitted = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
-def results_page(
-    scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int, uncommitted: Uncommitted | None = None
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Per-item results from index `start`, in payload order; returns (results, next start)."""
-    groups, next_start = results_by_chunk(
-        scope, job_id, start=start, limit=limit, failed_only=failed_only, chunk_size=chunk_size, uncommitted=uncommitted
-    )
-    return [item for _, items in groups for item in items], next_start
-
-
 def results_by_chunk(
     scope: Scope, job_id: str, *, start: int, limit: int, failed_only: bool, chunk_size: int, uncommitted: Uncommitted | None = None
 ) -> tuple[list[tuple[int, list[dict[str, Any]]]], int | None]:
-    """`results_page`'s page grouped by the chunk that holds each result: ([(chunk number, its
-    results on the page)], next start), so that the chunks' items can be read with them.
+    """Per-item results from index `start`, in payload order, grouped by the chunk that holds each:
+    ([(chunk number, its results on the page)], next start), so that the chunks' items can be read
+    with them.
 
     `uncommitted`: how the results of a chunk still in ErrorMode Fail's validation phase read, for
     a job whose commit round began and which was cancelled before that chunk committed (each item

@@ -122,7 +122,7 @@ def test_failures_committed_by_a_step_in_flight_while_the_retry_reads_them_are_r
     job = pipeline.create("BULK_IMPORT", items(200, "FS", failing=4))
     [message] = pipeline.dispatch_all()
     at_check, go, stepped = threading.Event(), threading.Event(), threading.Event()
-    real_status, real_step, real_page = job_store.status, jobs.catalog.apply_chunk_step, job_store.results_page
+    real_status, real_step, real_page = job_store.status, jobs.catalog.apply_chunk_step, job_store.results_by_chunk
 
     def status_held(scope: Any, job_id: str) -> str | None:
         if not at_check.is_set():
@@ -160,9 +160,10 @@ def test_failures_committed_by_a_step_in_flight_while_the_retry_reads_them_are_r
                 assert stepped.wait(WAIT)
             return out
 
-        monkeypatch.setattr(jobs.store, "results_page", page_then_step)
+        monkeypatch.setattr(jobs.store, "results_by_chunk", page_then_step)
         retry = jobs.retry_job(pipeline.principal, job["id"], None)
-        monkeypatch.setattr(jobs.store, "results_page", real_page)
+        assert stepped.is_set(), "the step did not run between the retry's read of the failures and its end"
+        monkeypatch.setattr(jobs.store, "results_by_chunk", real_page)
     finally:
         go.set()
         worker.join(WAIT)
