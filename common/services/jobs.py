@@ -841,11 +841,11 @@ def _context(job: dict[str, Any]) -> engine.JobContext:
 
 
 def _item_functions(
-    scope: Scope, job: dict[str, Any], named_before: Iterable[int] | None = None, import_options: syndigo.ImportOptions | None = None
+    job: dict[str, Any], named_before: Iterable[int], import_options: syndigo.ImportOptions | None
 ) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
     """How this job's items are applied, and what a step commits (see catalog.ALL/FAILURES/NOTHING).
     `named_before`: the payload indexes of the chunk's items whose product an earlier chunk names too;
-    `import_options`: a ProductImportData job's, when the caller has read them (`_import_options`)."""
+    `import_options`: a ProductImportData job's (`_import_options`), None for any other job."""
     options = job.get("import_options")
     if options is None:
         job_type = job["job_type"]
@@ -854,10 +854,10 @@ def _item_functions(
             lambda view, batch: engine.plain_prefetch(view, job_type, batch),
             catalog.ALL,
         )
-    import_options = import_options or _import_options(scope, job)
+    assert import_options is not None, "a ProductImportData job's options, read once a delivery by the caller"
     mode = catalog.NOTHING if options["what_if"] else catalog.FAILURES if job.get("phase") == "validate" else catalog.ALL
     # In a pass that commits nothing, the earlier chunk's products are not in the store (see apply_named_before).
-    marked = set(named_before or ()) if mode != catalog.ALL else set()
+    marked = set(named_before) if mode != catalog.ALL else set()
 
     def apply(view: engine.CatalogView, index: int, raw: Any) -> dict[str, Any]:
         if index in marked:
@@ -870,12 +870,12 @@ def _item_functions(
 
 
 def _chunk_functions(
-    scope: Scope, job: dict[str, Any], stored: dict[str, Any], import_options: syndigo.ImportOptions | None = None
+    job: dict[str, Any], stored: dict[str, Any], import_options: syndigo.ImportOptions | None
 ) -> tuple[catalog.ItemFn, catalog.PrefetchFn, str]:
     """`_item_functions` for a chunk's stored items (`store.chunk_items`); a retry job's items also
     resolve their failures up its lineage (`superseding`) when they commit."""
     named_before = [stored["first_index"] + at for at in stored.get("named_before", [])]
-    apply_item, prefetch, mode = _item_functions(scope, job, named_before, import_options)
+    apply_item, prefetch, mode = _item_functions(job, named_before, import_options)
     if stored.get("origins") and mode == catalog.ALL:
         lineage = [(job["retry_of"], stored["origins"]), *((a["job_id"], a["origins"]) for a in stored.get("ancestors", []))]
         apply_item = superseding(apply_item, lineage, stored["first_index"])
@@ -1002,7 +1002,7 @@ def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], pha
     items = loads_strict(stored["items_json"])
     # Read once a delivery, even when its phase moves under it: the job's vocabulary never changes.
     import_options = _import_options(scope, job) if job.get("import_options") else None
-    apply_item, prefetch, mode = _chunk_functions(scope, job, stored, import_options)
+    apply_item, prefetch, mode = _chunk_functions(job, stored, import_options)
     isolate = 0  # steps left to take one item at a time, after the store refused a whole step
     while not progress["done"]:
         try:
@@ -1025,7 +1025,7 @@ def _apply_claimed(scope: Scope, message: ChunkMessage, job: dict[str, Any], pha
             # the chunk, as a delivery of the round would (which found it claimed, and went).
             log.info("chunk: its commit round began under this delivery", extra={"job_id": message.job_id, "chunk": message.chunk})
             phase = moved.phase
-            apply_item, prefetch, mode = _chunk_functions(scope, {**job, "phase": phase}, stored, import_options)
+            apply_item, prefetch, mode = _chunk_functions({**job, "phase": phase}, stored, import_options)
             continue
         except catalog.StepRefused as refused:
             log.warning("chunk step refused by the store; isolating its items", extra={"job_id": message.job_id, "error": str(refused)})
